@@ -1,0 +1,56 @@
+"""Output for people (aligned tables) and programs (``-o json``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+from events.errors import GravenError
+
+
+def add_output_flag(parser: Any, choices: Sequence[str] = ("table", "json")) -> None:
+    parser.add_argument("-o", "--output", choices=list(choices), default=choices[0], help="output format")
+
+
+def print_json(obj: Any, out: TextIO = sys.stdout) -> None:
+    json.dump(obj, out, indent=2, sort_keys=True, default=_default)
+    out.write("\n")
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    return str(obj)
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: TextIO = sys.stdout) -> None:
+    """Print ``rows`` as an aligned table with upper-case headers."""
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    out.write("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n")
+    for row in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bytes):
+        return value.hex()[:16]
+    if isinstance(value, Mapping):
+        return " ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ",".join(_cell(v) for v in value)
+    return str(value)
+
+
+def print_error(exc: GravenError, output: str = "table") -> None:
+    if output == "json":
+        print_json({"error": exc.to_dict()}, sys.stderr)
+        return
+    detail = ", ".join(f"{k}={v}" for k, v in exc.details.items() if v is not None)
+    sys.stderr.write(f"error [{exc.code.name}]: {exc.message}" + (f" ({detail})" if detail else "") + "\n")

@@ -1,0 +1,61 @@
+"""``gravenctl``: the operator's command line. Each command group lives in its own ``_cli_*`` module that
+exposes ``register(subparsers)``; this module only assembles them and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from events.errors import GravenError
+
+from ._output import print_error
+
+# Command-group modules, each with ``register(subparsers: argparse._SubParsersAction) -> None``.
+_GROUPS = (
+    "api._cli_audit",
+    "api._cli_trace",
+    "api._cli_config",
+    "api._cli_image",
+    "api._cli_node",
+    "api._cli_cluster",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gravenctl",
+        description="Operate Graven nodes: config, lifecycle, audit log and boot traces.",
+    )
+    parser.add_argument("--gravenconfig", help="client config file (default: $GRAVENCONFIG, ~/.graven/config)")
+    parser.add_argument("-e", "--endpoints", help="comma-separated endpoints (host[:port])")
+    parser.add_argument("-n", "--nodes", help="comma-separated nodes to target")
+    parser.add_argument("--context", help="context of the client config to use")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _GROUPS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except GravenError as exc:
+        print_error(exc, getattr(args, "output", "table"))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

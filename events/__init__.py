@@ -1,0 +1,1 @@
+"""Signed, hash-chained event records, Merkle checkpoints, replay and offline verification."""

@@ -1,0 +1,219 @@
+"""The one error tree of Graven. Every leaf carries a stable ``code`` mirrored by ``Code`` in
+``specs/machine.proto``; only ``api/`` maps these to gRPC status.
+
+    GravenError
+    ├── OperationalError            the world is not as the request needs
+    │   ├── StorageError            LMDB, disk, META
+    │   │   ├── DiskFull
+    │   │   ├── LogLocked           another process writes this log
+    │   │   └── LogReadOnly         the log failed verification at open
+    │   ├── VerificationError       a chain, signature, proof or image does not verify
+    │   │   ├── TamperedLog         names the first bad seq
+    │   │   ├── UntrustedKey
+    │   │   └── BadImage
+    │   ├── TransitionRejected      the FSM refuses a trigger in this stage
+    │   ├── Locked                  another sequence runs and may not be taken over
+    │   ├── Cancelled
+    │   ├── TaskTimeout
+    │   ├── NotFound
+    │   ├── Unavailable             the node cannot be reached, or is not ready
+    │   └── PermissionDenied
+    ├── InvalidRequest              bad input
+    │   ├── InvalidConfig           carries every problem with its path
+    │   └── InvalidEvent            an append that would break the chain
+    └── InvariantViolation          a bug in Graven
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "BadImage",
+    "Cancelled",
+    "Code",
+    "DiskFull",
+    "GravenError",
+    "InvalidConfig",
+    "InvalidEvent",
+    "InvalidRequest",
+    "InvariantViolation",
+    "Locked",
+    "LogLocked",
+    "LogReadOnly",
+    "NotFound",
+    "OperationalError",
+    "PermissionDenied",
+    "StorageError",
+    "TamperedLog",
+    "TaskTimeout",
+    "TransitionRejected",
+    "Unavailable",
+    "UntrustedKey",
+    "VerificationError",
+    "error_for_code",
+]
+
+
+class Code(enum.IntEnum):
+    """Stable error codes; the numbers are part of the API (``specs/machine.proto`` ``Code``)."""
+
+    UNKNOWN = 0
+    STORAGE = 10
+    DISK_FULL = 11
+    LOG_LOCKED = 12
+    LOG_READ_ONLY = 13
+    VERIFICATION = 20
+    TAMPERED_LOG = 21
+    UNTRUSTED_KEY = 22
+    BAD_IMAGE = 23
+    TRANSITION_REJECTED = 30
+    LOCKED = 31
+    CANCELLED = 32
+    TASK_TIMEOUT = 33
+    NOT_FOUND = 34
+    UNAVAILABLE = 35
+    PERMISSION_DENIED = 36
+    INVALID_REQUEST = 40
+    INVALID_CONFIG = 41
+    INVALID_EVENT = 42
+    INVARIANT = 50
+
+
+class GravenError(Exception):
+    """Root of every error Graven raises on purpose."""
+
+    code: ClassVar[Code] = Code.UNKNOWN
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code.name, "message": self.message, "details": _plain(self.details)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+class OperationalError(GravenError):
+    code = Code.UNKNOWN
+
+
+class StorageError(OperationalError):
+    code = Code.STORAGE
+
+
+class DiskFull(StorageError):
+    code = Code.DISK_FULL
+
+
+class LogLocked(StorageError):
+    code = Code.LOG_LOCKED
+
+
+class LogReadOnly(StorageError):
+    code = Code.LOG_READ_ONLY
+
+
+class VerificationError(OperationalError):
+    code = Code.VERIFICATION
+
+
+class TamperedLog(VerificationError):
+    """The log does not verify; ``seq`` is the first bad event (or the first missing one)."""
+
+    code = Code.TAMPERED_LOG
+
+    def __init__(self, message: str, *, seq: int | None, reason: str, **details: Any) -> None:
+        super().__init__(message, seq=seq, reason=reason, **details)
+        self.seq = seq
+        self.reason = reason
+
+
+class UntrustedKey(VerificationError):
+    code = Code.UNTRUSTED_KEY
+
+
+class BadImage(VerificationError):
+    code = Code.BAD_IMAGE
+
+
+class TransitionRejected(OperationalError):
+    code = Code.TRANSITION_REJECTED
+
+
+class Locked(OperationalError):
+    """Another sequence runs and the take-over table does not let this request cancel it."""
+
+    code = Code.LOCKED
+
+
+class Cancelled(OperationalError):
+    code = Code.CANCELLED
+
+
+class TaskTimeout(OperationalError):
+    code = Code.TASK_TIMEOUT
+
+
+class NotFound(OperationalError):
+    code = Code.NOT_FOUND
+
+
+class Unavailable(OperationalError):
+    code = Code.UNAVAILABLE
+
+
+class PermissionDenied(OperationalError):
+    code = Code.PERMISSION_DENIED
+
+
+class InvalidRequest(GravenError):
+    code = Code.INVALID_REQUEST
+
+
+class InvalidConfig(InvalidRequest):
+    """Every problem found in a machine config, each with its path (and YAML line where known)."""
+
+    code = Code.INVALID_CONFIG
+
+
+class InvalidEvent(InvalidRequest):
+    code = Code.INVALID_EVENT
+
+
+class InvariantViolation(GravenError):
+    code = Code.INVARIANT
+
+
+_BY_CODE: dict[Code, type[GravenError]] = {}
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and issubclass(_cls, GravenError):
+        _BY_CODE.setdefault(_cls.code, _cls)
+_BY_CODE[Code.UNKNOWN] = GravenError
+
+
+def error_for_code(code: int | str, message: str, details: Mapping[str, Any] | None = None) -> GravenError:
+    """Rebuild an error on the client side from its stable code."""
+    try:
+        c = Code[code] if isinstance(code, str) else Code(code)
+    except (KeyError, ValueError):
+        c = Code.UNKNOWN
+    cls = _BY_CODE[c]
+    d = dict(details or {})
+    if cls is TamperedLog:
+        return TamperedLog(message, seq=d.pop("seq", None), reason=d.pop("reason", "unknown"), **d)
+    return cls(message, **d)

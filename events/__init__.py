@@ -1,1 +1,97 @@
-"""Signed, hash-chained event records, Merkle checkpoints, replay and offline verification."""
+"""Signed, hash-chained event records, Merkle checkpoints, replay and offline verification.
+
+Pure: no I/O. Storage adapters (``storage``) persist what ``ChainWriter`` produces; verifiers need
+only the CA certificate.
+"""
+
+from ._chain import ChainWriter as ChainWriter
+from ._chain import Clock as Clock
+from ._chain import Signed as Signed
+from ._chain import SystemClock as SystemClock
+from ._checkpoint import Checkpoint as Checkpoint
+from ._checkpoint import parse_note as parse_note
+from ._checkpoint import sign_note as sign_note
+from ._checkpoint import verify_note as verify_note
+from ._kinds import Kind as Kind
+from ._memory import MemoryEventLog as MemoryEventLog
+from ._merkle import CompactRange as CompactRange
+from ._merkle import MerkleLevels as MerkleLevels
+from ._merkle import consistency_proof as consistency_proof
+from ._merkle import inclusion_proof as inclusion_proof
+from ._merkle import leaf_hash as leaf_hash
+from ._merkle import merkle_root as merkle_root
+from ._merkle import verify_consistency as verify_consistency
+from ._merkle import verify_inclusion as verify_inclusion
+from ._pki import Ed25519Signer as Ed25519Signer
+from ._pki import Signer as Signer
+from ._pki import issue_certificate as issue_certificate
+from ._pki import key_id_for as key_id_for
+from ._pki import make_ca as make_ca
+from ._ports import EventLog as EventLog
+from ._record import GENESIS_PREV as GENESIS_PREV
+from ._record import NODE as NODE
+from ._record import Actor as Actor
+from ._record import Event as Event
+from ._record import decode_event as decode_event
+from ._record import encode_canonical as encode_canonical
+from ._record import encode_event as encode_event
+from ._record import event_hash as event_hash
+from ._replay import BootRecord as BootRecord
+from ._replay import NodeState as NodeState
+from ._replay import RunningSequence as RunningSequence
+from ._replay import SlotState as SlotState
+from ._replay import applies as applies
+from ._replay import fold as fold
+from ._replay import replay as replay
+from ._replay import state_at as state_at
+from ._verify import ChainVerifier as ChainVerifier
+from ._verify import KeyInfo as KeyInfo
+from ._verify import VerifyReport as VerifyReport
+from ._verify import verify_items as verify_items
+
+__all__ = [
+    "GENESIS_PREV",
+    "NODE",
+    "Actor",
+    "BootRecord",
+    "ChainVerifier",
+    "ChainWriter",
+    "Checkpoint",
+    "Clock",
+    "CompactRange",
+    "Ed25519Signer",
+    "Event",
+    "EventLog",
+    "Kind",
+    "KeyInfo",
+    "MemoryEventLog",
+    "MerkleLevels",
+    "NodeState",
+    "RunningSequence",
+    "Signed",
+    "Signer",
+    "SlotState",
+    "SystemClock",
+    "VerifyReport",
+    "applies",
+    "consistency_proof",
+    "decode_event",
+    "encode_canonical",
+    "encode_event",
+    "event_hash",
+    "fold",
+    "inclusion_proof",
+    "issue_certificate",
+    "key_id_for",
+    "leaf_hash",
+    "make_ca",
+    "merkle_root",
+    "parse_note",
+    "replay",
+    "sign_note",
+    "state_at",
+    "verify_consistency",
+    "verify_inclusion",
+    "verify_items",
+    "verify_note",
+]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 __all__ = [
     "EMPTY_ROOT",
     "CompactRange",
+    "MerkleLevels",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -176,3 +177,37 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     return fr == old_root and sr == new_root and sn == 0
+
+
+class MerkleLevels:
+    """Every level of the tree over a fixed list of leaf hashes, for O(log n) inclusion proofs.
+
+    An unpaired last node is carried up unchanged, which gives exactly the RFC 6962 tree.
+    """
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.levels: list[list[bytes]] = [list(leaves)]
+        while len(self.levels[-1]) > 1:
+            below = self.levels[-1]
+            above = [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+            if len(below) & 1:
+                above.append(below[-1])
+            self.levels.append(above)
+
+    @property
+    def size(self) -> int:
+        return len(self.levels[0])
+
+    def root(self) -> bytes:
+        return self.levels[-1][0] if self.levels[0] else EMPTY_ROOT
+
+    def inclusion_proof(self, index: int) -> list[bytes]:
+        if not 0 <= index < self.size:
+            raise ValueError(f"no leaf {index} in a tree of size {self.size}")
+        proof = []
+        for level in self.levels[:-1]:
+            sibling = index ^ 1
+            if sibling < len(level):
+                proof.append(level[sibling])
+            index >>= 1
+        return proof

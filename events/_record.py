@@ -16,6 +16,7 @@ from .errors import InvalidEvent
 __all__ = [
     "EVENT_DOMAIN",
     "GENESIS_PREV",
+    "NODE",
     "Actor",
     "Event",
     "UnsignedEvent",

@@ -1,0 +1,119 @@
+"""The writing side of the chain: turn (kind, actor, payload) into signed events with seq and prev.
+
+Pure: time comes from a ``Clock`` port and signatures from a ``Signer`` port. The storage adapter
+owns ordering (one writer) and durability; this class owns the chain and the Merkle frontier.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ._checkpoint import Checkpoint, sign_note
+from ._kinds import Kind
+from ._merkle import CompactRange, leaf_hash
+from ._pki import Signer
+from ._record import GENESIS_PREV, NODE, Actor, Event, UnsignedEvent, encode_event, event_hash
+
+__all__ = ["ChainWriter", "Clock", "Signed", "SystemClock"]
+
+Signed = tuple[Event, bytes]
+
+
+class Clock(Protocol):
+    def time_ns(self) -> int: ...
+
+    def monotonic_ns(self) -> int: ...
+
+
+class SystemClock:
+    def time_ns(self) -> int:
+        return time.time_ns()
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
+
+
+class ChainWriter:
+    """Builds the next events of one log. Not thread-safe: the log's single writer calls it."""
+
+    def __init__(
+        self,
+        signer: Signer,
+        *,
+        origin: str,
+        boot_id: str,
+        clock: Clock | None = None,
+        checkpoint_every: int = 1024,
+        next_seq: int = 0,
+        prev: bytes = GENESIS_PREV,
+        tree: CompactRange | None = None,
+        since_checkpoint: int = 0,
+    ) -> None:
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
+        self.signer = signer
+        self.origin = origin
+        self.boot_id = boot_id
+        self.clock: Clock = clock or SystemClock()
+        self.checkpoint_every = checkpoint_every
+        self.next_seq = next_seq
+        self.prev = prev
+        self.tree = tree or CompactRange()
+        self.since_checkpoint = since_checkpoint
+        if self.tree.size != next_seq:
+            raise ValueError(f"tree size {self.tree.size} does not match next seq {next_seq}")
+
+    def _sign(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> Signed:
+        body = UnsignedEvent(
+            seq=self.next_seq,
+            time_ns=self.clock.time_ns(),
+            mono_ns=self.clock.monotonic_ns(),
+            boot_id=self.boot_id,
+            kind=kind,
+            actor=actor,
+            payload=dict(payload),
+            prev=self.prev,
+            key_id=self.signer.key_id,
+        )
+        digest = event_hash(body)
+        event = Event(**{f: getattr(body, f) for f in body.__struct_fields__}, sig=self.signer.sign(digest))
+        raw = encode_event(event)
+        self.next_seq += 1
+        self.prev = digest
+        self.tree.append(leaf_hash(raw))
+        self.since_checkpoint += 1
+        return event, raw
+
+    def genesis(self, cert_der: bytes, actor: Actor = NODE) -> Signed:
+        if self.next_seq != 0:
+            raise ValueError("genesis must be the first event")
+        return self._sign(Kind.GENESIS, {"origin": self.origin, "cert": cert_der}, actor)
+
+    def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> list[Signed]:
+        """The event, followed by a checkpoint when one is due."""
+        out = [self._sign(kind, payload, actor)]
+        if self.since_checkpoint >= self.checkpoint_every:
+            out.append(self.checkpoint())
+        return out
+
+    def checkpoint(self, *, sealed: bool = False, reason: str = "") -> Signed:
+        cp = Checkpoint(self.origin, self.tree.size, self.tree.root())
+        payload = {
+            "size": cp.size,
+            "root": cp.root,
+            "frontier": self.tree.nodes,
+            "note": sign_note(cp, self.signer),
+            "sealed": sealed,
+            "reason": reason,
+        }
+        signed = self._sign(Kind.CHECKPOINT, payload, NODE)
+        self.since_checkpoint = 0
+        return signed
+
+    def rotate(self, new_signer: Signer, cert_der: bytes, actor: Actor = NODE) -> Signed:
+        """``key.rotated`` carrying the next key's certificate, signed by the current key."""
+        signed = self._sign(Kind.KEY_ROTATED, {"cert": cert_der, "key_id": new_signer.key_id}, actor)
+        self.signer = new_signer
+        return signed

@@ -1,0 +1,33 @@
+"""Event kinds, dotted, and the payload keys each carries (``specs/event-log.md`` lists them all)."""
+
+from __future__ import annotations
+
+__all__ = ["Kind"]
+
+
+class Kind:
+    GENESIS = "log.genesis"  # {origin, cert (DER)}
+    CHECKPOINT = "log.checkpoint"  # {size, root, frontier, note, sealed, reason}
+    KEY_ROTATED = "key.rotated"  # {cert (DER) of the next key}; signed by the old key
+    BOOT_STARTED = "boot.started"  # {boot_id, slot, version, image_digest, boot_number}
+    BOOT_SELECTED = "boot.selected"  # {slot, tries_left, reason}  (written for the bootloader)
+    BOOT_FALLBACK = "boot.fallback"  # {from_slot, to_slot, reason}
+    BOOT_COMMITTED = "boot.committed"  # {slot}
+    FSM_TRANSITION = "fsm.transition"  # {trigger, src, dst}
+    SEQUENCE_STARTED = "sequence.started"  # {sequence, phases}
+    SEQUENCE_STOPPED = "sequence.stopped"  # {sequence, outcome, error?, duration_ns}
+    SEQUENCE_FAILED = "sequence.failed"
+    PHASE_STARTED = "phase.started"  # {sequence, phase, index, count}
+    PHASE_STOPPED = "phase.stopped"  # {sequence, phase, duration_ns}
+    PHASE_FAILED = "phase.failed"
+    PHASE_SKIPPED = "phase.skipped"
+    TASK_STARTED = "task.started"  # {sequence, phase, task}
+    TASK_STOPPED = "task.stopped"  # {sequence, phase, task, duration_ns}
+    TASK_FAILED = "task.failed"  # {sequence, phase, task, duration_ns, error, fatal}
+    CONFIG_APPLIED = "config.applied"  # {digest, mode, diff, version}
+    CONFIG_STAGED = "config.staged"  # {digest, diff}
+    CONFIG_REVERTED = "config.reverted"  # {digest, reason}
+    CONFIG_CONFIRMED = "config.confirmed"  # {digest}
+    IMAGE_INSTALLED = "image.installed"  # {slot, version, digest}
+    API_REQUEST = "api.request"  # {method, args}
+    API_DENIED = "api.denied"  # {method, subject, roles, reason}

@@ -1,0 +1,228 @@
+"""State as a pure fold over events: ``replay(events)`` and ``state_at(events, seq)``.
+
+Each kind has one apply function registered with ``@applies(kind)``; kinds without one change nothing
+but the position. The fold checks seq and prev as it goes, so a fold over a broken chain fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+from msgspec.structs import replace
+
+from ._kinds import Kind
+from ._record import GENESIS_PREV, Event, event_hash
+from .errors import TamperedLog
+
+__all__ = ["BootRecord", "NodeState", "RunningSequence", "SlotState", "applies", "fold", "replay", "state_at"]
+
+
+class SlotState(msgspec.Struct, frozen=True):
+    version: str | None = None
+    digest: str | None = None
+    good: bool = False
+
+
+class BootRecord(msgspec.Struct, frozen=True):
+    boot_id: str
+    number: int
+    started_seq: int
+    started_ns: int
+    slot: str | None = None
+    version: str | None = None
+    outcome: str = "running"  # running | committed | failed | rebooted | shutdown
+    last_seq: int = 0
+    fallback: dict[str, Any] | None = None
+
+
+class RunningSequence(msgspec.Struct, frozen=True):
+    name: str
+    actor: str
+    started_seq: int
+
+
+class NodeState(msgspec.Struct, frozen=True):
+    seq: int = -1
+    head: bytes = GENESIS_PREV
+    origin: str = ""
+    key_id: str = ""
+    stage: str = "booting"
+    config_digest: str | None = None
+    config_generation: int = 0
+    staged_config_digest: str | None = None
+    try_config: dict[str, Any] | None = None
+    slots: dict[str, SlotState] = {}
+    active_slot: str | None = None
+    boots: tuple[BootRecord, ...] = ()
+    sequence: RunningSequence | None = None
+    last_sequence: dict[str, Any] | None = None
+    last_fallback: dict[str, Any] | None = None
+    checkpoints: int = 0
+    sealed: bool = False
+    denied: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self, enc_hook=lambda b: b.hex() if isinstance(b, bytes) else str(b))  # type: ignore[no-any-return]
+
+
+Apply = Callable[[NodeState, Event], NodeState]
+_APPLY: dict[str, Apply] = {}
+
+
+def applies(kind: str) -> Callable[[Apply], Apply]:
+    def register(fn: Apply) -> Apply:
+        _APPLY[kind] = fn
+        return fn
+
+    return register
+
+
+def fold(state: NodeState, event: Event) -> NodeState:
+    if event.seq != state.seq + 1:
+        raise TamperedLog(f"replay expected seq {state.seq + 1}, got {event.seq}", seq=state.seq + 1, reason="gap")
+    if event.prev != state.head:
+        raise TamperedLog(f"seq {event.seq}: prev does not match the event before it", seq=event.seq, reason="chain")
+    fn = _APPLY.get(event.kind)
+    state = fn(state, event) if fn else state
+    if state.boots and state.boots[-1].boot_id == event.boot_id:
+        state = replace(state, boots=(*state.boots[:-1], replace(state.boots[-1], last_seq=event.seq)))
+    return replace(state, seq=event.seq, head=event_hash(event))
+
+
+def replay(events: Iterable[Event], state: NodeState | None = None) -> NodeState:
+    state = state or NodeState()
+    for event in events:
+        state = fold(state, event)
+    return state
+
+
+def state_at(events: Iterable[Event], seq: int) -> NodeState:
+    """The state right after event ``seq``."""
+    state = NodeState()
+    for event in events:
+        if event.seq > seq:
+            break
+        state = fold(state, event)
+    if state.seq != seq:
+        raise TamperedLog(f"the log ends at seq {state.seq}, before {seq}", seq=state.seq + 1, reason="truncated")
+    return state
+
+
+def _boot(state: NodeState, **changes: Any) -> NodeState:
+    if not state.boots:
+        return state
+    return replace(state, boots=(*state.boots[:-1], replace(state.boots[-1], **changes)))
+
+
+@applies(Kind.GENESIS)
+def _genesis(state: NodeState, e: Event) -> NodeState:
+    return replace(state, origin=str(e.payload.get("origin", "")), key_id=e.key_id)
+
+
+@applies(Kind.KEY_ROTATED)
+def _rotated(state: NodeState, e: Event) -> NodeState:
+    return replace(state, key_id=str(e.payload.get("key_id", "")))
+
+
+@applies(Kind.CHECKPOINT)
+def _checkpoint(state: NodeState, e: Event) -> NodeState:
+    return replace(state, checkpoints=state.checkpoints + 1, sealed=bool(e.payload.get("sealed")))
+
+
+@applies(Kind.BOOT_STARTED)
+def _boot_started(state: NodeState, e: Event) -> NodeState:
+    boots = state.boots
+    if boots and boots[-1].outcome == "running":
+        boots = (*boots[:-1], replace(boots[-1], outcome="failed"))
+    rec = BootRecord(
+        boot_id=e.boot_id,
+        number=len(boots),
+        started_seq=e.seq,
+        started_ns=e.time_ns,
+        slot=e.payload.get("slot"),
+        version=e.payload.get("version"),
+        last_seq=e.seq,
+    )
+    return replace(state, boots=(*boots, rec), sealed=False, sequence=None, stage="booting",
+                   active_slot=e.payload.get("slot", state.active_slot))
+
+
+@applies(Kind.BOOT_FALLBACK)
+def _fallback(state: NodeState, e: Event) -> NodeState:
+    fb = {"from_slot": e.payload.get("from_slot"), "to_slot": e.payload.get("to_slot"),
+          "reason": e.payload.get("reason"), "seq": e.seq}
+    return _boot(replace(state, last_fallback=fb), fallback=fb)
+
+
+@applies(Kind.BOOT_COMMITTED)
+def _committed(state: NodeState, e: Event) -> NodeState:
+    slot = str(e.payload.get("slot", state.active_slot or ""))
+    slots = dict(state.slots)
+    slots[slot] = replace(slots.get(slot, SlotState()), good=True)
+    return _boot(replace(state, slots=slots), outcome="committed")
+
+
+@applies(Kind.FSM_TRANSITION)
+def _transition(state: NodeState, e: Event) -> NodeState:
+    dst = str(e.payload["dst"])
+    state = replace(state, stage=dst)
+    if dst in ("rebooting", "shutting_down", "stopped") and state.boots:
+        outcome = {"rebooting": "rebooted", "shutting_down": "shutdown", "stopped": "shutdown"}[dst]
+        if state.boots[-1].outcome in ("running", "committed", "rebooted"):
+            state = _boot(state, outcome=outcome)
+    return state
+
+
+@applies(Kind.SEQUENCE_STARTED)
+def _seq_started(state: NodeState, e: Event) -> NodeState:
+    return replace(state, sequence=RunningSequence(str(e.payload["sequence"]), str(e.actor), e.seq))
+
+
+def _seq_stopped(state: NodeState, e: Event) -> NodeState:
+    last = {"name": e.payload.get("sequence"), "outcome": e.payload.get("outcome", "ok"),
+            "error": e.payload.get("error"), "seq": e.seq}
+    return replace(state, sequence=None, last_sequence=last)
+
+
+applies(Kind.SEQUENCE_STOPPED)(_seq_stopped)
+applies(Kind.SEQUENCE_FAILED)(_seq_stopped)
+
+
+@applies(Kind.CONFIG_APPLIED)
+def _config_applied(state: NodeState, e: Event) -> NodeState:
+    digest = str(e.payload["digest"])
+    try_cfg = None
+    if e.payload.get("mode") == "try":
+        try_cfg = {"digest": digest, "revert_to": state.config_digest, "deadline_ns": e.payload.get("deadline_ns")}
+    return replace(state, config_digest=digest, config_generation=state.config_generation + 1,
+                   try_config=try_cfg, staged_config_digest=None)
+
+
+@applies(Kind.CONFIG_STAGED)
+def _config_staged(state: NodeState, e: Event) -> NodeState:
+    return replace(state, staged_config_digest=str(e.payload["digest"]))
+
+
+@applies(Kind.CONFIG_REVERTED)
+def _config_reverted(state: NodeState, e: Event) -> NodeState:
+    return replace(state, config_digest=e.payload.get("digest"), try_config=None,
+                   config_generation=state.config_generation + 1)
+
+
+@applies(Kind.CONFIG_CONFIRMED)
+def _config_confirmed(state: NodeState, e: Event) -> NodeState:
+    return replace(state, try_config=None)
+
+
+@applies(Kind.IMAGE_INSTALLED)
+def _installed(state: NodeState, e: Event) -> NodeState:
+    slots = dict(state.slots)
+    slots[str(e.payload["slot"])] = SlotState(e.payload.get("version"), e.payload.get("digest"), False)
+    return replace(state, slots=slots)
+
+
+@applies(Kind.API_DENIED)
+def _denied(state: NodeState, e: Event) -> NodeState:
+    return replace(state, denied=state.denied + 1)

@@ -62,29 +62,52 @@ class ChainWriter:
         self.prev = prev
         self.tree = tree or CompactRange()
         self.since_checkpoint = since_checkpoint
+        self._prepared = next_seq
+        self._prepared_prev = prev
         if self.tree.size != next_seq:
             raise ValueError(f"tree size {self.tree.size} does not match next seq {next_seq}")
 
-    def _sign(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> Signed:
+    def prepare(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> tuple[UnsignedEvent, bytes]:
+        """Give the next event its seq and prev; the signature may then be made anywhere (even in parallel),
+        but ``complete`` must be called in seq order before anything else is prepared past a checkpoint."""
         body = UnsignedEvent(
-            seq=self.next_seq,
+            seq=self._prepared,
             time_ns=self.clock.time_ns(),
             mono_ns=self.clock.monotonic_ns(),
             boot_id=self.boot_id,
             kind=kind,
             actor=actor,
             payload=dict(payload),
-            prev=self.prev,
+            prev=self._prepared_prev,
             key_id=self.signer.key_id,
         )
         digest = event_hash(body)
-        event = Event(**{f: getattr(body, f) for f in body.__struct_fields__}, sig=self.signer.sign(digest))
+        self._prepared += 1
+        self._prepared_prev = digest
+        return body, digest
+
+    def checkpoint_due(self) -> bool:
+        """Whether the events prepared so far call for a checkpoint after them."""
+        return self.since_checkpoint + (self._prepared - self.next_seq) >= self.checkpoint_every
+
+    def complete(self, body: UnsignedEvent, digest: bytes, sig: bytes) -> Signed:
+        if body.seq != self.next_seq:
+            raise ValueError(f"complete() out of order: seq {body.seq}, expected {self.next_seq}")
+        event = Event(seq=body.seq, time_ns=body.time_ns, mono_ns=body.mono_ns, boot_id=body.boot_id,
+                      kind=body.kind, actor=body.actor, payload=body.payload, prev=body.prev, key_id=body.key_id,
+                      sig=sig)
         raw = encode_event(event)
         self.next_seq += 1
         self.prev = digest
         self.tree.append(leaf_hash(raw))
         self.since_checkpoint += 1
         return event, raw
+
+    def _sign(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> Signed:
+        if self._prepared != self.next_seq:
+            raise ValueError("events are prepared but not completed")
+        body, digest = self.prepare(kind, payload, actor)
+        return self.complete(body, digest, self.signer.sign(digest))
 
     def genesis(self, cert_der: bytes, actor: Actor = NODE) -> Signed:
         if self.next_seq != 0:

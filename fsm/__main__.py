@@ -1,0 +1,5 @@
+import sys
+
+from ._diagram import spec_markdown
+
+sys.stdout.write(spec_markdown())

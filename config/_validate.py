@@ -279,12 +279,18 @@ def _warnings(tree: Any, ctx: _Ctx) -> None:
             ctx.warn(("machine", "audit", "sinks"), "no audit sinks: a reset wipes the event log without shipping it")
 
 
+def _by_line(p: Problem) -> int:
+    return p.line if p.line is not None else 1 << 62
+
+
 def validate_tree(tree: Any, lines: Mapping[Path, int] | None = None) -> Validation:
     """Validate a plain tree (as decoded from YAML or JSON); ``lines`` maps paths to YAML lines."""
     ctx = _Ctx(lines or {})
     _walk(tree, _INFO, (), ctx)
     _cross_checks(tree, ctx)
     _warnings(tree, ctx)
+    ctx.errors.sort(key=_by_line)
+    ctx.warnings.sort(key=_by_line)
     if ctx.errors:
         return Validation(config=None, errors=tuple(ctx.errors), warnings=tuple(ctx.warnings))
     try:

@@ -14,7 +14,8 @@ def add_output_flag(parser: Any, choices: Sequence[str] = ("table", "json")) -> 
     parser.add_argument("-o", "--output", choices=list(choices), default=choices[0], help="output format")
 
 
-def print_json(obj: Any, out: TextIO = sys.stdout) -> None:
+def print_json(obj: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     json.dump(obj, out, indent=2, sort_keys=True, default=_default)
     out.write("\n")
 
@@ -27,8 +28,9 @@ def _default(obj: Any) -> Any:
     return str(obj)
 
 
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: TextIO = sys.stdout) -> None:
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: TextIO | None = None) -> None:
     """Print ``rows`` as an aligned table with upper-case headers."""
+    out = out or sys.stdout
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
     out.write("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n")

@@ -1,0 +1,188 @@
+"""``gravenctl audit verify|export|show|replay``: the auditor's commands, offline on a log or a bundle."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fnmatch
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from events import VerifyReport, replay, state_at
+from events._bundle import write_bundle
+from events.errors import InvalidRequest, TamperedLog
+
+from ._output import add_output_flag, print_json, table
+from ._source import load_ca, open_source, verify_path
+
+
+def register(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="verify, export, show and replay a node's signed event log",
+                           description="Audit a signed event log: PATH is an LMDB log directory (or a node "
+                                       "root) or an export bundle.")
+    cmds = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
+
+    v = cmds.add_parser("verify", help="verify a log or bundle offline with the CA certificate alone")
+    v.add_argument("path", help="LMDB log directory, node root, or export bundle")
+    v.add_argument("--ca", required=True, help="the machine CA certificate (PEM)")
+    v.add_argument("--since-export", metavar="OLD", help="an earlier export: the log must extend its checkpoint")
+    add_output_flag(v)
+    v.set_defaults(func=_verify)
+
+    e = cmds.add_parser("export", help="write an audit bundle (tar) verifiable with the CA certificate")
+    e.add_argument("path", help="LMDB log directory or node root")
+    e.add_argument("-o", "--out", required=True, metavar="BUNDLE", help="bundle file to write")
+    e.add_argument("--from", dest="start", type=int, default=0, metavar="SEQ", help="first seq (default 0)")
+    e.add_argument("--to", dest="end", type=int, default=None, metavar="SEQ", help="last seq (default: the last)")
+    e.set_defaults(func=_export)
+
+    s = cmds.add_parser("show", help="a readable table of events: who changed what, when")
+    s.add_argument("path")
+    s.add_argument("--kind", help="only kinds matching this glob (e.g. 'config.*')")
+    s.add_argument("--actor", help="only actors whose id or roles match this glob")
+    s.add_argument("--since", type=int, default=0, metavar="SEQ", help="from this seq on")
+    s.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N matching events")
+    add_output_flag(s)
+    s.set_defaults(func=_show)
+
+    r = cmds.add_parser("replay", help="the node state folded from the log, up to a seq")
+    r.add_argument("path")
+    r.add_argument("--at", type=int, default=None, metavar="SEQ", help="state right after this seq")
+    add_output_flag(r)
+    r.set_defaults(func=_replay)
+
+
+def _ts(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z" if ns else "-"
+
+
+def report_dict(report: VerifyReport) -> dict[str, Any]:
+    last_cp = report.checkpoints[-1] if report.checkpoints else None
+    return {
+        "verdict": "ok",
+        "origin": report.origin,
+        "events": report.events,
+        "first_seq": report.first_seq,
+        "last_seq": report.last_seq,
+        "checkpoints": len(report.checkpoints),
+        "last_checkpoint": {k: v for k, v in last_cp.items() if k != "note"} if last_cp else None,
+        "sealed": report.sealed,
+        "uncovered_tail": report.uncovered_tail,
+        "keys": [{"key_id": k.key_id, "subject": k.subject, "since_seq": k.since_seq,
+                  "not_after": k.not_after} for k in report.keys],
+        "first_time": _ts(report.first_time_ns),
+        "last_time": _ts(report.last_time_ns),
+        "boots": report.boots,
+        "head": report.head.hex(),
+        "kinds": report.kinds,
+    }
+
+
+def _verify(args: argparse.Namespace) -> int:
+    ca = load_ca(args.ca)
+    try:
+        report = verify_path(args.path, ca, args.since_export)
+    except TamperedLog as exc:
+        if args.output == "json":
+            print_json({"verdict": "tampered", "seq": exc.seq, "reason": exc.reason, "message": exc.message})
+        else:
+            where = f"at seq {exc.seq}" if exc.seq is not None else "in the bundle"
+            print(f"TAMPERED {where} ({exc.reason}): {exc.message}")
+        return 1
+    d = report_dict(report)
+    if args.output == "json":
+        print_json(d)
+        return 0
+    cp = d["last_checkpoint"]
+    rows = [
+        ("verdict", "OK: every event verifies against the CA"),
+        ("origin", d["origin"]),
+        ("events", f"{d['events']} (seq {d['first_seq']}..{d['last_seq']})"),
+        ("checkpoints", f"{d['checkpoints']}" + (_cp_text(cp) if cp else "")),
+        ("tail", "sealed" if d["sealed"] else f"{d['uncovered_tail']} events after the last checkpoint (signed; "
+                                               "their completeness is proven only by a later checkpoint)"),
+        ("keys", "; ".join(f"{k['key_id']} {k['subject']} from seq {k['since_seq']}" for k in d["keys"]) or "-"),
+        ("time span", f"{d['first_time']} .. {d['last_time']}"),
+        ("boots", str(d["boots"])),
+        ("head", d["head"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k.ljust(width)}  {v}")
+    return 0
+
+
+def _cp_text(cp: dict[str, Any]) -> str:
+    sealed = f", sealed: {cp['reason']}" if cp["sealed"] else ""
+    return f" (last at seq {cp['seq']}, size {cp['size']}{sealed})"
+
+
+def _export(args: argparse.Namespace) -> int:
+    source = open_source(args.path)
+    if source.kind != "lmdb":
+        raise InvalidRequest(f"{args.path} is already a bundle; export reads a log directory")
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".partial")
+    with tmp.open("wb") as f:
+        manifest = write_bundle(f, source.raw, start=args.start, end=args.end)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(out)
+    print(f"exported seq {manifest['from_seq']}..{manifest['to_seq']} ({manifest['count']} events) of "
+          f"{manifest['origin']} to {out}", file=sys.stderr)
+    return 0
+
+
+def _match(value: str, pattern: str | None) -> bool:
+    return pattern is None or fnmatch.fnmatchcase(value, pattern)
+
+
+def _show(args: argparse.Namespace) -> int:
+    rows = []
+    for ev in open_source(args.path).events():
+        if ev.seq < args.since or not _match(ev.kind, args.kind):
+            continue
+        if args.actor and not (_match(ev.actor.id, args.actor) or any(_match(r, args.actor) for r in ev.actor.roles)):
+            continue
+        rows.append(ev)
+    if args.tail is not None:
+        rows = rows[-args.tail:] if args.tail else []
+    if args.output == "json":
+        print_json([e.to_json() for e in rows])
+        return 0
+    table([{"seq": e.seq, "time": _ts(e.time_ns), "kind": e.kind, "actor": str(e.actor),
+            "details": summarize(e.payload)} for e in rows], ["seq", "time", "kind", "actor", "details"])
+    return 0
+
+
+def summarize(payload: dict[str, Any], limit: int = 90) -> str:
+    """One line of the payload for a table: bytes shortened, long values cut."""
+    parts = []
+    for k, v in payload.items():
+        if k in ("frontier", "note", "cert"):
+            continue
+        text = v.hex()[:12] if isinstance(v, bytes) else str(v)
+        parts.append(f"{k}={text}")
+    line = " ".join(parts)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _replay(args: argparse.Namespace) -> int:
+    events = open_source(args.path).events()
+    state = replay(events) if args.at is None else state_at(events, args.at)
+    d = state.to_json()
+    if args.output == "json":
+        print_json(d)
+        return 0
+    for k in ("seq", "stage", "origin", "key_id", "config_digest", "staged_config_digest", "active_slot",
+              "sealed", "checkpoints", "denied"):
+        print(f"{k:22} {d[k] if d[k] is not None else '-'}")
+    print(f"{'sequence':22} {d['sequence']['name'] + ' by ' + d['sequence']['actor'] if d['sequence'] else '-'}")
+    for slot, info in sorted(d["slots"].items()):
+        print(f"{'slot ' + slot:22} {info['version'] or '-'} good={info['good']}")
+    print(f"{'boots':22} {len(d['boots'])}")
+    if d["last_fallback"]:
+        print(f"{'last fallback':22} {d['last_fallback']}")
+    return 0

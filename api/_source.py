@@ -1,0 +1,92 @@
+"""Where audit and trace commands read a log from: an LMDB log directory or an export bundle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from events import Event, VerifyReport, decode_event, leaf_hash
+from events._bundle import Bundle, iter_events, read_bundle, verify_against, verify_bundle
+from events._pki import load_certificate
+from events._verify import ChainVerifier
+from events.errors import NotFound, StorageError
+from storage import LogReader
+
+
+@dataclass
+class LogSource:
+    """A log read whole into memory: (seq, canonical bytes) pairs plus, for a bundle, its manifest."""
+
+    path: Path
+    kind: str  # "lmdb" | "bundle"
+    raw: list[tuple[int, bytes]]
+    bundle: Bundle | None = None
+
+    @property
+    def manifest(self) -> dict[str, Any] | None:
+        return self.bundle.manifest if self.bundle else None
+
+    def events(self) -> list[Event]:
+        if self.bundle is not None:
+            start = int(self.bundle.manifest["from_seq"])
+            return list(iter_events(self.bundle.events, start))
+        return [decode_event(raw, seq=seq) for seq, raw in self.raw]
+
+
+def log_dir(path: Path) -> Path:
+    """Accept a node root (``ROOT/disk/EPHEMERAL/log``), an EPHEMERAL dir, or the LMDB dir itself."""
+    for candidate in (path, path / "log", path / "EPHEMERAL" / "log", path / "disk" / "EPHEMERAL" / "log"):
+        if (candidate / "data.mdb").exists():
+            return candidate
+    raise NotFound(f"{path}: no event log found (looked for data.mdb in it, log/, EPHEMERAL/log/, disk/EPHEMERAL/log/)",
+                   path=str(path))
+
+
+def open_source(path: str | Path) -> LogSource:
+    p = Path(path)
+    if p.is_file():
+        with p.open("rb") as f:
+            bundle = read_bundle(f)
+        start = int(bundle.manifest["from_seq"])
+        return LogSource(p, "bundle", list(enumerate(bundle.events, start)), bundle)
+    if not p.exists():
+        raise NotFound(f"{p}: no such file or directory", path=str(p))
+    with LogReader(log_dir(p)) as reader:
+        return LogSource(p, "lmdb", list(reader.read_raw()))
+
+
+def open_events(path: str | Path) -> list[Event]:
+    return open_source(path).events()
+
+
+def verify_source(source: LogSource, ca: x509.Certificate) -> tuple[VerifyReport, list[bytes]]:
+    """Verify a whole source; returns the report and the Merkle leaf hashes (for --since-export)."""
+    if source.bundle is not None:
+        report, verifier = verify_bundle(source.bundle, ca)
+        return report, verifier.leaf_hashes
+    verifier = ChainVerifier(ca)
+    report = verifier.feed_all(source.raw)
+    return report, verifier.leaf_hashes
+
+
+def verify_path(path: str | Path, ca: x509.Certificate, since: str | Path | None = None) -> VerifyReport:
+    source = open_source(path)
+    report, leaves = verify_source(source, ca)
+    if since is not None:
+        old = open_source(since)
+        old_report, old_leaves = verify_source(old, ca)
+        if old_report.first_seq != 0:
+            old_leaves = [leaf_hash(r) for _, r in old.raw]
+        verify_against(old_report, old_leaves, leaves, report)
+    return report
+
+
+def load_ca(path: str | Path) -> x509.Certificate:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read CA certificate {path}: {exc.strerror}", path=str(path)) from exc
+    return load_certificate(data)

@@ -1,0 +1,258 @@
+"""Audit export bundles: one tar file that an auditor verifies with the CA certificate alone.
+
+Layout (``specs/event-log.md``)::
+
+    manifest.json       format, origin, range, counts, head hash, anchor checkpoint
+    events.bin          the events of the range: [u32 big-endian length][canonical bytes] ...
+    events.jsonl        the same events rendered as JSON, one per line (for people; never verified)
+    keys.bin            events carrying certificates (genesis, key.rotated) before the range, same framing
+    anchor.bin          the checkpoint event that covers the range (partial exports), same framing
+    proofs.json         inclusion proofs of every event of the range in the anchor (partial exports)
+    certs/<seq>.pem     the log certificates, for people
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import tarfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ._checkpoint import verify_note
+from ._kinds import Kind
+from ._merkle import MerkleLevels, leaf_hash, merkle_root, verify_inclusion
+from ._pki import key_id_for, load_certificate, verify_log_certificate, verify_signature
+from ._record import Event, decode_event, event_hash
+from ._verify import ChainVerifier, VerifyReport
+from .errors import InvalidEvent, InvalidRequest, TamperedLog, UntrustedKey, VerificationError
+
+__all__ = ["BUNDLE_FORMAT", "Bundle", "iter_events", "read_bundle", "verify_against", "verify_bundle", "write_bundle"]
+
+BUNDLE_FORMAT = "graven-audit-bundle/1"
+_LEN = struct.Struct(">I")
+
+
+def _frame(raws: Iterable[bytes]) -> bytes:
+    return b"".join(_LEN.pack(len(r)) + r for r in raws)
+
+
+def _unframe(data: bytes, name: str) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise TamperedLog(f"{name}: truncated length prefix at byte {pos}", seq=None, reason="truncated")
+        (n,) = _LEN.unpack_from(data, pos)
+        if pos + 4 + n > len(data):
+            raise TamperedLog(f"{name}: truncated record at byte {pos}", seq=None, reason="truncated")
+        out.append(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+@dataclass
+class Bundle:
+    manifest: dict[str, Any]
+    events: list[bytes]
+    key_events: list[bytes] = field(default_factory=list)
+    anchor: bytes | None = None
+    proofs: dict[int, list[bytes]] = field(default_factory=dict)
+
+
+def write_bundle(
+    out: IO[bytes], raw_items: Sequence[tuple[int, bytes]], *, start: int = 0, end: int | None = None,
+    exported_at_ns: int | None = None,
+) -> dict[str, Any]:
+    """Write the bundle for events [start, end] (inclusive; None = to the last) of a whole log ``raw_items``."""
+    if not raw_items:
+        raise InvalidRequest("the log is empty: nothing to export")
+    last = raw_items[-1][0]
+    end = last if end is None else min(end, last)
+    if not 0 <= start <= end:
+        raise InvalidRequest(f"export range {start}..{end} is empty or out of the log's range 0..{last}")
+    events = [(s, r) for s, r in raw_items if start <= s <= end]
+    decoded = {s: decode_event(r, seq=s) for s, r in raw_items if s <= end or s == start}
+    key_events = [r for s, r in raw_items if s < start and decoded[s].kind in (Kind.GENESIS, Kind.KEY_ROTATED)]
+    anchor_raw, proofs = None, {}
+    anchor_info = None
+    if start > 0:
+        anchor = _find_anchor(raw_items, end)
+        if anchor is not None:
+            a_seq, anchor_raw = anchor
+            levels = MerkleLevels([leaf_hash(r) for _, r in raw_items[:a_seq]])
+            proofs = {s: levels.inclusion_proof(s) for s, _ in events if s < a_seq}
+            anchor_info = {"seq": a_seq, "size": a_seq, "root": levels.root().hex()}
+    head = event_hash(decoded[end]).hex() if end in decoded else ""
+    genesis = decode_event(raw_items[0][1], seq=0)
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "origin": str(genesis.payload.get("origin", "")),
+        "from_seq": start,
+        "to_seq": end,
+        "count": len(events),
+        "log_size": last + 1,
+        "head": head,
+        "anchor": anchor_info,
+        "exported_at_ns": exported_at_ns if exported_at_ns is not None else time.time_ns(),
+    }
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        _add(tar, "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+        _add(tar, "events.bin", _frame(r for _, r in events))
+        _add(tar, "events.jsonl", b"".join(
+            json.dumps(decode_event(r, seq=s).to_json(), sort_keys=True).encode() + b"\n" for s, r in events))
+        _add(tar, "keys.bin", _frame(key_events))
+        if anchor_raw is not None:
+            _add(tar, "anchor.bin", _frame([anchor_raw]))
+            _add(tar, "proofs.json", json.dumps({str(s): [h.hex() for h in p] for s, p in proofs.items()}).encode())
+        for s, r in [*((s, r) for s, r in raw_items if s < start), *events]:
+            ev = decoded.get(s) or decode_event(r, seq=s)
+            if ev.kind in (Kind.GENESIS, Kind.KEY_ROTATED):
+                pem = load_certificate(bytes(ev.payload["cert"])).public_bytes(serialization.Encoding.PEM)
+                _add(tar, f"certs/{s:08d}.pem", pem)
+    return manifest
+
+
+def _find_anchor(raw_items: Sequence[tuple[int, bytes]], end: int) -> tuple[int, bytes] | None:
+    """The first checkpoint covering event ``end``; else the last checkpoint of the log."""
+    last_cp = None
+    for s, r in raw_items:
+        ev = decode_event(r, seq=s)
+        if ev.kind == Kind.CHECKPOINT:
+            last_cp = (s, r)
+            if s > end:
+                return last_cp
+    return last_cp
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def read_bundle(fileobj: IO[bytes]) -> Bundle:
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r:*") as tar:
+            files = {m.name: tar.extractfile(m) for m in tar.getmembers() if m.isfile()}
+            data = {n: f.read() for n, f in files.items() if f is not None}
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise TamperedLog(f"not a readable audit bundle: {exc}", seq=None, reason="truncated") from exc
+    if "manifest.json" not in data or "events.bin" not in data:
+        raise TamperedLog("audit bundle lacks manifest.json or events.bin", seq=None, reason="truncated")
+    try:
+        manifest = json.loads(data["manifest.json"])
+    except ValueError as exc:
+        raise TamperedLog(f"manifest.json is not JSON: {exc}", seq=None, reason="manifest") from exc
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise InvalidRequest(f"unknown bundle format {manifest.get('format')!r} (expected {BUNDLE_FORMAT})")
+    anchor = _unframe(data["anchor.bin"], "anchor.bin") if "anchor.bin" in data else []
+    proofs = {int(k): [bytes.fromhex(h) for h in v] for k, v in json.loads(data.get("proofs.json", b"{}")).items()}
+    return Bundle(manifest, _unframe(data["events.bin"], "events.bin"),
+                  _unframe(data.get("keys.bin", b""), "keys.bin"), anchor[0] if anchor else None, proofs)
+
+
+def _key_chain(key_events: list[bytes], ca: x509.Certificate) -> tuple[dict[str, bytes], str | None, str]:
+    """Verify the certificate-carrying events before a partial range: each certified by the CA and signed
+    by the key in force before it. Returns the keys, the key in force at the range start, and the origin."""
+    keys: dict[str, bytes] = {}
+    current: str | None = None
+    origin = ""
+    for raw in key_events:
+        ev = decode_event(raw)
+        try:
+            pub = verify_log_certificate(load_certificate(bytes(ev.payload["cert"])), ca)
+        except (KeyError, UntrustedKey) as exc:
+            raise TamperedLog(f"seq {ev.seq}: key certificate not issued by the CA", seq=ev.seq,
+                              reason="untrusted-key") from exc
+        signer = pub if ev.kind == Kind.GENESIS else keys.get(current or "")
+        if signer is None or not verify_signature(signer, ev.sig, event_hash(ev)):
+            raise TamperedLog(f"seq {ev.seq}: key event is not signed by the key in force", seq=ev.seq,
+                              reason="signature")
+        if ev.kind == Kind.GENESIS:
+            origin = str(ev.payload.get("origin", ""))
+        keys[key_id_for(pub)] = pub
+        current = key_id_for(pub)
+    return keys, current, origin
+
+
+def verify_bundle(bundle: Bundle, ca: x509.Certificate) -> tuple[VerifyReport, ChainVerifier]:
+    m = bundle.manifest
+    start, end = int(m["from_seq"]), int(m["to_seq"])
+    if start == 0:
+        verifier = ChainVerifier(ca)
+    else:
+        keys, current, origin = _key_chain(bundle.key_events, ca)
+        verifier = ChainVerifier(ca, start_seq=start, keys=keys, current_key=current, origin=origin)
+    report = verifier.feed_all(enumerate(bundle.events, start))
+    if report.last_seq < end:
+        seq = report.last_seq + 1
+        raise TamperedLog(f"seq {seq}: the bundle ends at seq {report.last_seq} but its manifest says {end}",
+                          seq=seq, reason="truncated")
+    if report.last_seq > end:
+        raise TamperedLog(f"seq {end + 1}: events past the manifest's range", seq=end + 1, reason="manifest")
+    if m.get("head") and report.head.hex() != m["head"]:
+        raise TamperedLog(f"seq {end}: head hash differs from the manifest", seq=end, reason="manifest")
+    if start > 0 and bundle.anchor is not None:
+        _check_anchor(bundle, verifier, start)
+    return report, verifier
+
+
+def _check_anchor(bundle: Bundle, verifier: ChainVerifier, start: int) -> None:
+    anchor = decode_event(bundle.anchor or b"")
+    pub = verifier.keys.get(anchor.key_id)
+    if pub is None or not verify_signature(pub, anchor.sig, event_hash(anchor)):
+        raise TamperedLog(f"seq {anchor.seq}: anchor checkpoint is not signed by a certified log key",
+                          seq=anchor.seq, reason="checkpoint")
+    try:
+        cp = verify_note(str(anchor.payload["note"]), pub)
+    except (KeyError, VerificationError) as exc:
+        raise TamperedLog(f"seq {anchor.seq}: anchor checkpoint note does not verify", seq=anchor.seq,
+                          reason="checkpoint") from exc
+    for offset, raw in enumerate(bundle.events):
+        seq = start + offset
+        if seq >= cp.size:
+            break
+        proof = bundle.proofs.get(seq)
+        if proof is None or not verify_inclusion(leaf_hash(raw), seq, cp.size, proof, cp.root):
+            raise TamperedLog(f"seq {seq}: not included in the checkpoint of size {cp.size}", seq=seq,
+                              reason="inclusion")
+
+
+def verify_against(
+    old_report: VerifyReport, old_leaves: Sequence[bytes], new_leaves: Sequence[bytes], new_report: VerifyReport
+) -> None:
+    """The newer log must extend the latest checkpoint an older export saw: no truncation, no rollback."""
+    if not old_report.checkpoints:
+        return
+    cp = old_report.checkpoints[-1]
+    size, root = int(cp["size"]), bytes.fromhex(cp["root"])
+    if new_report.first_seq != 0:
+        raise InvalidRequest("--since-export needs an export or log that starts at seq 0")
+    n = new_report.last_seq + 1
+    if n < size:
+        raise TamperedLog(
+            f"seq {n}: truncated: an earlier export saw a checkpoint of size {size} (seq {cp['seq']}), "
+            f"but the log now ends at seq {n - 1}", seq=n, reason="truncated")
+    if merkle_root(new_leaves[:size]) != root:
+        first = next((i for i, (a, b) in enumerate(zip(old_leaves, new_leaves, strict=False)) if a != b),
+                     min(len(old_leaves), size))
+        raise TamperedLog(
+            f"seq {first}: rolled back or forked: the log no longer extends the checkpoint of size {size} "
+            f"an earlier export saw; the first differing event is seq {first}", seq=first, reason="rolled-back")
+
+
+def iter_events(raws: Iterable[bytes], start: int = 0) -> Iterator[Event]:
+    for i, raw in enumerate(raws, start):
+        try:
+            yield decode_event(raw, seq=i)
+        except InvalidEvent as exc:
+            raise TamperedLog(f"seq {i}: {exc.message}", seq=i, reason="undecodable") from exc
+

@@ -71,9 +71,10 @@ def config_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubPa
     parser = subparsers.choices.get("config")
     if parser is None:
         parser = subparsers.add_parser(
-            "config", help="machine config files (patch, diff) and the client config", description=__doc__
+            "config",
+            help="machine config files (patch, diff) and the client config",
+            description="Work on machine config files offline (patch, diff), and on the client config.",
         )
-        parser.formatter_class = argparse.RawDescriptionHelpFormatter
         cmds: argparse._SubParsersAction = parser.add_subparsers(  # type: ignore[type-arg]
             dest="config_command", metavar="COMMAND", required=True
         )

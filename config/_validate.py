@@ -156,7 +156,8 @@ def _walk(value: Any, t: mi.Type, path: Path, ctx: _Ctx) -> bool:
         return True
     if isinstance(t, mi.StrType):
         if not isinstance(value, str):
-            ctx.error(path, f"expected a string, got {_kind(value)}")
+            hint = "; quote it to make it a string" if isinstance(value, bool | int | float) else ""
+            ctx.error(path, f"expected a string, got {_kind(value)}{hint}")
             return False
         return True
     if isinstance(t, mi.BoolType):

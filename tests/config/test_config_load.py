@@ -64,6 +64,7 @@ def test_uses_the_c_loader_when_available():
         (32, "endpoint: ftp://x", "cluster.endpoint", "endpoint"),
         (32, "endpoint: https://10.0.0.2:99999", "cluster.endpoint", "port"),
         (32, "endpoint: 2024-01-01", "cluster.endpoint", "a date"),
+        (15, "hostname: no", "machine.network.hostname", "got a boolean (false); quote it"),
         (15, "hostnme: node1", "machine.network.hostnme", "did you mean 'hostname'"),
         (28, "extra: 2", "machine.audit.extra", "unknown key 'extra'"),
         (16, "hostname: node2", "machine.network.hostname", "duplicate key"),

@@ -188,8 +188,11 @@ def _refuse_reboot(mode: ApplyMode, fields: tuple[str, ...]) -> None:
 
 
 def confirm_try(active: MachineConfig, persisted: MachineConfig | None, staged: MachineConfig | None) -> ApplyPlan:
-    """Keep a tried config: persist what runs."""
-    return plan_apply(active, persisted, staged, active, ApplyMode.NO_REBOOT)
+    """Keep a tried config: persist what runs (a staged config stays staged)."""
+    return ApplyPlan(
+        mode=ApplyMode.TRY, action=Action.NONE if persisted == active else Action.LIVE, dry_run=False,
+        changes=(), reboot_fields=(), digest=digest(active), active=active, persisted=active, staged=staged,
+    )  # fmt: skip
 
 
 def revert_try(

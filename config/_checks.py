@@ -29,7 +29,7 @@ def pem_blocks(text: str) -> list[tuple[str, bytes]]:
         try:
             blocks.append((m.group(1), base64.b64decode(body, validate=True)))
         except binascii.Error as exc:
-            raise ValueError(f"the base64 body of the {m.group(1)} block is corrupt") from exc
+            raise ValueError(f"has a {m.group(1)} PEM block whose base64 body is corrupt") from exc
     return blocks
 
 
@@ -39,10 +39,12 @@ def decode_pem(value: str) -> bytes:
     if not text.startswith("-----BEGIN"):
         try:
             text = base64.b64decode("".join(text.split()), validate=True).decode("ascii")
-        except (binascii.Error, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # binascii.Error, UnicodeDecodeError, or non-ASCII input
             raise ValueError("is neither PEM nor base64-encoded PEM") from exc
         if "-----BEGIN" not in text:
             raise ValueError("is base64 but does not decode to PEM")
+    if not text.isascii():
+        raise ValueError("holds characters that PEM never has (non-ASCII)")
     return text.encode("ascii")
 
 
@@ -51,7 +53,7 @@ def _pem_check(want: Callable[[str], bool], what: str) -> Callable[[str], str | 
         try:
             blocks = pem_blocks(decode_pem(value).decode("ascii"))
         except (ValueError, UnicodeDecodeError) as exc:
-            return f"not {what}: the value {exc}" if str(exc).startswith("is ") else f"not {what}: {exc}"
+            return f"not {what}: the value {exc}"
         if not blocks:
             return f"not {what}: no PEM block found"
         label, der = blocks[0]
@@ -70,7 +72,7 @@ def ed25519_public_raw(value: str) -> bytes:
     if not text.startswith("-----BEGIN"):
         try:
             raw = base64.b64decode("".join(text.split()), validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:
             raise ValueError("is neither PEM nor base64") from exc
         if len(raw) == 32:
             return raw
@@ -89,7 +91,7 @@ def _ed25519(value: str) -> str | None:
     try:
         ed25519_public_raw(value)
     except (ValueError, UnicodeDecodeError) as exc:
-        return f"not a trusted Ed25519 public key: {exc}"
+        return f"not an Ed25519 public key (PEM, or base64 of the 32 raw bytes): the value {exc}"
     return None
 
 

@@ -81,7 +81,8 @@ def test_try_applies_without_persisting(cfg, live, needs_reboot):
     assert plan.action is Action.TRY and not plan.reboot
     assert (plan.active, plan.persisted, plan.revert_to, plan.try_timeout) == (live, cfg, cfg, 30)
     confirmed = config.confirm_try(plan.active, plan.persisted, plan.staged)
-    assert confirmed.persisted == live and confirmed.active == live
+    assert confirmed.persisted == live and confirmed.active == live and confirmed.action is Action.LIVE
+    assert config.confirm_try(live, cfg, needs_reboot).staged == needs_reboot
     reverted = config.revert_try(plan.active, plan.persisted, plan.staged, plan.revert_to)
     assert reverted.active == cfg and reverted.persisted == cfg
     assert [c.path for c in reverted.changes] == ["machine.network.hostname"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 from config_fixtures import keys, replace_line, valid_yaml
@@ -204,3 +206,21 @@ def test_format_path():
     )
     assert config.format_path(("machine", "a.b")) == "machine['a.b']"
     assert config.format_path(()) == ""
+
+
+@pytest.mark.parametrize(
+    "value", ["hunter2-secret", "-----BEGIN PRIVATE KEY-----\nhunter2é\n-----END PRIVATE KEY-----"]
+)
+def test_an_invalid_secret_is_not_echoed(text, value):
+    bad = text.replace("key: " + keys()["key_b64"], "key: " + json.dumps(value))
+    [problem] = config.validate(bad).errors
+    assert problem.path == "machine.ca.key" and problem.line == 6
+    assert "hunter2" not in problem.message
+
+
+def test_non_ascii_pem_is_an_error(text):
+    bad = text.replace(
+        "crt: " + keys()["crt_b64"], 'crt: "-----BEGIN CERTIFICATE-----\\né\\n-----END CERTIFICATE-----"'
+    )
+    [problem] = config.validate(bad).errors
+    assert problem.path == "machine.ca.crt" and "non-ASCII" in problem.message

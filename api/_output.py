@@ -54,5 +54,6 @@ def print_error(exc: GravenError, output: str = "table") -> None:
     if output == "json":
         print_json({"error": exc.to_dict()}, sys.stderr)
         return
-    detail = ", ".join(f"{k}={v}" for k, v in exc.details.items() if v is not None)
+    # Lists of problems (config errors, warnings) are already spelled out in the message.
+    detail = ", ".join(f"{k}={v}" for k, v in exc.details.items() if v is not None and k not in ("errors", "warnings"))
     sys.stderr.write(f"error [{exc.code.name}]: {exc.message}" + (f" ({detail})" if detail else "") + "\n")

@@ -1,0 +1,343 @@
+"""The gRPC server: ``graven.machine.v1.MachineService`` over TCP with mutual TLS, health and reflection.
+
+The servicer authenticates (client certificate → actor and roles), authorizes (``_rbac.RULES``), records
+denials as events, and maps Graven errors to ``google.rpc.Status`` with an ``ErrorDetail``. Everything else
+is the node's: it implements ``NodeApi``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import functools
+import io
+import json
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from google.rpc import code_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from events import Actor, decode_event
+from events._bundle import write_bundle
+from events._pki import cert_subject
+from events.errors import Code, GravenError, InvalidRequest, PermissionDenied
+
+from ._pb import machine_pb2 as pb
+from ._pb import machine_pb2_grpc as pb_grpc
+from ._rbac import ADMIN, MAINTENANCE_METHODS, allowed
+
+__all__ = ["NodeApi", "Server"]
+
+EVENTS_PER_MESSAGE = 512
+_GRPC_CODE = {
+    Code.LOCKED: code_pb2.FAILED_PRECONDITION,
+    Code.TRANSITION_REJECTED: code_pb2.FAILED_PRECONDITION,
+    Code.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    Code.NOT_FOUND: code_pb2.NOT_FOUND,
+    Code.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    Code.CANCELLED: code_pb2.ABORTED,
+    Code.TASK_TIMEOUT: code_pb2.DEADLINE_EXCEEDED,
+    Code.DISK_FULL: code_pb2.RESOURCE_EXHAUSTED,
+    Code.INVARIANT: code_pb2.INTERNAL,
+}
+
+
+class NodeApi(Protocol):
+    """What the agent offers the API."""
+
+    @property
+    def maintenance(self) -> bool: ...
+
+    @property
+    def spool_dir(self) -> Path: ...
+
+    def version(self) -> dict[str, str]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def apply_config(self, data: bytes, mode: str, dry_run: bool, try_timeout: float,
+                           actor: Actor) -> dict[str, Any]: ...
+
+    def get_config(self, redact: bool) -> tuple[bytes, str]: ...
+
+    async def request(self, sequence: str, args: dict[str, Any], actor: Actor) -> tuple[str, int]: ...
+
+    async def record_denied(self, method: str, actor: Actor, reason: str) -> None: ...
+
+    def read_raw(self, start: int, end: int | None = None) -> Iterator[tuple[int, bytes]]: ...
+
+    def next_seq(self) -> int: ...
+
+    def wait_for(self, seq: int, timeout: float) -> bool: ...
+
+    def boot_trace(self, boot: int, boot_id: str, fmt: str) -> bytes: ...
+
+    def client_config(self, roles: list[str], ttl_seconds: int, name: str) -> tuple[bytes, bytes, bytes]: ...
+
+    def network(self, what: str) -> list[dict[str, Any]]: ...
+
+
+def _status(code: int, message: str, detail: pb.ErrorDetail) -> grpc.Status:
+    st = status_pb2.Status(code=code, message=message)
+    st.details.add().Pack(detail)
+    return rpc_status.to_status(st)
+
+
+def error_status(exc: GravenError) -> grpc.Status:
+    code = _GRPC_CODE.get(exc.code, code_pb2.INVALID_ARGUMENT if exc.code.value >= 40 else code_pb2.FAILED_PRECONDITION)
+    detail = pb.ErrorDetail(code=exc.code.name, message=exc.message,
+                            details_json=json.dumps(exc.to_dict()["details"], default=str))
+    return _status(code, exc.message, detail)
+
+
+def caller(context: Ctx) -> tuple[Actor | None, bool]:
+    """The client certificate's subject and roles, and whether it may be used as a client certificate."""
+    pems: list[bytes] = list(context.auth_context().get("x509_pem_cert") or [])
+    if not pems:
+        return None, False
+    cert = x509.load_pem_x509_certificate(pems[0])
+    cn, orgs = cert_subject(cert)
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        client_ok = ExtendedKeyUsageOID.CLIENT_AUTH in eku
+    except x509.ExtensionNotFound:
+        client_ok = False
+    return Actor(cn, orgs), client_ok
+
+
+# grpc-stubs predate grpc.aio's abort_with_status; the context is typed loosely on purpose.
+Ctx = Any
+T = TypeVar("T")
+Handler = Callable[..., Awaitable[T]]
+
+
+def rpc(method: str) -> Callable[[Handler[T]], Handler[T]]:
+    """Authenticate, authorize and translate errors for one RPC; the handler gets the actor."""
+
+    def wrap(fn: Handler[T]) -> Handler[T]:
+        @functools.wraps(fn)
+        async def handler(self: MachineServicer, request: Any, context: Ctx) -> T:
+            actor = await self.authorize(method, context)
+            try:
+                return await fn(self, request, context, actor)
+            except GravenError as exc:
+                await context.abort_with_status(error_status(exc))
+                raise AssertionError("unreachable") from exc
+
+        return handler
+
+    return wrap
+
+
+class MachineServicer(pb_grpc.MachineServiceServicer):
+    def __init__(self, node: NodeApi) -> None:
+        self.node = node
+
+    async def authorize(self, method: str, context: Ctx) -> Actor:
+        if self.node.maintenance:
+            if method not in MAINTENANCE_METHODS:
+                exc = PermissionDenied(f"{method} is not available in maintenance mode; apply a config first")
+                await context.abort_with_status(error_status(exc))
+            return Actor("maintenance", ())
+        actor, client_ok = caller(context)
+        if actor is None:
+            await context.abort_with_status(error_status(PermissionDenied("a client certificate is required")))
+            raise AssertionError("unreachable")
+        reason = ""
+        if not client_ok:
+            reason = "certificate is not valid for client authentication"
+        elif not allowed(method, actor.roles):
+            reason = f"roles {list(actor.roles) or '[]'} may not call {method}"
+        if reason:
+            await self.node.record_denied(method, actor, reason)
+            await context.abort_with_status(error_status(PermissionDenied(f"{actor.id}: {reason}",
+                                                                          method=method)))
+        return actor
+
+    @rpc("Version")
+    async def Version(self, request: pb.Empty, context: Any, actor: Actor) -> pb.VersionResponse:
+        return pb.VersionResponse(**self.node.version())
+
+    @rpc("MachineStatus")
+    async def MachineStatus(self, request: pb.Empty, context: Any, actor: Actor) -> pb.MachineStatusResponse:
+        s = self.node.status()
+        resp = pb.MachineStatusResponse(
+            stage=s["stage"], ready=s["ready"], slot=s.get("slot") or "", version=s["version"],
+            boot_id=s["boot_id"], log_next_seq=s["log_next_seq"], config_digest=s.get("config_digest") or "",
+            staged_config_digest=s.get("staged_config_digest") or "", node=s.get("node", ""),
+            details_json=json.dumps(s.get("details", {}), default=str))
+        if s.get("sequence"):
+            q = s["sequence"]
+            resp.sequence.CopyFrom(pb.RunningSequence(name=q["name"], actor=pb.Actor(id=q["actor"]),
+                                                      started_seq=q["started_seq"]))
+        if s.get("last_fallback"):
+            f = s["last_fallback"]
+            resp.last_fallback.CopyFrom(pb.Fallback(from_slot=f.get("from_slot") or "", to_slot=f.get("to_slot") or "",
+                                                    reason=f.get("reason") or "", seq=f.get("seq") or 0))
+        return resp
+
+    @rpc("ApplyConfiguration")
+    async def ApplyConfiguration(self, request: pb.ApplyConfigurationRequest, context: Any,
+                                 actor: Actor) -> pb.ApplyConfigurationResponse:
+        mode = pb.ApplyMode.Name(request.mode).lower().replace("_", "-")
+        out = await self.node.apply_config(request.data, mode, request.dry_run,
+                                           float(request.try_timeout_seconds or 60), actor)
+        return pb.ApplyConfigurationResponse(
+            mode=out["mode"].upper().replace("-", "_"), diff_json=json.dumps(out["diff"]),
+            digest=out["digest"], seq=out.get("seq") or 0, reboot_required=out.get("reboot_required", False),
+            warnings=out.get("warnings", []))
+
+    @rpc("GetConfiguration")
+    async def GetConfiguration(self, request: pb.Empty, context: Any, actor: Actor) -> pb.GetConfigurationResponse:
+        redact = ADMIN not in actor.roles
+        data, digest = self.node.get_config(redact)
+        return pb.GetConfigurationResponse(data=data, digest=digest, redacted=redact)
+
+    async def _sequence(self, name: str, args: dict[str, Any], actor: Actor) -> pb.SequenceAccepted:
+        seq_name, seq = await self.node.request(name, args, actor)
+        return pb.SequenceAccepted(sequence=seq_name, seq=seq, actor=pb.Actor(id=actor.id, roles=list(actor.roles)))
+
+    @rpc("Upgrade")
+    async def Upgrade(self, request_iterator: AsyncIterator[pb.UpgradeRequest], context: Any,
+                      actor: Actor) -> pb.SequenceAccepted:
+        url, stage, spool = "", False, None
+        self.node.spool_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.node.spool_dir, prefix="upgrade-", suffix=".img",
+                                         delete=False) as f:
+            spool = Path(f.name)
+            async for msg in request_iterator:
+                url = url or msg.url
+                stage = stage or msg.stage
+                if msg.chunk:
+                    f.write(msg.chunk)
+        source = url or str(spool)
+        if url:
+            spool.unlink(missing_ok=True)
+        elif spool.stat().st_size == 0:
+            spool.unlink(missing_ok=True)
+            raise InvalidRequest("upgrade needs an image (streamed chunks) or a url")
+        return await self._sequence("stage-upgrade" if stage else "upgrade", {"source": source, "stage": stage}, actor)
+
+    @rpc("Rollback")
+    async def Rollback(self, request: pb.RollbackRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
+        return await self._sequence("rollback", {}, actor)
+
+    @rpc("Reset")
+    async def Reset(self, request: pb.ResetRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
+        args = {"wipe": list(request.wipe) or ["STATE", "EPHEMERAL"], "graceful": request.graceful,
+                "reboot": request.reboot, "force": request.force}
+        return await self._sequence("reset", args, actor)
+
+    @rpc("Reboot")
+    async def Reboot(self, request: pb.RebootRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
+        return await self._sequence("reboot", {}, actor)
+
+    @rpc("Shutdown")
+    async def Shutdown(self, request: pb.ShutdownRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
+        return await self._sequence("shutdown", {}, actor)
+
+    async def Events(self, request: pb.EventsRequest, context: Ctx) -> AsyncIterator[pb.EventBatch]:
+        await self.authorize("Events", context)
+        node, loop = self.node, asyncio.get_running_loop()
+        start = request.since_seq
+        if request.tail_events or start < 0:
+            start = max(0, node.next_seq() - (request.tail_events or 0))
+        kinds, actor_glob = list(request.kinds), request.actor
+        while True:
+            raws = await loop.run_in_executor(None, _read_batch, node, start)
+            if raws:
+                start = raws[-1][0] + 1
+                kept = [r for _, r in raws if _wanted(r, kinds, actor_glob)] if kinds or actor_glob else \
+                    [r for _, r in raws]
+                yield pb.EventBatch(raw=kept, next_seq=start)
+                continue
+            if not request.follow:
+                return
+            await loop.run_in_executor(None, node.wait_for, start, 1.0)
+
+    async def AuditExport(self, request: pb.AuditExportRequest, context: Ctx
+                            ) -> AsyncIterator[pb.Chunk]:
+        await self.authorize("AuditExport", context)
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(None, self._bundle_bytes, request)
+        except GravenError as exc:
+            await context.abort_with_status(error_status(exc))
+            return
+        for i in range(0, len(data), 1 << 20):
+            yield pb.Chunk(data=data[i: i + (1 << 20)])
+
+    def _bundle_bytes(self, request: pb.AuditExportRequest) -> bytes:
+        buf = io.BytesIO()
+        raw = list(self.node.read_raw(0))
+        write_bundle(buf, raw, start=request.from_seq, end=None if request.to_seq < 0 else request.to_seq)
+        return buf.getvalue()
+
+    @rpc("BootTrace")
+    async def BootTrace(self, request: pb.BootTraceRequest, context: Any, actor: Actor) -> pb.BootTraceResponse:
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, self.node.boot_trace, request.boot, request.boot_id,
+                                          request.format or "json")
+        return pb.BootTraceResponse(data=data)
+
+    @rpc("GenerateClientConfiguration")
+    async def GenerateClientConfiguration(self, request: pb.ConfigNewRequest, context: Any,
+                                          actor: Actor) -> pb.ConfigNewResponse:
+        ca, crt, key = self.node.client_config(list(request.roles) or ["os:admin"], request.ttl_seconds or 86400,
+                                               request.name or "client")
+        return pb.ConfigNewResponse(ca_crt=ca, crt=crt, key=key)
+
+    @rpc("Network")
+    async def Network(self, request: pb.NetworkRequest, context: Any, actor: Actor) -> pb.NetworkResponse:
+        return pb.NetworkResponse(json=json.dumps(self.node.network(request.what), default=str))
+
+
+def _read_batch(node: NodeApi, start: int) -> list[tuple[int, bytes]]:
+    out = []
+    for item in node.read_raw(start):
+        out.append(item)
+        if len(out) >= EVENTS_PER_MESSAGE:
+            break
+    return out
+
+
+def _wanted(raw: bytes, kinds: list[str], actor_glob: str) -> bool:
+    ev = decode_event(raw)
+    if kinds and not any(fnmatch.fnmatchcase(ev.kind, k) for k in kinds):
+        return False
+    return not actor_glob or fnmatch.fnmatchcase(ev.actor.id, actor_glob) or any(
+        fnmatch.fnmatchcase(r, actor_glob) for r in ev.actor.roles)
+
+
+class Server:
+    """The aio gRPC server on one address, with health and reflection."""
+
+    def __init__(self, node: NodeApi, address: str, credentials: grpc.ServerCredentials) -> None:
+        self.address = address
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
+        pb_grpc.add_MachineServiceServicer_to_server(MachineServicer(node), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = (pb.DESCRIPTOR.services_by_name["MachineService"].full_name, health.SERVICE_NAME,
+                 reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self.server)
+        self.port = self.server.add_secure_port(address, credentials)
+        if self.port == 0:
+            raise GravenError(f"cannot listen on {address}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("graven.machine.v1.MachineService", health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)

@@ -20,7 +20,8 @@ def generate(out: Path) -> None:
     if protoc.main(args) != 0:
         raise SystemExit(f"protoc failed on {PROTO}")
     grpc_file = out / "machine_pb2_grpc.py"
-    text = grpc_file.read_text().replace("import machine_pb2 as machine__pb2", "from . import machine_pb2 as machine__pb2")
+    text = grpc_file.read_text().replace("import machine_pb2 as machine__pb2",
+                                         "from . import machine_pb2 as machine__pb2")
     grpc_file.write_text(text)
 
 

@@ -15,10 +15,14 @@ from ._kinds import Kind
 from ._merkle import CompactRange, leaf_hash
 from ._pki import Signer
 from ._record import GENESIS_PREV, NODE, Actor, Event, UnsignedEvent, encode_event, event_hash
+from .errors import InvalidEvent
 
-__all__ = ["ChainWriter", "Clock", "Signed", "SystemClock"]
+__all__ = ["LOG_KINDS", "ChainWriter", "Clock", "Signed", "SystemClock"]
 
 Signed = tuple[Event, bytes]
+
+# Kinds only the writer makes: appending one from outside would forge the log's structure.
+LOG_KINDS = frozenset({Kind.GENESIS, Kind.CHECKPOINT, Kind.KEY_ROTATED})
 
 
 class Clock(Protocol):
@@ -69,19 +73,28 @@ class ChainWriter:
 
     def prepare(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> tuple[UnsignedEvent, bytes]:
         """Give the next event its seq and prev; the signature may then be made anywhere (even in parallel),
-        but ``complete`` must be called in seq order before anything else is prepared past a checkpoint."""
-        body = UnsignedEvent(
-            seq=self._prepared,
-            time_ns=self.clock.time_ns(),
-            mono_ns=self.clock.monotonic_ns(),
-            boot_id=self.boot_id,
-            kind=kind,
-            actor=actor,
-            payload=dict(payload),
-            prev=self._prepared_prev,
-            key_id=self.signer.key_id,
-        )
-        digest = event_hash(body)
+        but ``complete`` must be called in seq order before anything else is prepared past a checkpoint.
+
+        The log's own kinds (genesis, checkpoint, key rotation) are refused: only this writer makes them."""
+        _check_appendable(kind, actor)
+        return self._prepare(kind, payload, actor)
+
+    def _prepare(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> tuple[UnsignedEvent, bytes]:
+        try:
+            body = UnsignedEvent(
+                seq=self._prepared,
+                time_ns=self.clock.time_ns(),
+                mono_ns=self.clock.monotonic_ns(),
+                boot_id=self.boot_id,
+                kind=kind,
+                actor=actor,
+                payload=dict(payload),
+                prev=self._prepared_prev,
+                key_id=self.signer.key_id,
+            )
+            digest = event_hash(body)
+        except Exception as exc:  # msgspec refuses it: an unsupported type, a non-str key, an int out of range
+            raise InvalidEvent(f"cannot append {kind}: payload has no canonical encoding ({exc})") from exc
         self._prepared += 1
         self._prepared_prev = digest
         return body, digest
@@ -106,7 +119,7 @@ class ChainWriter:
     def _sign(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> Signed:
         if self._prepared != self.next_seq:
             raise ValueError("events are prepared but not completed")
-        body, digest = self.prepare(kind, payload, actor)
+        body, digest = self._prepare(kind, payload, actor)
         return self.complete(body, digest, self.signer.sign(digest))
 
     def genesis(self, cert_der: bytes, actor: Actor = NODE) -> Signed:
@@ -116,6 +129,7 @@ class ChainWriter:
 
     def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> list[Signed]:
         """The event, followed by a checkpoint when one is due."""
+        _check_appendable(kind, actor)
         out = [self._sign(kind, payload, actor)]
         if self.since_checkpoint >= self.checkpoint_every:
             out.append(self.checkpoint())
@@ -140,3 +154,10 @@ class ChainWriter:
         signed = self._sign(Kind.KEY_ROTATED, {"cert": cert_der, "key_id": new_signer.key_id}, actor)
         self.signer = new_signer
         return signed
+
+
+def _check_appendable(kind: str, actor: Actor) -> None:
+    if not isinstance(kind, str) or not kind or not isinstance(actor, Actor):
+        raise InvalidEvent(f"cannot append {kind!r} by {actor!r}: kind must be a non-empty str, actor an Actor")
+    if kind in LOG_KINDS:
+        raise InvalidEvent(f"cannot append {kind}: the log writes it itself (seal, rotate)", kind=kind)

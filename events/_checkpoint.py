@@ -62,7 +62,12 @@ def parse_note(note: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
         parts = line.split(" ")
         if len(parts) != 3 or parts[0] != _DASH:
             raise VerificationError(f"malformed signature line in checkpoint note: {line!r}")
-        raw = base64.b64decode(parts[2])
+        try:
+            raw = base64.b64decode(parts[2], validate=True)
+        except ValueError as exc:
+            raise VerificationError(f"checkpoint note signature is not base64: {line!r}") from exc
+        if len(raw) < 5:
+            raise VerificationError(f"checkpoint note signature is too short: {line!r}")
         out.append((parts[1], raw[:4], raw[4:]))
     return Checkpoint(lines[0], size, root), out
 

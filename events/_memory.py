@@ -13,6 +13,7 @@ from typing import Any
 from ._chain import ChainWriter, Clock, Signed
 from ._pki import Signer
 from ._record import NODE, Actor, Event
+from .errors import InvalidEvent
 
 __all__ = ["MemoryEventLog"]
 
@@ -54,7 +55,12 @@ class MemoryEventLog:
     def submit(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Future[Event]:
         fut: Future[Event] = Future()
         with self._cond:
-            fut.set_result(self._store(self._chain.append(kind, payload, actor)))
+            try:
+                signed = self._chain.append(kind, payload, actor)
+            except InvalidEvent as exc:
+                fut.set_exception(exc)
+                return fut
+            fut.set_result(self._store(signed))
         return fut
 
     def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Event:

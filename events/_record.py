@@ -82,19 +82,13 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def to_json(self) -> dict[str, Any]:
         """A readable rendering (bytes as hex); not canonical, never hashed."""
-        return _jsonable(msgspec.to_builtins(self, enc_hook=_hex))  # type: ignore[no-any-return]
-
-
-def _hex(obj: Any) -> Any:
-    if isinstance(obj, bytes):
-        return obj.hex()
-    raise NotImplementedError
+        return _jsonable(msgspec.to_builtins(self, builtin_types=(bytes,)))  # type: ignore[no-any-return]
 
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, bytes):
         return value.hex()

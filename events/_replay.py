@@ -13,7 +13,7 @@ import msgspec
 from msgspec.structs import replace
 
 from ._kinds import Kind
-from ._record import GENESIS_PREV, Event, event_hash
+from ._record import GENESIS_PREV, Event, _jsonable, event_hash
 from .errors import TamperedLog
 
 __all__ = ["BootRecord", "NodeState", "RunningSequence", "SlotState", "applies", "fold", "replay", "state_at"]
@@ -64,7 +64,7 @@ class NodeState(msgspec.Struct, frozen=True):
     denied: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self, enc_hook=lambda b: b.hex() if isinstance(b, bytes) else str(b))  # type: ignore[no-any-return]
+        return _jsonable(msgspec.to_builtins(self, builtin_types=(bytes,), enc_hook=str))  # type: ignore[no-any-return]
 
 
 Apply = Callable[[NodeState, Event], NodeState]

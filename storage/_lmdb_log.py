@@ -447,7 +447,8 @@ class LmdbEventLog:
                     try:
                         body, digest = self._chain.prepare(item.kind, item.payload, item.actor)
                     except Exception as exc:  # a payload msgpack cannot encode
-                        item.future.set_exception(InvalidEvent(f"cannot append {item.kind}: {exc}"))
+                        item.future.set_exception(
+                            exc if isinstance(exc, InvalidEvent) else InvalidEvent(f"cannot append {item.kind}: {exc}"))
                         continue
                     pending.append((body, digest, item.future))
                     if self._chain.checkpoint_due():

@@ -1,0 +1,65 @@
+"""The boundary where the disk adapters' foreign failures become Graven errors.
+
+``os_errors(what)`` turns an ``OSError`` into ``DiskFull`` (ENOSPC, EDQUOT) or ``StorageError``;
+``run(cmd)`` runs a tool and turns a missing tool or a failing exit into ``StorageError`` naming the
+command and the tail of its stderr.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from events.errors import DiskFull, StorageError
+
+__all__ = ["have", "is_root", "os_errors", "run", "translate_os_error"]
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def translate_os_error(exc: OSError, what: str) -> StorageError:
+    if exc.errno in _FULL:
+        return DiskFull(f"{what}: no space left on device", path=exc.filename, errno=exc.errno)
+    name = f" ({exc.filename})" if exc.filename and str(exc.filename) not in what else ""
+    return StorageError(f"{what}{name}: {exc.strerror or exc}", path=exc.filename, errno=exc.errno)
+
+
+@contextmanager
+def os_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise translate_os_error(exc, what) from exc
+
+
+def run(cmd: Sequence[str], *, input: bytes | None = None, timeout: float = 120.0) -> str:
+    """Run ``cmd``, return its stdout as text; StorageError (or DiskFull) naming the command on failure."""
+    shown = shlex.join(cmd)
+    try:
+        proc = subprocess.run(list(cmd), input=input, capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError as exc:
+        raise StorageError(f"{cmd[0]} is not installed (needed for `{shown}`)", command=shown) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise StorageError(f"`{shown}` did not finish within {timeout:.0f} s", command=shown) from exc
+    except OSError as exc:
+        raise translate_os_error(exc, f"`{shown}`") from exc
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
+        tail = " | ".join(err.splitlines()[-3:])
+        cls = DiskFull if "No space left" in err else StorageError
+        raise cls(f"`{shown}` failed with exit code {proc.returncode}: {tail or 'no output'}",
+                  command=shown, returncode=proc.returncode)
+    return proc.stdout.decode(errors="replace")
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

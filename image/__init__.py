@@ -1,0 +1,70 @@
+"""Signed images, their verification, A/B slots and the bootloader's decisions."""
+
+from storage import Slot as Slot
+
+from ._bootloader import DEFAULT_TRIES as DEFAULT_TRIES
+from ._bootloader import BootChoice as BootChoice
+from ._bootloader import BootEvent as BootEvent
+from ._bootloader import arm as arm
+from ._bootloader import bootable_slots as bootable_slots
+from ._bootloader import choose_slot as choose_slot
+from ._bootloader import mark_bad as mark_bad
+from ._bootloader import mark_good as mark_good
+from ._bootloader import revert as revert
+from ._build import build_image as build_image
+from ._format import FORMAT_VERSION as FORMAT_VERSION
+from ._format import Manifest as Manifest
+from ._format import Trailer as Trailer
+from ._keys import generate_key as generate_key
+from ._keys import load_public_key as load_public_key
+from ._keys import load_signing_key as load_signing_key
+from ._keys import public_key_pem as public_key_pem
+from ._keys import write_keypair as write_keypair
+from ._slots import InstallPlan as InstallPlan
+from ._slots import InstallResult as InstallResult
+from ._slots import install as install
+from ._slots import plan_install as plan_install
+from ._stamp import BuildInfo as BuildInfo
+from ._stamp import build_info as build_info
+from ._stamp import fault_point as fault_point
+from ._stamp import running_version as running_version
+from ._verify import ImageInfo as ImageInfo
+from ._verify import VerifiedImage as VerifiedImage
+from ._verify import inspect as inspect
+from ._verify import verify as verify
+from ._verify import verify_slot as verify_slot
+
+__all__ = [
+    "DEFAULT_TRIES",
+    "FORMAT_VERSION",
+    "BootChoice",
+    "BootEvent",
+    "BuildInfo",
+    "ImageInfo",
+    "InstallPlan",
+    "InstallResult",
+    "Manifest",
+    "Slot",
+    "Trailer",
+    "VerifiedImage",
+    "arm",
+    "bootable_slots",
+    "build_image",
+    "build_info",
+    "choose_slot",
+    "fault_point",
+    "generate_key",
+    "inspect",
+    "install",
+    "load_public_key",
+    "load_signing_key",
+    "mark_bad",
+    "mark_good",
+    "plan_install",
+    "public_key_pem",
+    "revert",
+    "running_version",
+    "verify",
+    "verify_slot",
+    "write_keypair",
+]

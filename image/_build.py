@@ -1,0 +1,210 @@
+"""Building an image: stage a root, squash it reproducibly, sign a manifest, append a trailer."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from events._pki import Ed25519Signer, Signer
+from events.errors import DiskFull, InvalidRequest, StorageError
+
+from ._format import (
+    FORMAT_VERSION,
+    Manifest,
+    Trailer,
+    check_version_string,
+    encode_manifest,
+    signing_message,
+)
+from ._stamp import BUILD_FILE, FAULTS, stamp
+
+__all__ = ["CODE_DIR", "PACKAGES", "build_image", "os_release", "stage_tree"]
+
+PACKAGES = ("events", "fsm", "sequencer", "config", "storage", "image", "api", "node", "specs")
+CODE_DIR = "usr/lib/graven"
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*")
+_COMPRESSORS = ("gzip", "zstd", "xz", "lz4", "lzo", "lzma")
+
+BuildProgress = Callable[[str], None]
+
+
+def os_release(version: str) -> bytes:
+    return (
+        'NAME="Graven"\n'
+        "ID=graven\n"
+        f"VERSION_ID={version}\n"
+        f'VERSION="{version}"\n'
+        f'PRETTY_NAME="Graven {version}"\n'
+        f"IMAGE_VERSION={version}\n"
+    ).encode()
+
+
+@contextlib.contextmanager
+def _io(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"{what}: no space left on device", path=exc.filename) from exc
+        raise StorageError(f"{what}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""),
+                           path=exc.filename) from exc
+
+
+def _run(cmd: list[str]) -> None:
+    shown = shlex.join(cmd)
+    try:
+        # mksquashfs refuses SOURCE_DATE_EPOCH alongside explicit times; ours are always explicit (0)
+        env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=600, env=env)
+    except FileNotFoundError as exc:
+        raise StorageError(f"{cmd[0]} is not installed (needed for `{shown}`)", command=shown) from exc
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StorageError(f"`{shown}` could not run: {exc}", command=shown) from exc
+    if proc.returncode != 0:
+        err = (proc.stderr or proc.stdout).decode(errors="replace").strip()
+        cls = DiskFull if "No space left" in err else StorageError
+        raise cls(f"`{shown}` failed with exit code {proc.returncode}: {' | '.join(err.splitlines()[-3:])}",
+                  command=shown)
+
+
+def default_source_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def stage_tree(
+    stage: Path,
+    version: str,
+    *,
+    source_root: Path,
+    overlay: Path | None = None,
+    fault: str | None = None,
+) -> None:
+    """Fill ``stage`` with the image's root: os-release, the agent's code with its stamp, the overlay."""
+    (stage / "etc").mkdir(parents=True, exist_ok=True)
+    (stage / "etc" / "os-release").write_bytes(os_release(version))
+    code = stage / CODE_DIR
+    code.mkdir(parents=True, exist_ok=True)
+    for name in PACKAGES:
+        src = source_root / name
+        if src.is_dir():
+            shutil.copytree(src, code / name, ignore=_IGNORE, symlinks=True)
+    (code / BUILD_FILE).write_bytes(stamp(version, fault))
+    if overlay is not None:
+        shutil.copytree(overlay, stage, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    _normalise(stage)
+
+
+def _normalise(root: Path) -> None:
+    """Modes that do not depend on the umask or checkout: dirs 0755, files 0644 (0755 if executable)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o755)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(p, 0o755 if st.st_mode & 0o100 else 0o644)
+    os.chmod(root, 0o755)
+
+
+def _as_signer(key: Ed25519PrivateKey | Signer) -> Signer:
+    return Ed25519Signer(key) if isinstance(key, Ed25519PrivateKey) else key
+
+
+def _sha256_file(path: Path) -> tuple[int, bytes]:
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256")
+        return f.tell(), digest.digest()
+
+
+def build_image(
+    version: str,
+    signing_key: Ed25519PrivateKey | Signer,
+    out_path: Path | str,
+    *,
+    overlay: Path | str | None = None,
+    fault: str | None = None,
+    source_root: Path | str | None = None,
+    created: int | None = None,
+    compression: str = "gzip",
+    progress: BuildProgress | None = None,
+) -> Manifest:
+    """Build a signed image file at ``out_path`` and return its manifest.
+
+    The same code, overlay, version, fault, key and ``created`` give the same bytes. ``created`` defaults
+    to ``$SOURCE_DATE_EPOCH``, else the current time.
+    """
+    say = progress or (lambda _msg: None)
+    try:
+        check_version_string(version)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
+    if fault is not None and fault not in FAULTS:
+        raise InvalidRequest(f"unknown fault {fault!r} (faults: {', '.join(FAULTS)})")
+    if compression not in _COMPRESSORS:
+        raise InvalidRequest(f"unknown compression {compression!r} (choices: {', '.join(_COMPRESSORS)})")
+    root = Path(source_root) if source_root is not None else default_source_root()
+    overlay_dir = Path(overlay) if overlay is not None else None
+    if overlay_dir is not None and not overlay_dir.is_dir():
+        raise InvalidRequest(f"overlay {overlay_dir} is not a directory", path=str(overlay_dir))
+    if created is None:
+        created = int(os.environ.get("SOURCE_DATE_EPOCH") or time.time())
+    signer = _as_signer(signing_key)
+    out = Path(out_path).absolute()
+
+    with _io(f"build image {out}"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".graven-build-", dir=out.parent))
+    try:
+        stage = tmp_dir / "root"
+        say(f"staging {version}: code from {root}" + (f", overlay {overlay_dir}" if overlay_dir else "")
+            + (f", fault {fault}" if fault else ""))
+        with _io(f"stage image tree in {stage}"):
+            stage_tree(stage, version, source_root=root, overlay=overlay_dir, fault=fault)
+        payload = tmp_dir / "payload.sqfs"
+        say(f"squashing the root with mksquashfs ({compression})")
+        _run([
+            "mksquashfs", str(stage), str(payload), "-reproducible", "-all-root", "-noappend", "-no-xattrs",
+            "-mkfs-time", "0", "-all-time", "0", "-comp", compression, "-quiet", "-no-progress",
+        ])
+        with _io(f"hash payload {payload}"):
+            size, digest = _sha256_file(payload)
+        manifest = Manifest(
+            format=FORMAT_VERSION, version=version, payload_size=size, payload_sha256=digest,
+            created=int(created), key_id=signer.key_id,
+        )
+        manifest_bytes = encode_manifest(manifest)
+        say(f"signing manifest with key {signer.key_id}: payload {size} bytes, sha256 {digest.hex()[:16]}")
+        signature = signer.sign(signing_message(manifest_bytes))
+        trailer = Trailer.for_parts(size, len(manifest_bytes), len(signature))
+        partial = tmp_dir / "image.partial"
+        with _io(f"write image {out}"):
+            shutil.copyfile(payload, partial)
+            with open(partial, "ab") as f:
+                f.write(manifest_bytes + signature + trailer.pack())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, out)
+            dfd = os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        say(f"wrote {out} ({trailer.image_length} bytes)")
+        return manifest
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -1,0 +1,326 @@
+"""Verifying an image: the only way to a ``VerifiedImage``.
+
+``verify()`` reads the trailer, checks that the file's parts sit exactly where it says and nowhere else,
+decodes the manifest and insists on its canonical bytes, checks that a trusted key signed it, and
+hashes the payload against the signed digest. Anything else is refused with ``BadImage`` (or
+``UntrustedKey``) naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from events._pki import verify_signature
+from events.errors import BadImage, NotFound, StorageError, UntrustedKey
+from storage import DiskBase, InstallableImage, Slot
+
+from ._format import (
+    FORMAT_VERSION,
+    MAX_MANIFEST,
+    SIGNATURE_SIZE,
+    SQUASHFS_MAGIC,
+    TRAILER_MAGIC,
+    TRAILER_SIZE,
+    Manifest,
+    Trailer,
+    decode_manifest,
+    signing_message,
+)
+from ._keys import load_public_key, trusted_key_ids
+
+__all__ = ["ImageInfo", "VerifiedImage", "inspect", "verify", "verify_slot"]
+
+_TOKEN = object()
+_BUFFER = 1 << 20
+_SCAN = 1 << 20  # how far back from the end to look for a trailer followed by appended bytes
+
+TrustedKeys = Iterable[bytes | Ed25519PublicKey]
+HashProgress = Callable[[int, int], None]
+
+
+class VerifiedImage(InstallableImage):
+    """An image whose signature and payload digest were checked by ``verify()``; immutable.
+
+    There is no public constructor: ``VerifiedImage(...)`` raises ``TypeError``.
+    """
+
+    __slots__ = ("image_size", "key_id", "manifest", "manifest_bytes", "path", "payload_sha256",
+                 "payload_size", "signature", "tail", "trailer", "version")
+
+    manifest: Manifest
+    manifest_bytes: bytes
+    signature: bytes
+    trailer: Trailer
+
+    def __init__(self, token: object = None, **parts: Any) -> None:
+        if token is not _TOKEN:
+            raise TypeError("VerifiedImage has no public constructor; use image.verify()")
+        self._init(**parts)
+
+    def _init(self, *, path: Path, manifest: Manifest, manifest_bytes: bytes, signature: bytes,
+              trailer: Trailer) -> None:
+        fields = {
+            "path": path, "manifest": manifest, "manifest_bytes": manifest_bytes, "signature": signature,
+            "trailer": trailer, "image_size": trailer.image_length, "payload_size": manifest.payload_size,
+            "payload_sha256": manifest.payload_sha256, "version": manifest.version, "key_id": manifest.key_id,
+            "tail": manifest_bytes + signature + trailer.pack(),
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(f"VerifiedImage is immutable; cannot set {name}")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"VerifiedImage is immutable; cannot delete {name}")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a VerifiedImage cannot be copied or pickled; verify the image where it is used")
+
+    def __repr__(self) -> str:
+        return f"VerifiedImage({self.version!r}, payload={self.payload_sha256.hex()[:16]}, key={self.key_id})"
+
+    @property
+    def digest(self) -> str:
+        """The image's identity: its payload SHA-256, hex."""
+        return self.payload_sha256.hex()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verified": True, "path": str(self.path), "image_size": self.image_size, **self.manifest.to_dict()}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image file *claims*, read without checking signature or digest. Not to be trusted."""
+
+    path: Path
+    size: int
+    trailer: Trailer
+    manifest: Manifest
+    canonical: bool
+    signature: bytes
+    problems: tuple[str, ...] = field(default=())
+    verified: Literal[False] = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verified": False,
+            "warning": "UNVERIFIED: read without checking the signature or the payload digest",
+            "path": str(self.path),
+            "size": self.size,
+            "manifest": self.manifest.to_dict(),
+            "manifest_canonical": self.canonical,
+            "signature": self.signature.hex(),
+            "trailer": self.trailer.to_dict(),
+            "problems": list(self.problems),
+        }
+
+
+def _bad(path: Path, reason: str, **details: Any) -> BadImage:
+    return BadImage(f"image {path} refused: {reason}", path=str(path), **details)
+
+
+class _Reader:
+    """An open image (file or slot device) of ``size`` bytes; OSError becomes NotFound/StorageError."""
+
+    def __init__(self, path: Path, length: int | None) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise NotFound(f"image {path} does not exist", path=str(path)) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot open image {path}: {exc.strerror or exc}", path=str(path)) from exc
+        try:
+            mode = os.fstat(self.fd).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+                raise _bad(path, "not a regular file or block device")
+            actual = os.lseek(self.fd, 0, os.SEEK_END)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        if length is not None and length > actual:
+            os.close(self.fd)
+            raise _bad(path, f"truncated: {actual} bytes, {length} expected")
+        self.size = actual if length is None else length
+
+    def pread(self, n: int, offset: int) -> bytes:
+        try:
+            data = os.pread(self.fd, n, offset)
+        except OSError as exc:
+            raise StorageError(f"cannot read image {self.path}: {exc.strerror or exc}", path=str(self.path)) from exc
+        if len(data) != n:
+            raise _bad(self.path, f"truncated: short read of {len(data)} of {n} bytes at offset {offset}")
+        return data
+
+    def sha256(self, length: int, progress: HashProgress | None) -> bytes:
+        digest = hashlib.sha256()
+        buf = bytearray(_BUFFER)
+        view = memoryview(buf)
+        done = 0
+        try:
+            os.posix_fadvise(self.fd, 0, length, os.POSIX_FADV_SEQUENTIAL)
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            with open(self.fd, "rb", buffering=0, closefd=False) as f:
+                while done < length:
+                    n = f.readinto(view[: min(_BUFFER, length - done)])
+                    if not n:
+                        raise _bad(self.path, f"truncated: payload ends after {done} of {length} bytes")
+                    digest.update(view[:n])
+                    done += n
+                    if progress is not None:
+                        progress(done, length)
+        except OSError as exc:
+            raise StorageError(f"cannot read image {self.path}: {exc.strerror or exc}", path=str(self.path)) from exc
+        return digest.digest()
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _locate(r: _Reader) -> Trailer:
+    """The trailer, checked for shape and for the exact placement of every part."""
+    path, size = r.path, r.size
+    if size < TRAILER_SIZE:
+        raise _bad(path, f"truncated: {size} bytes is less than the {TRAILER_SIZE}-byte trailer")
+    trailer = Trailer.unpack(r.pread(TRAILER_SIZE, size - TRAILER_SIZE))
+    if trailer.magic != TRAILER_MAGIC:
+        raise _bad(path, _explain_missing_trailer(r))
+    if trailer.format != FORMAT_VERSION:
+        raise _bad(path, f"unknown image format version {trailer.format} (this verifier reads {FORMAT_VERSION})",
+                   format=trailer.format)
+    if trailer.trailer_length != TRAILER_SIZE or trailer.reserved or any(trailer.reserved_tail):
+        raise _bad(path, "malformed trailer: wrong length or non-zero reserved bytes")
+    if trailer.image_length != size:
+        if trailer.image_length > size:
+            raise _bad(path, f"truncated: trailer says {trailer.image_length} bytes, file has {size}")
+        raise _bad(path, f"trailer says the image is {trailer.image_length} bytes, file has {size}")
+    if trailer.signature_length == 0:
+        raise _bad(path, "missing signature")
+    if trailer.signature_length != SIGNATURE_SIZE:
+        raise _bad(path, f"bad signature: {trailer.signature_length} bytes, an Ed25519 signature is {SIGNATURE_SIZE}")
+    if not 0 < trailer.manifest_length <= MAX_MANIFEST:
+        raise _bad(path, f"manifest length {trailer.manifest_length} is out of range (1..{MAX_MANIFEST})")
+    if (trailer.manifest_offset == 0
+            or trailer.manifest_offset + trailer.manifest_length != trailer.signature_offset
+            or trailer.signature_offset + trailer.signature_length + TRAILER_SIZE != size):
+        raise _bad(path, "trailer offsets do not tile the file (payload | manifest | signature | trailer)")
+    return trailer
+
+
+def _explain_missing_trailer(r: _Reader) -> str:
+    """Why the last 64 bytes are not a trailer: appended bytes, a truncation, or not an image at all."""
+    start = max(0, r.size - _SCAN - TRAILER_SIZE)
+    tail = r.pread(r.size - start, start)
+    pos = tail.rfind(TRAILER_MAGIC)
+    while pos != -1:
+        if pos + TRAILER_SIZE <= len(tail):
+            t = Trailer.unpack(tail[pos : pos + TRAILER_SIZE])
+            if t.image_length == start + pos + TRAILER_SIZE:
+                return f"{r.size - t.image_length} bytes appended after the image trailer (bad magic at the end)"
+        pos = tail.rfind(TRAILER_MAGIC, 0, pos)
+    if r.pread(len(SQUASHFS_MAGIC), 0) == SQUASHFS_MAGIC:
+        return "bad magic: no image trailer at the end (truncated file?)"
+    return "bad magic: not a Graven image"
+
+
+def _read_parts(r: _Reader) -> tuple[Trailer, bytes, bytes, Manifest, bool]:
+    trailer = _locate(r)
+    manifest_bytes = r.pread(trailer.manifest_length, trailer.manifest_offset)
+    signature = r.pread(trailer.signature_length, trailer.signature_offset)
+    try:
+        manifest, canonical = decode_manifest(manifest_bytes)
+    except ValueError as exc:
+        raise _bad(r.path, str(exc)) from exc
+    return trailer, manifest_bytes, signature, manifest, canonical
+
+
+def _trusted(keys: TrustedKeys) -> dict[str, bytes]:
+    return trusted_key_ids(load_public_key(k) for k in keys)
+
+
+def verify(
+    path: Path | str,
+    trusted_keys: TrustedKeys,
+    *,
+    length: int | None = None,
+    progress: HashProgress | None = None,
+) -> VerifiedImage:
+    """Verify the image at ``path`` (its first ``length`` bytes, for an image inside a slot)."""
+    path = Path(path)
+    trusted = _trusted(trusted_keys)
+    if not trusted:
+        raise UntrustedKey("no trusted image keys were given; nothing can verify")
+    r = _Reader(path, length)
+    try:
+        trailer, manifest_bytes, signature, manifest, canonical = _read_parts(r)
+        if not canonical:
+            raise _bad(path, "manifest is not in canonical encoding (msgpack with sorted keys)")
+        if manifest.format != FORMAT_VERSION:
+            raise _bad(path, f"unknown manifest format version {manifest.format} (this verifier reads "
+                             f"{FORMAT_VERSION})", format=manifest.format)
+        public = trusted.get(manifest.key_id)
+        if public is None:
+            raise UntrustedKey(
+                f"image {path} refused: {manifest.version} is signed by key {manifest.key_id}, which is not trusted "
+                f"(trusted: {', '.join(sorted(trusted))})",
+                path=str(path), key_id=manifest.key_id,
+            )
+        if not verify_signature(public, signature, signing_message(manifest_bytes)):
+            raise _bad(path, f"bad signature: the manifest does not verify with key {manifest.key_id}")
+        if manifest.payload_size != trailer.manifest_offset:
+            raise _bad(path, f"payload size mismatch: manifest says {manifest.payload_size} bytes, file holds "
+                             f"{trailer.manifest_offset}")
+        if len(manifest.payload_sha256) != 32:
+            raise _bad(path, "manifest payload digest is not 32 bytes")
+        got = r.sha256(manifest.payload_size, progress)
+        if got != manifest.payload_sha256:
+            raise _bad(path, f"payload digest mismatch: manifest says {manifest.payload_sha256.hex()[:16]}, "
+                             f"payload hashes to {got.hex()[:16]}")
+    finally:
+        r.close()
+    return VerifiedImage(_TOKEN, path=path, manifest=manifest, manifest_bytes=manifest_bytes,
+                         signature=signature, trailer=trailer)
+
+
+def verify_slot(disk: DiskBase, slot: Slot | str, trusted_keys: TrustedKeys,
+                progress: HashProgress | None = None) -> VerifiedImage:
+    """Verify the image a disk's slot holds, in place."""
+    slot = Slot.parse(slot)
+    info = disk.slot_info(slot)
+    if info is None:
+        raise BadImage(f"slot {slot.value} holds no image", slot=slot.value)
+    if not info.ok:
+        raise BadImage(f"slot {slot.value}: the last write of {info.version} did not complete ({info.state.value})",
+                       slot=slot.value)
+    image = verify(disk.slot_path(slot), trusted_keys, length=info.image_size, progress=progress)
+    if image.payload_sha256 != info.payload_sha256:
+        raise BadImage(f"slot {slot.value}: the image differs from the slot record", slot=slot.value)
+    return image
+
+
+def inspect(path: Path | str, *, length: int | None = None) -> ImageInfo:
+    """What the image claims (manifest, trailer, signature bytes) WITHOUT verifying anything."""
+    path = Path(path)
+    r = _Reader(path, length)
+    try:
+        trailer, _manifest_bytes, signature, manifest, canonical = _read_parts(r)
+    finally:
+        r.close()
+    problems = []
+    if not canonical:
+        problems.append("manifest is not in canonical encoding")
+    if manifest.format != FORMAT_VERSION:
+        problems.append(f"unknown manifest format version {manifest.format}")
+    if manifest.payload_size != trailer.manifest_offset:
+        problems.append(f"manifest payload size {manifest.payload_size} != {trailer.manifest_offset} bytes in file")
+    return ImageInfo(path=path, size=r.size, trailer=trailer, manifest=manifest, canonical=canonical,
+                     signature=signature, problems=tuple(problems))

@@ -1,0 +1,82 @@
+"""A/B install planning, and issue test 7: no tampered image ever reaches a slot."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from image_fixtures import TAMPERS, Images, Keys
+
+from events.errors import VerificationError
+from image import choose_slot, install, mark_good, plan_install, verify, verify_slot
+from storage import BootEnv, Label, SandboxDisk, Slot, SlotBoot
+
+SLOT = 4 << 20
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def running_v1(images: Images, keys: Keys, tmp_path: Path) -> SandboxDisk:
+    """A sandbox machine that installed v1 into slot A and booted it good."""
+    disk = SandboxDisk(tmp_path / "machine", slot_size=SLOT, mount_strategy="unpack")
+    disk.partition()
+    disk.format()
+    install(disk, plan_install(None, verify(images.v1, keys.trusted)))
+    choice = choose_slot(disk.read_boot_env())  # type: ignore[arg-type]
+    disk.write_boot_env(choice.env)
+    disk.write_boot_env(mark_good(choice.env, Slot.A)[0])
+    return disk
+
+
+def upgrade(disk: SandboxDisk, path: Path, trusted: list[bytes]) -> None:
+    """What the upgrade sequence does with a received file: verify, plan, install."""
+    image = verify(path, trusted)
+    install(disk, plan_install(disk.read_boot_env(), image, booted=Slot.A))
+
+
+def test_plan_picks_the_inactive_slot(images: Images, keys: Keys):
+    v = verify(images.v1, keys.trusted)
+    assert plan_install(None, v).slot is Slot.A
+    assert plan_install(BootEnv(), v).slot is Slot.A
+    assert plan_install(BootEnv(default=Slot.A), v).slot is Slot.B
+    assert plan_install(BootEnv(default=Slot.B), v).slot is Slot.A
+    # an upgrade staged into B (default B) while A still runs: the running slot is never the target
+    staged = BootEnv(default=Slot.B, fallback=Slot.A, a=SlotBoot(0, True), b=SlotBoot(3, False))
+    plan = plan_install(staged, v, booted=Slot.A)
+    assert plan.slot is Slot.B and plan.booted is Slot.A and "slot A is running" in plan.reason
+
+
+def test_upgrade_then_same_image_skips_the_write(running_v1: SandboxDisk, images: Images, keys: Keys):
+    upgrade(running_v1, images.v2, keys.trusted)
+    assert verify_slot(running_v1, Slot.B, keys.trusted).version == "2.0.0"
+    before = digest(running_v1.slot_path(Slot.B))
+    env = running_v1.read_boot_env()
+    assert env is not None
+    plan = plan_install(env, verify(images.v2, keys.trusted), booted=Slot.A,
+                        slots={s: running_v1.slot_info(s) for s in Slot})
+    result = install(running_v1, plan)
+    assert plan.skip_write and [e.kind for e in result.events] == ["boot.armed"]
+    assert digest(running_v1.slot_path(Slot.B)) == before
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERS))
+def test_tampered_image_never_reaches_a_slot(name: str, running_v1: SandboxDisk, images: Images, keys: Keys,
+                                             tmp_path: Path):
+    make, error, pattern = TAMPERS[name]
+    bad = tmp_path / "upload.img"
+    bad.write_bytes(make(images.v1.read_bytes(), keys.signing, keys.other, images.v2.read_bytes()))
+    disk = running_v1
+    watched = [disk.slot_path(Slot.A), disk.slot_path(Slot.B), disk.path(Label.META)]
+    before = {p: digest(p) for p in watched}
+    env = disk.read_boot_env()
+    with pytest.raises(error, match=pattern):
+        upgrade(disk, bad, keys.trusted)
+    assert issubclass(error, VerificationError)
+    assert {p: digest(p) for p in watched} == before, "a refused image changed a slot or META"
+    assert disk.slot_info(Slot.B) is None
+    assert disk.read_boot_env() == env
+    assert verify_slot(disk, Slot.A, keys.trusted).version == "1.0.0"

@@ -108,11 +108,13 @@ def load_private_key(pem: bytes) -> Ed25519PrivateKey:
 
 
 def load_certificate(data: bytes) -> x509.Certificate:
+    if not isinstance(data, bytes):
+        raise UntrustedKey(f"not an X.509 certificate: {type(data).__name__}, not bytes")
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise UntrustedKey(f"not an X.509 certificate: {exc}") from exc
 
 
@@ -208,8 +210,19 @@ def verify_log_certificate(cert: x509.Certificate, ca: x509.Certificate) -> byte
     try:
         cert.verify_directly_issued_by(ca)
     except (InvalidSignature, ValueError, TypeError) as exc:
-        raise UntrustedKey(f"log certificate {cert.subject.rfc4514_string()} was not issued by the CA") from exc
-    units = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+        raise UntrustedKey(f"log certificate {_subject(cert)} was not issued by the CA") from exc
+    try:
+        units = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+        public = cert_public_raw(cert)
+    except ValueError as exc:  # fields are parsed lazily: a malformed one shows up only here
+        raise UntrustedKey(f"log certificate {_subject(cert)} is malformed: {exc}") from exc
     if LOG_KEY_UNIT not in units:
-        raise UntrustedKey(f"certificate {cert.subject.rfc4514_string()} is not a log-signing certificate")
-    return cert_public_raw(cert)
+        raise UntrustedKey(f"certificate {_subject(cert)} is not a log-signing certificate")
+    return public
+
+
+def _subject(cert: x509.Certificate) -> str:
+    try:
+        return cert.subject.rfc4514_string()
+    except ValueError:
+        return "(with an unparseable subject)"

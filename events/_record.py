@@ -118,7 +118,7 @@ def decode_event(data: bytes, *, seq: int | None = None) -> Event:
     """Decode stored bytes, refusing any encoding that is not the canonical one."""
     try:
         event = _event_decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:  # invalid UTF-8 is a UnicodeDecodeError
         raise InvalidEvent(f"event bytes do not decode: {exc}", seq=seq) from exc
     if _encoder.encode(event) != data:
         raise InvalidEvent("event bytes are not in canonical encoding", seq=seq)

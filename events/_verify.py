@@ -168,16 +168,17 @@ class ChainVerifier:
 
     def _certify(self, event: Event, seq: int) -> bytes | None:
         try:
-            cert = load_certificate(bytes(event.payload["cert"]))
+            cert = load_certificate(event.payload["cert"])
             pub = verify_log_certificate(cert, self.ca)
-        except (KeyError, TypeError, UntrustedKey) as exc:
-            msg = exc.message if isinstance(exc, UntrustedKey) else "no certificate in payload"
+            kid = key_id_for(pub)
+            info = KeyInfo(kid, cert_subject(cert)[0], seq, cert.not_valid_before_utc.isoformat(),
+                           cert.not_valid_after_utc.isoformat())
+        except (KeyError, TypeError, ValueError, UntrustedKey) as exc:
+            msg = exc.message if isinstance(exc, UntrustedKey) else f"no valid certificate in payload ({exc})"
             self._bad(seq, "untrusted-key", f"seq {seq}: {msg}")
             return None
-        kid = key_id_for(pub)
         self.keys[kid] = pub
-        self._key_infos.append(KeyInfo(kid, cert_subject(cert)[0], seq,
-                                       cert.not_valid_before_utc.isoformat(), cert.not_valid_after_utc.isoformat()))
+        self._key_infos.append(info)
         return pub
 
     def _kind_checks(self, event: Event, raw: bytes) -> bool:
@@ -195,7 +196,9 @@ class ChainVerifier:
     def _check_checkpoint(self, event: Event) -> bool:
         seq, p = event.seq, event.payload
         try:
-            size, root, note = int(p["size"]), bytes(p["root"]), str(p["note"])
+            size, root, note = p["size"], p["root"], p["note"]
+            if not (isinstance(size, int) and isinstance(root, bytes) and isinstance(note, str)):
+                raise TypeError("size, root or note has the wrong type")
             cp = verify_note(note, self.keys[event.key_id])
         except (KeyError, TypeError, ValueError, VerificationError) as exc:
             self._bad(seq, "checkpoint", f"seq {seq}: checkpoint is malformed or its note does not verify ({exc})")

@@ -219,13 +219,16 @@ def read_tail(reader: LogReader, known_keys: Mapping[str, bytes]) -> _Tail:
             except InvalidEvent as exc:
                 raise TamperedLog(f"seq {seq}: {exc.message}", seq=seq, reason="undecodable") from exc
             if event.kind == Kind.CHECKPOINT:
-                frontier = [bytes(h) for h in event.payload.get("frontier", [])]
                 try:
-                    tree = CompactRange(int(event.payload["size"]), frontier)
+                    frontier, size = event.payload["frontier"], event.payload["size"]
+                    if not (isinstance(size, int) and isinstance(frontier, list)
+                            and all(isinstance(h, bytes) for h in frontier)):
+                        raise TypeError("size or frontier has the wrong type")
+                    tree = CompactRange(size, frontier)
                     origin = parse_note(str(event.payload.get("note", "")))[0].origin
-                except (KeyError, ValueError, VerificationError) as exc:
+                except (KeyError, TypeError, ValueError, VerificationError) as exc:
                     raise TamperedLog(f"seq {seq}: malformed checkpoint", seq=seq, reason="checkpoint") from exc
-                if tree.size != seq or tree.root() != bytes(event.payload.get("root", b"")):
+                if tree.size != seq or tree.root() != event.payload.get("root"):
                     raise TamperedLog(f"seq {seq}: checkpoint frontier does not match its root", seq=seq,
                                       reason="checkpoint")
                 start, prev = seq, event.prev
@@ -245,8 +248,8 @@ def read_tail(reader: LogReader, known_keys: Mapping[str, bytes]) -> _Tail:
             raise TamperedLog(f"seq {seq}: prev hash does not match the event before it", seq=seq, reason="chain")
         if event.kind in (Kind.GENESIS, Kind.KEY_ROTATED):
             try:
-                pub = cert_public_raw(load_certificate(bytes(event.payload["cert"])))
-            except (KeyError, TypeError, UntrustedKey) as exc:
+                pub = cert_public_raw(load_certificate(event.payload["cert"]))
+            except (KeyError, TypeError, ValueError, UntrustedKey) as exc:
                 raise TamperedLog(f"seq {seq}: bad certificate", seq=seq, reason="untrusted-key") from exc
             keys[key_id_for(pub)] = pub
         pub_key = keys.get(event.key_id)

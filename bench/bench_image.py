@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from events._pki import public_raw  # noqa: E402
-from image import build_image, verify  # noqa: E402
-from storage import BlockDisk, DiskLayout, SandboxDisk, Slot, block_problem  # noqa: E402
+from events._pki import public_raw
+from image import build_image, verify
+from storage import BlockDisk, DiskLayout, SandboxDisk, Slot, block_problem
 
 MIB = 1 << 20
 

@@ -11,6 +11,7 @@ from ._bootloader import choose_slot as choose_slot
 from ._bootloader import mark_bad as mark_bad
 from ._bootloader import mark_good as mark_good
 from ._bootloader import revert as revert
+from ._build import CODE_DIR as CODE_DIR
 from ._build import build_image as build_image
 from ._format import FORMAT_VERSION as FORMAT_VERSION
 from ._format import Manifest as Manifest
@@ -35,6 +36,7 @@ from ._verify import verify as verify
 from ._verify import verify_slot as verify_slot
 
 __all__ = [
+    "CODE_DIR",
     "DEFAULT_TRIES",
     "FORMAT_VERSION",
     "BootChoice",

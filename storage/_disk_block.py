@@ -197,10 +197,10 @@ class BlockDisk(DiskBase):
 
     def partition(self) -> None:
         self.unmount_all()
-        for label in list(self._nodes):
-            busy = self._mounted_at(self._nodes[label])
-            if busy:
-                raise StorageError(f"{label.value} of {self.source} is mounted at {busy}; refusing to repartition")
+        self._release_mounts()
+        busy = self._busy_partitions()
+        if busy:
+            raise StorageError(f"{self.source} has mounted partitions ({', '.join(busy)}); refusing to repartition")
         self._forget_partitions()
         layout = self._layout or DiskLayout.for_size(area_size(self.device))
         run(["sfdisk", "--quiet", "--wipe", "always", str(self.device)], input=layout.sfdisk_script().encode())
@@ -211,6 +211,32 @@ class BlockDisk(DiskBase):
         MetaStore(self._raw_path(Label.META)).clear()
         for slot in Slot:
             SlotArea(self._raw_path(slot.label), slot.label).clear()
+
+    def _busy_partitions(self) -> list[str]:
+        """``LABEL at /mount/point`` for every partition of this disk mounted anywhere in this namespace."""
+        busy = []
+        for name, part in self._partitions().items():
+            ids = set()
+            with contextlib.suppress(OSError, ValueError):
+                ids.add((Path("/sys/class/block") / Path(part.node).name / "dev").read_text().strip())
+            with contextlib.suppress(ValueError, OSError):
+                node = self._nodes.get(Label(name))
+                if node is not None:
+                    rdev = node.stat().st_rdev
+                    ids.add(f"{os.major(rdev)}:{os.minor(rdev)}")
+            for dev_id in ids:
+                where = _mount_of(dev_id)
+                if where:
+                    busy.append(f"{name} at {where}")
+                    break
+        return busy
+
+    def _release_mounts(self) -> None:
+        """Unmount the filesystems this object mounted."""
+        for target in list(reversed(self._owned_mounts)):
+            if os.path.ismount(target):
+                run(["umount", str(target)])
+            self._owned_mounts.remove(target)
 
     def _sync_kernel_table(self) -> None:
         for args in (["partx", "--update"], ["partx", "--add"]):
@@ -302,15 +328,9 @@ class BlockDisk(DiskBase):
         """Where the partition at ``node`` is mounted (its root), in this mount namespace."""
         try:
             rdev = node.stat().st_rdev
-            lines = Path("/proc/self/mountinfo").read_text().splitlines()
         except OSError:
             return None
-        want = f"{os.major(rdev)}:{os.minor(rdev)}"
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 4 and fields[2] == want and fields[3] == "/":
-                return _unescape(fields[4])
-        return None
+        return _mount_of(f"{os.major(rdev)}:{os.minor(rdev)}")
 
     def path(self, label: Label | str) -> Path:
         try:
@@ -403,6 +423,19 @@ class BlockDisk(DiskBase):
             self._device = None
         if errors:
             raise StorageError(f"closing {self.source}: " + "; ".join(errors))
+
+
+def _mount_of(dev_id: str) -> str | None:
+    """The mount point of the filesystem on device ``major:minor`` (mounted at its root), if any."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4 and fields[2] == dev_id and fields[3] == "/":
+            return _unescape(fields[4])
+    return None
 
 
 def _unescape(path: str) -> str:

@@ -273,6 +273,8 @@ def test_wipe_by_label(disk: DiskBase, built: Built):
 def test_repartition_forgets_everything(disk: DiskBase, built: Built):
     disk.write_image(Slot.A, verify(built.v1, [built.key]))
     disk.write_boot_env(arm(BootEnv(), Slot.A)[0])
+    (disk.path(Label.STATE) / "config.yaml").write_text("x")  # mounted by this disk: released first
+    disk.mount_slot(Slot.A, verify_slot(disk, Slot.A, [built.key]))
     disk.partition()
     disk.format()
     assert disk.slot_info(Slot.A) is None and disk.read_boot_env() is None

@@ -111,6 +111,8 @@ def test_second_opener_shares_loop_and_mounts(disk_file: Path, tmp_path: Path):
         assert guest.path("STATE") == state and (guest.path("STATE") / "key").read_text() == "k"
         with pytest.raises(StorageError, match=r"STATE of .* is mounted at"):
             guest.format(["STATE"])
+        with pytest.raises(StorageError, match=r"has mounted partitions \(STATE at .*\); refusing to repartition"):
+            guest.partition()
         guest.close()
         assert len(loops_over(disk_file)) == 1 and (state / "key").exists()  # the guest took nothing down
     finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import queue
@@ -46,6 +47,7 @@ from events import (
 from events._pki import cert_public_raw, key_id_for, load_certificate, verify_signature
 from events._record import GENESIS_PREV, UnsignedEvent
 from events.errors import (
+    DiskFull,
     GravenError,
     InvalidEvent,
     LogLocked,
@@ -141,7 +143,6 @@ class LogReader:
 
 
 @dataclass
-@dataclass
 class _AsyncWaiter:
     """An asyncio caller's future; the committer resolves all of one loop's waiters with one wake-up."""
 
@@ -233,7 +234,8 @@ def read_tail(reader: LogReader, known_keys: Mapping[str, bytes]) -> _Tail:
                                       reason="checkpoint")
                 start, prev = seq, event.prev
                 break
-    key_id, since = None, 0
+    current: str | None = None  # the log key in force: only it may sign, until it rotates
+    since = 0
     expected = start
     for seq, raw in reader.read_raw(start):
         if seq != expected:
@@ -246,24 +248,63 @@ def read_tail(reader: LogReader, known_keys: Mapping[str, bytes]) -> _Tail:
             raise TamperedLog(f"seq {seq}: stored event carries seq {event.seq}", seq=seq, reason="reordered")
         if event.prev != prev:
             raise TamperedLog(f"seq {seq}: prev hash does not match the event before it", seq=seq, reason="chain")
-        if event.kind in (Kind.GENESIS, Kind.KEY_ROTATED):
-            try:
-                pub = cert_public_raw(load_certificate(event.payload["cert"]))
-            except (KeyError, TypeError, ValueError, UntrustedKey) as exc:
-                raise TamperedLog(f"seq {seq}: bad certificate", seq=seq, reason="untrusted-key") from exc
-            keys[key_id_for(pub)] = pub
+        certified = _cert_key(event) if event.kind in (Kind.GENESIS, Kind.KEY_ROTATED) else None
+        if event.kind == Kind.GENESIS and certified is not None:
+            keys[key_id_for(certified)] = certified
+            current = key_id_for(certified)
+        if current is None:  # the tail starts at a checkpoint: whoever signed it held the key then
+            current = event.key_id
+            if current not in keys:
+                found = _find_certified_key(reader, start, current)
+                if found is not None:
+                    keys[current] = found
+        if event.key_id != current:
+            raise TamperedLog(f"seq {seq}: signed by {event.key_id}, not by the log key {current}", seq=seq,
+                              reason="untrusted-key")
         pub_key = keys.get(event.key_id)
         digest = event_hash(event)
         if pub_key is None or not verify_signature(pub_key, event.sig, digest):
             raise TamperedLog(f"seq {seq}: signature does not verify", seq=seq, reason="signature")
         if event.kind == Kind.GENESIS:
             origin = str(event.payload.get("origin", ""))
-        key_id = key_id_for(pub) if event.kind == Kind.KEY_ROTATED else event.key_id
+        elif event.kind == Kind.KEY_ROTATED and certified is not None:
+            keys[key_id_for(certified)] = certified
+            current = key_id_for(certified)
         tree.append(leaf_hash(raw))
         since = 0 if event.kind == Kind.CHECKPOINT else since + 1
         prev = digest
         expected += 1
-    return _Tail(expected, prev, tree, since, origin, key_id)
+    return _Tail(expected, prev, tree, since, origin, current)
+
+
+def _cert_key(event: Event) -> bytes:
+    """The public key a genesis or rotation event certifies (the CA check is the auditor's: no CA here)."""
+    try:
+        return cert_public_raw(load_certificate(event.payload["cert"]))
+    except (KeyError, TypeError, ValueError, UntrustedKey) as exc:
+        raise TamperedLog(f"seq {event.seq}: bad certificate", seq=event.seq, reason="untrusted-key") from exc
+
+
+def _find_certified_key(reader: LogReader, before: int, key_id: str) -> bytes | None:
+    """Walk back from ``before`` to the genesis or rotation event that certified ``key_id``."""
+    with reader._env.begin(db=reader._db) as txn:
+        cur = txn.cursor()
+        if not cur.set_key(seq_key(before)):
+            return None
+        for key, value in cur.iterprev():
+            raw = bytes(value)
+            if b"log.genesis" not in raw and b"key.rotated" not in raw:  # cheap filter before decoding
+                continue
+            try:
+                event = decode_event(raw, seq=_KEY.unpack(key)[0])
+            except InvalidEvent:
+                continue
+            if event.kind in (Kind.GENESIS, Kind.KEY_ROTATED):
+                with contextlib.suppress(TamperedLog):
+                    pub = _cert_key(event)
+                    if key_id_for(pub) == key_id:
+                        return pub
+    return None
 
 
 class LmdbEventLog:
@@ -284,7 +325,18 @@ class LmdbEventLog:
     ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self._closed = False
+        self._threads: list[threading.Thread] = []
         self._lock_fd = self._take_writer_lock()
+        try:
+            self._open(signer, boot_id=boot_id, origin=origin, cert_der=cert_der, clock=clock,
+                       checkpoint_every=checkpoint_every, map_size=map_size, max_batch=max_batch)
+        except BaseException:
+            self.close()  # a failed open leaves no lock and no environment behind
+            raise
+
+    def _open(self, signer: Signer, *, boot_id: str, origin: str | None, cert_der: bytes | None, clock: Clock | None,
+              checkpoint_every: int, map_size: int, max_batch: int) -> None:
         self._signer = signer
         self._max_batch = max_batch
         self.broken: TamperedLog | None = None
@@ -303,7 +355,6 @@ class LmdbEventLog:
         self._durable_next = tail.next_seq
         self._queue: queue.SimpleQueue[_Req | _Ctl | object] = queue.SimpleQueue()
         self._commits: queue.Queue[_Batch | object] = queue.Queue(maxsize=4)
-        self._threads: list[threading.Thread] = []
         if self.broken is not None:
             return
         if tail.next_seq == 0:
@@ -311,7 +362,6 @@ class LmdbEventLog:
                 raise StorageError(f"{self.path}: new log needs the node's log certificate for its genesis event")
             self._write_now([self._chain.genesis(cert_der)])
         elif tail.key_id is not None and tail.key_id != signer.key_id:
-            self.close()
             raise UntrustedKey(f"log {self.path} is signed by key {tail.key_id}; this node's key is {signer.key_id}",
                                path=str(self.path))
         self._threads = [threading.Thread(target=self._sequence_loop, name="log-sequencer", daemon=True),
@@ -409,14 +459,23 @@ class LmdbEventLog:
         return self._chain.origin
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._threads:
             self._queue.put(_STOP)
             for t in self._threads:
                 t.join()
             self._threads = []
-        self._reader.close()
-        _WRITER_ENVS.pop(str(self.path.resolve()), None)
-        self._env.close()
+        reader: LogReader | None = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
+        env: lmdb.Environment | None = getattr(self, "_env", None)
+        if env is not None:
+            key = str(self.path.resolve())
+            if _WRITER_ENVS.get(key) is env:  # a later writer on this path may have registered its own
+                del _WRITER_ENVS[key]
+            env.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -553,7 +612,10 @@ class LmdbEventLog:
             except lmdb.MapFullError:
                 self._grow()
             except (lmdb.Error, OSError) as exc:
-                raise translate(exc, str(self.path)) from exc
+                err = translate(exc, str(self.path))
+                if not isinstance(err, DiskFull) and _out_of_space(self.path, exc, signed):
+                    err = DiskFull(f"{self.path}: no space left on device ({exc})", path=str(self.path))
+                raise err from exc
         with self._cond:
             self._durable_next = signed[-1][0].seq + 1
             self._cond.notify_all()
@@ -567,6 +629,18 @@ class LmdbEventLog:
             except lmdb.Error:
                 time.sleep(0.01)  # a reader in this process holds a transaction; it is short
         raise StorageError(f"{self.path}: could not grow the map to {size} bytes")
+
+
+def _out_of_space(path: Path, exc: BaseException, signed: list[Signed]) -> bool:
+    """LMDB turns a short write into EIO: on a filesystem without room for the batch, that is a full disk."""
+    if not ("Input/output error" in str(exc) or getattr(exc, "errno", None) == errno.EIO):
+        return False
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    needed = 2 * sum(len(raw) for _, raw in signed) + (1 << 20)
+    return st.f_bavail * st.f_frsize < needed
 
 
 def _dummy_frontier(size: int) -> list[bytes]:

@@ -1,0 +1,207 @@
+"""In-memory ports for the core's tests: they keep what they were told, and can be told to fail."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from config import Interface, MachineConfig
+from events import Event, SystemClock
+from events.errors import BadImage, StorageError, Unavailable
+
+from ._context import Ports
+from .ports import BootState, Image, RunningImage
+
+__all__ = [
+    "MemoryBootEnv",
+    "MemoryDisk",
+    "MemoryIdentity",
+    "MemoryImage",
+    "MemoryImages",
+    "MemoryNetwork",
+    "MemoryPower",
+    "MemoryServices",
+    "MemorySinks",
+    "memory_ports",
+]
+
+
+@dataclass
+class MemoryBootEnv:
+    state: BootState | None = None
+    history: list[BootState] = field(default_factory=list)
+
+    def load(self) -> BootState | None:
+        return self.state
+
+    def store(self, state: BootState) -> None:
+        self.state = state
+        self.history.append(state)
+
+
+@dataclass(frozen=True)
+class MemoryImage:
+    version: str
+    key_id: str = "test-key"
+    payload_sha256: bytes = b""
+
+    @property
+    def digest(self) -> str:
+        return self.payload_sha256.hex()
+
+    @classmethod
+    def of(cls, version: str) -> MemoryImage:
+        return cls(version, payload_sha256=hashlib.sha256(version.encode()).digest())
+
+
+@dataclass
+class MemoryImages:
+    """``catalog`` maps a source to the image it holds; a source not in it (or in ``bad``) fails to verify."""
+
+    catalog: dict[str, MemoryImage] = field(default_factory=dict)
+    current: RunningImage = field(default_factory=lambda: RunningImage("A", "v1", MemoryImage.of("v1").digest))
+    bad: set[str] = field(default_factory=set)
+    verified: list[str] = field(default_factory=list)
+
+    def verify(self, source: str, trusted_keys: Sequence[bytes]) -> Image:
+        self.verified.append(source)
+        if source in self.bad or source not in self.catalog:
+            raise BadImage(f"{source}: signature does not verify", source=source)
+        return self.catalog[source]
+
+    def running(self) -> RunningImage:
+        return self.current
+
+
+@dataclass
+class MemoryDisk:
+    kind: str = "sandbox"
+    partitioned: bool = False
+    files: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    slots: dict[str, Image] = field(default_factory=dict)
+    formatted: list[tuple[str, ...]] = field(default_factory=list)
+    wiped: list[tuple[str, ...]] = field(default_factory=list)
+    fail_write_image: bool = False
+
+    def is_partitioned(self) -> bool:
+        return self.partitioned
+
+    def partition(self) -> None:
+        self.partitioned = True
+        self.files.clear()
+        self.slots.clear()
+
+    def format(self, labels: Sequence[str]) -> None:
+        self.formatted.append(tuple(labels))
+
+    def wipe(self, labels: Sequence[str]) -> None:
+        self.wiped.append(tuple(labels))
+        for key in [k for k in self.files if k[0] in labels]:
+            del self.files[key]
+
+    def write_image(self, slot: str, image: Image) -> None:
+        if self.fail_write_image:
+            raise StorageError(f"slot {slot}: write failed", slot=slot)
+        self.slots[slot] = image
+
+    def read(self, label: str, name: str) -> bytes | None:
+        return self.files.get((label, name))
+
+    def write(self, label: str, name: str, data: bytes) -> None:
+        self.files[(label, name)] = data
+
+    def remove(self, label: str, name: str) -> None:
+        self.files.pop((label, name), None)
+
+
+@dataclass
+class MemoryNetwork:
+    interfaces: tuple[Interface, ...] = ()
+    hostname: str | None = None
+    nameservers: tuple[str, ...] = ()
+
+    def configure(self, interfaces: Sequence[Interface]) -> None:
+        self.interfaces = tuple(interfaces)
+
+    def set_hostname(self, hostname: str) -> None:
+        self.hostname = hostname
+
+    def set_resolvers(self, nameservers: Sequence[str]) -> None:
+        self.nameservers = tuple(nameservers)
+
+
+@dataclass
+class MemoryServices:
+    """``unhealthy`` services never report healthy; ``stuck`` ones refuse to stop."""
+
+    running: list[str] = field(default_factory=list)
+    unhealthy: set[str] = field(default_factory=set)
+    stuck: set[str] = field(default_factory=set)
+    log: list[tuple[str, str]] = field(default_factory=list)
+
+    def start(self, name: str) -> None:
+        self.log.append(("start", name))
+        self.running.append(name)
+
+    def stop(self, name: str) -> None:
+        self.log.append(("stop", name))
+        if name in self.stuck:
+            raise Unavailable(f"{name} does not stop", service=name)
+        self.running.remove(name)
+
+    def healthy(self, name: str) -> bool:
+        return name in self.running and name not in self.unhealthy
+
+
+@dataclass
+class MemoryPower:
+    actions: list[str] = field(default_factory=list)
+
+    def reboot(self) -> None:
+        self.actions.append("reboot")
+
+    def power_off(self) -> None:
+        self.actions.append("power_off")
+
+
+@dataclass
+class MemoryIdentity:
+    key_id: str | None = None
+
+    def load(self) -> str | None:
+        return self.key_id
+
+    def create(self, config: MachineConfig) -> str:
+        self.key_id = hashlib.sha256(config.cluster.name.encode()).hexdigest()[:16]
+        return self.key_id
+
+
+@dataclass
+class MemorySinks:
+    shipped: list[tuple[tuple[str, ...], int]] = field(default_factory=list)
+
+    def ship(self, sinks: Sequence[str], events: Iterable[Event]) -> int:
+        count = sum(1 for _ in events)
+        self.shipped.append((tuple(sinks), count))
+        return count
+
+
+def memory_ports(**overrides: object) -> Ports:
+    """A full set of in-memory ports; pass any of them (by ``Ports`` field name) to replace the default."""
+    parts: dict[str, object] = {
+        "boot_env": MemoryBootEnv(),
+        "disk": MemoryDisk(),
+        "images": MemoryImages(),
+        "network": MemoryNetwork(),
+        "services": MemoryServices(),
+        "power": MemoryPower(),
+        "clock": SystemClock(),
+        "identity": MemoryIdentity(),
+        "sinks": MemorySinks(),
+    }
+    unknown = set(overrides) - set(parts)
+    if unknown:
+        raise TypeError(f"unknown ports: {', '.join(sorted(unknown))}")
+    parts.update(overrides)
+    return Ports(**parts)  # type: ignore[arg-type]

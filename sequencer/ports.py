@@ -1,0 +1,186 @@
+"""The ports the sequencer's tasks talk through. Small on purpose: only what a task needs.
+
+Adapters (``storage``, ``image``, ``node``) implement them; ``sequencer.memory`` holds in-memory ones for the
+core's tests. Calls are synchronous (the adapters do blocking I/O); tasks run them off the event loop.
+``EventLog`` (from ``events``) and ``Clock`` (``events.Clock``: ``time_ns``, ``monotonic_ns``) complete the set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from config import Interface, MachineConfig
+from events import Clock, Event, EventLog
+
+__all__ = [
+    "SLOTS",
+    "BootEnv",
+    "BootState",
+    "Clock",
+    "Disk",
+    "EventLog",
+    "Identity",
+    "Image",
+    "Images",
+    "Network",
+    "Power",
+    "RunningImage",
+    "Services",
+    "Sinks",
+    "SlotBoot",
+    "other_slot",
+]
+
+SLOTS = ("A", "B")
+
+
+def other_slot(slot: str) -> str:
+    return "B" if slot == "A" else "A"
+
+
+@dataclass(frozen=True)
+class SlotBoot:
+    """Boot counting of one slot: tries left before the bootloader gives it up, and whether it booted good."""
+
+    tries_left: int = 0
+    good: bool = False
+
+
+@dataclass(frozen=True)
+class BootState:
+    """The boot environment as the core sees it (META holds it; ``storage.BootEnv`` has the same fields)."""
+
+    default: str | None = None  # the slot the next boot tries first
+    fallback: str | None = None  # the slot to go back to if ``default`` runs out of tries
+    a: SlotBoot = field(default_factory=SlotBoot)
+    b: SlotBoot = field(default_factory=SlotBoot)
+    boots: int = 0
+    last_fallback_reason: str | None = None
+
+    def slot(self, slot: str) -> SlotBoot:
+        return self.a if slot == "A" else self.b
+
+    def with_slot(self, slot: str, state: SlotBoot) -> BootState:
+        return replace(self, a=state) if slot == "A" else replace(self, b=state)
+
+
+class BootEnv(Protocol):
+    """META: the boot environment shared with the bootloader."""
+
+    def load(self) -> BootState | None:
+        """The current environment; None on a blank META (a fresh disk)."""
+        ...
+
+    def store(self, state: BootState) -> None:
+        """Replace the environment; durable (torn-write safe) when it returns."""
+        ...
+
+
+class Image(Protocol):
+    """A verified image (``image.VerifiedImage``): only ``Images.verify`` makes one."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def payload_sha256(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class RunningImage:
+    """What this boot runs, as measured by the bootloader before it started the agent."""
+
+    slot: str | None
+    version: str
+    digest: str  # hex SHA-256 of the payload
+
+
+class Images(Protocol):
+    def verify(self, source: str, trusted_keys: Sequence[bytes]) -> Image:
+        """Fetch ``source`` and verify it against the keys; ``BadImage`` or ``UntrustedKey`` if it fails."""
+        ...
+
+    def running(self) -> RunningImage: ...
+
+
+class Disk(Protocol):
+    """The machine disk, partitions by label (``EFI``, ``BOOT-A``, ``BOOT-B``, ``META``, ``STATE``, ``EPHEMERAL``)."""
+
+    @property
+    def kind(self) -> str:
+        """``sandbox`` (files and folders) or ``block`` (a GPT disk)."""
+        ...
+
+    def is_partitioned(self) -> bool: ...
+
+    def partition(self) -> None: ...
+
+    def format(self, labels: Sequence[str]) -> None: ...
+
+    def wipe(self, labels: Sequence[str]) -> None: ...
+
+    def write_image(self, slot: str, image: Image) -> None:
+        """Write the image raw into the slot, read it back, record it; the slot must not be the running one."""
+        ...
+
+    def read(self, label: str, name: str) -> bytes | None:
+        """A file on a filesystem partition (STATE: ``config.yaml``, ``staged.yaml``); None if absent."""
+        ...
+
+    def write(self, label: str, name: str, data: bytes) -> None:
+        """Write a file atomically and durably (temp file, fsync, rename)."""
+        ...
+
+    def remove(self, label: str, name: str) -> None: ...
+
+
+class Network(Protocol):
+    def configure(self, interfaces: Sequence[Interface]) -> None:
+        """Bring links up with their MTU, addresses and routes; idempotent."""
+        ...
+
+    def set_hostname(self, hostname: str) -> None: ...
+
+    def set_resolvers(self, nameservers: Sequence[str]) -> None: ...
+
+
+class Services(Protocol):
+    """The agent's services (the API server, the health service). The sequencer keeps the start order."""
+
+    def start(self, name: str) -> None: ...
+
+    def stop(self, name: str) -> None: ...
+
+    def healthy(self, name: str) -> bool: ...
+
+
+class Power(Protocol):
+    """Carries out a power action at once. The runner calls it only after the sequence that asked for it has
+    ended and every event of it, the final checkpoint included, is durable."""
+
+    def reboot(self) -> None: ...
+
+    def power_off(self) -> None: ...
+
+
+class Identity(Protocol):
+    """The node's log key on STATE, certified by the machine CA."""
+
+    def load(self) -> str | None:
+        """The key id, or None before install."""
+        ...
+
+    def create(self, config: MachineConfig) -> str:
+        """Make the key, certify it with ``machine.ca``, store it on STATE; the log rotates to it."""
+        ...
+
+
+class Sinks(Protocol):
+    def ship(self, sinks: Sequence[str], events: Iterable[Event]) -> int:
+        """Copy the log to the audit sinks (``machine.audit.sinks``); returns the number of events shipped."""
+        ...

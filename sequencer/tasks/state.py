@@ -1,0 +1,47 @@
+"""STATE: the machine config and the node's identity."""
+
+from __future__ import annotations
+
+import config
+from events import Kind
+
+from .._context import Context
+from .._model import task
+
+CONFIG = "config.yaml"
+STAGED = "staged.yaml"
+
+
+@task(timeout=10)
+async def load_identity(ctx: Context) -> None:
+    ctx.runtime.identity = await ctx.blocking(ctx.ports.identity.load)
+
+
+@task(timeout=10)
+async def load_config(ctx: Context) -> None:
+    """Load the persisted config; a staged one takes its place (and is recorded as applied)."""
+    disk = ctx.ports.disk
+    raw = await ctx.blocking(disk.read, "STATE", CONFIG)
+    staged_raw = await ctx.blocking(disk.read, "STATE", STAGED)
+    persisted = config.load(raw, name=f"STATE/{CONFIG}") if raw is not None else None
+    staged = config.load(staged_raw, name=f"STATE/{STAGED}") if staged_raw is not None else None
+    active = config.boot_config(persisted, staged)
+    if staged is not None:
+        await ctx.blocking(disk.write, "STATE", CONFIG, staged_raw)
+        await ctx.blocking(disk.remove, "STATE", STAGED)
+        ctx.emit(Kind.CONFIG_APPLIED, {"mode": "staged", "action": "boot", "digest": config.digest(staged),
+                                       "changes": [c.to_dict() for c in config.diff(persisted, staged)]})
+    ctx.runtime.config = ctx.runtime.persisted = active
+    ctx.runtime.staged = None
+
+
+@task(timeout=10)
+async def write_config(ctx: Context) -> None:
+    data = config.dump_yaml(ctx.config).encode()
+    await ctx.blocking(ctx.ports.disk.write, "STATE", CONFIG, data)
+    ctx.runtime.persisted = ctx.config
+
+
+@task(timeout=30)
+async def create_identity(ctx: Context) -> None:
+    ctx.runtime.identity = await ctx.blocking(ctx.ports.identity.create, ctx.config)

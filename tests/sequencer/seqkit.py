@@ -1,0 +1,79 @@
+"""Helpers for the sequencer tests (a module of its own: ``conftest`` names collide across test folders)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cryptography import x509
+
+from events import Ed25519Signer, MemoryEventLog
+from fsm import Stage, Trigger
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: x509.Certificate
+    ca_pem: bytes
+    ca_key_pem: bytes
+    signer: Ed25519Signer
+    cert_der: bytes
+    image_key_pem: bytes
+
+
+PATHS: dict[Stage, tuple[Trigger, ...]] = {
+    Stage.BOOTING: (),
+    Stage.MAINTENANCE: (Trigger.MAINTENANCE,),
+    Stage.INSTALLING: (Trigger.INSTALL,),
+    Stage.RUNNING: (Trigger.BOOTED,),
+    Stage.UPGRADING: (Trigger.BOOTED, Trigger.UPGRADE),
+    Stage.REBOOTING: (Trigger.REBOOT,),
+    Stage.RESETTING: (Trigger.RESET,),
+    Stage.SHUTTING_DOWN: (Trigger.SHUTDOWN,),
+    Stage.STOPPED: (Trigger.SHUTDOWN, Trigger.POWER_OFF),
+}
+
+
+# -- probe tasks for runner tests ---------------------------------------------------------------------------
+def sleeper(name: str, seconds: float = 0.0, **kw: Any) -> Any:
+    from sequencer import task
+
+    async def run(ctx: Any) -> None:
+        await asyncio.sleep(seconds)
+
+    return task(name=name, **kw)(run)
+
+
+def failer(name: str, error: BaseException, **kw: Any) -> Any:
+    from sequencer import task
+
+    async def run(ctx: Any) -> None:
+        await asyncio.sleep(0)
+        raise error
+
+    return task(name=name, **kw)(run)
+
+
+def blocker(name: str, started: asyncio.Event | None = None, **kw: Any) -> Any:
+    """Runs until its run is cancelled, checking the token as a long task should."""
+    from sequencer import task
+
+    async def run(ctx: Any) -> None:
+        if started is not None:
+            started.set()
+        while True:
+            await ctx.cancel.sleep(0.01)
+
+    return task(name=name, **kw)(run)
+
+
+def kinds(log: MemoryEventLog, start: int = 0) -> list[str]:
+    return [e.kind for e in log.read(start) if e.kind != "log.checkpoint"]

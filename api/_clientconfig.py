@@ -1,0 +1,434 @@
+"""The client config (``gravenconfig``): contexts of endpoints, nodes and credentials, like talosconfig.
+
+::
+
+    context: prod
+    contexts:
+      prod:
+        endpoints: [10.0.0.2, "10.0.0.3:50000"]
+        nodes: []
+        ca: <base64 of the CA certificate PEM>
+        crt: <base64 of the client certificate PEM>
+        key: <base64 of the client private key PEM>
+
+The file is found at ``--gravenconfig``, else ``$GRAVENCONFIG``, else ``~/.graven/config``. It holds a
+private key, so it is always written atomically with mode 0600.
+
+Commands (in the shared ``config`` group): ``config context|contexts|endpoint|node|info|merge``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from events.errors import InvalidRequest, NotFound
+
+from ._output import add_output_flag, print_json, table
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ENV_VAR",
+    "ClientConfig",
+    "Context",
+    "atomic_write",
+    "default_path",
+    "endpoint_target",
+    "load",
+    "load_or_new",
+    "register",
+    "split_endpoint",
+]
+
+DEFAULT_PORT = 50000
+ENV_VAR = "GRAVENCONFIG"
+_CONTEXT_KEYS = ("endpoints", "nodes", "ca", "crt", "key")
+
+
+# -- endpoints -------------------------------------------------------------------------------------------
+def split_endpoint(endpoint: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port``, a bare IPv6 address or ``https://host:port`` -> (host, port)."""
+    text = endpoint.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    text = text.rstrip("/")
+    if not text:
+        raise InvalidRequest(f"endpoint {endpoint!r} is empty", endpoint=endpoint)
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise InvalidRequest(f"endpoint {endpoint!r}: expected [IPv6]:PORT", endpoint=endpoint)
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:  # a hostname, IPv4, or bare IPv6 address
+        host, port_text = text, ""
+    if not host:
+        raise InvalidRequest(f"endpoint {endpoint!r} has no host", endpoint=endpoint)
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise InvalidRequest(f"endpoint {endpoint!r}: port {port_text!r} is not 1..65535", endpoint=endpoint)
+    return host, int(port_text)
+
+
+def endpoint_target(endpoint: str) -> str:
+    """The ``host:port`` gRPC dials (IPv6 in brackets); port 50000 unless given."""
+    host, port = split_endpoint(endpoint)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# -- the file --------------------------------------------------------------------------------------------
+@dataclass
+class Context:
+    """One cluster: where to reach it and with which credentials (PEM bytes)."""
+
+    endpoints: list[str] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+    ca: bytes = b""
+    crt: bytes = b""
+    key: bytes = b""
+
+    def certificate(self) -> x509.Certificate | None:
+        return x509.load_pem_x509_certificate(self.crt) if self.crt else None
+
+    def roles(self) -> list[str]:
+        cert = self.certificate()
+        if cert is None:
+            return []
+        return sorted(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {"endpoints": list(self.endpoints), "nodes": list(self.nodes), "ca": _b64(self.ca),
+                "crt": _b64(self.crt), "key": _b64(self.key)}
+
+
+@dataclass
+class ClientConfig:
+    context: str | None = None
+    contexts: dict[str, Context] = field(default_factory=dict)
+    path: Path | None = None
+
+    def current(self, name: str | None = None) -> tuple[str, Context]:
+        """The named context, else the current one; ``NotFound`` names the file and the known contexts."""
+        name = name or self.context
+        where = f" in {self.path}" if self.path else ""
+        if not name:
+            raise NotFound(f"no current context{where}; choose one with `gravenctl config context NAME`",
+                           path=str(self.path) if self.path else None)
+        if name not in self.contexts:
+            known = ", ".join(sorted(self.contexts)) or "none"
+            raise NotFound(f"context {name!r} not found{where} (contexts: {known})", context=name)
+        return name, self.contexts[name]
+
+    def merge(self, other: ClientConfig) -> dict[str, str]:
+        """Add ``other``'s contexts; a name already taken becomes ``NAME-1``, ``NAME-2``... Returns
+        {original name: name used}. The current context becomes ``other``'s current one."""
+        used: dict[str, str] = {}
+        for name, ctx in other.contexts.items():
+            new = name
+            n = 0
+            while new in self.contexts:
+                n += 1
+                new = f"{name}-{n}"
+            self.contexts[new] = ctx
+            used[name] = new
+        if other.context in used:
+            self.context = used[other.context]
+        return used
+
+    def dumps(self) -> str:
+        doc = {"context": self.context, "contexts": {n: c.to_yaml() for n, c in sorted(self.contexts.items())}}
+        return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise InvalidRequest("no path to save the client config to")
+        atomic_write(target, self.dumps().encode(), mode=0o600)
+        self.path = target
+        return target
+
+
+def _b64(pem: bytes) -> str:
+    return base64.b64encode(pem).decode("ascii")
+
+
+def _unb64(value: Any, where: str) -> bytes:
+    if value in (None, ""):
+        return b""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{where}: expected base64 text", path=where)
+    text = value.strip()
+    if text.startswith("-----BEGIN"):  # tolerate PEM written in clear
+        return text.encode() + b"\n"
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{where}: not valid base64", path=where) from None
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        raise InvalidRequest(f"{where}: the base64 does not hold a PEM block", path=where)
+    return data
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest(f"{where}: expected a list of strings", path=where)
+    return list(value)
+
+
+def loads(text: str | bytes, name: str = "client config") -> ClientConfig:
+    """Parse a client config; every error names the file and the key."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidRequest(f"{name}: not YAML: {exc}", path=name) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, Mapping):
+        raise InvalidRequest(f"{name}: expected a mapping with `context` and `contexts`", path=name)
+    unknown = set(doc) - {"context", "contexts"}
+    if unknown:
+        raise InvalidRequest(f"{name}: unknown key(s) {', '.join(sorted(map(str, unknown)))}", path=name)
+    current = doc.get("context")
+    if current is not None and not isinstance(current, str):
+        raise InvalidRequest(f"{name}: context: expected a name", path=name)
+    raw = doc.get("contexts") or {}
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest(f"{name}: contexts: expected a mapping of name to context", path=name)
+    contexts: dict[str, Context] = {}
+    for cname, body in raw.items():
+        where = f"{name}: contexts.{cname}"
+        if not isinstance(body, Mapping):
+            raise InvalidRequest(f"{where}: expected a mapping", path=where)
+        extra = set(body) - set(_CONTEXT_KEYS)
+        if extra:
+            raise InvalidRequest(f"{where}: unknown key(s) {', '.join(sorted(map(str, extra)))}", path=where)
+        contexts[str(cname)] = Context(
+            endpoints=_strings(body.get("endpoints"), f"{where}.endpoints"),
+            nodes=_strings(body.get("nodes"), f"{where}.nodes"),
+            ca=_unb64(body.get("ca"), f"{where}.ca"),
+            crt=_unb64(body.get("crt"), f"{where}.crt"),
+            key=_unb64(body.get("key"), f"{where}.key"),
+        )
+    return ClientConfig(current, contexts)
+
+
+def default_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--gravenconfig``, else ``$GRAVENCONFIG``, else ``~/.graven/config``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    return Path.home() / ".graven" / "config"
+
+
+def load(path: str | os.PathLike[str] | None = None) -> ClientConfig:
+    p = default_path(path)
+    try:
+        text = p.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no client config at {p} (create one with `gravenctl gen config`, or set ${ENV_VAR} "
+                       "or --gravenconfig)", path=str(p)) from None
+    except OSError as exc:
+        raise InvalidRequest(f"{p}: cannot read: {exc.strerror}", path=str(p)) from None
+    cfg = loads(text, str(p))
+    cfg.path = p
+    return cfg
+
+
+def load_or_new(path: str | os.PathLike[str] | None = None) -> ClientConfig:
+    p = default_path(path)
+    if not p.exists():
+        return ClientConfig(path=p)
+    return load(p)
+
+
+def atomic_write(path: str | Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder: readers see the old file or
+    the new one, never a part; the file has ``mode`` from its first byte."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as exc:
+        raise InvalidRequest(f"{p}: cannot write: {exc.strerror}", path=str(p)) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InvalidRequest(f"{p}: cannot write: {exc.strerror}", path=str(p)) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# -- commands --------------------------------------------------------------------------------------------
+def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the client-config commands to the ``config`` group's sub-subparsers."""
+    p = cmds.add_parser("context", help="switch the current context",
+                        description="Make NAME the current context of the client config.")
+    p.add_argument("name", help="context name")
+    p.set_defaults(func=_context)
+
+    p = cmds.add_parser("contexts", help="list the contexts of the client config",
+                        description="List contexts: endpoints, nodes, roles and certificate expiry.")
+    add_output_flag(p)
+    p.set_defaults(func=_contexts)
+
+    p = cmds.add_parser("endpoint", help="set the endpoints of the current context",
+                        description="Replace the endpoints (host[:port], port 50000 by default) of the current "
+                                    "context (or --context).")
+    p.add_argument("endpoints", nargs="+", metavar="ENDPOINT")
+    p.set_defaults(func=_endpoint)
+
+    p = cmds.add_parser("node", help="set the default nodes of the current context",
+                        description="Replace the nodes commands target by default; none given clears them "
+                                    "(then the endpoints are the targets).")
+    p.add_argument("nodes", nargs="*", metavar="NODE")
+    p.set_defaults(func=_node)
+
+    p = cmds.add_parser("info", help="show the current context",
+                        description="Show the current context: endpoints, nodes, roles and certificate.")
+    add_output_flag(p)
+    p.set_defaults(func=_info)
+
+    p = cmds.add_parser("merge", help="merge the contexts of another client config into this one",
+                        description="Add FILE's contexts; a name already taken gets a -N suffix. FILE's current "
+                                    "context becomes the current one.")
+    p.add_argument("file", help="client config to merge from")
+    p.set_defaults(func=_merge)
+
+
+def _load_for_edit(args: argparse.Namespace) -> ClientConfig:
+    return load(getattr(args, "gravenconfig", None))
+
+
+def _context(args: argparse.Namespace) -> int:
+    cfg = _load_for_edit(args)
+    name, _ = cfg.current(args.name)
+    cfg.context = name
+    cfg.save()
+    print(f"current context is now {name} ({cfg.path})")
+    return 0
+
+
+def _cert_info(ctx: Context) -> dict[str, Any]:
+    try:
+        cert = ctx.certificate()
+    except ValueError as exc:
+        return {"error": f"unreadable certificate: {exc}"}
+    if cert is None:
+        return {"subject": None, "roles": [], "expires": None, "expired": None}
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    expires = cert.not_valid_after_utc
+    return {"subject": str(cn[0].value) if cn else "", "roles": ctx.roles(),
+            "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ"), "expired": expires < dt.datetime.now(dt.UTC)}
+
+
+def _ca_fingerprint(ctx: Context) -> str | None:
+    if not ctx.ca:
+        return None
+    try:
+        der = x509.load_pem_x509_certificate(ctx.ca).public_bytes(serialization.Encoding.DER)
+    except ValueError:
+        return None
+    return hashlib.sha256(der).hexdigest()
+
+
+def _context_dict(name: str, ctx: Context, current: bool) -> dict[str, Any]:
+    return {"name": name, "current": current, "endpoints": ctx.endpoints, "nodes": ctx.nodes,
+            "certificate": _cert_info(ctx), "ca_sha256": _ca_fingerprint(ctx)}
+
+
+def _contexts(args: argparse.Namespace) -> int:
+    cfg = _load_for_edit(args)
+    rows = [_context_dict(n, c, n == cfg.context) for n, c in sorted(cfg.contexts.items())]
+    if args.output == "json":
+        print_json({"path": str(cfg.path), "context": cfg.context, "contexts": rows})
+        return 0
+    table([{"current": "*" if r["current"] else "", "name": r["name"], "endpoints": r["endpoints"] or None,
+            "nodes": r["nodes"] or None, "roles": r["certificate"].get("roles") or None,
+            "expires": r["certificate"].get("expires")} for r in rows],
+          ("current", "name", "endpoints", "nodes", "roles", "expires"))
+    return 0
+
+
+def _edit_current(args: argparse.Namespace, what: str, values: Sequence[str]) -> int:
+    cfg = _load_for_edit(args)
+    name, ctx = cfg.current(getattr(args, "context", None))
+    if what == "endpoints":
+        for ep in values:
+            split_endpoint(ep)  # refuse a malformed endpoint before writing it
+        ctx.endpoints = list(values)
+    else:
+        ctx.nodes = list(values)
+    cfg.save()
+    print(f"{name}: {what} = {', '.join(values) or '(none)'}")
+    return 0
+
+
+def _endpoint(args: argparse.Namespace) -> int:
+    return _edit_current(args, "endpoints", _split_all(args.endpoints))
+
+
+def _node(args: argparse.Namespace) -> int:
+    return _edit_current(args, "nodes", _split_all(args.nodes))
+
+
+def _split_all(values: Iterable[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _info(args: argparse.Namespace) -> int:
+    cfg = _load_for_edit(args)
+    name, ctx = cfg.current(getattr(args, "context", None))
+    d = _context_dict(name, ctx, name == cfg.context)
+    if args.output == "json":
+        print_json({"path": str(cfg.path), **d})
+        return 0
+    cert = d["certificate"]
+    rows = [("path", str(cfg.path)), ("context", name), ("endpoints", ", ".join(ctx.endpoints) or "-"),
+            ("nodes", ", ".join(ctx.nodes) or "-"), ("subject", cert.get("subject") or "-"),
+            ("roles", ", ".join(cert.get("roles") or []) or "-"),
+            ("expires", (cert.get("expires") or "-") + (" (EXPIRED)" if cert.get("expired") else "")),
+            ("ca sha256", d["ca_sha256"] or "-")]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k.ljust(width)}  {v}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    other = load(args.file)
+    cfg = load_or_new(getattr(args, "gravenconfig", None))
+    used = cfg.merge(other)
+    cfg.save()
+    for old, new in used.items():
+        note = "" if old == new else f" (renamed: {old} was taken)"
+        print(f"merged context {new}{note}")
+    sys.stdout.write(f"current context: {cfg.context or '-'} ({cfg.path})\n")
+    return 0

@@ -15,43 +15,45 @@ from events._bundle import write_bundle
 from events.errors import InvalidRequest, TamperedLog
 
 from ._output import add_output_flag, print_json, table
+from ._remote import export_remote, with_remote_path
 from ._source import load_ca, open_source, verify_path
 
 
 def register(sub: Any) -> None:
     audit = sub.add_parser("audit", help="verify, export, show and replay a node's signed event log",
                            description="Audit a signed event log: PATH is an LMDB log directory (or a node "
-                                       "root) or an export bundle.")
+                                       "root) or an export bundle. Without PATH, the log of the node named by "
+                                       "-e/-n is fetched (AuditExport) and used.")
     cmds = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
 
     v = cmds.add_parser("verify", help="verify a log or bundle offline with the CA certificate alone")
-    v.add_argument("path", help="LMDB log directory, node root, or export bundle")
+    v.add_argument("path", nargs="?", help="LMDB log directory, node root, or export bundle (default: the node's)")
     v.add_argument("--ca", required=True, help="the machine CA certificate (PEM)")
     v.add_argument("--since-export", metavar="OLD", help="an earlier export: the log must extend its checkpoint")
     add_output_flag(v)
-    v.set_defaults(func=_verify)
+    v.set_defaults(func=with_remote_path(_verify))
 
     e = cmds.add_parser("export", help="write an audit bundle (tar) verifiable with the CA certificate")
-    e.add_argument("path", help="LMDB log directory or node root")
+    e.add_argument("path", nargs="?", help="LMDB log directory or node root (default: fetch from the node)")
     e.add_argument("-o", "--out", required=True, metavar="BUNDLE", help="bundle file to write")
     e.add_argument("--from", dest="start", type=int, default=0, metavar="SEQ", help="first seq (default 0)")
     e.add_argument("--to", dest="end", type=int, default=None, metavar="SEQ", help="last seq (default: the last)")
     e.set_defaults(func=_export)
 
     s = cmds.add_parser("show", help="a readable table of events: who changed what, when")
-    s.add_argument("path")
+    s.add_argument("path", nargs="?", help="log directory or bundle (default: the node's)")
     s.add_argument("--kind", help="only kinds matching this glob (e.g. 'config.*')")
     s.add_argument("--actor", help="only actors whose id or roles match this glob")
     s.add_argument("--since", type=int, default=0, metavar="SEQ", help="from this seq on")
     s.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N matching events")
     add_output_flag(s)
-    s.set_defaults(func=_show)
+    s.set_defaults(func=with_remote_path(_show))
 
     r = cmds.add_parser("replay", help="the node state folded from the log, up to a seq")
-    r.add_argument("path")
+    r.add_argument("path", nargs="?", help="log directory or bundle (default: the node's)")
     r.add_argument("--at", type=int, default=None, metavar="SEQ", help="state right after this seq")
     add_output_flag(r)
-    r.set_defaults(func=_replay)
+    r.set_defaults(func=with_remote_path(_replay))
 
 
 def _ts(ns: int) -> str:
@@ -120,6 +122,8 @@ def _cp_text(cp: dict[str, Any]) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.path is None:
+        return export_remote(args)
     source = open_source(args.path)
     if source.kind != "lmdb":
         raise InvalidRequest(f"{args.path} is already a bundle; export reads a log directory")

@@ -1,0 +1,538 @@
+"""``gravenctl`` commands that talk to nodes, and the client's own files.
+
+Node commands: ``version``, ``status``, ``get config``, ``apply-config``, ``upgrade``, ``rollback``, ``reset``,
+``reboot``, ``shutdown``, ``events``, ``config new``. With several targets (``-n a,b`` or several endpoints) a
+command runs on all of them at once and prints one row per node; a node that fails or cannot be reached is an
+error row, and the exit code is 1. ``--wait`` follows the node's events from the request on, across its
+reboot, shows progress on stderr and ends with the outcome (exit 0 on success, 1 on failure or timeout).
+
+Files: ``gen config`` (``_pki``) and ``config context|contexts|endpoint|node|info|merge`` (``_clientconfig``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+import config
+from events import Event
+from events.errors import GravenError, InvalidConfig, InvalidRequest, NotFound
+
+from . import _clientconfig, _pki
+from ._cli_audit import summarize
+from ._cli_config import _cell, _report_invalid, config_subparsers
+from ._client import Accepted, GravenClient, client_version
+from ._clientconfig import ClientConfig, Context
+from ._output import add_output_flag, print_json, table
+from ._remote import connect, context, fanout, parse_duration, single_target, targets
+from ._wait import Outcome, Waiter
+
+__all__ = ["register"]
+
+T = TypeVar("T")
+WAIT_TIMEOUT = "10m"
+RETRY_FOR = 600.0  # events -f: how long a node may stay unreachable before giving up
+WIPE_LABELS = ("STATE", "EPHEMERAL")
+
+
+# -- registration ----------------------------------------------------------------------------------------
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    _pki.register(subparsers)
+    cmds = config_subparsers(subparsers)
+    _clientconfig.register(cmds)
+    _register_config_new(cmds)
+
+    p = subparsers.add_parser("version", help="client and node versions (the code each node runs)",
+                              description="The version, image digest and slot each node reports from the code it "
+                                          "runs, and this client's version.")
+    _insecure_flags(p)
+    add_output_flag(p)
+    p.set_defaults(func=_version)
+
+    p = subparsers.add_parser("status", help="machine stage, readiness, slot, running sequence, last fallback",
+                              description="Each node's stage, readiness, booted slot and version, the running "
+                                          "sequence (if any) and the last boot fallback (if any).")
+    _insecure_flags(p)
+    add_output_flag(p)
+    p.set_defaults(func=_status)
+
+    get = subparsers.add_parser("get", help="read a node's resources", description="Read a node's resources.")
+    gets = get.add_subparsers(dest="get_command", metavar="RESOURCE", required=True)
+    p = gets.add_parser("config", help="the node's machine config (secrets redacted unless os:admin)",
+                        description="Print the node's active machine config as YAML (secrets redacted unless the "
+                                    "client is os:admin).")
+    add_output_flag(p, ("yaml", "json"))
+    p.set_defaults(func=_get_config)
+
+    p = subparsers.add_parser(
+        "apply-config", aliases=["apply"], help="apply a machine config to nodes (or --dry-run: show the diff)",
+        description="Validate FILE locally, then apply it. Modes: auto (the node chooses), no-reboot, reboot, "
+                    "staged (at the next boot), try (reverted after --try-timeout unless confirmed). --dry-run "
+                    "shows the diff and applies nothing. --insecure: a node in maintenance mode.",
+    )
+    p.add_argument("-f", "--file", required=True, help="machine config YAML ('-' for stdin)")
+    p.add_argument("-m", "--mode", choices=["auto", "no-reboot", "reboot", "staged", "try"], default="auto")
+    p.add_argument("--try-timeout", type=parse_duration, default=60.0, metavar="DURATION",
+                   help="mode try: revert after this unless confirmed (default 60s)")
+    p.add_argument("--dry-run", action="store_true", help="show what would change; apply nothing")
+    _insecure_flags(p)
+    add_output_flag(p)
+    p.set_defaults(func=_apply)
+
+    p = subparsers.add_parser(
+        "upgrade", help="install an image in the inactive slot and reboot into it",
+        description="Stream IMAGE (a file, in 1 MiB chunks) to the node, or give it a URL (file://, https://) "
+                    "to fetch. The node verifies it, writes the inactive slot, arms it and reboots (--stage: "
+                    "arms it for the next reboot). A new image that fails its health checks falls back by itself.",
+    )
+    p.add_argument("-i", "--image", required=True, metavar="FILE|URL", help="the image file or URL")
+    p.add_argument("--stage", action="store_true", help="only stage it: it boots at the next reboot")
+    _wait_flags(p)
+    p.set_defaults(func=_upgrade)
+
+    p = subparsers.add_parser("rollback", help="boot the other slot again (it must hold a good image)",
+                              description="Make the other slot, which must have booted good, the default and "
+                                          "reboot into it.")
+    _wait_flags(p)
+    p.set_defaults(func=_simple("rollback"))
+
+    p = subparsers.add_parser(
+        "reset", help="wipe STATE and/or EPHEMERAL, then power off (or --reboot)",
+        description="Ship the log to the audit sinks (--graceful, default), stop services, seal the log, wipe the "
+                    "partitions, then power off, or reboot into maintenance with --reboot. --force allows "
+                    "destroying events that were never shipped.",
+    )
+    p.add_argument("--wipe", default=",".join(WIPE_LABELS), metavar="LABELS",
+                   help="comma-separated partition labels (default STATE,EPHEMERAL)")
+    p.add_argument("--graceful", action=argparse.BooleanOptionalAction, default=True,
+                   help="ship the log and stop services first (default: yes)")
+    p.add_argument("--reboot", action="store_true", help="reboot afterwards instead of powering off")
+    p.add_argument("--force", action="store_true", help="allow destroying events no audit sink has received")
+    _wait_flags(p)
+    p.set_defaults(func=_reset)
+
+    p = subparsers.add_parser("reboot", help="stop services, seal the log, reboot",
+                              description="Reboot the nodes; with --wait, until each is up again.")
+    _wait_flags(p)
+    p.set_defaults(func=_simple("reboot"))
+
+    p = subparsers.add_parser("shutdown", help="stop services, seal the log, power off",
+                              description="Power the nodes off; with --wait, until each has gone.")
+    _wait_flags(p)
+    p.set_defaults(func=_simple("shutdown"))
+
+    p = subparsers.add_parser(
+        "events", help="the node's signed event log: past events, or follow (-f) new ones",
+        description="Show events from --since SEQ (default 0) or the last --tail N; -f follows new events and "
+                    "reconnects across a reboot without missing or repeating one. -o json: one JSON object per line.",
+    )
+    p.add_argument("--since", type=int, default=0, metavar="SEQ", help="first seq (default 0)")
+    p.add_argument("--tail", type=int, default=None, metavar="N", help="start with the last N events")
+    p.add_argument("-f", "--follow", action="store_true", help="keep streaming new events")
+    p.add_argument("--kind", action="append", default=[], metavar="GLOB", help="kinds to show, e.g. 'boot.*' (repeat)")
+    p.add_argument("--actor", metavar="GLOB", help="only events whose actor id or role matches")
+    p.add_argument("--timeout", type=parse_duration, default=None, metavar="DURATION",
+                   help="with -f: stop following after this long (default: until interrupted)")
+    add_output_flag(p)
+    p.set_defaults(func=_events)
+
+
+def _register_config_new(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = cmds.add_parser(
+        "new", help="ask a node (os:admin) for a client config with other roles",
+        description="Ask the node for a client certificate with --roles and --crt-ttl (GenerateClientConfiguration, "
+                    "os:admin only) and write a client config FILE with it and the current context's endpoints.",
+    )
+    p.add_argument("file", help="client config to write")
+    p.add_argument("--roles", default="os:admin", help="comma-separated roles (os:admin, os:operator, os:reader)")
+    p.add_argument("--crt-ttl", type=parse_duration, default=parse_duration("8760h"), metavar="DURATION",
+                   help="certificate lifetime (default 8760h)")
+    p.add_argument("--name", default="", help="the certificate's common name (who holds it; shown as the actor)")
+    p.add_argument("--force", action="store_true", help="overwrite FILE")
+    p.set_defaults(func=_config_new)
+
+
+def _insecure_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--insecure", action="store_true",
+                   help="maintenance mode: no client certificate; trust the node's certificate as shown (its "
+                        "fingerprint is printed)")
+    p.add_argument("--cert-fingerprint", metavar="SHA256",
+                   help="with --insecure: accept only a node certificate with this SHA-256 fingerprint")
+
+
+def _wait_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true",
+                   help="follow the node's events until the outcome (across its reboot); progress on stderr")
+    p.add_argument("--timeout", type=parse_duration, default=parse_duration(WAIT_TIMEOUT), metavar="DURATION",
+                   help=f"with --wait: give up after this long (default {WAIT_TIMEOUT})")
+    add_output_flag(p)
+
+
+# -- running on every target -----------------------------------------------------------------------------
+class _Progress:
+    """Progress lines on stderr: ``[  12.3s] node: text`` (the node only when there are several)."""
+
+    def __init__(self, nodes: Sequence[str]) -> None:
+        self.start = time.monotonic()
+        self._several = len(nodes) > 1
+        self._lock = threading.Lock()
+
+    def line(self, node: str, text: str) -> None:
+        prefix = f"{node}: " if self._several else ""
+        with self._lock:
+            sys.stderr.write(f"[{time.monotonic() - self.start:7.1f}s] {prefix}{text}\n")
+            sys.stderr.flush()
+
+
+def _on_nodes(args: argparse.Namespace, fn: Callable[[GravenClient], T]) -> list[tuple[str, T | GravenError]]:
+    """``fn(client)`` on every target; with one target its error is raised, with several it is its row."""
+    nodes = targets(args)
+
+    def one(node: str) -> T:
+        with connect(args, node) as client:
+            return fn(client)
+
+    results = fanout(nodes, one)
+    if len(results) == 1 and isinstance(results[0][1], GravenError):
+        raise results[0][1]
+    return results
+
+
+def _emit(args: argparse.Namespace, results: list[tuple[str, Any]], columns: Sequence[str],
+          row: Callable[[str, Any], dict[str, Any]], as_json: Callable[[str, Any], dict[str, Any]]) -> int:
+    failed = any(isinstance(r, GravenError) for _, r in results)
+    if args.output == "json":
+        items = [{"node": n, "error": r.to_dict()} if isinstance(r, GravenError) else as_json(n, r) for n, r in results]
+        print_json(items[0] if len(items) == 1 else items)
+    else:
+        rows = [{"node": n, "error": f"[{r.code.name}] {r.message}"} if isinstance(r, GravenError) else row(n, r)
+                for n, r in results]
+        table(rows, [*columns, "error"] if failed else columns)
+    return 1 if failed else 0
+
+
+# -- reads -----------------------------------------------------------------------------------------------
+def _version(args: argparse.Namespace) -> int:
+    results = _on_nodes(args, lambda c: c.version())
+    mine = client_version()
+    if args.output != "json":
+        print(f"client: gravenctl {mine}")
+    return _emit(args, results, ("node", "version", "slot", "image_digest", "boot_id"),
+                 lambda n, r: {**r, "node": n, "image_digest": (r["image_digest"] or "")[:16] or None,
+                               "slot": r["slot"] or None},
+                 lambda n, r: {"node": n, "client": {"version": mine}, "server": r})
+
+
+def _sequence_cell(seq: dict[str, Any] | None) -> str | None:
+    if not seq:
+        return None
+    roles = ",".join(seq["actor"]["roles"])
+    return f"{seq['name']} by {seq['actor']['id']}" + (f"[{roles}]" if roles else "")
+
+
+def _status(args: argparse.Namespace) -> int:
+    results = _on_nodes(args, lambda c: c.status())
+
+    def row(n: str, r: dict[str, Any]) -> dict[str, Any]:
+        fb = r["last_fallback"]
+        return {"node": n, "stage": r["stage"], "ready": "yes" if r["ready"] else "no", "slot": r["slot"] or None,
+                "version": r["version"], "sequence": _sequence_cell(r["sequence"]),
+                "last_fallback": f"{fb['from_slot']}->{fb['to_slot']}: {fb['reason']}" if fb else None}
+
+    return _emit(args, results, ("node", "stage", "ready", "slot", "version", "sequence", "last_fallback"), row,
+                 lambda n, r: {**r, "node": n})
+
+
+def _get_config(args: argparse.Namespace) -> int:
+    results = _on_nodes(args, lambda c: c.get_configuration())
+    failed = False
+    items: list[dict[str, Any]] = []
+    for node, r in results:
+        if isinstance(r, GravenError):
+            failed = True
+            items.append({"node": node, "error": r.to_dict()})
+            sys.stderr.write(f"{node}: error [{r.code.name}]: {r.message}\n")
+            continue
+        items.append({"node": node, "digest": r["digest"], "redacted": r["redacted"],
+                      "config": yaml.safe_load(r["data"]) if r["data"] else None})
+        if args.output == "yaml":
+            if len(results) > 1:
+                sys.stdout.write(f"---\n# node: {node}\n")
+            sys.stdout.write(r["data"] if r["data"].endswith("\n") or not r["data"] else r["data"] + "\n")
+            if r["redacted"]:
+                sys.stderr.write(f"{node}: secrets are redacted (only os:admin sees them)\n")
+    if args.output == "json":
+        print_json(items[0] if len(items) == 1 else items)
+    return 1 if failed else 0
+
+
+# -- apply-config ----------------------------------------------------------------------------------------
+def _read_file(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such file", path=path) from None
+    except OSError as exc:
+        raise InvalidRequest(f"{path}: cannot read: {exc.strerror}", path=path) from None
+
+
+def _apply(args: argparse.Namespace) -> int:
+    name = "stdin" if args.file == "-" else args.file
+    data = _read_file(args.file)
+    try:
+        config.validate(data).unwrap(name)
+        results = _on_nodes(args, lambda c: c.apply_configuration(
+            data, mode=args.mode, dry_run=args.dry_run, try_timeout=args.try_timeout if args.mode == "try" else None))
+    except InvalidConfig as exc:
+        return _report_invalid(exc, name)
+    for node, r in results:
+        if not isinstance(r, GravenError):
+            for w in r["warnings"]:
+                sys.stderr.write(f"{node}: warning: {w}\n")
+    if args.dry_run and args.output != "json":
+        return _print_dry_run(results)
+    return _emit(args, results, ("node", "mode", "digest", "seq", "reboot_required"),
+                 lambda n, r: {**r, "node": n, "digest": r["digest"][:16], "reboot_required":
+                               "yes" if r["reboot_required"] else "no"},
+                 lambda n, r: {**r, "node": n})
+
+
+def _print_dry_run(results: list[tuple[str, Any]]) -> int:
+    several = len(results) > 1
+    rows: list[dict[str, Any]] = []
+    failed = False
+    for node, r in results:
+        if isinstance(r, GravenError):
+            failed = True
+            sys.stderr.write(f"{node}: error [{r.code.name}]: {r.message}\n")
+            continue
+        for c in r["diff"]:
+            op = c.get("op", "?")
+            rows.append({"node": node, "op": op, "path": c.get("path", ""),
+                         "old": None if op == "add" or "old" not in c else _cell(c["old"]),
+                         "new": None if op == "remove" or "new" not in c else _cell(c["new"])})
+        sys.stderr.write(f"{node}: dry run: mode {r['mode']} would be used, "
+                         f"{'a reboot is' if r['reboot_required'] else 'no reboot'} needed, "
+                         f"{len(r['diff'])} change(s), nothing applied\n")
+    if rows:
+        table(rows, ("node", "op", "path", "old", "new") if several else ("op", "path", "old", "new"))
+    elif not failed:
+        print("no changes")
+    return 1 if failed else 0
+
+
+# -- lifecycle requests and --wait -----------------------------------------------------------------------
+def _simple(method: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        return _lifecycle(args, lambda client, progress: getattr(client, method)())
+    return handler
+
+
+def _reset(args: argparse.Namespace) -> int:
+    labels = [w.strip().upper() for w in args.wipe.split(",") if w.strip()]
+    bad = [w for w in labels if w not in WIPE_LABELS]
+    if bad or not labels:
+        raise InvalidRequest(f"--wipe {args.wipe!r}: labels must be among {', '.join(WIPE_LABELS)}", labels=bad)
+    return _lifecycle(args, lambda client, progress: client.reset(
+        wipe=labels, graceful=args.graceful, reboot=args.reboot, force=args.force))
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    def request(client: GravenClient, progress: _Progress) -> Accepted:
+        shown = [-1]
+
+        def uploaded(sent: int, total: int) -> None:
+            step = 100 if total == 0 else sent * 10 // total * 10
+            if step != shown[0] and (step % 10 == 0):
+                shown[0] = step
+                progress.line(client.endpoint, f"upload {sent / 2**20:.1f}/{total / 2**20:.1f} MiB ({step}%)")
+
+        return client.upgrade(args.image, stage=args.stage, progress=uploaded)
+
+    return _lifecycle(args, request)
+
+
+def _lifecycle(args: argparse.Namespace, request: Callable[[GravenClient, _Progress], Accepted]) -> int:
+    nodes = targets(args)
+    progress = _Progress(nodes)
+
+    def one(client: GravenClient) -> tuple[Accepted, Outcome | None, float]:
+        started = time.monotonic()
+        accepted = request(client, progress)
+        if not args.wait:
+            return accepted, None, 0.0
+        progress.line(client.endpoint, f"{accepted.sequence} accepted (request at seq {accepted.seq})")
+        outcome = wait_for(client, accepted, args.timeout, lambda text: progress.line(client.endpoint, text), started)
+        return accepted, outcome, time.monotonic() - started
+
+    results = _on_nodes(args, one)
+    if not args.wait:
+        return _emit(args, results, ("node", "sequence", "seq", "actor"),
+                     lambda n, r: {**r[0].to_dict(), "node": n}, lambda n, r: r[0].to_dict())
+
+    def as_json(n: str, r: tuple[Accepted, Outcome, float]) -> dict[str, Any]:
+        return {**r[0].to_dict(), **r[1].to_dict(), "elapsed_s": round(r[2], 3)}
+
+    code = _emit(args, results, ("node", "sequence", "outcome", "elapsed", "message"),
+                 lambda n, r: {"node": n, "sequence": r[0].sequence, "outcome": "ok" if r[1].ok else "FAILED",
+                               "elapsed": f"{r[2]:.1f}s", "message": r[1].message}, as_json)
+    return 1 if code or any(not (r[1] and r[1].ok) for _, r in results if not isinstance(r, GravenError)) else 0
+
+
+def wait_for(client: GravenClient, accepted: Accepted, timeout: float, log: Callable[[str], None],
+             started: float | None = None) -> Outcome:
+    """Follow ``client``'s events from the request on until its outcome; never past ``timeout`` seconds from
+    ``started`` (default: now)."""
+    deadline = (started if started is not None else time.monotonic()) + timeout
+    waiter = Waiter(accepted.sequence, accepted.seq)
+    down = [False]
+
+    def on_disconnect(error: GravenError) -> bool:
+        if waiter.disconnected() is not None:
+            return False
+        if not down[0]:
+            down[0] = True
+            log(f"lost the node ({error.message}); reconnecting")
+        return True
+
+    try:
+        for event in client.follow(accepted.seq, deadline=deadline, retry_for=max(1.0, deadline - time.monotonic()),
+                                   on_disconnect=on_disconnect):
+            if down[0]:
+                down[0] = False
+                log(f"reconnected at seq {event.seq}")
+            for line in waiter.feed(event):
+                log(line)
+            if waiter.outcome is not None:
+                break
+    except GravenError as exc:
+        outcome = waiter.disconnected()
+        if outcome is None:
+            outcome = Outcome(False, f"{accepted.sequence}: [{exc.code.name}] {exc.message}; last seen: {waiter.last}")
+            log(f"FAILED: {outcome.message}")
+        return outcome
+    if waiter.outcome is None:
+        log(f"FAILED: {waiter.timed_out(timeout).message}")
+    assert waiter.outcome is not None
+    return waiter.outcome
+
+
+# -- events ----------------------------------------------------------------------------------------------
+def _ts(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _event_row(node: str, e: Event) -> dict[str, Any]:
+    return {"node": node, "seq": e.seq, "time": _ts(e.time_ns), "kind": e.kind, "actor": str(e.actor),
+            "details": summarize(e.payload)}
+
+
+class _EventPrinter:
+    """Rows as they come: fixed-width columns (or one JSON object per line), safe across threads."""
+
+    def __init__(self, output: str, several: bool) -> None:
+        self.output = output
+        self.several = several
+        self._lock = threading.Lock()
+        self._header = False
+
+    def __call__(self, node: str, e: Event) -> None:
+        with self._lock:
+            if self.output == "json":
+                sys.stdout.write(json.dumps({"node": node, **e.to_json()}, sort_keys=True) + "\n")
+            else:
+                if not self._header:
+                    self._header = True
+                    self._write({"node": "NODE", "seq": "SEQ", "time": "TIME", "kind": "KIND", "actor": "ACTOR",
+                                 "details": "DETAILS"})
+                self._write(_event_row(node, e))
+            sys.stdout.flush()
+
+    def _write(self, r: dict[str, Any]) -> None:
+        node = f"{r['node']:<21} " if self.several else ""
+        line = f"{node}{r['seq']!s:>7}  {r['time']:<24} {r['kind']:<18} {r['actor']:<24} {r['details']}"
+        sys.stdout.write(line.rstrip() + "\n")
+
+
+def _events(args: argparse.Namespace) -> int:
+    nodes = targets(args)
+    printer = _EventPrinter(args.output, len(nodes) > 1)
+    kinds = list(args.kind)
+
+    if not args.follow:
+        results = _on_nodes(args, lambda c: list(c.events(since=args.since, tail=args.tail, kinds=kinds,
+                                                          actor=args.actor)))
+        failed = False
+        for node, r in results:
+            if isinstance(r, GravenError):
+                failed = True
+                sys.stderr.write(f"{node}: error [{r.code.name}]: {r.message}\n")
+                continue
+            for e in r:
+                printer(node, e)
+        return 1 if failed else 0
+
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+
+    def follow(client: GravenClient) -> int:
+        def lost(error: GravenError) -> bool:
+            sys.stderr.write(f"{client.endpoint}: lost the stream ({error.message}); reconnecting\n")
+            return True
+
+        for e in client.follow(args.since, tail=args.tail, kinds=kinds, actor=args.actor, deadline=deadline,
+                               retry_for=RETRY_FOR, on_disconnect=lost):
+            printer(client.endpoint, e)
+        return 0
+
+    if len(nodes) == 1:
+        with connect(args, nodes[0]) as client:
+            return follow(client)
+    errors: list[str] = []
+
+    def run(node: str) -> None:
+        try:
+            with connect(args, node) as client:
+                follow(client)
+        except GravenError as exc:
+            errors.append(node)
+            sys.stderr.write(f"{node}: error [{exc.code.name}]: {exc.message}\n")
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)
+    return 1 if errors else 0
+
+
+# -- config new ------------------------------------------------------------------------------------------
+def _config_new(args: argparse.Namespace) -> int:
+    found = context(args)
+    assert found is not None
+    name, ctx = found
+    roles = _pki.check_roles(args.roles.split(","))
+    out = Path(args.file)
+    if out.exists() and not args.force:
+        raise InvalidRequest(f"{out} exists; not overwriting it (use --force to replace it)", path=str(out))
+    node = single_target(args, "config new")
+    with connect(args, node) as client:
+        r = client.generate_client_configuration(roles, int(args.crt_ttl), name=args.name)
+    new = Context(endpoints=list(ctx.endpoints) or [node], nodes=list(ctx.nodes), ca=r["ca"] or ctx.ca,
+                  crt=r["crt"], key=r["key"])
+    ClientConfig(context=name, contexts={name: new}).save(out)
+    cert = new.certificate()
+    until = f", valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}" if cert else ""
+    print(f"wrote {out}: context {name}, roles {', '.join(new.roles() or roles)}{until}")
+    return 0

@@ -111,7 +111,7 @@ def _step(total_ns: int) -> int:
 
 def render_svg(trace: BootTrace, *, width: int = 1200) -> str:
     """A timeline like ``systemd-analyze plot``: one row per span, bars on a shared time axis, labelled."""
-    row, top, left, label_room = 18, 64, 10, 260
+    row, top, left, label_room = 18, 64, 24, 260
     plot = width - left - label_room
     total = max(trace.total_ns, max((s.end_ns for s in trace.spans), default=0), 1)
     height = top + row * len(trace.spans) + 30

@@ -14,13 +14,14 @@ from typing import Any
 from events import Event, Kind
 from events.errors import NotFound
 
-from ._render import render_chrome, render_json, render_svg, render_table
+from ._render import format_ns, render_chrome, render_json, render_svg, render_table
 
 __all__ = [
     "BootSummary",
     "BootTrace",
     "Failure",
     "Span",
+    "format_ns",
     "list_boots",
     "render_chrome",
     "render_json",

@@ -77,3 +77,51 @@ def blocker(name: str, started: asyncio.Event | None = None, **kw: Any) -> Any:
 
 def kinds(log: MemoryEventLog, start: int = 0) -> list[str]:
     return [e.kind for e in log.read(start) if e.kind != "log.checkpoint"]
+
+
+class BrokenNetwork:
+    def configure(self, interfaces: Any) -> None:
+        from events.errors import Unavailable
+
+        raise Unavailable("eth0: no carrier", link="eth0")
+
+    def set_hostname(self, hostname: str) -> None:
+        return None
+
+    def set_resolvers(self, nameservers: Any) -> None:
+        return None
+
+
+async def history(log: Any, cfg_yaml: bytes, set_boot: Any) -> None:
+    """Four boots: ok then rebooted; failed in boot/network/configure_links; crashed mid-task; still running.
+
+    ``set_boot(boot_id)`` switches the log to a new boot (and returns the log to use)."""
+    from events import Kind
+    from fsm import NodeFSM
+    from sequencer import RebootRequest, SequenceName, Sequencer, bring_up
+    from sequencer.memory import MemoryDisk, MemoryIdentity, memory_ports
+
+    disk = MemoryDisk(partitioned=True, files={("STATE", "config.yaml"): cfg_yaml})
+    identity = MemoryIdentity("k1")
+
+    def node(log: Any, **ports: Any) -> Sequencer:
+        return Sequencer(log, NodeFSM(log), memory_ports(disk=disk, identity=identity, **ports))
+
+    seq = node(log)
+    assert (await bring_up(seq, boot_id="boot-ok")).ok
+    assert (await seq.run(SequenceName.REBOOT, RebootRequest())).ok
+
+    log = set_boot("boot-failed")
+    seq = node(log, network=BrokenNetwork())
+    result = await bring_up(seq, boot_id="boot-failed")
+    assert result.outcome == "failed" and result.task == "configure_links"
+
+    log = set_boot("boot-crashed")
+    log.append(Kind.BOOT_STARTED, {"boot_id": "boot-crashed", "slot": "A", "version": "v1"})
+    log.append(Kind.SEQUENCE_STARTED, {"sequence": "initialize", "phases": ["meta"]})
+    log.append(Kind.PHASE_STARTED, {"sequence": "initialize", "phase": "meta", "index": 0, "count": 1})
+    log.append(Kind.TASK_STARTED, {"sequence": "initialize", "phase": "meta", "task": "load_boot_env"})
+
+    log = set_boot("boot-last")
+    seq = node(log)
+    assert (await bring_up(seq, boot_id="boot-last")).ok

@@ -33,6 +33,7 @@ from typing import IO, Any, TextIO
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.rpc import status_pb2
 
@@ -244,6 +245,18 @@ def _own_cert_problems(crt_pem: bytes | None) -> list[str]:
     return problems
 
 
+def _ed25519_leaf(peer: x509.Certificate | None, crt_pem: bytes | None) -> str | None:
+    if peer is not None and isinstance(peer.public_key(), Ed25519PublicKey):
+        return "its serving certificate has an Ed25519 key"
+    try:
+        own = x509.load_pem_x509_certificate(crt_pem) if crt_pem else None
+    except ValueError:
+        return None
+    if own is not None and isinstance(own.public_key(), Ed25519PublicKey):
+        return "our client certificate has an Ed25519 key"
+    return None
+
+
 def probe_tls(node: str, ca_pem: bytes, crt_pem: bytes | None, key_pem: bytes | None,
               server_name: str | None = None, timeout: float = 5.0) -> GravenError | None:
     """Handshake with ``node`` as gRPC would and say who refused what; None when TLS is not the problem."""
@@ -271,7 +284,8 @@ def probe_tls(node: str, ca_pem: bytes, crt_pem: bytes | None, key_pem: bytes | 
         try:
             with ctx.wrap_socket(sock, server_hostname=server_name or host) as tls:
                 peer = tls.getpeercert(binary_form=True)
-                names = _cert_names(x509.load_der_x509_certificate(peer)) if peer else []
+                peer_cert = x509.load_der_x509_certificate(peer) if peer else None
+                names = _cert_names(peer_cert) if peer_cert else []
                 tls.settimeout(timeout)
                 try:
                     data = tls.recv(1)
@@ -286,6 +300,11 @@ def probe_tls(node: str, ca_pem: bytes, crt_pem: bytes | None, key_pem: bytes | 
                 node=node)
         except (ssl.SSLError, OSError) as exc:
             return PermissionDenied(f"the TLS handshake with node {node} failed: {exc}", node=node)
+    ed25519 = _ed25519_leaf(peer_cert, crt_pem)
+    if ed25519:
+        return UntrustedKey(f"the TLS handshake with node {node} cannot succeed: {ed25519}; gRPC's TLS (BoringSSL) "
+                            "offers no Ed25519 handshake signature, so TLS keys must be ECDSA P-256 (the CA may stay "
+                            "Ed25519)", node=node)
     if not data:
         if not crt_pem:
             return PermissionDenied(f"node {node} requires a client certificate and none was presented "
@@ -357,7 +376,8 @@ class GravenClient:
             raise UntrustedKey(f"node {endpoint} presents certificate {seen}, not the expected {fingerprint}",
                                node=endpoint, fingerprint=seen)
         if not quiet:
-            (out or sys.stderr).write(f"{endpoint}: server certificate SHA-256 {seen} (trusted for this connection only)\n")
+            (out or sys.stderr).write(f"{endpoint}: server certificate SHA-256 {seen} "
+                                      "(trusted for this connection only)\n")
         client = cls(endpoint, pem, None, None, timeout=timeout, server_name=_pin_name(cert))
         client.fingerprint = seen
         return client

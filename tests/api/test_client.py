@@ -221,3 +221,24 @@ def test_generate_client_configuration(client: GravenClient, cluster: Cluster) -
     r = client.generate_client_configuration(["os:reader"], 3600, name="carol")
     assert r["ca"] == cluster.secrets.ca_crt_pem
     assert b"BEGIN CERTIFICATE" in r["crt"] and b"PRIVATE KEY" in r["key"]
+
+
+def test_an_ed25519_serving_key_is_named_as_the_cause(cluster: Cluster) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from api._pki import cert_pem
+    from events._pki import issue_certificate, private_key_pem
+
+    s = cluster.secrets
+    node = FakeNode(s)
+    key = Ed25519PrivateKey.generate()
+    node.crt = cert_pem(issue_certificate(s.ca_key, s.ca_cert, key.public_key(), cn="node1", server=True,
+                                          sans=["127.0.0.1"]))
+    node.key = private_key_pem(key)
+    node.start()
+    try:
+        with GravenClient.from_context(cluster.context, node.endpoint, timeout=5) as c, \
+                pytest.raises(UntrustedKey, match=r"serving certificate has an Ed25519 key.*ECDSA P-256"):
+            c.version()
+    finally:
+        node.stop()

@@ -19,32 +19,34 @@ from sequencer.trace import (
 )
 
 from ._output import add_output_flag, print_json, table
+from ._remote import with_remote_path
 
-_PATH_HELP = "LMDB log directory, node root, or audit export bundle"
+_PATH_HELP = "LMDB log directory, node root, or audit export bundle (default: fetched from the node, -e/-n)"
 
 
 def register(sub: Any) -> None:
     trace = sub.add_parser("trace", help="boot traces from a node's event log",
                            description="Boot traces read offline from a signed event log: PATH is an LMDB log "
-                                       "directory (or a node root) or an audit export bundle.")
+                                       "directory (or a node root) or an audit export bundle; without PATH, the "
+                                       "log of the node named by -e/-n is fetched (AuditExport).")
     cmds = trace.add_subparsers(dest="trace_command", metavar="SUBCOMMAND", required=True)
 
     b = cmds.add_parser("boot", help="one boot's phases and tasks: offsets, durations, critical path",
                         description="Each phase and task of one boot (default: the last) with its start offset and "
                                     "duration, the critical path and the total; a failed boot shows where.")
-    b.add_argument("path", help=_PATH_HELP)
+    b.add_argument("path", nargs="?", help=_PATH_HELP)
     which = b.add_mutually_exclusive_group()
     which.add_argument("--boot", type=int, metavar="N",
                        help="boot number as `trace boots` lists it; negative counts from the end (default: -1)")
     which.add_argument("--boot-id", metavar="ID", help="boot id, or a prefix of it that names one boot")
     add_output_flag(b, ("table", "json", "chrome", "svg"))
     b.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
-    b.set_defaults(func=_boot)
+    b.set_defaults(func=with_remote_path(_boot))
 
     ls = cmds.add_parser("boots", help="every boot in the log: slot, image version, outcome, duration")
-    ls.add_argument("path", help=_PATH_HELP)
+    ls.add_argument("path", nargs="?", help=_PATH_HELP)
     add_output_flag(ls)
-    ls.set_defaults(func=_boots)
+    ls.set_defaults(func=with_remote_path(_boots))
 
 
 def _events(path: str) -> list[Any]:

@@ -289,3 +289,15 @@ def test_audit_against_a_node(cluster: Cluster, fake_node: FakeNode, capsys: pyt
     assert capsys.readouterr().out.count("config.applied") == 4
     assert ctl(cluster, fake_node, "audit", "replay", "-o", "json") == 0
     assert json.loads(capsys.readouterr().out)["sealed"] is True
+
+
+def test_trace_against_a_node(cluster: Cluster, fake_node: FakeNode, capsys: pytest.CaptureFixture[str]) -> None:
+    boot(fake_node, "A", "v1")
+    fake_node.log.seal("reboot")
+    fake_node.log.boot_id = "boot-1"
+    boot(fake_node, "B", "v2", fail_task="wait_healthy")
+    assert ctl(cluster, fake_node, "trace", "boots", "-o", "json") == 0
+    boots = json.loads(capsys.readouterr().out)
+    assert [(b["slot"], b["version"]) for b in boots] == [("A", "v1"), ("B", "v2")]
+    assert ctl(cluster, fake_node, "trace", "boot", "--boot", "0") == 0
+    assert "wait_healthy" in capsys.readouterr().out

@@ -80,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "shows the diff and applies nothing. --insecure: a node in maintenance mode.",
     )
     p.add_argument("-f", "--file", required=True, help="machine config YAML ('-' for stdin)")
-    p.add_argument("-m", "--mode", choices=["auto", "no-reboot", "reboot", "staged", "try"], default="auto")
+    p.add_argument("-m", "--mode", choices=["auto", "no-reboot", "reboot", "staged", "try"], default="auto",
+                   help="how to apply it (default auto)")
     p.add_argument("--try-timeout", type=parse_duration, default=60.0, metavar="DURATION",
                    help="mode try: revert after this unless confirmed (default 60s)")
     p.add_argument("--dry-run", action="store_true", help="show what would change; apply nothing")

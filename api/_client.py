@@ -547,7 +547,9 @@ class GravenClient:
         """One Events stream, decoded; it ends when the node ends it (no reconnection: see ``follow``)."""
         req = pb.EventsRequest(since_seq=-1 if tail is not None else since, tail_events=tail or 0, follow=follow,
                                kinds=list(kinds), actor=actor or "")
-        call = self._stub.Events(req, timeout=timeout if timeout is not None else (None if follow else self.timeout))
+        if timeout is None:
+            timeout = None if follow else UPLOAD_TIMEOUT
+        call = self._stub.Events(req, timeout=timeout)
         try:
             for batch in call:
                 for raw in batch.raw:

@@ -201,7 +201,11 @@ class Sequencer:
 
     async def _execute(self, seq: Sequence, run: Run, previous: Run | None) -> SequenceResult:
         if previous is not None:
-            await self._await_previous(previous)
+            try:
+                await self._await_previous(previous)
+            except asyncio.CancelledError:  # taken over (and cut off) while waiting: its token says so
+                if (me := asyncio.current_task()) is not None:
+                    me.uncancel()
         ctx = Context(seq.name, run.request, run.actor, self.ports, self.log, self.fsm, self.runtime, run.token)
         clock = self.ports.clock
         started = clock.monotonic_ns()

@@ -6,7 +6,7 @@ import config
 from events import Kind
 
 from .._context import Context
-from .._model import task
+from .._model import OnError, task
 
 CONFIG = "config.yaml"
 STAGED = "staged.yaml"
@@ -17,7 +17,9 @@ async def load_identity(ctx: Context) -> None:
     ctx.runtime.identity = await ctx.blocking(ctx.ports.identity.load)
 
 
-@task(timeout=10)
+# A config that does not load is reported (task.failed, every problem with its path) and the node goes to
+# maintenance to be given a good one, instead of failing the boot and looping.
+@task(timeout=10, on_error=OnError.CONTINUE)
 async def load_config(ctx: Context) -> None:
     """Load the persisted config; a staged one takes its place (and is recorded as applied)."""
     disk = ctx.ports.disk

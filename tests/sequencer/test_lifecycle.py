@@ -177,3 +177,13 @@ def test_shutdown_seals_last_and_powers_off_after(make_node: Any, make_config: A
     report = verify_items(node.log.read_raw(), pki.ca)
     assert report.sealed and report.uncovered_tail == 0
     assert replay(evs).stage == "stopped" and replay(evs).boots[-1].outcome == "shutdown"
+
+
+def test_a_config_that_does_not_load_sends_the_node_to_maintenance(make_node: Any) -> None:
+    disk = MemoryDisk(partitioned=True, files={("STATE", "config.yaml"): b"version: v1alpha1\nmachine: {typo: 1}\n"})
+    node = make_node(disk=disk, identity=MemoryIdentity("k1"))
+    assert run(node.seq.run(S.INITIALIZE)).ok
+    assert node.fsm.stage is Stage.MAINTENANCE
+    failed = next(e.payload for e in node.log.read() if e.kind == Kind.TASK_FAILED)
+    assert failed["task"] == "load_config" and failed["fatal"] is False and failed["code"] == "INVALID_CONFIG"
+    assert "typo" in failed["error"]

@@ -322,7 +322,13 @@ class Server:
 
     def __init__(self, node: NodeApi, address: str, credentials: grpc.ServerCredentials) -> None:
         self.address = address
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
+        self.server = grpc.aio.server(options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 64 << 20),
+            # clients ping idle streams (events -f, --wait) every 30 s; allow it
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ])
         pb_grpc.add_MachineServiceServicer_to_server(MachineServicer(node), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -44,9 +44,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_GLOBAL_FLAGS = {"--gravenconfig", "-e", "--endpoints", "-n", "--nodes", "--context"}
+
+
+def hoist_global_flags(argv: Sequence[str]) -> list[str]:
+    """Let the global flags stand anywhere on the line, as with talosctl: move them before the command."""
+    front: list[str] = []
+    rest: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        name = arg.split("=", 1)[0]
+        if name in _GLOBAL_FLAGS:
+            front.append(arg)
+            if "=" not in arg:
+                front.append(next(it, ""))
+        elif arg == "--":
+            rest.append(arg)
+            rest.extend(it)
+        else:
+            rest.append(arg)
+    return front + rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hoist_global_flags(sys.argv[1:] if argv is None else argv))
     try:
         code = args.func(args)
     except GravenError as exc:

@@ -32,3 +32,6 @@ class Kind:
     IMAGE_MEASURED = "image.measured"  # {slot, version, digest}: what this boot runs, as the bootloader measured it
     API_REQUEST = "api.request"  # {method, args}
     API_DENIED = "api.denied"  # {method, subject, roles, reason}
+    API_REFUSED = "api.refused"  # {method, sequence, reason}: a request recorded, then refused (e.g. unshipped events)
+    AUDIT_SHIPPED = "audit.shipped"  # {sink, file, to_seq, events}: the log up to to_seq was copied and verified
+    NETWORK_PLANNED = "network.planned"  # {interfaces, applied: false, why}: the sandbox records what it would do

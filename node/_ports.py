@@ -1,0 +1,215 @@
+"""Adapters from the sequencer's ports to the real parts: the disk, META, images, audit sinks.
+
+Each translates names only (slot letters, boot-environment fields); the work is in ``storage`` and ``image``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+import image
+from events import Event, Kind, encode_event
+from events._bundle import read_bundle, verify_bundle, write_bundle
+from events._pki import load_certificate
+from events.errors import BadImage, InvalidRequest, StorageError
+from sequencer.ports import BootState, RunningImage
+from sequencer.ports import SlotBoot as CoreSlotBoot
+from storage import BootEnv, DiskBase, Slot
+from storage import SlotBoot as MetaSlotBoot
+
+__all__ = ["BootEnvPort", "DirSinks", "DiskPort", "ImagesPort", "PlanNetwork", "to_core", "to_meta"]
+
+
+class DiskPort:
+    """The sequencer's ``Disk`` over a ``storage`` disk (sandbox or block)."""
+
+    def __init__(self, disk: DiskBase) -> None:
+        self.disk = disk
+
+    @property
+    def kind(self) -> str:
+        return str(self.disk.kind)
+
+    def is_partitioned(self) -> bool:
+        return self.disk.is_partitioned()
+
+    def partition(self) -> None:
+        self.disk.partition()
+
+    def format(self, labels: Sequence[str]) -> None:
+        self.disk.format(labels)
+
+    def wipe(self, labels: Sequence[str]) -> None:
+        self.disk.wipe(labels)
+
+    def write_image(self, slot: str, img: Any) -> None:
+        self.disk.write_image(Slot.parse(slot), img)
+
+    def _file(self, label: str, name: str) -> Path:
+        return self.disk.path(label) / name
+
+    def read(self, label: str, name: str) -> bytes | None:
+        if not self.disk.is_partitioned():
+            return None
+        try:
+            return self._file(label, name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"{label}/{name}: {exc.strerror}", label=label, name=name) from exc
+
+    def write(self, label: str, name: str, data: bytes) -> None:
+        path = self._file(label, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with tmp.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StorageError(f"{label}/{name}: {exc.strerror}", label=label, name=name) from exc
+
+    def remove(self, label: str, name: str) -> None:
+        self._file(label, name).unlink(missing_ok=True)
+
+
+def to_core(env: BootEnv) -> BootState:
+    def slot(s: MetaSlotBoot) -> CoreSlotBoot:
+        return CoreSlotBoot(s.tries_left, s.good)
+
+    return BootState(default=env.default.value if env.default else None,
+                     fallback=env.fallback.value if env.fallback else None,
+                     a=slot(env.a), b=slot(env.b), boots=env.boots, last_fallback_reason=env.last_fallback_reason)
+
+
+def to_meta(state: BootState, previous: BootEnv | None) -> BootEnv:
+    base = previous or BootEnv()
+    return msgspec.structs.replace(
+        base, seq=base.seq + 1,
+        default=Slot.parse(state.default) if state.default else None,
+        fallback=Slot.parse(state.fallback) if state.fallback else None,
+        a=MetaSlotBoot(state.a.tries_left, state.a.good), b=MetaSlotBoot(state.b.tries_left, state.b.good),
+        boots=state.boots, last_fallback_reason=state.last_fallback_reason)
+
+
+class BootEnvPort:
+    """META through the sequencer's ``BootEnv`` port; every store is a new, newer environment."""
+
+    def __init__(self, disk: DiskBase) -> None:
+        self.disk = disk
+
+    def load(self) -> BootState | None:
+        if not self.disk.is_partitioned():
+            return None  # an empty disk: nothing to boot yet
+        env = self.disk.read_boot_env()
+        return to_core(env) if env is not None else None
+
+    def store(self, state: BootState) -> None:
+        self.disk.write_boot_env(to_meta(state, self.disk.read_boot_env()))
+
+
+class ImagesPort:
+    """Images from a path, ``file://`` or ``https://`` URL; only ``image.verify`` makes what gets installed."""
+
+    def __init__(self, spool: Callable[[], Path], running: RunningImage) -> None:
+        self._spool = spool
+        self._running = running
+
+    def running(self) -> RunningImage:
+        return self._running
+
+    def verify(self, source: str, trusted_keys: Sequence[bytes]) -> image.VerifiedImage:
+        if not trusted_keys:
+            raise BadImage("no trusted image keys: machine.install.trustedKeys is empty", source=source)
+        return image.verify(self._fetch(source), list(trusted_keys))
+
+    def _fetch(self, source: str) -> Path:
+        url = urllib.parse.urlparse(source)
+        if url.scheme in ("", "file"):
+            path = Path(urllib.parse.unquote(url.path) if url.scheme else source)
+            if not path.is_file():
+                raise BadImage(f"image {source}: no such file", source=source)
+            return path
+        if url.scheme != "https":
+            raise InvalidRequest(f"image source {source!r}: only a path, file:// or https:// URL", source=source)
+        spool = self._spool()
+        spool.mkdir(parents=True, exist_ok=True)
+        dest = spool / f"fetched-{time.time_ns()}.img"
+        try:
+            with urllib.request.urlopen(source, timeout=60) as resp, dest.open("wb") as f:
+                shutil.copyfileobj(resp, f, 1 << 20)
+        except OSError as exc:
+            dest.unlink(missing_ok=True)
+            raise BadImage(f"image {source}: cannot fetch: {exc}", source=source) from exc
+        return dest
+
+
+class PlanNetwork:
+    """Where the node may not touch the host's links (the sandbox), it records the plan it would apply."""
+
+    def __init__(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
+        self._emit = emit
+        self.state: dict[str, Any] = {"links": [], "hostname": None, "resolvers": []}
+
+    def configure(self, interfaces: Sequence[Any]) -> None:
+        plan = [msgspec.to_builtins(i) for i in interfaces]
+        self.state["links"] = plan
+        self._emit(Kind.NETWORK_PLANNED, {"interfaces": plan, "applied": False,
+                                       "why": "sandbox platform: the host's links are not the node's to change"})
+
+    def set_hostname(self, hostname: str) -> None:
+        self.state["hostname"] = hostname
+
+    def set_resolvers(self, nameservers: Sequence[str]) -> None:
+        self.state["resolvers"] = list(nameservers)
+
+
+class DirSinks:
+    """Audit sinks that are directories: write the whole log as a bundle there, then verify the copy."""
+
+    def __init__(self, ca_pem: Callable[[], bytes | None], emit: Callable[[str, dict[str, Any]], None]) -> None:
+        self._ca_pem = ca_pem
+        self._emit = emit
+
+    def ship(self, sinks: Sequence[str], events: Iterable[Event]) -> int:
+        raw = [(e.seq, encode_event(e)) for e in events]
+        if not raw:
+            return 0
+        ca_pem = self._ca_pem()
+        if ca_pem is None:
+            raise InvalidRequest("cannot verify shipped logs without machine.ca")
+        ca = load_certificate(ca_pem)
+        for sink in sinks:
+            target = Path(sink.removeprefix("file://"))
+            if "://" in sink and not sink.startswith("file://"):
+                raise InvalidRequest(f"audit sink {sink!r}: only directories are supported", sink=sink)
+            target.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            manifest = write_bundle(buf, raw)
+            out = target / f"{manifest['origin'].replace('/', '_')}-{manifest['to_seq']:08d}.tar"
+            tmp = out.with_name(out.name + ".partial")
+            tmp.write_bytes(buf.getvalue())
+            with tmp.open("rb") as f:
+                verify_bundle(read_bundle(f), ca)
+                os.fsync(f.fileno())
+            os.replace(tmp, out)
+            self._emit(Kind.AUDIT_SHIPPED, {"sink": str(target), "file": out.name, "to_seq": manifest["to_seq"],
+                                            "events": manifest["count"]})
+        return len(raw)

@@ -1,0 +1,446 @@
+"""The agent: one process per boot. It opens the log, runs initialize and boot (or install), serves the API,
+and exits when a sequence powers the machine off or reboots it.
+
+Exit codes (read by the supervisor): 0 power off, 10 reboot, 20 the boot failed before it was committed;
+anything else is a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import config
+import image
+from api._pki import check_roles, issue_client_certificate
+from api._server import Server
+from api._tls import MaintenanceCredentials, ServingCredentials
+from events import Actor, Ed25519Signer, Kind, NodeState, SystemClock, fold
+from events._pki import load_certificate, load_private_key
+from events.errors import GravenError, InvalidRequest, NotFound, Unavailable
+from fsm import NodeFSM, Stage
+from sequencer import (
+    Ports,
+    RebootRequest,
+    ResetRequest,
+    Runtime,
+    SequenceName,
+    Sequencer,
+    ShutdownRequest,
+    UpgradeRequest,
+    apply_config,
+    bring_up,
+)
+from sequencer.ports import RunningImage
+from sequencer.trace import trace_boot
+from storage import DiskBase, LmdbEventLog, SandboxDisk
+
+from ._identity import FileIdentity, node_name
+from ._log import NodeLog
+from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort, PlanNetwork
+
+__all__ = ["EXIT_BOOT_FAILED", "EXIT_POWER_OFF", "EXIT_REBOOT", "Agent", "BootInfo"]
+
+EXIT_POWER_OFF, EXIT_REBOOT, EXIT_BOOT_FAILED, EXIT_LOG_BROKEN = 0, 10, 20, 30
+BOOTLOADER = Actor("bootloader")
+DEFAULT_LISTEN = "127.0.0.1:50000"
+
+
+@dataclass
+class BootInfo:
+    """What the supervisor tells the agent it started (``GRAVEN_BOOT``, a JSON file); defaults for a bare run."""
+
+    boot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    slot: str | None = None
+    digest: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)  # the bootloader's decisions, to log
+
+    @classmethod
+    def from_env(cls) -> BootInfo:
+        path = os.environ.get("GRAVEN_BOOT")
+        if not path:
+            return cls()
+        data = json.loads(Path(path).read_text())
+        return cls(boot_id=data.get("boot_id") or uuid.uuid4().hex, slot=data.get("slot"),
+                   digest=data.get("digest", ""), events=list(data.get("events", [])))
+
+
+class Agent:
+    def __init__(self, disk: DiskBase, *, listen: str = DEFAULT_LISTEN, boot: BootInfo | None = None,
+                 health_timeout: float | None = None) -> None:
+        self.disk = disk
+        self.listen = listen
+        self.boot = boot or BootInfo()
+        self.exit_code = EXIT_POWER_OFF
+        self.identity = FileIdentity(lambda: disk.path("STATE"), self._promote)
+        self._servers: dict[str, Server] = {}
+        self._fault = image.fault_point()
+        self._state = NodeState()
+        self._stopped = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._try_task: asyncio.Task[None] | None = None
+        self.log = self._open_log()
+        self.version_string = image.running_version()
+
+    # -- the log and identity ------------------------------------------------------------------------------
+    def _open_log(self) -> NodeLog:
+        found = self.identity.signer() if self.disk.is_partitioned() else None
+        if found is None:
+            return NodeLog(boot_id=self.boot.boot_id, node="graven", clock=SystemClock())
+        signer, cert_der = found
+        durable = LmdbEventLog(self._log_dir(), signer, boot_id=self.boot.boot_id, cert_der=cert_der,
+                               origin=f"graven/{_cert_cn(cert_der)}")
+        return NodeLog(boot_id=self.boot.boot_id, node=_cert_cn(cert_der), durable=durable)
+
+    def _log_dir(self) -> Path:
+        return self.disk.path("EPHEMERAL") / "log"
+
+    def _promote(self, signer: Ed25519Signer, cert_der: bytes, name: str) -> None:
+        every = self._config.machine.audit.checkpoint_every if self._config else 1024
+        self.log.promote(self._log_dir(), signer, cert_der, origin=f"graven/{name}", checkpoint_every=every)
+        self._state = NodeState()
+
+    @property
+    def _config(self) -> config.MachineConfig | None:
+        seq = getattr(self, "seq", None)
+        return seq.runtime.config if seq is not None else None
+
+    # -- running -------------------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        broken = getattr(self.log.backend, "broken", None)
+        if broken is not None:
+            print(f"graven agent: the event log is read-only: {broken.message}", file=sys.stderr)
+            return EXIT_LOG_BROKEN
+        for ev in self.boot.events:
+            self.log.submit(ev["kind"], ev.get("payload", {}), BOOTLOADER)
+        self.fsm = NodeFSM(self.log)
+        running = RunningImage(self.boot.slot, self.version_string, self.boot.digest)
+        ports = Ports(
+            boot_env=BootEnvPort(self.disk), disk=DiskPort(self.disk),
+            images=ImagesPort(lambda: self.spool_dir, running),
+            network=PlanNetwork(self._emit), services=_Services(self), power=_Power(self),
+            clock=SystemClock(), identity=self.identity,
+            sinks=DirSinks(self._ca_pem, self._emit),
+        )
+        self.planned_network = ports.network
+        self.seq = Sequencer(self.log, self.fsm, ports, runtime=Runtime())
+        if self._fault == "boot-crash":
+            self.log.flush()
+            print("graven agent: fault point boot-crash: crashing early in boot (test image)", file=sys.stderr)
+            return 70
+        self._loop.add_signal_handler(signal.SIGTERM, self._sigterm)
+        up = asyncio.create_task(bring_up(self.seq, boot_id=self.boot.boot_id))
+        up.add_done_callback(self._brought_up)
+        await self._stopped.wait()
+        await self._shutdown_servers()
+        self.log.close()
+        return self.exit_code
+
+    def _brought_up(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        result = None if exc else task.result()
+        failed_boot = exc is not None or (result is not None and not result.ok and
+                                          result.sequence in (SequenceName.BOOT, SequenceName.INITIALIZE))
+        if failed_boot and self.seq.running is None:
+            why = exc or (result.error if result else None)
+            print(f"graven agent: boot failed: {why}", file=sys.stderr)
+            with contextlib.suppress(GravenError):
+                self.log.seal("boot failed")
+            self.exit_code = EXIT_BOOT_FAILED
+            self._stopped.set()
+
+    def _sigterm(self) -> None:
+        try:
+            self.seq.request(SequenceName.SHUTDOWN, ShutdownRequest(), actor=Actor("signal:SIGTERM"))
+        except GravenError as exc:
+            print(f"graven agent: SIGTERM: {exc}", file=sys.stderr)
+
+    def power(self, code: int) -> None:
+        """Called by the Power port once the sequence's events are durable: end the process with ``code``."""
+        self.exit_code = code
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._stopped.set)
+
+    # -- services ---------------------------------------------------------------------------------------------
+    def _sans(self) -> list[str]:
+        host = self.listen.rsplit(":", 1)[0].strip("[]")
+        sans = [host, "127.0.0.1", "localhost"]
+        if self._config:
+            sans += list(self._config.machine.cert_sans)
+        return [s for s in dict.fromkeys(sans) if s and s != "0.0.0.0"]
+
+    async def start_service(self, name: str) -> None:
+        if name == "maintenance-api":
+            creds = MaintenanceCredentials("graven", self._sans())
+            server = Server(self, self.listen, creds.credentials())
+            await server.start()
+            print(f"graven agent: maintenance mode on {self.listen}; server certificate sha256 {creds.fingerprint}\n"
+                  f"  apply a config: gravenctl apply-config --insecure -e {self.listen} -f controlplane.yaml",
+                  file=sys.stderr, flush=True)
+        elif name == "api":
+            cfg = self._config
+            if cfg is None:
+                raise Unavailable("the API needs a machine config")
+            ca_key = cfg.machine.ca.key_pem()
+            if ca_key is None:
+                raise InvalidRequest("machine.ca.key is needed to issue the node's serving certificate")
+            creds2 = ServingCredentials(load_certificate(cfg.machine.ca.crt_pem()), load_private_key(ca_key),
+                                        node=node_name(cfg), sans=self._sans())
+            server = Server(self, self.listen, creds2.credentials())
+            await server.start()
+            print(f"graven agent: serving the API with mutual TLS on {self.listen}", file=sys.stderr, flush=True)
+        else:
+            return
+        self._servers[name] = server
+
+    async def stop_service(self, name: str) -> None:
+        server = self._servers.pop(name, None)
+        if server is not None:
+            await server.stop(0.5)
+
+    def healthy(self, name: str) -> bool:
+        if name == "health" and self._fault == "health-fail":
+            raise Unavailable("health check failed: fault point health-fail (test image)")
+        return name not in ("api", "maintenance-api") or name in self._servers
+
+    async def _shutdown_servers(self) -> None:
+        for name in list(self._servers):
+            await self.stop_service(name)
+
+    # -- NodeApi ------------------------------------------------------------------------------------------------
+    @property
+    def maintenance(self) -> bool:
+        return self.fsm.stage is Stage.MAINTENANCE
+
+    @property
+    def spool_dir(self) -> Path:
+        base = self.disk.path("EPHEMERAL") if self.disk.is_partitioned() else self.disk.path("STATE").parent
+        return base / "spool"
+
+    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+        self.log.submit(kind, payload)
+
+    def _ca_pem(self) -> bytes | None:
+        cfg = self._config
+        return cfg.machine.ca.crt_pem() if cfg else None
+
+    def live_state(self) -> NodeState:
+        """The fold of the node's own log, brought up to date: the live state the API reports."""
+        state = self._state
+        for event in self.log.read(state.seq + 1):
+            state = fold(state, event)
+        self._state = state
+        return state
+
+    def version(self) -> dict[str, str]:
+        cfg = self._config
+        return {"version": self.version_string, "image_digest": self.boot.digest, "slot": self.boot.slot or "",
+                "boot_id": self.boot.boot_id, "node": node_name(cfg) if cfg else "graven"}
+
+    def status(self) -> dict[str, Any]:
+        state = self.live_state()
+        run = self.seq.running
+        committed = bool(state.boots and state.boots[-1].boot_id == self.boot.boot_id
+                         and state.boots[-1].outcome == "committed")
+        return {
+            "stage": self.fsm.stage.value, "ready": self.fsm.stage is Stage.RUNNING and committed,
+            "slot": self.boot.slot, "version": self.version_string, "boot_id": self.boot.boot_id,
+            "log_next_seq": self.log.next_seq(), "config_digest": state.config_digest,
+            "staged_config_digest": state.staged_config_digest, "node": self.version()["node"],
+            "sequence": {"name": run.name.value, "actor": str(run.actor), "started_seq": 0} if run else None,
+            "last_fallback": state.last_fallback,
+            "details": {"slots": {k: v for k, v in state.to_json()["slots"].items()},
+                        "last_sequence": state.last_sequence, "durable_log": self.log.durable,
+                        "boots": len(state.boots), "try_config": state.try_config},
+        }
+
+    async def apply_config(self, data: bytes, mode: str, dry_run: bool, try_timeout: float,
+                           actor: Actor) -> dict[str, Any]:
+        new = config.load(data, name="the applied config")
+        rt = self.seq.runtime
+        plan = config.plan_apply(rt.config, rt.persisted, rt.staged, new, mode, dry_run=dry_run,
+                                 try_timeout=try_timeout)
+        seq = 0
+        if not dry_run:
+            if self.maintenance and new.machine.install is None and not self.log.durable:
+                # No install step to come: this sandbox node runs from its folders, so it takes its identity now.
+                await asyncio.to_thread(self._adopt_folders, new)
+            event = await apply_config(self.seq, plan, actor=actor)
+            seq = event.seq if event is not None else 0
+            if plan.reboot and self.fsm.stage is Stage.RUNNING:
+                self.seq.request(SequenceName.REBOOT, RebootRequest(), actor=actor)
+            if plan.action is config.Action.TRY and plan.revert_to is not None:
+                self._schedule_revert(plan, actor)
+        return {"mode": str(plan.mode), "diff": [c.to_dict() for c in plan.changes], "digest": plan.digest,
+                "seq": seq, "reboot_required": plan.reboot, "warnings": list(plan.warnings)}
+
+    def _adopt_folders(self, cfg: config.MachineConfig) -> None:
+        if not self.disk.is_partitioned():
+            self.disk.partition()
+        self.identity.create(cfg)
+
+    def _schedule_revert(self, plan: config.ApplyPlan, actor: Actor) -> None:
+        if self._try_task is not None:
+            self._try_task.cancel()
+        tried = plan.digest
+
+        async def revert_later() -> None:
+            await asyncio.sleep(plan.try_timeout or config.DEFAULT_TRY_TIMEOUT)
+            rt = self.seq.runtime
+            if rt.config is None or config.digest(rt.config) != tried or plan.revert_to is None:
+                return
+            back = config.revert_try(rt.config, rt.persisted, rt.staged, plan.revert_to)
+            rt.config = back.active
+            await self.seq.record(Kind.CONFIG_REVERTED, {"digest": back.digest, "reason": "try timed out",
+                                                         "tried": tried}, actor)
+
+        self._try_task = asyncio.create_task(revert_later())
+
+    def get_config(self, redact: bool) -> tuple[bytes, str]:
+        cfg = self._config
+        if cfg is None:
+            raise NotFound("this node has no machine config (maintenance mode)")
+        shown = config.redact(cfg) if redact else cfg
+        return config.dump_yaml(shown).encode(), config.digest(cfg)
+
+    async def request(self, sequence: str, args: dict[str, Any], actor: Actor) -> tuple[str, int]:
+        name = SequenceName(sequence)
+        builders: dict[SequenceName, Any] = {
+            SequenceName.UPGRADE: lambda: UpgradeRequest(image=str(args["source"])),
+            SequenceName.STAGE_UPGRADE: lambda: UpgradeRequest(image=str(args["source"])),
+            SequenceName.RESET: lambda: ResetRequest(graceful=bool(args.get("graceful")),
+                                                     reboot=bool(args.get("reboot")),
+                                                     wipe=tuple(args.get("wipe") or ("STATE", "EPHEMERAL"))),
+            SequenceName.REBOOT: RebootRequest, SequenceName.SHUTDOWN: ShutdownRequest,
+        }
+        req: object | None = builders[name]() if name in builders else None
+        event = await self.seq.record(Kind.API_REQUEST, {"method": name.value, "args": _plain(args)}, actor)
+        if name is SequenceName.RESET:
+            await self._check_shipped(args, actor, event.seq)
+        try:
+            self.seq.request(name, req, actor=actor)
+        except GravenError as exc:
+            await self.seq.record(Kind.API_REFUSED, {"method": name.value, "request_seq": event.seq,
+                                                     "reason": exc.message, "code": exc.code.name}, actor)
+            raise
+        return name.value, event.seq
+
+    async def _check_shipped(self, args: dict[str, Any], actor: Actor, request_seq: int) -> None:
+        """A reset that wipes EPHEMERAL destroys the log: refuse unless it ships to a sink first, or is forced."""
+        if "EPHEMERAL" not in (args.get("wipe") or ["EPHEMERAL"]) or args.get("force"):
+            return
+        cfg = self._config
+        if args.get("graceful") and cfg is not None and cfg.machine.audit.sinks:
+            return
+        reason = ("reset would wipe EPHEMERAL and destroy events that were never shipped; configure "
+                  "machine.audit.sinks and reset with --graceful, or pass --force")
+        await self.seq.record(Kind.API_REFUSED, {"method": "reset", "request_seq": request_seq, "reason": reason,
+                                                 "code": "INVALID_REQUEST"}, actor)
+        raise InvalidRequest(reason)
+
+    async def record_denied(self, method: str, actor: Actor, reason: str) -> None:
+        await self.seq.record(Kind.API_DENIED, {"method": method, "subject": actor.id, "roles": list(actor.roles),
+                                                "reason": reason}, actor)
+
+    def read_raw(self, start: int, end: int | None = None) -> Any:
+        return self.log.read_raw(start, end)
+
+    def next_seq(self) -> int:
+        return self.log.next_seq()
+
+    def wait_for(self, seq: int, timeout: float) -> bool:
+        return self.log.wait_for(seq, timeout)
+
+    def boot_trace(self, boot: int, boot_id: str, fmt: str) -> bytes:
+        from sequencer._render import render_chrome, render_json, render_svg
+
+        trace = trace_boot(list(self.log.read()), index=None if boot < 0 else boot, boot_id=boot_id or None)
+        if fmt == "svg":
+            return render_svg(trace).encode()
+        return json.dumps(render_chrome(trace) if fmt == "chrome" else render_json(trace)).encode()
+
+    def client_config(self, roles: list[str], ttl_seconds: int, name: str) -> tuple[bytes, bytes, bytes]:
+        import datetime as dt
+
+        cfg = self._config
+        if cfg is None or cfg.machine.ca.key_pem() is None:
+            raise NotFound("this node holds no CA key to issue client certificates")
+        ca_key = load_private_key(cfg.machine.ca.key_pem() or b"")
+        ca_cert = load_certificate(cfg.machine.ca.crt_pem())
+        crt, key = issue_client_certificate(ca_key, ca_cert, cn=name, roles=check_roles(roles),
+                                            ttl=dt.timedelta(seconds=ttl_seconds))
+        return cfg.machine.ca.crt_pem(), crt, key
+
+    def network(self, what: str) -> list[dict[str, Any]]:
+        state = getattr(self, "planned_network", None)
+        if not isinstance(state, PlanNetwork):
+            return []
+        if what == "links":
+            return list(state.state["links"])
+        return [{"hostname": state.state["hostname"], "resolvers": state.state["resolvers"]}]
+
+
+class _Services:
+    """The sequencer's ``Services`` port: tasks call it from worker threads; the servers live on the loop."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def _on_loop(self, coro: Any) -> None:
+        assert self.agent._loop is not None
+        asyncio.run_coroutine_threadsafe(coro, self.agent._loop).result(timeout=30)
+
+    def start(self, name: str) -> None:
+        self._on_loop(self.agent.start_service(name))
+
+    def stop(self, name: str) -> None:
+        self._on_loop(self.agent.stop_service(name))
+
+    def healthy(self, name: str) -> bool:
+        return self.agent.healthy(name)
+
+
+class _Power:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def reboot(self) -> None:
+        self.agent.power(EXIT_REBOOT)
+
+    def power_off(self) -> None:
+        self.agent.power(EXIT_POWER_OFF)
+
+
+def _cert_cn(cert_der: bytes) -> str:
+    from events._pki import cert_subject
+
+    return cert_subject(load_certificate(cert_der))[0] or "graven"
+
+
+def _plain(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
+
+
+def run_agent(root: Path, listen: str) -> int:
+    """``graven agent``: the sandbox disk under ``root`` (the supervisor passes a block disk another way)."""
+    import gc
+
+    gc.freeze()  # the import-time objects never die; keep the collector off them
+    gc.set_threshold(50_000, 50, 100)
+    disk = SandboxDisk(root)
+    agent = Agent(disk, listen=listen, boot=BootInfo.from_env())
+    try:
+        return asyncio.run(agent.run())
+    finally:
+        disk.close()

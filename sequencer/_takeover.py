@@ -4,7 +4,7 @@
     initialize      reboot, shutdown
     boot            reboot, reset, upgrade, shutdown
     reset           reboot, shutdown
-    reboot          reboot, shutdown
+    reboot          shutdown            (a second reboot is refused: one is already on its way)
     install         shutdown            (nothing else: a half-written disk is worse than waiting)
     upgrade         shutdown
     stage-upgrade   shutdown
@@ -29,7 +29,7 @@ TAKEOVER: Mapping[S, frozenset[S]] = MappingProxyType({
     S.INITIALIZE: _ALWAYS | {S.REBOOT},
     S.BOOT: _ALWAYS | {S.REBOOT, S.RESET, S.UPGRADE},
     S.RESET: _ALWAYS | {S.REBOOT},
-    S.REBOOT: _ALWAYS | {S.REBOOT},
+    S.REBOOT: _ALWAYS,
     S.INSTALL: _ALWAYS,
     S.UPGRADE: _ALWAYS,
     S.STAGE_UPGRADE: _ALWAYS,

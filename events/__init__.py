@@ -43,6 +43,7 @@ from ._replay import SlotState as SlotState
 from ._replay import applies as applies
 from ._replay import fold as fold
 from ._replay import replay as replay
+from ._replay import replay_raw as replay_raw
 from ._replay import state_at as state_at
 from ._verify import ChainVerifier as ChainVerifier
 from ._verify import KeyInfo as KeyInfo
@@ -88,6 +89,7 @@ __all__ = [
     "merkle_root",
     "parse_note",
     "replay",
+    "replay_raw",
     "sign_note",
     "state_at",
     "verify_consistency",

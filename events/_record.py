@@ -24,6 +24,7 @@ __all__ = [
     "encode_canonical",
     "encode_event",
     "event_hash",
+    "stored_event_hash",
 ]
 
 EVENT_DOMAIN = b"graven/event/v1\x00"
@@ -108,6 +109,38 @@ def event_hash(event: Event | UnsignedEvent) -> bytes:
     """SHA-256 over the domain prefix and the canonical bytes of every field but ``sig``."""
     body = event.unsigned() if isinstance(event, Event) else event
     return hashlib.sha256(EVENT_DOMAIN + _encoder.encode(body)).digest()
+
+
+_SIG_KEY = b"\xa3sig"
+_TIME_KEY = b"\xa7time_ns"
+
+
+def stored_event_hash(raw: bytes, event: Event) -> bytes:
+    """``event_hash(event)`` from ``raw`` = ``encode_event(event)`` (as ``decode_event`` checked it), without
+    encoding the event again: in sorted key order ``sig`` and ``time_ns`` are the last two entries of the map,
+    so the hashed body is ``raw`` with the ``sig`` entry cut out and a map header one entry shorter."""
+    tail = _TIME_KEY + _encoder.encode(event.time_ns)
+    suffix = _SIG_KEY + _encoder.encode(event.sig) + tail
+    if raw[:1] != b"\x8a" or not raw.endswith(suffix):  # not the canonical bytes of this event
+        return event_hash(event)
+    return hashlib.sha256(_UNSIGNED_PREFIX + raw[1 : len(raw) - len(suffix)] + tail).digest()
+
+
+_SIG64 = _SIG_KEY + b"\xc4\x40"  # a 64-byte bin
+_TIME64 = _TIME_KEY + b"\xcf"  # a uint64
+_UNSIGNED_PREFIX = EVENT_DOMAIN + b"\x89"  # the domain, then a map of the 9 fields but sig
+
+
+def trusted_event_hash(raw: bytes, event: Event) -> bytes:
+    """``stored_event_hash`` for bytes already trusted to be canonical (a verified log, replay): the layout every
+    event this code writes has (64-byte signature, 64-bit time) is cut without encoding anything; other layouts
+    take the checked path. Given non-canonical bytes the result is a hash the next event's ``prev`` won't match."""
+    n = len(raw)
+    if (len(event.sig) == 64 and event.time_ns >= 1 << 32 and raw[:1] == b"\x8a"
+            and raw[n - 87 : n - 81] == _SIG64 and raw[n - 17 : n - 8] == _TIME64):
+        return hashlib.sha256(_UNSIGNED_PREFIX + raw[1 : n - 87] + raw[n - 17 :]).digest()
+    return stored_event_hash(raw, event)
+
 
 
 def encode_event(event: Event) -> bytes:

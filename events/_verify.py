@@ -16,17 +16,20 @@ from typing import Any
 
 import msgspec
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ._checkpoint import Checkpoint, verify_note
 from ._kinds import Kind
 from ._merkle import CompactRange, leaf_hash
-from ._pki import cert_subject, key_id_for, load_certificate, verify_log_certificate, verify_signature
-from ._record import GENESIS_PREV, Event, decode_event, event_hash
+from ._pki import cert_subject, key_id_for, load_certificate, verify_log_certificate
+from ._record import GENESIS_PREV, Event, decode_event, trusted_event_hash
 from .errors import InvalidEvent, TamperedLog, UntrustedKey, VerificationError
 
 __all__ = ["ChainVerifier", "KeyInfo", "VerifyReport", "verify_items"]
 
 _BATCH = 2048
+_Sig = tuple[int, bytes, bytes, bytes]  # seq, public key, signature, event hash
 
 
 class KeyInfo(msgspec.Struct, frozen=True):
@@ -84,7 +87,7 @@ class ChainVerifier:
             self.prev = GENESIS_PREV
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self._jobs: list[tuple[int, Future[int | None] | int | None]] = []
-        self._batch: list[tuple[int, bytes, bytes, bytes]] = []
+        self._batch: list[_Sig] = []
         self._fail: _Pending | None = None
         self._key_infos: list[KeyInfo] = []
         self._checkpoints: list[dict[str, Any]] = []
@@ -118,7 +121,7 @@ class ChainVerifier:
             return self._bad(pos, "undecodable", f"seq {pos}: {exc.message}")
         if event.seq != seq or pos != seq:
             return self._misplaced(seq, pos, event, rest)
-        digest = event_hash(event)
+        digest = trusted_event_hash(raw, event)  # decode_event checked raw is canonical
         if self.prev is not None and event.prev != self.prev:
             reason = "foreign" if event.key_id != self.current_key and self.current_key else "chain"
             return self._bad(seq, reason, f"seq {seq}: prev hash does not match the event before it"
@@ -128,9 +131,10 @@ class ChainVerifier:
         self._queue_sig(seq, self.keys[event.key_id], event.sig, digest)
         if not self._kind_checks(event, raw):
             return
+        leaf = leaf_hash(raw)
         if self._tree is not None:
-            self._tree.append(leaf_hash(raw))
-        self.leaf_hashes.append(leaf_hash(raw))
+            self._tree.append(leaf)
+        self.leaf_hashes.append(leaf)
         self.prev = digest
         self._expected += 1
         self._kinds[event.kind] = self._kinds.get(event.kind, 0) + 1
@@ -238,7 +242,7 @@ class ChainVerifier:
                 self._bad(bad, "signature", f"seq {bad}: signature does not verify (event or signature altered)")
                 break
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.shutdown(cancel_futures=True)
         if self._fail is not None:
             f = self._fail
             raise TamperedLog(f.message, seq=f.seq, reason=f.reason)
@@ -264,9 +268,16 @@ class ChainVerifier:
         )
 
 
-def _check_batch(batch: list[tuple[int, bytes, bytes, bytes]]) -> int | None:
+def _check_batch(batch: list[_Sig]) -> int | None:
+    """The first seq whose signature does not verify (a key object is made once per key, not per event)."""
+    keys: dict[bytes, Ed25519PublicKey] = {}
     for seq, pub, sig, digest in batch:
-        if not verify_signature(pub, sig, digest):
+        key = keys.get(pub)
+        try:
+            if key is None:
+                key = keys[pub] = Ed25519PublicKey.from_public_bytes(pub)
+            key.verify(sig, digest)
+        except (InvalidSignature, ValueError):
             return seq
     return None
 

@@ -40,12 +40,11 @@ from events import (
     Signed,
     Signer,
     decode_event,
-    event_hash,
     leaf_hash,
     parse_note,
 )
 from events._pki import cert_public_raw, key_id_for, load_certificate, verify_signature
-from events._record import GENESIS_PREV, UnsignedEvent
+from events._record import GENESIS_PREV, UnsignedEvent, trusted_event_hash
 from events.errors import (
     DiskFull,
     GravenError,
@@ -262,7 +261,7 @@ def read_tail(reader: LogReader, known_keys: Mapping[str, bytes]) -> _Tail:
             raise TamperedLog(f"seq {seq}: signed by {event.key_id}, not by the log key {current}", seq=seq,
                               reason="untrusted-key")
         pub_key = keys.get(event.key_id)
-        digest = event_hash(event)
+        digest = trusted_event_hash(raw, event)  # decode_event checked raw is canonical
         if pub_key is None or not verify_signature(pub_key, event.sig, digest):
             raise TamperedLog(f"seq {seq}: signature does not verify", seq=seq, reason="signature")
         if event.kind == Kind.GENESIS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,7 +26,7 @@ from events import (
     event_hash,
 )
 from events._chain import LOG_KINDS
-from events._record import EVENT_DOMAIN
+from events._record import EVENT_DOMAIN, stored_event_hash, trusted_event_hash
 from events.errors import InvalidEvent
 
 # -- strategies -------------------------------------------------------------------------------------------------
@@ -143,6 +144,8 @@ def test_any_event_round_trips_and_is_canonical(event: Event) -> None:
     import hashlib
 
     assert event_hash(event) == hashlib.sha256(EVENT_DOMAIN + ref_pack(body)).digest()
+    # the shortcuts that hash stored bytes without encoding again give the same digest
+    assert stored_event_hash(raw, event) == event_hash(event) == trusted_event_hash(raw, event)
 
 
 app_kinds = kinds.filter(lambda k: k not in LOG_KINDS)
@@ -203,6 +206,18 @@ def test_decode_refuses_non_canonical_bytes(event: Event, variant: str) -> None:
         decode_event(other)
 
 
+@pytest.mark.parametrize("time_ns", [0, 127, 128, 2**16, 2**32 - 1, 2**32, 2**64 - 1])
+@pytest.mark.parametrize("sig_len", [0, 63, 64, 65, 300])
+def test_stored_hash_shortcuts_at_encoding_boundaries(time_ns: int, sig_len: int) -> None:
+    event = Event(seq=5, time_ns=time_ns, mono_ns=1, boot_id="b", kind="x.y", actor=Actor("node"),
+                  payload={"k": [1, {"z": b"\xa3sig"}]}, prev=b"\x01" * 32, key_id="k", sig=b"\xc4" * sig_len)
+    raw = encode_event(event)
+    assert stored_event_hash(raw, event) == event_hash(event) == trusted_event_hash(raw, event)
+    # bytes that are not this event's are never cut blindly by the checked shortcut
+    other = msgspec.structs.replace(event, sig=b"\x00" * sig_len)
+    assert stored_event_hash(raw, other) == event_hash(other)
+
+
 def test_non_canonical_examples() -> None:
     event = Event(seq=1, time_ns=2, mono_ns=3, boot_id="b", kind="x.y", actor=Actor("node"),
                   payload={"b": 1, "a": [1.5]}, prev=b"\x00" * 32, key_id="k", sig=b"s" * 64)
@@ -234,8 +249,6 @@ def test_encode_canonical_sorts_keys() -> None:
 def test_hash_excludes_sig_and_uses_domain() -> None:
     event = Event(seq=0, time_ns=0, mono_ns=0, boot_id="", kind="k", actor=Actor("node"), payload={},
                   prev=b"\x00" * 32, key_id="", sig=b"a" * 64)
-    import msgspec
-
     other = msgspec.structs.replace(event, sig=b"b" * 64)
     assert event_hash(event) == event_hash(other)
     assert event_hash(event) == event_hash(event.unsigned())

@@ -19,11 +19,13 @@ from events import (
     Kind,
     NodeState,
     decode_event,
+    encode_event,
     fold,
     replay,
+    replay_raw,
     state_at,
 )
-from events.errors import TamperedLog
+from events.errors import InvalidEvent, TamperedLog
 
 slots = st.sampled_from(["A", "B"])
 digests = st.text(alphabet="0123456789abcdef", min_size=4, max_size=8)
@@ -95,6 +97,7 @@ def test_replay_is_deterministic_and_equals_live_state(pki: Any, plan: list[Any]
     assert state == live  # the live node and its log agree
     assert state == replay(events) == replay(decode_event(r) for r in raws)  # same events, same state
     assert state == functools.reduce(fold, decoded, NodeState())
+    assert state == replay_raw(raws)  # the fast path from stored bytes
     assert msgspec.msgpack.encode(state.to_json()) == msgspec.msgpack.encode(replay(decoded).to_json())
     assert state.seq == len(events) - 1 and state.origin == "graven/replay"
 
@@ -145,3 +148,21 @@ def test_fold_refuses_a_broken_chain(pki: Any) -> None:
     with pytest.raises(TamperedLog) as short:
         state_at(events, len(events) + 3)
     assert short.value.reason == "truncated"
+
+
+def test_replay_raw_checks_the_chain(pki: Any) -> None:
+    events, raws, _ = _write(pki.signer, pki.cert_der, [(Kind.TASK_STARTED, {"i": i}) for i in range(8)],
+                             [NODE] * 8)
+    assert replay_raw(raws) == replay(events)
+    altered = list(raws)
+    altered[4] = encode_event(msgspec.structs.replace(events[4], payload={"i": 99}))
+    with pytest.raises(TamperedLog) as info:
+        replay_raw(altered)
+    assert (info.value.seq, info.value.reason) == (5, "chain")  # no signature checks here: the chain tells
+    with pytest.raises(TamperedLog) as gap:
+        replay_raw([*raws[:3], *raws[4:]])
+    assert (gap.value.seq, gap.value.reason) == (3, "gap")
+    with pytest.raises(InvalidEvent) as bad:
+        replay_raw([*raws[:6], b"\xc1"])
+    assert bad.value.details["seq"] == 6
+

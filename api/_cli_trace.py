@@ -85,8 +85,16 @@ def _row(b: BootSummary) -> dict[str, Any]:
     if b.failure is not None:
         where = "/".join(x for x in (b.failure.sequence, b.failure.phase, b.failure.task) if x) or b.failure.error
     return {"boot": b.index, "boot_id": b.boot_id, "slot": b.slot, "version": b.version, "outcome": b.outcome,
-            "started": _when(b.started_time_ns), "duration": format_ns(b.duration_ns), "sequences": b.sequences,
-            "failed_at": where}
+            "started": _when(b.started_time_ns), "duration": format_ns(b.duration_ns),
+            "sequences": _counted(b.sequences), "failed_at": where}
+
+
+def _counted(names: tuple[str, ...]) -> str:
+    """``boot, apply-config x212, upgrade``: each sequence once, in first-run order, with its count."""
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return ", ".join(n if c == 1 else f"{n} x{c}" for n, c in counts.items())
 
 
 def _boots(args: Any, out: TextIO | None = None) -> int:

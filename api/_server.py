@@ -98,12 +98,22 @@ def error_status(exc: GravenError) -> grpc.Status:
     return _status(code, exc.message, detail)
 
 
+# grpc-stubs predate grpc.aio's abort_with_status; the context is typed loosely on purpose.
+Ctx = Any
+
+
 def caller(context: Ctx) -> tuple[Actor | None, bool]:
     """The client certificate's subject and roles, and whether it may be used as a client certificate."""
     pems: list[bytes] = list(context.auth_context().get("x509_pem_cert") or [])
     if not pems:
         return None, False
-    cert = x509.load_pem_x509_certificate(pems[0])
+    return _identify(pems[0])
+
+
+@functools.lru_cache(maxsize=256)
+def _identify(pem: bytes) -> tuple[Actor, bool]:
+    """Parsing a certificate costs more than the call it comes with: a connection's certificate is parsed once."""
+    cert = x509.load_pem_x509_certificate(pem)
     cn, orgs = cert_subject(cert)
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -113,8 +123,6 @@ def caller(context: Ctx) -> tuple[Actor | None, bool]:
     return Actor(cn, orgs), client_ok
 
 
-# grpc-stubs predate grpc.aio's abort_with_status; the context is typed loosely on purpose.
-Ctx = Any
 T = TypeVar("T")
 Handler = Callable[..., Awaitable[T]]
 

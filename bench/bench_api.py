@@ -139,10 +139,10 @@ def main() -> None:
             except Exception:
                 time.sleep(0.005)
     start_s = time.perf_counter() - t0
-    agent.wait_stage("running")
     time.sleep(1.0)
     assert agent.proc is not None
-    rss, anon = _rss_mib(agent.proc.pid)
+    rss, anon = _rss_mib(agent.proc.pid)  # at rest after boot, before anything reads the whole history
+    agent.wait_stage("running")
     try:
         with agent.client() as c:
             v = time_calls(c.version)

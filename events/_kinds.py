@@ -13,6 +13,10 @@ class Kind:
     BOOT_SELECTED = "boot.selected"  # {slot, tries_left, reason}  (written for the bootloader)
     BOOT_FALLBACK = "boot.fallback"  # {from_slot, to_slot, reason}
     BOOT_COMMITTED = "boot.committed"  # {slot}
+    BOOT_FAILED = "boot.failed"  # {boot_id, slot, version, exit_code, signal, reason}  (written for the bootloader)
+    BOOT_REVERTED = "boot.reverted"  # {from_slot, to_slot, version, digest}: a rollback made the other slot the default
+    DISK_WIPE_FAILED = "disk.wipe_failed"  # {labels, reason, sinks}: a deferred wipe was not done (shipping failed)
+    DISK_WIPED = "disk.wiped"  # {labels, reason, log_to_seq, shipped}: a deferred wipe (the log's own partition) was done
     FSM_TRANSITION = "fsm.transition"  # {trigger, src, dst}
     SEQUENCE_STARTED = "sequence.started"  # {sequence, phases, request}
     SEQUENCE_STOPPED = "sequence.stopped"  # {sequence, outcome: ok|cancelled, duration_ns, cancelled_by?}
@@ -35,3 +39,11 @@ class Kind:
     API_REFUSED = "api.refused"  # {method, sequence, reason}: a request recorded, then refused (e.g. unshipped events)
     AUDIT_SHIPPED = "audit.shipped"  # {sink, file, to_seq, events}: the log up to to_seq was copied and verified
     NETWORK_PLANNED = "network.planned"  # {interfaces, applied: false, why}: the sandbox records what it would do
+    # The netlink platform (node._network): one event per change it makes, each with before and after.
+    NETWORK_LINK = "network.link"  # {interface, change: up|down|mtu, before: {up, mtu}, after: {up, mtu}}
+    NETWORK_ADDRESS = "network.address"  # {interface, op: add|remove, before: CIDR|None, after: CIDR|None}
+    NETWORK_ROUTE = "network.route"  # {interface, op: add|remove, before: route|None, after: route|None}
+    NETWORK_HOSTNAME = "network.hostname"  # {before, after, applied, why?}: applied only in the node's own UTS ns
+    NETWORK_RESOLVERS = "network.resolvers"  # {path, before, after}: nameservers in the node's resolv.conf
+    NETWORK_FAILED = "network.failed"  # {interface, op, target, error, errno}: one change the kernel refused
+    NETWORK_APPLIED = "network.applied"  # {platform, changes, failed, summary, interfaces, notes}; changes 0: no-op

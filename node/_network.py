@@ -1,0 +1,752 @@
+"""The ``Network`` port on netlink (pyroute2): ``machine.network`` made so inside the node's network namespace.
+
+What Graven adds it marks: addresses and routes carry the protocol number ``RTPROT_GRAVEN`` (71, shown as
+``proto 71`` by ``ip``), and a small record (in memory, and in a file when the agent gives one) keeps what the
+kernel cannot hold: the MTU a link had before Graven changed it, the links Graven brought up, and the
+addresses it added (for kernels older than 6.3, which drop an address's protocol). A new config removes what
+the old one added and nothing else: the kernel's own routes, addresses the platform gave the node and routes
+somebody else added survive. Applying the same config twice changes nothing and says so (``network.applied``
+with ``changes: 0``).
+
+Every change is an event (``network.link``, ``network.address``, ``network.route``, with ``before`` and
+``after``); a change the kernel refuses is a ``network.failed`` event naming the interface and the netlink error,
+and ``configure`` then raises one ``GravenError`` listing every failure (the phase's error policy decides).
+``NetlinkError`` is translated in one place, ``_netlink``.
+
+All netlink work runs on one worker thread per adapter: pyroute2's synchronous API runs its own event loop,
+which may not run on a thread that already runs one (the agent's API handlers), and one thread keeps a status
+read from interleaving with an apply.
+
+``select_network`` picks the platform: this adapter when the agent runs as root in a network namespace that is
+not the host's (``GRAVEN_PLATFORM=netns`` forces it, ``GRAVEN_PLATFORM=sandbox`` forbids it), else the
+sandbox's ``PlanNetwork``, which only records the plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as errno_mod
+import ipaddress
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import config
+from events import Kind
+from events.errors import (
+    GravenError,
+    InvalidRequest,
+    NotFound,
+    OperationalError,
+    PermissionDenied,
+    TaskTimeout,
+)
+
+__all__ = [
+    "PLATFORM_ENV",
+    "RTPROT_GRAVEN",
+    "NetlinkNetwork",
+    "NetworkChoice",
+    "in_own_namespace",
+    "select_network",
+]
+
+Emit = Callable[[str, dict[str, Any]], None]
+PathSource = Path | Callable[[], Path | None] | None
+T = TypeVar("T")
+
+RTPROT_GRAVEN = 71  # the routing protocol number on what Graven adds (unused by iproute2's rt_protos)
+PLATFORM_ENV = "GRAVEN_PLATFORM"  # netns | sandbox | auto (default)
+MAIN_TABLE = 254
+IFF_UP = 1
+CALL_TIMEOUT = 30.0  # a netlink call that takes longer than this is stuck
+_FAMILY: dict[int, str] = {int(socket.AF_INET): "inet", int(socket.AF_INET6): "inet6"}
+_SCOPE = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+_PROTO = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 16: "dhcp", 9: "ra",
+          RTPROT_GRAVEN: "graven"}
+_RTN = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole",
+        7: "unreachable", 8: "prohibit"}
+
+
+# -- platform choice -----------------------------------------------------------------------------------------
+def in_own_namespace(kind: str) -> bool:
+    """True when this process's ``kind`` namespace (``net``, ``uts``) is not the one PID 1 lives in.
+
+    Reading PID 1's namespace needs root (or ptrace rights); without them the answer is False: the sandbox.
+    """
+    try:
+        return os.readlink(f"/proc/self/ns/{kind}") != os.readlink(f"/proc/1/ns/{kind}")
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class NetworkChoice:
+    """The ``Network`` port the agent uses, which platform it is, and why (the agent prints it at boot)."""
+
+    port: Any
+    platform: str  # "netns" or "sandbox"
+    reason: str
+
+
+def select_network(emit: Emit, *, resolv_conf: PathSource, record: PathSource = None,
+                   platform: str | None = None) -> NetworkChoice:
+    """The netlink adapter where the node owns its links, else the sandbox ``PlanNetwork``.
+
+    ``platform`` (default: ``$GRAVEN_PLATFORM``, else ``auto``): ``netns`` forces netlink, ``sandbox`` the plan;
+    ``auto`` takes netlink only as root in a network namespace that is not PID 1's.
+    """
+    from ._ports import PlanNetwork
+
+    wanted = (platform or os.environ.get(PLATFORM_ENV) or "auto").strip().lower()
+    if wanted not in ("auto", "netns", "sandbox"):
+        raise InvalidRequest(f"{PLATFORM_ENV}={wanted!r}: expected netns, sandbox or auto", platform=wanted)
+    root = os.geteuid() == 0
+    own_net = in_own_namespace("net")
+    if wanted == "netns" or (wanted == "auto" and root and own_net):
+        why = (f"netns platform: links, addresses and routes applied with netlink in network namespace "
+               f"{_ns_id('net')}" + (f" ({PLATFORM_ENV}=netns)" if wanted == "netns" else ""))
+        if not root:
+            why += "; not root: changes will be refused"
+        return NetworkChoice(NetlinkNetwork(emit, resolv_conf=resolv_conf, record=record), "netns", why)
+    if wanted == "sandbox":
+        why = f"sandbox platform ({PLATFORM_ENV}=sandbox): the network plan is recorded, not applied"
+    elif not root:
+        why = "sandbox platform (not root): the network plan is recorded, not applied"
+    else:
+        why = ("sandbox platform (root, but in the host's network namespace): the network plan is recorded, "
+               "not applied")
+    return NetworkChoice(PlanNetwork(emit), "sandbox", why)
+
+
+def _ns_id(kind: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/ns/{kind}")
+    except OSError:
+        return "?"
+
+
+# -- the netlink boundary ------------------------------------------------------------------------------------
+class _Failure(Exception):
+    """One change the kernel refused (internal: ``configure`` collects them, then raises one ``GravenError``)."""
+
+    def __init__(self, interface: str, op: str, target: str, error: GravenError) -> None:
+        super().__init__(error.message)
+        self.interface, self.op, self.target, self.error = interface, op, target, error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"interface": self.interface, "op": self.op, "target": self.target, "error": self.error.message,
+                "code": self.error.code.name, "errno": self.error.details.get("errno")}
+
+
+def _translate(exc: BaseException, interface: str, what: str) -> GravenError:
+    """A ``NetlinkError`` (or ``OSError``) as the error tree's leaf, naming the interface and the error."""
+    code = int(getattr(exc, "code", 0) or getattr(exc, "errno", 0) or 0)
+    text = os.strerror(code) if code > 0 else str(exc)
+    name = errno_mod.errorcode.get(code, str(code))
+    message = f"{interface}: {what}: {text} (netlink error {name})"
+    details = {"interface": interface, "errno": code, "errno_name": name}
+    if code in (errno_mod.ENODEV, errno_mod.ENOENT, errno_mod.ESRCH, errno_mod.EADDRNOTAVAIL):
+        return NotFound(message, **details)
+    if code in (errno_mod.EPERM, errno_mod.EACCES):
+        return PermissionDenied(message, **details)
+    if code in (errno_mod.EINVAL, errno_mod.ERANGE, errno_mod.ENETUNREACH, errno_mod.EHOSTUNREACH,
+                errno_mod.EOPNOTSUPP, errno_mod.EAFNOSUPPORT, errno_mod.EEXIST):
+        return InvalidRequest(message, **details)
+    return OperationalError(message, **details)
+
+
+@contextlib.contextmanager
+def _netlink(interface: str, op: str, target: str) -> Iterator[None]:
+    """The one place where pyroute2's errors become Graven's: raises ``_Failure`` naming what failed."""
+    from pyroute2 import NetlinkError
+
+    try:
+        yield
+    except (NetlinkError, OSError) as exc:
+        raise _Failure(interface, op, target, _translate(exc, interface, f"{op} {target}".strip())) from exc
+
+
+# -- live state as plain values ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Link:
+    index: int
+    name: str
+    up: bool
+    mtu: int
+    operstate: str
+    mac: str | None
+    kind: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "interface": self.name, "up": self.up, "mtu": self.mtu,
+                "operstate": self.operstate, "mac": self.mac, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class _Addr:
+    index: int
+    ip: str
+    prefixlen: int
+    family: int
+    scope: int
+    proto: int
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.ip}/{self.prefixlen}"
+
+
+@dataclass(frozen=True)
+class _Route:
+    family: int
+    dst: str  # network/len
+    gateway: str | None
+    metric: int
+    oif: int | None
+    table: int
+    proto: int
+    scope: int
+    type: int
+
+    def plain(self) -> dict[str, Any]:
+        return {"network": self.dst, "gateway": self.gateway, "metric": self.metric}
+
+
+@dataclass
+class _Live:
+    links: dict[str, _Link]
+    addrs: list[_Addr]
+    routes: list[_Route]
+
+    def by_index(self) -> dict[int, str]:
+        return {link.index: name for name, link in self.links.items()}
+
+
+def _dump(ipr: Any) -> _Live:
+    links: dict[str, _Link] = {}
+    for msg in ipr.link("dump"):
+        name = msg.get_attr("IFLA_IFNAME")
+        kind = None
+        info = msg.get_attr("IFLA_LINKINFO")
+        if info is not None:
+            kind = info.get_attr("IFLA_INFO_KIND")
+        links[name] = _Link(index=msg["index"], name=name, up=bool(msg["flags"] & IFF_UP),
+                            mtu=int(msg.get_attr("IFLA_MTU") or 0), operstate=str(msg.get_attr("IFLA_OPERSTATE")),
+                            mac=msg.get_attr("IFLA_ADDRESS"), kind=kind)
+    addrs = []
+    for msg in ipr.addr("dump"):
+        ip = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+        if ip is None:
+            continue
+        addrs.append(_Addr(index=msg["index"], ip=str(ipaddress.ip_address(ip)), prefixlen=msg["prefixlen"],
+                           family=msg["family"], scope=msg["scope"], proto=int(msg.get_attr("IFA_PROTO") or 0)))
+    routes = []
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for msg in ipr.route("dump", family=family):
+            table = msg.get_attr("RTA_TABLE") or msg["table"]
+            dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if family == socket.AF_INET else "::")
+            net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False)
+            routes.append(_Route(family=family, dst=str(net), gateway=msg.get_attr("RTA_GATEWAY"),
+                                 metric=int(msg.get_attr("RTA_PRIORITY") or 0), oif=msg.get_attr("RTA_OIF"),
+                                 table=int(table), proto=int(msg["proto"]), scope=int(msg["scope"]),
+                                 type=int(msg["type"])))
+    return _Live(links, addrs, routes)
+
+
+# -- the wanted state ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _WantRoute:
+    dst: str
+    gateway: str | None
+    metric: int | None
+    family: int
+
+    def plain(self) -> dict[str, Any]:
+        return {"network": self.dst, "gateway": self.gateway, "metric": self.metric}
+
+    def matches(self, r: _Route, oif: int) -> bool:
+        return (r.table == MAIN_TABLE and r.oif == oif and r.dst == self.dst and r.gateway == self.gateway
+                and (self.metric is None or r.metric == self.metric))
+
+
+def _want_addresses(iface: config.Interface) -> list[tuple[str, int, int]]:
+    out: list[tuple[str, int, int]] = []
+    for a in iface.addresses:
+        try:
+            i = ipaddress.ip_interface(a)
+        except ValueError as exc:
+            raise InvalidRequest(f"{iface.interface}: address {a!r}: {exc}", interface=iface.interface) from exc
+        out.append((str(i.ip), i.network.prefixlen, socket.AF_INET if i.version == 4 else socket.AF_INET6))
+    return out
+
+
+def _want_routes(iface: config.Interface) -> list[_WantRoute]:
+    out = []
+    for r in iface.routes:
+        try:
+            net = ipaddress.ip_network(r.network, strict=False)
+            gw = str(ipaddress.ip_address(r.gateway)) if r.gateway else None
+        except ValueError as exc:
+            raise InvalidRequest(f"{iface.interface}: route {r.network}: {exc}", interface=iface.interface) from exc
+        out.append(_WantRoute(str(net), gw, r.metric, socket.AF_INET if net.version == 4 else socket.AF_INET6))
+    return out
+
+
+# -- what Graven added and the kernel cannot remember --------------------------------------------------------
+@dataclass
+class _Record:
+    mtu: dict[str, int] = field(default_factory=dict)  # link -> its MTU before Graven changed it
+    up: list[str] = field(default_factory=list)  # links Graven brought up (they were down)
+    addresses: list[list[str]] = field(default_factory=list)  # [link, cidr] Graven added
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mtu": self.mtu, "up": sorted(self.up), "addresses": sorted(self.addresses)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Record:
+        return cls(mtu={str(k): int(v) for k, v in (data.get("mtu") or {}).items()},
+                   up=[str(x) for x in data.get("up") or []],
+                   addresses=[[str(a), str(b)] for a, b in data.get("addresses") or []])
+
+
+def _resolve(source: PathSource) -> Path | None:
+    if source is None or isinstance(source, Path):
+        return source
+    return source()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_resolvers(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    return [line.split()[1] for line in text.splitlines() if line.startswith("nameserver ") and len(line.split()) > 1]
+
+
+class _Apply:
+    """One ``configure``: the steps in the order the kernel needs them, each change an event, failures collected.
+
+    Order: links (up, MTU) → routes no config wants → addresses no config wants → wanted addresses → wanted
+    routes (their gateways need the addresses) → links that left the config and Graven had brought up go down.
+    """
+
+    def __init__(self, ipr: Any, record: _Record, interfaces: Sequence[config.Interface], emit: Emit) -> None:
+        self.ipr, self.record, self.emit = ipr, record, emit
+        self.wanted = {i.interface: i for i in interfaces}
+        self.want_addrs = {i.interface: _want_addresses(i) for i in interfaces}
+        self.want_routes = {i.interface: _want_routes(i) for i in interfaces}
+        self.live = _dump(ipr)
+        self.names = self.live.by_index()
+        self.changes = 0
+        self.failures: list[_Failure] = []
+        self.notes: list[str] = []
+
+    def attempt(self, interface: str, op: str, target: str, fn: Callable[[], Any]) -> bool:
+        try:
+            with _netlink(interface, op, target):
+                fn()
+        except _Failure as failure:
+            self.fail(failure)
+            return False
+        return True
+
+    def fail(self, failure: _Failure) -> None:
+        self.failures.append(failure)
+        self.emit(Kind.NETWORK_FAILED, failure.to_dict())
+
+    def changed(self, kind: str, payload: dict[str, Any]) -> None:
+        self.changes += 1
+        self.emit(kind, payload)
+
+    def _link(self, name: str, change: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+        self.changed(Kind.NETWORK_LINK, {"interface": name, "change": change, "before": before, "after": after})
+
+    # -- 1. links ----------------------------------------------------------------------------------------------
+    def links(self) -> None:
+        for name, iface in self.wanted.items():
+            link = self.live.links.get(name)
+            if link is None:
+                self.fail(_Failure(name, "configure", "link", NotFound(
+                    f"{name}: no such link in this network namespace", interface=name, errno=errno_mod.ENODEV)))
+                continue
+            if iface.dhcp:
+                self.notes.append(f"{name}: dhcp is not supported on this platform; only static addresses are set")
+            mtu = link.mtu
+            if iface.mtu is not None and iface.mtu != link.mtu:
+                if self.attempt(name, "set mtu", str(iface.mtu),
+                                partial(self.ipr.link, "set", index=link.index, mtu=iface.mtu)):
+                    self.record.mtu.setdefault(name, link.mtu)
+                    self._link(name, "mtu", {"up": link.up, "mtu": link.mtu}, {"up": link.up, "mtu": iface.mtu})
+                    mtu = iface.mtu
+            elif iface.mtu is None and name in self.record.mtu:
+                mtu = self.restore_mtu(link)
+            if not link.up and self.attempt(name, "set", "up",
+                                            partial(self.ipr.link, "set", index=link.index, state="up")):
+                if name not in self.record.up:
+                    self.record.up.append(name)
+                self._link(name, "up", {"up": False, "mtu": mtu}, {"up": True, "mtu": mtu})
+        for name in sorted(set(self.record.mtu) - set(self.wanted)):
+            if name in self.live.links:
+                self.restore_mtu(self.live.links[name])
+            else:
+                self.record.mtu.pop(name, None)
+
+    def restore_mtu(self, link: _Link) -> int:
+        """Give the link back the MTU it had before Graven changed it; returns the MTU it has now."""
+        old = self.record.mtu[link.name]
+        if old == link.mtu:
+            self.record.mtu.pop(link.name)
+            return old
+        if self.attempt(link.name, "restore mtu", str(old), partial(self.ipr.link, "set", index=link.index, mtu=old)):
+            self.record.mtu.pop(link.name)
+            self._link(link.name, "mtu", {"up": link.up, "mtu": link.mtu}, {"up": link.up, "mtu": old})
+            return old
+        return link.mtu
+
+    # -- 2, 3. what Graven added and no config wants any more -------------------------------------------------
+    def remove_routes(self) -> None:
+        for r in self.live.routes:
+            if r.proto != RTPROT_GRAVEN or r.table != MAIN_TABLE:
+                continue
+            name = self.names.get(r.oif or -1, "")
+            link = self.live.links.get(name)
+            if link is not None and any(w.matches(r, link.index) for w in self.want_routes.get(name, ())):
+                continue
+            if self.attempt(name or "?", "remove route", _route_text(r.plain()),
+                            partial(self.ipr.route, "del", **_route_spec(r))):
+                self.changed(Kind.NETWORK_ROUTE, {"interface": name, "op": "remove", "before": r.plain(),
+                                                  "after": None})
+
+    def remove_addresses(self) -> None:
+        owned = {(self.names.get(a.index, ""), a.cidr) for a in self.live.addrs if a.proto == RTPROT_GRAVEN}
+        owned |= {(n, c) for n, c in self.record.addresses}
+        wanted = {(n, f"{ip}/{p}") for n, addrs in self.want_addrs.items() for ip, p, _ in addrs}
+        live = {(self.names.get(a.index, ""), a.cidr) for a in self.live.addrs}
+        for a in self.live.addrs:
+            key = (self.names.get(a.index, ""), a.cidr)
+            if key not in owned or key in wanted:
+                continue
+            if self.attempt(key[0], "remove address", a.cidr,
+                            partial(self.ipr.addr, "del", index=a.index, address=a.ip, prefixlen=a.prefixlen)):
+                live.discard(key)
+                self.changed(Kind.NETWORK_ADDRESS, {"interface": key[0], "op": "remove", "before": a.cidr,
+                                                    "after": None})
+        self.record.addresses = [[n, c] for n, c in self.record.addresses if (n, c) in live and (n, c) in wanted]
+
+    # -- 4, 5. what the config wants and the kernel lacks -----------------------------------------------------
+    def add_addresses(self) -> None:
+        for name, addrs in self.want_addrs.items():
+            link = self.live.links.get(name)
+            if link is None:
+                continue
+            have = {(a.ip, a.prefixlen) for a in self.live.addrs if a.index == link.index}
+            for ip, plen, family in addrs:
+                if (ip, plen) in have:
+                    continue
+                cidr = f"{ip}/{plen}"
+                if self.attempt(name, "add address", cidr, partial(
+                        self.ipr.addr, "add", index=link.index, address=ip, prefixlen=plen, family=family,
+                        proto=RTPROT_GRAVEN)):
+                    self.record.addresses.append([name, cidr])
+                    self.changed(Kind.NETWORK_ADDRESS, {"interface": name, "op": "add", "before": None,
+                                                        "after": cidr})
+
+    def add_routes(self) -> None:
+        current = _dump(self.ipr).routes if self.changes else self.live.routes
+        for name, routes in self.want_routes.items():
+            link = self.live.links.get(name)
+            if link is None:
+                continue
+            for w in routes:
+                if any(w.matches(r, link.index) for r in current):
+                    continue
+                dst, plen = w.dst.split("/")
+                spec: dict[str, Any] = {"dst": dst, "dst_len": int(plen), "family": w.family, "oif": link.index,
+                                        "table": MAIN_TABLE, "proto": RTPROT_GRAVEN}
+                if w.gateway:
+                    spec["gateway"] = w.gateway
+                if w.metric is not None:
+                    spec["priority"] = w.metric
+                if self.attempt(name, "add route", _route_text(w.plain()), partial(self.ipr.route, "add", **spec)):
+                    self.changed(Kind.NETWORK_ROUTE, {"interface": name, "op": "add", "before": None,
+                                                      "after": w.plain()})
+
+    # -- 6. links that left the config ------------------------------------------------------------------------
+    def links_left(self) -> None:
+        for name in sorted(set(self.record.up) - set(self.wanted)):
+            link = self.live.links.get(name)
+            self.record.up.remove(name)
+            if link is None or not link.up:
+                continue
+            if self.attempt(name, "set", "down", partial(self.ipr.link, "set", index=link.index, state="down")):
+                self._link(name, "down", {"up": True, "mtu": link.mtu}, {"up": False, "mtu": link.mtu})
+
+
+# -- the adapter -------------------------------------------------------------------------------------------------
+class NetlinkNetwork:
+    """The sequencer's ``Network`` port on netlink, in this process's network namespace or in ``netns``.
+
+    ``resolv_conf``: where ``set_resolvers`` writes (the agent passes a file on STATE); ``record``: a file that
+    keeps what Graven changed across the agent's restarts (EPHEMERAL); either may be a callable, resolved at each
+    use (the disk may not be partitioned yet). ``netns``: a named namespace (``ip netns``) to work in instead of
+    the current one. ``own_uts``: whether the hostname is this node's to set (default: this process is in a UTS
+    namespace of its own).
+    """
+
+    platform = "netns"
+
+    def __init__(self, emit: Emit, *, resolv_conf: PathSource = None, record: PathSource = None,
+                 netns: str | None = None, own_uts: bool | None = None) -> None:
+        self._emit = emit
+        self._resolv_conf = resolv_conf
+        self._record_src = record
+        self._netns = netns
+        self._own_uts = in_own_namespace("uts") if own_uts is None else own_uts
+        self._record: _Record | None = None
+        self._hostname: str | None = None  # what set_hostname last asked for (recorded when not applied)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graven-netlink")
+
+    # -- plumbing ------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        future = self._pool.submit(fn, *args)
+        try:
+            return future.result(timeout=CALL_TIMEOUT)
+        except TimeoutError:
+            raise TaskTimeout(f"netlink: no answer within {CALL_TIMEOUT:.0f}s", netns=self._netns) from None
+
+    @contextlib.contextmanager
+    def _ipr(self) -> Iterator[Any]:
+        from pyroute2 import IPRoute
+
+        with _netlink(self._netns or "netns", "open netlink socket", self._netns or ""):
+            ipr = IPRoute(netns=self._netns, flags=0, groups=0) if self._netns else IPRoute(groups=0)
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+
+    def _load_record(self) -> _Record:
+        if self._record is None:
+            path = _resolve(self._record_src)
+            data: dict[str, Any] = {}
+            if path is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    data = json.loads(path.read_text())
+            self._record = _Record.from_json(data if isinstance(data, dict) else {})
+        return self._record
+
+    def _save_record(self) -> None:
+        path = _resolve(self._record_src)
+        if path is not None and self._record is not None:
+            try:
+                _write_atomic(path, json.dumps(self._record.to_json(), sort_keys=True).encode())
+            except OSError as exc:
+                raise OperationalError(f"network record {path}: {exc.strerror}", path=str(path)) from exc
+
+    # -- the port ------------------------------------------------------------------------------------------------
+    def configure(self, interfaces: Sequence[config.Interface]) -> None:
+        """Make the links, addresses and routes what ``interfaces`` says; undo what an older config added."""
+        self._call(self._configure, tuple(interfaces))
+
+    def set_hostname(self, hostname: str) -> None:
+        self._call(self._set_hostname, hostname)
+
+    def set_resolvers(self, nameservers: Sequence[str]) -> None:
+        self._call(self._set_resolvers, tuple(nameservers))
+
+    # -- reads ------------------------------------------------------------------------------------------------
+    def read_state(self) -> dict[str, list[dict[str, Any]]]:
+        """The live links, addresses and routes (main table) as plain dicts; ``graven`` marks what Graven added."""
+        return self._call(self._read_state)
+
+    def query(self, what: str) -> list[dict[str, Any]]:
+        """One of ``links``, ``addresses``, ``routes`` (the ``Network`` RPC), or ``drift`` against the last config."""
+        if what == "drift":
+            return self.drift(None)
+        if what not in ("links", "addresses", "routes"):
+            raise InvalidRequest(f"network resource {what!r}: expected links, addresses or routes", what=what)
+        return self.read_state()[what]
+
+    def drift(self, network: config.Network | Sequence[config.Interface] | None) -> list[dict[str, Any]]:
+        """What differs between ``network`` (``machine.network``, or its interfaces) and the live state, one
+        dict per difference: ``{interface, kind, want, have}``; empty when they agree."""
+        return self._call(self._drift, network)
+
+    # -- on the worker thread -----------------------------------------------------------------------------------
+    def _configure(self, interfaces: tuple[config.Interface, ...]) -> None:
+        record = self._load_record()
+        with self._ipr() as ipr:
+            run = _Apply(ipr, record, interfaces, self._emit)
+            run.links()
+            run.remove_routes()
+            run.remove_addresses()
+            run.add_addresses()
+            run.add_routes()
+            run.links_left()
+        self._save_record()
+        counts = (len(run.wanted), sum(len(a) for a in run.want_addrs.values()),
+                  sum(len(r) for r in run.want_routes.values()))
+        summary = f"{run.changes} change(s)" if run.changes else "no change"
+        if run.failures:
+            summary += f", {len(run.failures)} failed"
+        elif not run.changes:
+            summary += f": {counts[0]} link(s), {counts[1]} address(es), {counts[2]} route(s) already as configured"
+        self._emit(Kind.NETWORK_APPLIED, {"platform": self.platform, "changes": run.changes,
+                                          "failed": len(run.failures), "summary": summary,
+                                          "interfaces": sorted(run.wanted), "notes": run.notes})
+        if run.failures:
+            first = run.failures[0].error
+            if len(run.failures) == 1:
+                raise first
+            text = "; ".join(f.error.message for f in run.failures)
+            raise type(first)(f"{len(run.failures)} network changes failed: {text}",
+                              failures=[f.to_dict() for f in run.failures])
+
+    def _set_hostname(self, hostname: str) -> None:
+        if self._own_uts:
+            before = socket.gethostname()
+            if before == hostname:
+                return
+            try:
+                socket.sethostname(hostname)
+            except OSError as exc:
+                raise _translate(exc, "hostname", f"set hostname {hostname}") from exc
+            self._hostname = hostname
+            self._emit(Kind.NETWORK_HOSTNAME, {"before": before, "after": hostname, "applied": True})
+            return
+        if self._hostname == hostname:
+            return
+        recorded, self._hostname = self._hostname, hostname
+        self._emit(Kind.NETWORK_HOSTNAME, {"before": recorded, "after": hostname, "applied": False,
+                                           "why": "no UTS namespace of its own: the host's name is not the node's"})
+
+    def _set_resolvers(self, nameservers: tuple[str, ...]) -> None:
+        path = _resolve(self._resolv_conf)
+        if path is None:
+            return
+        before = _read_resolvers(path)
+        after = list(nameservers)
+        if before == after and (path.exists() or not after):
+            return
+        try:
+            if after:
+                text = "# written by graven from machine.network.nameservers\n" + "".join(
+                    f"nameserver {s}\n" for s in after)
+                _write_atomic(path, text.encode())
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OperationalError(f"resolv.conf {path}: {exc.strerror}", path=str(path)) from exc
+        self._emit(Kind.NETWORK_RESOLVERS, {"path": str(path), "before": before, "after": after})
+
+    def _read_state(self) -> dict[str, list[dict[str, Any]]]:
+        with self._ipr() as ipr:
+            live = _dump(ipr)
+        record = self._load_record()
+        names = live.by_index()
+        recorded = {(a, b) for a, b in record.addresses}
+        addresses = [{"interface": names.get(a.index, str(a.index)), "address": a.cidr,
+                      "family": _FAMILY.get(a.family, str(a.family)), "scope": _SCOPE.get(a.scope, str(a.scope)),
+                      "graven": a.proto == RTPROT_GRAVEN or (names.get(a.index), a.cidr) in recorded}
+                     for a in live.addrs]
+        routes = [{"interface": names.get(r.oif, None) if r.oif else None, "network": r.dst, "gateway": r.gateway,
+                   "metric": r.metric, "family": _FAMILY.get(r.family, str(r.family)),
+                   "protocol": _PROTO.get(r.proto, str(r.proto)), "scope": _SCOPE.get(r.scope, str(r.scope)),
+                   "type": _RTN.get(r.type, str(r.type)), "graven": r.proto == RTPROT_GRAVEN}
+                  for r in live.routes if r.table == MAIN_TABLE]
+        return {"links": [link.to_dict() for link in sorted(live.links.values(), key=lambda li: li.index)],
+                "addresses": addresses, "routes": routes}
+
+    def _drift(self, network: config.Network | Sequence[config.Interface] | None) -> list[dict[str, Any]]:
+        if network is None:
+            return []
+        interfaces = network.interfaces if isinstance(network, config.Network) else tuple(network)
+        with self._ipr() as ipr:
+            live = _dump(ipr)
+        record = self._load_record()
+        names = live.by_index()
+        out: list[dict[str, Any]] = []
+        wanted_addrs: set[tuple[str, str]] = set()
+        wanted_routes: dict[str, list[_WantRoute]] = {}
+        for iface in interfaces:
+            name = iface.interface
+            link = live.links.get(name)
+            if link is None:
+                out.append({"interface": name, "kind": "link", "want": "present", "have": "missing"})
+                continue
+            if not link.up:
+                out.append({"interface": name, "kind": "link", "want": "up", "have": "down"})
+            if iface.mtu is not None and iface.mtu != link.mtu:
+                out.append({"interface": name, "kind": "mtu", "want": iface.mtu, "have": link.mtu})
+            have = {(a.ip, a.prefixlen) for a in live.addrs if a.index == link.index}
+            for ip, plen, _ in _want_addresses(iface):
+                wanted_addrs.add((name, f"{ip}/{plen}"))
+                if (ip, plen) not in have:
+                    out.append({"interface": name, "kind": "address", "want": f"{ip}/{plen}", "have": None})
+            wanted_routes[name] = _want_routes(iface)
+            for w in wanted_routes[name]:
+                if not any(w.matches(r, link.index) for r in live.routes):
+                    out.append({"interface": name, "kind": "route", "want": w.plain(), "have": None})
+        recorded = {(a, b) for a, b in record.addresses}
+        for a in live.addrs:
+            key = (names.get(a.index, ""), a.cidr)
+            if (a.proto == RTPROT_GRAVEN or key in recorded) and key not in wanted_addrs:
+                out.append({"interface": key[0], "kind": "address", "want": None, "have": a.cidr})
+        for r in live.routes:
+            if r.proto != RTPROT_GRAVEN or r.table != MAIN_TABLE:
+                continue
+            name = names.get(r.oif or -1, "")
+            link = live.links.get(name)
+            if link is None or not any(w.matches(r, link.index) for w in wanted_routes.get(name, ())):
+                out.append({"interface": name, "kind": "route", "want": None, "have": r.plain()})
+        if isinstance(network, config.Network):
+            if network.hostname and self._own_uts and socket.gethostname() != network.hostname:
+                out.append({"interface": None, "kind": "hostname", "want": network.hostname,
+                            "have": socket.gethostname()})
+            path = _resolve(self._resolv_conf)
+            if path is not None and network.nameservers and _read_resolvers(path) != list(network.nameservers):
+                out.append({"interface": None, "kind": "resolvers", "want": list(network.nameservers),
+                            "have": _read_resolvers(path)})
+        return out
+
+
+def _route_spec(r: _Route) -> dict[str, Any]:
+    dst, plen = r.dst.split("/")
+    spec: dict[str, Any] = {"dst": dst, "dst_len": int(plen), "family": r.family, "table": r.table,
+                            "priority": r.metric, "proto": r.proto}
+    if r.oif is not None:
+        spec["oif"] = r.oif
+    if r.gateway:
+        spec["gateway"] = r.gateway
+    return spec
+
+
+def _route_text(r: dict[str, Any]) -> str:
+    text = str(r["network"])
+    if r.get("gateway"):
+        text += f" via {r['gateway']}"
+    if r.get("metric") is not None:
+        text += f" metric {r['metric']}"
+    return text

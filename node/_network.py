@@ -54,6 +54,7 @@ __all__ = [
     "NetlinkNetwork",
     "NetworkChoice",
     "in_own_namespace",
+    "plan_rows",
     "select_network",
 ]
 
@@ -130,6 +131,23 @@ def _ns_id(kind: str) -> str:
         return os.readlink(f"/proc/self/ns/{kind}")
     except OSError:
         return "?"
+
+
+def plan_rows(plan: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """The sandbox's answer to the ``Network`` RPC: the recorded plan (``PlanNetwork.state``) in the shape of the
+    live rows, each marked ``planned`` (nothing was applied); no drift can be read there."""
+    links = [i for i in plan.get("links") or [] if isinstance(i, dict)]
+    if what == "links":
+        return [{"interface": i.get("interface"), "up": None, "mtu": i.get("mtu"), "planned": True} for i in links]
+    if what == "addresses":
+        return [{"interface": i.get("interface"), "address": a, "planned": True}
+                for i in links for a in i.get("addresses") or []]
+    if what == "routes":
+        return [{"interface": i.get("interface"), "network": r.get("network"), "gateway": r.get("gateway"),
+                 "metric": r.get("metric"), "planned": True} for i in links for r in i.get("routes") or []]
+    if what == "drift":
+        return []
+    raise InvalidRequest(f"network resource {what!r}: expected links, addresses or routes", what=what)
 
 
 # -- the netlink boundary ------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from storage import DiskBase, LmdbEventLog, SandboxDisk
 
 from ._identity import FileIdentity, node_name
 from ._log import NodeLog
+from ._network import NetlinkNetwork, plan_rows, select_network
 from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort, PlanNetwork
 
 __all__ = ["EXIT_BOOT_FAILED", "EXIT_POWER_OFF", "EXIT_REBOOT", "Agent", "BootInfo"]
@@ -124,14 +125,17 @@ class Agent:
             self.log.submit(ev["kind"], ev.get("payload", {}), BOOTLOADER)
         self.fsm = NodeFSM(self.log)
         running = RunningImage(self.boot.slot, self.version_string, self.boot.digest)
+        net = select_network(self._emit, resolv_conf=lambda: self._disk_file("STATE", "resolv.conf"),
+                             record=lambda: self._disk_file("EPHEMERAL", "network.json"))
+        print(f"graven agent: network: {net.reason}", file=sys.stderr, flush=True)
         ports = Ports(
             boot_env=BootEnvPort(self.disk), disk=DiskPort(self.disk),
             images=ImagesPort(lambda: self.spool_dir, running),
-            network=PlanNetwork(self._emit), services=_Services(self), power=_Power(self),
+            network=net.port, services=_Services(self), power=_Power(self),
             clock=SystemClock(), identity=self.identity,
             sinks=DirSinks(self._ca_pem, self._emit),
         )
-        self.planned_network = ports.network
+        self.planned_network, self.network_platform = ports.network, net.platform
         self.seq = Sequencer(self.log, self.fsm, ports, runtime=Runtime())
         if self._fault == "boot-crash":
             self.log.flush()
@@ -228,6 +232,9 @@ class Agent:
         base = self.disk.path("EPHEMERAL") if self.disk.is_partitioned() else self.disk.path("STATE").parent
         return base / "spool"
 
+    def _disk_file(self, label: str, name: str) -> Path | None:
+        return self.disk.path(label) / name if self.disk.is_partitioned() else None
+
     def _emit(self, kind: str, payload: dict[str, Any]) -> None:
         self.log.submit(kind, payload)
 
@@ -262,8 +269,19 @@ class Agent:
             "last_fallback": state.last_fallback,
             "details": {"slots": {k: v for k, v in state.to_json()["slots"].items()},
                         "last_sequence": state.last_sequence, "durable_log": self.log.durable,
-                        "boots": len(state.boots), "try_config": state.try_config},
+                        "boots": len(state.boots), "try_config": state.try_config, **self._drift()},
         }
+
+    def _drift(self) -> dict[str, Any]:
+        """``drift``: how the live network differs from the config (None where it cannot be read: the sandbox)."""
+        port, cfg = getattr(self, "planned_network", None), self._config
+        out: dict[str, Any] = {"network_platform": getattr(self, "network_platform", None), "drift": None}
+        if isinstance(port, NetlinkNetwork) and cfg is not None:
+            try:
+                out["drift"] = port.drift(cfg.machine.network)
+            except GravenError as exc:
+                out["drift_error"] = exc.message
+        return out
 
     async def apply_config(self, data: bytes, mode: str, dry_run: bool, try_timeout: float,
                            actor: Actor) -> dict[str, Any]:
@@ -384,11 +402,14 @@ class Agent:
 
     def network(self, what: str) -> list[dict[str, Any]]:
         state = getattr(self, "planned_network", None)
+        if isinstance(state, NetlinkNetwork):
+            if what == "drift":
+                cfg = self._config
+                return state.drift(cfg.machine.network) if cfg is not None else []
+            return state.query(what)
         if not isinstance(state, PlanNetwork):
             return []
-        if what == "links":
-            return list(state.state["links"])
-        return [{"hostname": state.state["hostname"], "resolvers": state.state["resolvers"]}]
+        return plan_rows(state.state, what)
 
 
 class _Services:

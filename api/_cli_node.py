@@ -1,6 +1,7 @@
 """``gravenctl`` commands that talk to nodes, and the client's own files.
 
-Node commands: ``version``, ``status``, ``get config``, ``apply-config``, ``upgrade``, ``rollback``, ``reset``,
+Node commands: ``version``, ``status`` (with network drift), ``get config``, ``get links|addresses|routes``,
+``apply-config``, ``upgrade``, ``rollback``, ``reset``,
 ``reboot``, ``shutdown``, ``events``, ``config new``. With several targets (``-n a,b`` or several endpoints) a
 command runs on all of them at once and prints one row per node; a node that fails or cannot be reached is an
 error row, and the exit code is 1. ``--wait`` follows the node's events from the request on, across its
@@ -42,6 +43,11 @@ T = TypeVar("T")
 WAIT_TIMEOUT = "10m"
 RETRY_FOR = 600.0  # events -f: how long a node may stay unreachable before giving up
 WIPE_LABELS = ("STATE", "EPHEMERAL")
+NETWORK_RESOURCES = {"links": "links (up, MTU, state)", "addresses": "addresses",
+                     "routes": "routes (main table)"}
+NETWORK_COLUMNS = {"links": ("interface", "up", "mtu", "operstate", "mac", "kind"),
+                   "addresses": ("interface", "address", "family", "scope", "graven"),
+                   "routes": ("interface", "network", "gateway", "metric", "protocol", "scope", "graven")}
 
 
 # -- registration ----------------------------------------------------------------------------------------
@@ -72,6 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                     "client is os:admin).")
     add_output_flag(p, ("yaml", "json"))
     p.set_defaults(func=_get_config)
+    for what, text in NETWORK_RESOURCES.items():
+        p = gets.add_parser(what, help=f"the node's live {text} (the sandbox: the plan it recorded)",
+                            description=f"The node's {text}, read live with netlink in its network namespace "
+                                        "(GRAVEN column: added by Graven). A sandbox node shows the plan it "
+                                        "recorded instead (PLANNED).")
+        add_output_flag(p)
+        p.set_defaults(func=_get_network, what=what)
 
     p = subparsers.add_parser(
         "apply-config", aliases=["apply"], help="apply a machine config to nodes (or --dry-run: show the diff)",
@@ -247,10 +260,56 @@ def _status(args: argparse.Namespace) -> int:
         fb = r["last_fallback"]
         return {"node": n, "stage": r["stage"], "ready": "yes" if r["ready"] else "no", "slot": r["slot"] or None,
                 "version": r["version"], "sequence": _sequence_cell(r["sequence"]),
-                "last_fallback": f"{fb['from_slot']}->{fb['to_slot']}: {fb['reason']}" if fb else None}
+                "last_fallback": f"{fb['from_slot']}->{fb['to_slot']}: {fb['reason']}" if fb else None,
+                "drift": _drift_cell(r["details"])}
 
-    return _emit(args, results, ("node", "stage", "ready", "slot", "version", "sequence", "last_fallback"), row,
-                 lambda n, r: {**r, "node": n})
+    return _emit(args, results, ("node", "stage", "ready", "slot", "version", "sequence", "last_fallback", "drift"),
+                 row, lambda n, r: {**r, "node": n, "drift": r["details"].get("drift")})
+
+
+def _drift_cell(details: dict[str, Any]) -> str | None:
+    """``none``, or how many differences and the first of them; ``-`` where drift is not read (the sandbox)."""
+    if details.get("drift_error"):
+        return f"unknown: {details['drift_error']}"
+    drift = details.get("drift")
+    if drift is None:
+        return None
+    if not drift:
+        return "none"
+
+    def one(d: dict[str, Any]) -> str:
+        where = f"{d['interface']} " if d.get("interface") else ""
+        return f"{where}{d['kind']}: want {_cell(d.get('want'))}, have {_cell(d.get('have'))}"
+
+    return f"{len(drift)}: {one(drift[0])}" + (" ..." if len(drift) > 1 else "")
+
+
+def _get_network(args: argparse.Namespace) -> int:
+    results = _on_nodes(args, lambda c: c.network(args.what))
+    rows: list[dict[str, Any]] = []
+    failed = False
+    for node, r in results:
+        if isinstance(r, GravenError):
+            failed = True
+            rows.append({"node": node, "error": r.to_dict() if args.output == "json" else
+                         f"[{r.code.name}] {r.message}"})
+            continue
+        rows += [{"node": node, **item} for item in r]
+    if args.output == "json":
+        print_json(rows)
+        return 1 if failed else 0
+    columns = ["node", *NETWORK_COLUMNS[args.what]]
+    if any(row.get("planned") for row in rows):
+        columns = ["node", "interface", *{"links": ["mtu"], "addresses": ["address"],
+                                          "routes": ["network", "gateway", "metric"]}[args.what], "planned"]
+    if failed:
+        columns.append("error")
+    for row in rows:
+        for key in ("up", "graven", "planned"):
+            if isinstance(row.get(key), bool):
+                row[key] = "yes" if row[key] else "no"
+    table(rows, columns)
+    return 1 if failed else 0
 
 
 def _get_config(args: argparse.Namespace) -> int:

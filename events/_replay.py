@@ -6,6 +6,7 @@ but the position. The fold checks seq and prev as it goes, so a fold over a brok
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,7 +14,17 @@ import msgspec
 from msgspec.structs import replace
 
 from ._kinds import Kind
-from ._record import GENESIS_PREV, Event, _event_decoder, _jsonable, event_hash, trusted_event_hash
+from ._record import (
+    _SIG64,
+    _TIME64,
+    _UNSIGNED_PREFIX,
+    GENESIS_PREV,
+    Event,
+    _event_decoder,
+    _jsonable,
+    event_hash,
+    trusted_event_hash,
+)
 from .errors import InvalidEvent, TamperedLog
 
 __all__ = [
@@ -118,13 +129,29 @@ def replay_raw(raws: Iterable[bytes], state: NodeState | None = None) -> NodeSta
     ``verify_items``' job), but seq and the hash chain are checked as in ``fold``. Bytes that do not decode raise
     ``InvalidEvent`` naming the seq; an altered event breaks the chain at the event after it."""
     state = state or NodeState()
-    decode = _event_decoder.decode
-    for raw in raws:
+    decode, apply = _event_decoder.decode, _APPLY.get
+    for raw in raws:  # fold() and trusted_event_hash() inlined: this loop is the replay benchmark
         try:
             event = decode(raw)
         except (msgspec.DecodeError, ValueError, RecursionError) as exc:
             raise InvalidEvent(f"event bytes do not decode: {exc}", seq=state.seq + 1) from exc
-        state = fold(state, event, trusted_event_hash(raw, event))
+        n = len(raw)
+        if (raw[n - 87 : n - 81] == _SIG64 and raw[n - 17 : n - 8] == _TIME64 and raw[0] == 0x8A
+                and len(event.sig) == 64 and event.time_ns >= 1 << 32):
+            digest = hashlib.sha256(_UNSIGNED_PREFIX + raw[1 : n - 87] + raw[n - 17 :]).digest()
+        else:
+            digest = trusted_event_hash(raw, event)
+        seq = event.seq
+        if seq != state.seq + 1 or event.prev != state.head:
+            return fold(state, event, digest)  # raises, with the same error as fold
+        fn = apply(event.kind)
+        if fn is not None:
+            state = fn(state, event)
+        boots = state.boots
+        if boots and boots[-1].boot_id == event.boot_id:
+            state = replace(state, seq=seq, head=digest, boots=(*boots[:-1], replace(boots[-1], last_seq=seq)))
+        else:
+            state = replace(state, seq=seq, head=digest)
     return state
 
 

@@ -571,8 +571,10 @@ class LmdbEventLog:
 
     def _commit_loop(self) -> None:
         failing: GravenError | None = None
+        held: _Batch | object | None = None  # a marker met while merging, handled next
         while True:
-            batch = self._commits.get()
+            batch = held if held is not None else self._commits.get()
+            held = None
             if batch is _STOP:
                 return
             assert isinstance(batch, _Batch)
@@ -580,14 +582,27 @@ class LmdbEventLog:
                 failing = None
                 batch.resync.set()
                 continue
+            # Group commit here too: whatever the sequencer finished while the last fsync ran goes in one
+            # transaction (all of it is acknowledged, or none).
+            signed, waiters = list(batch.signed), list(batch.waiters)
+            while True:
+                try:
+                    more = self._commits.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(more, _Batch) or more.resync is not None:
+                    held = more
+                    break
+                signed += more.signed
+                waiters += more.waiters
             if failing is None:
                 try:
-                    self._write_now(batch.signed)
+                    self._write_now(signed)
                 except GravenError as exc:
                     failing = exc
                     self._failing = exc
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-            for fut, event in batch.waiters:
+            for fut, event in waiters:
                 if isinstance(fut, _AsyncWaiter):
                     by_loop.setdefault(fut.loop, []).append((fut.future, failing if failing is not None else event))
                 elif failing is not None:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from events import Ed25519Signer, issue_certificate, make_ca
 from events._pki import LOG_KEY_UNIT, private_key_pem
 
-__all__ = ["Pki", "agent_gc", "best_of", "rate", "write_private"]
+__all__ = ["AGENT_GC", "Pki", "agent_gc", "key_pem", "write_private"]
 
 
 @dataclass
@@ -64,15 +61,3 @@ def agent_gc() -> str:
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     return AGENT_GC
-
-
-def best_of(fn: Callable[[], float], rounds: int = 3) -> float:
-    """Median of ``rounds`` runs of ``fn`` (each returns a rate), the first run counted as warm-up when >2."""
-    rates = [fn() for _ in range(rounds)]
-    return statistics.median(rates[1:] if rounds > 2 else rates)
-
-
-def rate(n: int, fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return n / (time.perf_counter() - t)

@@ -76,15 +76,44 @@ _RTN = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 
 
 
 # -- platform choice -----------------------------------------------------------------------------------------
-def in_own_namespace(kind: str) -> bool:
-    """True when this process's ``kind`` namespace (``net``, ``uts``) is not the one PID 1 lives in.
+_INIT_INO = {"uts": 0xEFFFFFFE, "net": 0xEFFFFFF9}  # the kernel's fixed inode numbers of its first namespaces
+NETNS_DIR = Path("/run/netns")
 
-    Reading PID 1's namespace needs root (or ptrace rights); without them the answer is False: the sandbox.
+
+def in_own_namespace(kind: str) -> bool:
+    """True when this process's ``kind`` namespace (``net`` or ``uts``) is provably not the host's.
+
+    Where PID 1's namespace can be read (root, with ptrace rights over it), that is the comparison. Where it
+    cannot (some VMs deny it even to root): a network namespace is the node's when it is a named one
+    (``ip netns``, ``/run/netns``); a UTS namespace when it is not the kernel's first one and the network
+    namespace is the node's. Anything else is the host's: the sandbox.
     """
     try:
         return os.readlink(f"/proc/self/ns/{kind}") != os.readlink(f"/proc/1/ns/{kind}")
     except OSError:
+        pass
+    try:
+        mine = os.stat(f"/proc/self/ns/{kind}")
+    except OSError:
         return False
+    if kind == "net":
+        return _named_netns(mine)
+    return mine.st_ino != _INIT_INO.get(kind) and in_own_namespace("net")
+
+
+def _named_netns(mine: os.stat_result) -> bool:
+    try:
+        entries = list(NETNS_DIR.iterdir())
+    except OSError:
+        return False
+    for entry in entries:
+        try:
+            st = entry.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -109,7 +138,7 @@ def select_network(emit: Emit, *, resolv_conf: PathSource, record: PathSource = 
     if wanted not in ("auto", "netns", "sandbox"):
         raise InvalidRequest(f"{PLATFORM_ENV}={wanted!r}: expected netns, sandbox or auto", platform=wanted)
     root = os.geteuid() == 0
-    own_net = in_own_namespace("net")
+    own_net = root and in_own_namespace("net")
     if wanted == "netns" or (wanted == "auto" and root and own_net):
         why = (f"netns platform: links, addresses and routes applied with netlink in network namespace "
                f"{_ns_id('net')}" + (f" ({PLATFORM_ENV}=netns)" if wanted == "netns" else ""))
@@ -374,6 +403,7 @@ class _Apply:
         self.want_routes = {i.interface: _want_routes(i) for i in interfaces}
         self.live = _dump(ipr)
         self.names = self.live.by_index()
+        self.mtu = {name: link.mtu for name, link in self.live.links.items()}  # as this run leaves them
         self.changes = 0
         self.failures: list[_Failure] = []
         self.notes: list[str] = []
@@ -414,7 +444,7 @@ class _Apply:
                                 partial(self.ipr.link, "set", index=link.index, mtu=iface.mtu)):
                     self.record.mtu.setdefault(name, link.mtu)
                     self._link(name, "mtu", {"up": link.up, "mtu": link.mtu}, {"up": link.up, "mtu": iface.mtu})
-                    mtu = iface.mtu
+                    mtu = self.mtu[name] = iface.mtu
             elif iface.mtu is None and name in self.record.mtu:
                 mtu = self.restore_mtu(link)
             if not link.up and self.attempt(name, "set", "up",
@@ -437,6 +467,7 @@ class _Apply:
         if self.attempt(link.name, "restore mtu", str(old), partial(self.ipr.link, "set", index=link.index, mtu=old)):
             self.record.mtu.pop(link.name)
             self._link(link.name, "mtu", {"up": link.up, "mtu": link.mtu}, {"up": link.up, "mtu": old})
+            self.mtu[link.name] = old
             return old
         return link.mtu
 
@@ -510,10 +541,23 @@ class _Apply:
 
     # -- 6. links that left the config ------------------------------------------------------------------------
     def links_left(self) -> None:
-        for name in sorted(set(self.record.up) - set(self.wanted)):
-            link = self.live.links.get(name)
+        """A link Graven brought up goes down again when it leaves the config, unless something Graven did not
+        add lives on it (a global address, a route): taking the link down would take that away too."""
+        gone = sorted(set(self.record.up) - set(self.wanted))
+        if not gone:
+            return
+        now = _dump(self.ipr) if self.changes else self.live
+        for name in gone:
+            link = now.links.get(name)
             self.record.up.remove(name)
             if link is None or not link.up:
+                continue
+            foreign = [a.cidr for a in now.addrs if a.index == link.index and a.proto != RTPROT_GRAVEN
+                       and a.scope != 253] + [r.dst for r in now.routes if r.oif == link.index
+                                              and r.table == MAIN_TABLE and r.proto not in (2, RTPROT_GRAVEN)]
+            if foreign:
+                self.notes.append(f"{name}: left up (Graven brought it up) since it carries what Graven did not "
+                                  f"add: {', '.join(foreign)}")
                 continue
             if self.attempt(name, "set", "down", partial(self.ipr.link, "set", index=link.index, state="down")):
                 self._link(name, "down", {"up": True, "mtu": link.mtu}, {"up": False, "mtu": link.mtu})

@@ -279,7 +279,8 @@ def _drift_cell(details: dict[str, Any]) -> str | None:
 
     def one(d: dict[str, Any]) -> str:
         where = f"{d['interface']} " if d.get("interface") else ""
-        return f"{where}{d['kind']}: want {_cell(d.get('want'))}, have {_cell(d.get('have'))}"
+        want, have = (("-" if v is None else _cell(v)) for v in (d.get("want"), d.get("have")))
+        return f"{where}{d['kind']}: want {want}, have {have}"
 
     return f"{len(drift)}: {one(drift[0])}" + (" ..." if len(drift) > 1 else "")
 

@@ -319,8 +319,11 @@ class _WantRoute:
         return {"network": self.dst, "gateway": self.gateway, "metric": self.metric}
 
     def matches(self, r: _Route, oif: int) -> bool:
+        metric = self.metric
+        if metric == 0 and self.family == socket.AF_INET6:
+            metric = 1024  # the kernel's IPv6 default: it turns a metric of 0 into this
         return (r.table == MAIN_TABLE and r.oif == oif and r.dst == self.dst and r.gateway == self.gateway
-                and (self.metric is None or r.metric == self.metric))
+                and (metric is None or r.metric == metric))
 
 
 def _want_addresses(iface: config.Interface) -> list[tuple[str, int, int]]:

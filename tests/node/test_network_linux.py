@@ -291,3 +291,22 @@ def test_a_link_left_by_the_config_stays_up_while_it_carries_foreign_things(netn
     assert not events.of(Kind.NETWORK_LINK)
     assert events.of(Kind.NETWORK_APPLIED)[0]["notes"] == [
         "t1: left up (Graven brought it up) since it carries what Graven did not add: 198.18.111.9/24"]
+
+
+def test_ipv6_from_the_benchmarking_range(netns: str, tmp_path: Path) -> None:
+    events = Events()
+    net = adapter(netns, events, tmp_path)
+    v6 = (Iface(interface="t0", addresses=("2001:2::2/64",),
+                routes=(R(network="2001:2:1::/64", gateway="2001:2::1", metric=0),)),)  # RFC 5180 range
+    net.configure(v6)
+    state = net.read_state()
+    assert {"interface": "t0", "address": "2001:2::2/64", "family": "inet6", "scope": "global",
+            "graven": True} in state["addresses"]
+    assert any(r["network"] == "2001:2:1::/64" and r["graven"] and r["gateway"] == "2001:2::1"
+               for r in state["routes"])
+    events.clear()
+    net.configure(v6)
+    assert events.kinds() == [Kind.NETWORK_APPLIED] and events[0][1]["changes"] == 0
+    assert net.drift(v6) == []
+    net.configure(())
+    assert not [a for a in net.read_state()["addresses"] if a["graven"]]

@@ -31,10 +31,15 @@ __all__ = ["BootEnvPort", "DirSinks", "DiskPort", "ImagesPort", "PlanNetwork", "
 
 
 class DiskPort:
-    """The sequencer's ``Disk`` over a ``storage`` disk (sandbox or block)."""
+    """The sequencer's ``Disk`` over a ``storage`` disk (sandbox or block).
 
-    def __init__(self, disk: DiskBase) -> None:
+    ``defer_wipe``, when given, takes over wiping EPHEMERAL: the log is open there until the agent exits, so the
+    agent records the wipe as pending (``node._wipe``) instead of pulling the filesystem from under the log.
+    """
+
+    def __init__(self, disk: DiskBase, *, defer_wipe: Callable[[Sequence[str]], None] | None = None) -> None:
         self.disk = disk
+        self._defer_wipe = defer_wipe
 
     @property
     def kind(self) -> str:
@@ -50,10 +55,18 @@ class DiskPort:
         self.disk.format(labels)
 
     def wipe(self, labels: Sequence[str]) -> None:
-        self.disk.wipe(labels)
+        later = [label for label in labels if label == "EPHEMERAL"] if self._defer_wipe else []
+        now = [label for label in labels if label not in later]
+        if now:
+            self.disk.wipe(now)
+        if later and self._defer_wipe is not None:
+            self._defer_wipe(later)
 
     def write_image(self, slot: str, img: Any) -> None:
         self.disk.write_image(Slot.parse(slot), img)
+
+    def verify_slot(self, slot: str, trusted_keys: Sequence[bytes]) -> image.VerifiedImage:
+        return image.verify_slot(self.disk, Slot.parse(slot), list(trusted_keys))
 
     def _file(self, label: str, name: str) -> Path:
         return self.disk.path(label) / name

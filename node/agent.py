@@ -13,7 +13,9 @@ import json
 import os
 import signal
 import sys
+import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +43,14 @@ from sequencer import (
 )
 from sequencer.ports import RunningImage
 from sequencer.trace import trace_boot
-from storage import DiskBase, LmdbEventLog, SandboxDisk
+from storage import DiskBase, LmdbEventLog
 
+from ._disk import open_disk
 from ._identity import FileIdentity, node_name
 from ._log import NodeLog
 from ._network import NetlinkNetwork, plan_rows, select_network
 from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort, PlanNetwork
+from ._wipe import finish_pending_wipe, request_wipe
 
 __all__ = ["EXIT_BOOT_FAILED", "EXIT_POWER_OFF", "EXIT_REBOOT", "Agent", "BootInfo"]
 
@@ -80,6 +84,9 @@ class Agent:
         self.disk = disk
         self.listen = listen
         self.boot = boot or BootInfo()
+        self.health_timeout = health_timeout  # services not healthy by then fail the boot (None: the task's own)
+        self._health_since: float | None = None
+        self._reset_args: dict[str, Any] = {}
         self.exit_code = EXIT_POWER_OFF
         self.identity = FileIdentity(lambda: disk.path("STATE"), self._promote)
         self._servers: dict[str, Server] = {}
@@ -129,7 +136,7 @@ class Agent:
                              record=lambda: self._disk_file("EPHEMERAL", "network.json"))
         print(f"graven agent: network: {net.reason}", file=sys.stderr, flush=True)
         ports = Ports(
-            boot_env=BootEnvPort(self.disk), disk=DiskPort(self.disk),
+            boot_env=BootEnvPort(self.disk), disk=DiskPort(self.disk, defer_wipe=self._defer_wipe),
             images=ImagesPort(lambda: self.spool_dir, running),
             network=net.port, services=_Services(self), power=_Power(self),
             clock=SystemClock(), identity=self.identity,
@@ -216,7 +223,21 @@ class Agent:
     def healthy(self, name: str) -> bool:
         if name == "health" and self._fault == "health-fail":
             raise Unavailable("health check failed: fault point health-fail (test image)")
-        return name not in ("api", "maintenance-api") or name in self._servers
+        ok = name not in ("api", "maintenance-api") or name in self._servers
+        if not ok and self.health_timeout is not None:
+            now = time.monotonic()
+            self._health_since = self._health_since or now
+            if now - self._health_since > self.health_timeout:
+                raise Unavailable(f"service {name} is not healthy after {self.health_timeout:g} s", service=name)
+        return ok
+
+    def _defer_wipe(self, labels: Sequence[str]) -> None:
+        """The reset's wipe of EPHEMERAL, done once the log is closed (``node._wipe``); a graceful reset with
+        audit sinks ships the final, sealed log there first."""
+        cfg = self._config
+        graceful = bool(self._reset_args.get("graceful"))
+        sinks = list(cfg.machine.audit.sinks) if cfg is not None and graceful else []
+        request_wipe(self.disk, labels, reason="reset", sinks=sinks, ca_pem=self._ca_pem())
 
     async def _shutdown_servers(self) -> None:
         for name in list(self._servers):
@@ -343,6 +364,8 @@ class Agent:
             SequenceName.REBOOT: RebootRequest, SequenceName.SHUTDOWN: ShutdownRequest,
         }
         req: object | None = builders[name]() if name in builders else None
+        if name is SequenceName.RESET:
+            self._reset_args = dict(args)
         event = await self.seq.record(Kind.API_REQUEST, {"method": name.value, "args": _plain(args)}, actor)
         if name is SequenceName.RESET:
             await self._check_shipped(args, actor, event.seq)
@@ -453,15 +476,30 @@ def _plain(args: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
 
 
-def run_agent(root: Path, listen: str) -> int:
-    """``graven agent``: the sandbox disk under ``root`` (the supervisor passes a block disk another way)."""
+def _clear_spool(disk: DiskBase) -> None:
+    """Upgrade images streamed to an earlier boot are of no use to this one."""
+    if not disk.is_partitioned():
+        return
+    with contextlib.suppress(GravenError, OSError):
+        spool = disk.path("EPHEMERAL") / "spool"
+        for leftover in spool.glob("*.img") if spool.is_dir() else ():
+            leftover.unlink(missing_ok=True)
+
+
+def run_agent(root: Path, listen: str, *, device: Path | str | None = None,
+              health_timeout: float | None = None) -> int:
+    """``graven agent``: one boot on the sandbox disk under ``root``, or on the block disk ``device``."""
     import gc
 
     gc.freeze()  # the import-time objects never die; keep the collector off them
     gc.set_threshold(50_000, 50, 100)
-    disk = SandboxDisk(root)
-    agent = Agent(disk, listen=listen, boot=BootInfo.from_env())
+    disk = open_disk(root, device, Path(root).absolute() / "run" / "agent")
     try:
+        boot = BootInfo.from_env()
+        say = lambda msg: print(f"graven agent: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+        boot.events = finish_pending_wipe(disk, say) + boot.events  # a reset's wipe the supervisor did not do
+        _clear_spool(disk)
+        agent = Agent(disk, listen=listen, boot=boot, health_timeout=health_timeout)
         return asyncio.run(agent.run())
     finally:
         disk.close()

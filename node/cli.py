@@ -17,14 +17,53 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Open the node's log, run initialize and boot (or install), serve the API.")
     a.add_argument("--root", required=True, type=Path, help="the machine's directory (sandbox disk under DIR/disk)")
     a.add_argument("--listen", default="127.0.0.1:50000", metavar="ADDR:PORT", help="API address (default %(default)s)")
+    a.add_argument("--disk", type=Path, metavar="DEVICE_OR_FILE",
+                   help="a block device or GPT disk image file (default: the sandbox disk under --root)")
+    a.add_argument("--health-timeout", type=float, metavar="SECONDS",
+                   help="fail the boot when the services are not healthy after this long")
     a.set_defaults(func=_agent)
+
+    m = sub.add_parser(
+        "machine", help="power a machine on: boot the agent from its verified slot image, count tries, fall back",
+        description="Play firmware and bootloader for the disk: every boot, pick a slot (the default, or the "
+                    "other when the default ran out of tries), verify its image, mount its root read-only and run "
+                    "the agent from it. Exit 10 reboots, 0 powers off (the machine exits 0), anything else is a "
+                    "failed boot. With no bootable slot, boot the installer image (--boot-from). SIGTERM shuts "
+                    "the agent down gracefully, then the machine stops.")
+    m.add_argument("--root", required=True, type=Path,
+                   help="the machine's directory (sandbox disk under DIR/disk, mounts under DIR/run)")
+    m.add_argument("--disk", type=Path, metavar="DEVICE_OR_FILE",
+                   help="a block device or disk image file (a loop device is attached); default: the sandbox")
+    m.add_argument("--boot-from", type=Path, metavar="IMAGE",
+                   help="installer image to boot when no slot can boot (an empty disk), as a Talos ISO")
+    m.add_argument("--trusted-key", type=Path, action="append", default=[], metavar="PUB",
+                   help="image public key (PEM) trusted until a machine config names its own (repeat)")
+    m.add_argument("--listen", default="127.0.0.1:50000", metavar="ADDR:PORT",
+                   help="the agent's API address (default %(default)s)")
+    m.add_argument("--health-timeout", type=float, metavar="SECONDS",
+                   help="a boot whose services are not healthy after this long fails")
+    m.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, how long the agent has to shut down before it is killed (default 30)")
+    m.add_argument("--max-failed-boots", type=int, default=10, metavar="N",
+                   help="stop after N failed boots in a row (default 10)")
+    m.set_defaults(func=_machine)
     return parser
 
 
 def _agent(args: argparse.Namespace) -> int:
     from .agent import run_agent
 
-    return run_agent(args.root, args.listen)
+    return run_agent(args.root, args.listen, device=args.disk, health_timeout=args.health_timeout)
+
+
+def _machine(args: argparse.Namespace) -> int:
+    from ._supervisor import MachineOptions, load_trusted_keys, run_machine
+
+    opts = MachineOptions(root=args.root, device=args.disk, boot_from=args.boot_from,
+                          trusted_keys=load_trusted_keys(args.trusted_key), listen=args.listen,
+                          health_timeout=args.health_timeout, grace=args.grace,
+                          max_failed_boots=args.max_failed_boots)
+    return run_machine(opts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -64,9 +64,11 @@ async def apply_config(seq: Sequencer, plan: config.ApplyPlan, *, actor: Actor) 
     if plan.dry_run or plan.action is config.Action.NONE:
         return None
     disk, rt = seq.ports.disk, seq.runtime
-    if plan.persisted is not None and plan.persisted != rt.persisted:
+    # In maintenance on an empty disk there is no STATE yet: the install sequence persists the config.
+    persist = seq.fsm.stage is not Stage.MAINTENANCE or await asyncio.to_thread(disk.is_partitioned)
+    if persist and plan.persisted is not None and plan.persisted != rt.persisted:
         await asyncio.to_thread(disk.write, "STATE", CONFIG, config.dump_yaml(plan.persisted).encode())
-    if plan.staged != rt.staged:
+    if persist and plan.staged != rt.staged:
         if plan.staged is None:
             await asyncio.to_thread(disk.remove, "STATE", STAGED)
         else:

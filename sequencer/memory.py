@@ -105,6 +105,11 @@ class MemoryDisk:
             raise StorageError(f"slot {slot}: write failed", slot=slot)
         self.slots[slot] = image
 
+    def verify_slot(self, slot: str, trusted_keys: Sequence[bytes]) -> Image:
+        if slot not in self.slots:
+            raise BadImage(f"slot {slot} holds no image", slot=slot)
+        return self.slots[slot]
+
     def read(self, label: str, name: str) -> bytes | None:
         return self.files.get((label, name))
 

@@ -128,6 +128,10 @@ class Disk(Protocol):
         """Write the image raw into the slot, read it back, record it; the slot must not be the running one."""
         ...
 
+    def verify_slot(self, slot: str, trusted_keys: Sequence[bytes]) -> Image:
+        """Verify the image the slot holds (signature, payload digest, slot record); ``BadImage`` if it fails."""
+        ...
+
     def read(self, label: str, name: str) -> bytes | None:
         """A file on a filesystem partition (STATE: ``config.yaml``, ``staged.yaml``); None if absent."""
         ...

@@ -24,9 +24,21 @@ def config_missing(ctx: Context) -> bool:
     return ctx.runtime.config is None
 
 
+def _installed(ctx: Context) -> bool:
+    env = ctx.runtime.boot_env
+    return env is not None and (env.a.good or env.b.good)
+
+
 @condition
-def block_disk(ctx: Context) -> bool:
-    return ctx.ports.disk.kind == "block"
+def fresh_disk(ctx: Context) -> bool:
+    """No install on the disk ever booted good. After a reset (STATE and EPHEMERAL wiped, slots and META kept,
+    as Talos's reset to maintenance) the node runs from its slot: install then only rewrites STATE."""
+    return not _installed(ctx)
+
+
+@condition
+def fresh_block_disk(ctx: Context) -> bool:
+    return ctx.ports.disk.kind == "block" and not _installed(ctx)
 
 
 @condition
@@ -73,11 +85,11 @@ BOOT = Sequence(SequenceName.BOOT, stages=_in("booting"), done=Trigger.BOOTED, p
 
 INSTALL = Sequence(SequenceName.INSTALL, stages=_in("booting maintenance"), request=InstallRequest,
                    enter=Trigger.INSTALL, failed=Trigger.ABORT, phases=(
-    Phase("disk", (disk.partition_disk,)),
-    Phase("format", (disk.format_partitions,), when=block_disk),
-    Phase("image", (image.install_image,)),
+    Phase("disk", (disk.partition_disk,), when=fresh_disk),
+    Phase("format", (disk.format_partitions,), when=fresh_block_disk),
+    Phase("image", (image.install_image,), when=fresh_disk),
     Phase("state", (state.write_config, state.create_identity)),
-    Phase("bootloader", (meta.default_slot_a,)),
+    Phase("bootloader", (meta.default_slot_a,), when=fresh_disk),
     Phase("reboot", (power.request_reboot,), fires=Trigger.REBOOT),
 ), summary="partition the disk, write the image to slot A, keep config and node key on STATE, reboot")
 

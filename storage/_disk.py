@@ -49,6 +49,8 @@ class DiskBase(abc.ABC):
         self.cache_dir = cache_dir
         strategy = MountStrategy(mount_strategy) if mount_strategy is not None else None
         self._mounts = SlotMounts(run_dir / "slots", cache_dir / "rootfs", strategy)
+        # An image booted from a file, not a slot (an installer, as from a Talos ISO): RUN/installer/A.
+        self._image_mounts = SlotMounts(run_dir / "installer", cache_dir / "rootfs", strategy)
 
     # -- backend-specific ------------------------------------------------------------------------------------
 
@@ -138,9 +140,23 @@ class DiskBase(abc.ABC):
     def unmount_slot(self, slot: Slot | str) -> None:
         self._mounts.unmount(Slot.parse(slot))
 
+    def mount_image(self, image: InstallableImage) -> Path:
+        """The root of a verified image *file* (not in a slot: an installer), read-only, by the slot strategy."""
+        image = require_installable(image)
+        return self._image_mounts.mount(Slot.A, image.path, image)
+
+    def unmount_image(self) -> None:
+        self._image_mounts.unmount_all()
+
     def unmount_all(self) -> None:
-        """Unmount every slot root this disk mounted (and stale ones at its mount points)."""
+        """Unmount every slot root this disk mounted (and stale ones at its mount points), and the image root."""
         self._mounts.unmount_all()
+        self._image_mounts.unmount_all()
+
+    def release(self) -> None:
+        """Let another process use the disk for a while (the agent, started by the supervisor): unmount the
+        filesystems this object mounted and forget what it read of the partition table, which the other
+        process may rewrite. Slot roots stay mounted. The sandbox holds nothing to release."""
 
     @property
     def meta(self) -> MetaStore:

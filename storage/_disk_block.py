@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,7 @@ class BlockDisk(DiskBase):
         self._owned_mounts: list[Path] = []
         self._parts: dict[str, _Part] | None = None
         self._nodes: dict[Label, Path] = {}
+        self._lock = threading.RLock()  # tasks of one phase ask for paths from several threads at once
 
     def __repr__(self) -> str:
         return f"BlockDisk({str(self.source)!r})"
@@ -337,6 +339,10 @@ class BlockDisk(DiskBase):
             parsed = Label.parse(label)
         except ValueError as exc:
             raise StorageError(str(exc)) from exc
+        with self._lock:
+            return self._path(parsed)
+
+    def _path(self, parsed: Label) -> Path:
         node = self._node(parsed)
         if parsed.is_raw:
             return node
@@ -355,7 +361,8 @@ class BlockDisk(DiskBase):
         return target
 
     def _raw_path(self, label: Label) -> Path:
-        return self._node(label)
+        with self._lock:
+            return self._node(label)
 
     def _slot_in_use(self, slot: Slot) -> str | None:
         where = self._mounted_at(self._node(slot.label))
@@ -389,6 +396,11 @@ class BlockDisk(DiskBase):
                 slot = Slot.parse(label.value)
                 self.unmount_slot(slot)
                 SlotArea(node, label).clear()
+
+    def release(self) -> None:
+        self._release_mounts()
+        self._parts = None
+        self._nodes.clear()
 
     def describe(self) -> dict[str, Any]:
         data = super().describe()

@@ -3,7 +3,8 @@
 ``ROOT/disk/partitions.json`` plays the partition table. ``BOOT-A`` and ``BOOT-B`` are sparse files of
 ``slot_size`` bytes and ``META`` a 1 MiB file, written raw exactly as on a block disk; ``EFI``, ``STATE``
 and ``EPHEMERAL`` are folders. Slot roots are mounted at ``ROOT/run/slots/<slot>`` or unpacked under
-``ROOT/cache/rootfs/<payload sha256>``.
+``ROOT/cache/rootfs/<payload sha256>``. A second process opening the same disk (the agent, while the
+supervisor holds the slot roots) passes its own ``run_dir`` so that it never touches the other's mounts.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ class SandboxDisk(DiskBase):
         *,
         slot_size: int = DEFAULT_SANDBOX_SLOT_SIZE,
         mount_strategy: MountStrategy | str | None = None,
+        run_dir: Path | str | None = None,
     ) -> None:
         self.root = Path(root).absolute()
         self.disk_dir = self.root / "disk"
         self.slot_size = slot_size
-        super().__init__(run_dir=self.root / "run", cache_dir=self.root / "cache", mount_strategy=mount_strategy)
+        run = Path(run_dir).absolute() if run_dir is not None else self.root / "run"
+        super().__init__(run_dir=run, cache_dir=self.root / "cache", mount_strategy=mount_strategy)
 
     def __repr__(self) -> str:
         return f"SandboxDisk({str(self.root)!r})"

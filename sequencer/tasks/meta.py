@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from events import Kind
-from events.errors import NotFound
+from events.errors import GravenError, NotFound
 
 from .._context import Context
 from .._model import task
@@ -27,6 +27,18 @@ def armed(state: BootState, slot: str, tries: int = TRIES) -> BootState:
 def committed(state: BootState, slot: str) -> BootState:
     """``slot`` booted good: it stays the default and the fallback is cleared."""
     return replace(state, default=slot, fallback=None).with_slot(slot, SlotBoot(tries_left=0, good=True))
+
+
+def invalidated(state: BootState, slot: str) -> BootState:
+    """``slot`` is about to be overwritten: not good, no tries, neither the default nor the fallback."""
+    changes: dict[str, str | None] = {}
+    if state.fallback == slot:
+        changes["fallback"] = None
+    if state.default == slot:
+        other = other_slot(slot)
+        changes["default"] = other if (state.slot(other).good or state.slot(other).tries_left > 0) else None
+        changes["fallback"] = None
+    return replace(state, **changes).with_slot(slot, SlotBoot())  # type: ignore[arg-type]
 
 
 def reverted(state: BootState, running: str) -> BootState:
@@ -75,5 +87,15 @@ async def revert_slot(ctx: Context) -> None:
     if running is None or state is None:
         raise NotFound("this boot runs no slot of the disk; nothing to roll back to")
     state = reverted(state, running)
+    target = other_slot(running)
+    install = ctx.config.machine.install
+    keys = install.trusted_public_keys() if install is not None else ()
+    try:  # good once is not enough: the image must still be there and verify
+        image = await ctx.blocking(ctx.ports.disk.verify_slot, target, keys)
+    except GravenError as exc:
+        raise NotFound(f"cannot roll back to slot {target}: its image does not verify: {exc.message}",
+                       slot=target) from exc
+    ctx.emit(Kind.BOOT_REVERTED, {"from_slot": running, "to_slot": target, "version": image.version,
+                                  "digest": image.payload_sha256.hex()})
     await ctx.blocking(ctx.ports.boot_env.store, state)
     ctx.runtime.boot_env = state

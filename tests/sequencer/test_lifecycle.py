@@ -24,7 +24,7 @@ from sequencer import (
     bring_up,
     task,
 )
-from sequencer.memory import MemoryDisk, MemoryIdentity, MemoryServices
+from sequencer.memory import MemoryDisk, MemoryIdentity, MemoryImage, MemoryServices
 from sequencer.ports import BootState, SlotBoot
 
 S = SequenceName
@@ -105,6 +105,9 @@ def test_rollback_needs_a_good_other_slot(make_node: Any, make_config: Any) -> N
     assert result.outcome == "failed" and isinstance(result.error, NotFound) and result.phase == "bootloader"
     assert node.fsm.stage is Stage.RUNNING and node.ports.power.actions == []
     node.ports.boot_env.state = BootState(default="A", a=SlotBoot(0, True), b=SlotBoot(0, True))
+    result = run(node.seq.run(S.ROLLBACK))  # good once, but its image is gone: refused
+    assert result.outcome == "failed" and isinstance(result.error, NotFound) and "does not verify" in result.error.message
+    node.ports.disk.slots["B"] = MemoryImage.of("v0")
     assert run(node.seq.run(S.ROLLBACK)).ok
     assert node.ports.boot_env.state.default == "B" and node.ports.power.actions == ["reboot"]
 

@@ -1,0 +1,379 @@
+"""``graven machine``: the machine's firmware and bootloader, booting the agent from a verified image.
+
+Every boot: carry out a reset's pending wipe; read META; pick a slot with ``image.choose_slot`` (the default,
+or the other one when the default ran out of tries; a slot not yet good spends a try *before* it boots, as
+systemd-boot's boot counting); verify the slot's image against the trusted keys; mount its root read-only;
+start the agent *from that root*; wait. The agent's exit code says what happened: 0 power off (the machine
+stops), 10 reboot (boot again), anything else, or a signal, is a failed boot. A slot that fails three boots
+without committing is not booted again: the next boot falls back to the other slot and records why. With no
+bootable slot the machine boots the installer image (``--boot-from``, as a Talos ISO) into maintenance.
+
+Whatever the supervisor decides (``boot.selected``, ``boot.fallback``, ``boot.failed``, ``disk.wiped``) it
+hands to the next agent in ``GRAVEN_BOOT`` (a JSON file), which appends it to the log as actor ``bootloader``.
+
+The agent runs the image's code, never the checkout's: ``python -S -P -m node agent`` with ``PYTHONPATH``
+= the image's ``usr/lib/graven`` followed by the interpreter's site-packages (for the dependencies). ``-S``
+skips ``site``, so no ``.pth`` file (an editable install's path entry or import finder) is processed; ``-P``
+keeps the working directory off ``sys.path``, and the agent runs in a neutral directory anyway.
+
+Keys that verify slot images: ``machine.install.trustedKeys`` of the config persisted on STATE, else the
+``--trusted-key`` files. SIGTERM or SIGINT: the agent is asked to shut down (SIGTERM; the agent seals its log
+and powers off), killed if it does not within ``--grace`` seconds, then the supervisor unmounts and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import site
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import msgspec
+
+import config
+import image
+from events import Kind
+from events.errors import GravenError, InvalidRequest, StorageError
+from storage import BootEnv, DiskBase, Slot
+
+from ._disk import open_disk
+from ._wipe import finish_pending_wipe
+
+__all__ = ["Machine", "MachineOptions", "agent_command", "agent_env"]
+
+# The agent's exit codes (node/agent.py): what each boot ended with.
+AGENT_POWER_OFF, AGENT_REBOOT = 0, 10
+_EXIT_MEANING = {20: "the boot failed before it was committed", 30: "the event log is broken",
+                 70: "the agent crashed early in boot (fault point boot-crash)", 1: "the agent crashed"}
+CODE_DIR = image.CODE_DIR
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class MachineOptions:
+    root: Path
+    device: Path | None = None  # a block device or disk image file; None: the sandbox disk under root
+    boot_from: Path | None = None  # the installer image, booted when no slot can boot
+    trusted_keys: list[bytes] = field(default_factory=list)  # --trusted-key: when STATE holds no config
+    listen: str = "127.0.0.1:50000"
+    health_timeout: float | None = None  # passed to the agent
+    grace: float = 30.0  # seconds the agent has to shut down on SIGTERM
+    max_failed_boots: int = 10  # failed boots in a row (good slots retried) before the machine gives up
+    python: str = sys.executable
+
+
+@dataclass
+class _Boot:
+    number: int
+    boot_id: str
+    slot: Slot | None
+    version: str
+    digest: str
+    root: Path
+
+
+def agent_env(code_root: Path, boot_file: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The agent's environment: the image's code first, then the dependencies; nothing of the checkout."""
+    env = dict(os.environ if base is None else base)
+    for var in ("PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONINSPECT"):
+        env.pop(var, None)
+    deps = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    env["PYTHONPATH"] = os.pathsep.join([str(code_root), *deps])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # the root is read-only
+    env["PYTHONSAFEPATH"] = "1"
+    env["GRAVEN_BOOT"] = str(boot_file)
+    return env
+
+
+def agent_command(opts: MachineOptions) -> list[str]:
+    cmd = [opts.python, "-S", "-P", "-m", "node", "agent", "--root", str(opts.root.absolute()),
+           "--listen", opts.listen]
+    if opts.device is not None:
+        cmd += ["--disk", str(opts.device)]
+    if opts.health_timeout is not None:
+        cmd += ["--health-timeout", f"{opts.health_timeout:g}"]
+    return cmd
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """The agent dies with the supervisor (a machine that loses power loses its agent too)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the agent was killed by {name}"
+    return f"the agent exited with code {code}" + (f" ({_EXIT_MEANING[code]})" if code in _EXIT_MEANING else "")
+
+
+class Machine:
+    """One machine: its disk, and the boots of its agent until it powers off."""
+
+    def __init__(self, opts: MachineOptions, disk: DiskBase) -> None:
+        self.opts = opts
+        self.disk = disk
+        self.root = opts.root.absolute()
+        self.run_dir = self.root / "run"
+        self.pending: list[dict[str, Any]] = []  # events for the next agent to log
+        self.failures: dict[Slot, str] = {}  # the last failure of each slot, for the fallback's reason
+        self.failed_in_a_row = 0
+        self.boots = 0
+        self._agent: subprocess.Popen[bytes] | None = None
+        self._stopping: str | None = None
+        self._kill_at: float | None = None
+
+    # -- output ------------------------------------------------------------------------------------------
+    @staticmethod
+    def say(msg: str) -> None:
+        print(f"graven machine: {msg}", file=sys.stderr, flush=True)
+
+    # -- signals -----------------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping is None:
+            self._stopping = name
+            self.say(f"{name}: shutting the machine down")
+        agent = self._agent
+        if agent is not None and agent.poll() is None:
+            if self._kill_at is None:
+                self._kill_at = time.monotonic() + self.opts.grace
+                with contextlib.suppress(ProcessLookupError):
+                    agent.send_signal(signal.SIGTERM)
+            elif signum == signal.SIGINT:  # a second Ctrl-C: do not wait
+                self._kill_at = time.monotonic()
+
+    # -- the power switch ----------------------------------------------------------------------------------
+    def power_on(self) -> int:
+        """Boot until the agent powers off (0), the machine cannot boot (1), or a signal stops it."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "machine.pid").write_text(f"{os.getpid()}\n")
+        try:
+            return self._boot_loop()
+        except GravenError as exc:
+            self.say(f"error [{exc.code.name}]: {exc.message}")
+            return 1
+        finally:
+            with contextlib.suppress(GravenError, OSError):
+                self.disk.close()
+            for name in ("machine.pid", "agent.pid"):
+                (self.run_dir / name).unlink(missing_ok=True)
+
+    def _boot_loop(self) -> int:
+        with contextlib.suppress(GravenError):
+            self.disk.unmount_all()  # roots a killed supervisor left mounted
+        while self._stopping is None:
+            boot = self._select()
+            if boot is None:
+                return 1
+            if self._stopping is not None:
+                break
+            code = self._run_agent(boot)
+            self._after(boot)
+            if self._stopping is not None:
+                self.say(f"machine stopped ({self._stopping}); {_exit_reason(code)}")
+                return 0 if code == AGENT_POWER_OFF else 1
+            if code == AGENT_POWER_OFF:
+                self.say("the agent powered the machine off")
+                return 0
+            if code == AGENT_REBOOT:
+                self.failed_in_a_row = 0
+                self.say("reboot")
+                continue
+            self._failed(boot, _exit_reason(code), code)
+            if self.failed_in_a_row >= self.opts.max_failed_boots:
+                self.say(f"{self.failed_in_a_row} boots in a row failed; the machine gives up and stays off")
+                return 1
+            time.sleep(min(0.05 * 2 ** (self.failed_in_a_row - 1), 2.0))
+        return 0
+
+    def _failed(self, boot: _Boot, reason: str, code: int | None) -> None:
+        self.failed_in_a_row += 1
+        where = f"slot {boot.slot.value}" if boot.slot else "the installer"
+        self.say(f"boot {boot.number} of {where} failed: {reason}")
+        if boot.slot is not None:
+            self.failures[boot.slot] = reason
+        self.pending.append({"kind": Kind.BOOT_FAILED, "payload": {
+            "boot_id": boot.boot_id, "slot": boot.slot.value if boot.slot else None, "version": boot.version,
+            "exit_code": code if code is not None and code >= 0 else None,
+            "signal": signal.Signals(-code).name if code is not None and code < 0 and -code in
+            signal.valid_signals() else None, "reason": reason}})
+
+    # -- choosing what to boot -------------------------------------------------------------------------
+    def _trusted_keys(self) -> list[bytes]:
+        """``machine.install.trustedKeys`` of the persisted config; else the ``--trusted-key`` files."""
+        if self.disk.is_partitioned():
+            try:
+                raw = (self.disk.path("STATE") / "config.yaml").read_bytes()
+            except (StorageError, OSError):
+                raw = None
+            if raw is not None:
+                try:
+                    cfg = config.load(raw, name="STATE/config.yaml")
+                except GravenError as exc:
+                    self.say(f"the persisted config does not load ({exc.message}); using --trusted-key")
+                else:
+                    install = cfg.machine.install
+                    if install is not None and install.trusted_keys:
+                        return list(install.trusted_public_keys())
+        return list(self.opts.trusted_keys)
+
+    def _select(self) -> _Boot | None:
+        """Choose, verify and mount what boots next; None when nothing can boot."""
+        while True:
+            self.pending += finish_pending_wipe(self.disk, self.say)
+            env = self.disk.read_boot_env() if self.disk.is_partitioned() else None
+            choice = image.choose_slot(env or BootEnv())
+            keys = self._trusted_keys()
+            if choice.slot is None:
+                return self._installer(choice, keys)
+            env = self._explain_fallback(choice.env, choice.events)
+            self.disk.write_boot_env(env)  # the try is spent before the boot, as in systemd-boot
+            self.boots += 1
+            try:
+                verified = image.verify_slot(self.disk, choice.slot, keys)
+            except GravenError as exc:
+                self._refuse_slot(env, choice.slot, exc.message)
+                continue
+            try:
+                root = self.disk.mount_slot(choice.slot, verified)
+            except GravenError as exc:
+                boot = _Boot(self.boots, uuid.uuid4().hex, choice.slot, verified.version,
+                             verified.payload_sha256.hex(), Path())
+                self.pending += [{"kind": e.kind, "payload": e.payload} for e in choice.events]
+                self._failed(boot, f"cannot mount the root of slot {choice.slot.value}: {exc.message}", None)
+                if self.failed_in_a_row >= self.opts.max_failed_boots:
+                    raise
+                continue
+            self.pending += [{"kind": e.kind, "payload": e.payload} for e in choice.events]
+            self.say(f"boot {self.boots}: slot {choice.slot.value}, {verified.version} "
+                     f"({verified.payload_sha256.hex()[:16]}), {choice.events[-1].payload['reason']}")
+            return _Boot(self.boots, uuid.uuid4().hex, choice.slot, verified.version, verified.payload_sha256.hex(),
+                         root)
+
+    def _explain_fallback(self, env: BootEnv, events: Sequence[image.BootEvent]) -> BootEnv:
+        """Name the failure behind a fallback (the slot's last failed boot) in the event and in META."""
+        for ev in events:
+            if ev.kind != Kind.BOOT_FALLBACK:
+                continue
+            gone = Slot.parse(str(ev.payload["from_slot"]))
+            last = self.failures.get(gone)
+            if last:
+                ev.payload["reason"] = f"{ev.payload['reason']}; its last boot failed: {last}"
+                ev.payload["last_failure"] = last
+            self.say(f"FALLBACK from slot {gone.value} to {ev.payload['to_slot']}: {ev.payload['reason']}")
+            return msgspec.structs.replace(env, last_fallback_reason=str(ev.payload["reason"]))
+        return env
+
+    def _refuse_slot(self, env: BootEnv, slot: Slot, why: str) -> None:
+        """The slot's image does not verify: take it out of service and record why; the loop picks again."""
+        reason = f"the image in slot {slot.value} does not verify: {why}"
+        self.say(f"refusing slot {slot.value}: {reason}")
+        new, _ = image.mark_bad(env, slot)
+        moved = new.default is not None and new.default is not slot
+        if moved:
+            new = msgspec.structs.replace(new, last_fallback_reason=reason, last_fallback_seq=new.seq)
+        self.disk.write_boot_env(new)
+        self.pending.append({"kind": Kind.BOOT_FAILED, "payload": {
+            "boot_id": None, "slot": slot.value, "version": None, "exit_code": None, "signal": None,
+            "reason": reason}})
+        if moved:
+            assert new.default is not None
+            self.pending.append({"kind": Kind.BOOT_FALLBACK, "payload": {
+                "from_slot": slot.value, "to_slot": new.default.value, "reason": reason}})
+
+    def _installer(self, choice: image.BootChoice, keys: list[bytes]) -> _Boot | None:
+        why = str(choice.events[-1].payload.get("reason", "no slot can boot")) if choice.events else "no slot"
+        if self.opts.boot_from is None:
+            self.say(f"nothing to boot: {why}, and no installer image was given (--boot-from IMAGE)")
+            return None
+        if self.disk.is_partitioned():
+            self.disk.write_boot_env(choice.env)  # counts the boot
+        keys = list(dict.fromkeys([*keys, *self.opts.trusted_keys]))
+        try:
+            verified = image.verify(self.opts.boot_from, keys)
+        except GravenError as exc:
+            raise InvalidRequest(f"installer image {self.opts.boot_from} refused: {exc.message}",
+                                 path=str(self.opts.boot_from)) from exc
+        root = self.disk.mount_image(verified)
+        self.boots += 1
+        self.pending += [{"kind": e.kind, "payload": e.payload} for e in choice.events]
+        self.pending.append({"kind": Kind.BOOT_SELECTED, "payload": {
+            "slot": None, "installer": str(self.opts.boot_from), "version": verified.version, "boot": self.boots,
+            "reason": f"{why}: booting the installer image"}})
+        self.say(f"boot {self.boots}: installer {self.opts.boot_from} ({verified.version}): {why}")
+        return _Boot(self.boots, uuid.uuid4().hex, None, verified.version, verified.payload_sha256.hex(), root)
+
+    # -- running the agent ---------------------------------------------------------------------------------
+    def _run_agent(self, boot: _Boot) -> int:
+        code_root = boot.root / CODE_DIR
+        if not (code_root / "node" / "__main__.py").is_file():
+            self.pending.append({"kind": Kind.BOOT_FAILED, "payload": {
+                "boot_id": boot.boot_id, "slot": boot.slot.value if boot.slot else None, "version": boot.version,
+                "exit_code": None, "signal": None, "reason": f"the image holds no agent ({CODE_DIR}/node)"}})
+            return 1
+        boot_file = self.run_dir / "boot.json"
+        tmp = boot_file.with_name("boot.json.tmp")
+        tmp.write_text(json.dumps({"boot_id": boot.boot_id, "slot": boot.slot.value if boot.slot else None,
+                                   "digest": boot.digest, "version": boot.version, "events": self.pending}))
+        os.replace(tmp, boot_file)
+        self.pending = []  # handed over: the agent logs them when it opens the log
+        cwd = self.run_dir / "cwd"
+        cwd.mkdir(parents=True, exist_ok=True)
+        self.disk.release()  # the agent owns the disk now (it may repartition, format, mount)
+        self._kill_at = None
+        self._agent = subprocess.Popen(agent_command(self.opts), env=agent_env(code_root, boot_file), cwd=cwd,
+                                       stdin=subprocess.DEVNULL, start_new_session=True,
+                                       preexec_fn=_die_with_parent)
+        (self.run_dir / "agent.pid").write_text(f"{self._agent.pid}\n")
+        try:
+            while True:
+                try:
+                    return self._agent.wait(timeout=0.25)
+                except subprocess.TimeoutExpired:
+                    if self._kill_at is not None and time.monotonic() >= self._kill_at:
+                        self.say(f"the agent did not shut down within {self.opts.grace:g} s; killing it")
+                        self._agent.kill()
+        finally:
+            (self.run_dir / "agent.pid").unlink(missing_ok=True)
+            self._agent = None
+
+    def _after(self, boot: _Boot) -> None:
+        self.disk.release()
+        with contextlib.suppress(GravenError):
+            if boot.slot is not None:
+                self.disk.unmount_slot(boot.slot)
+            else:
+                self.disk.unmount_image()
+
+
+def load_trusted_keys(paths: Sequence[Path]) -> list[bytes]:
+    keys = []
+    for p in paths:
+        keys.append(image.load_public_key(p))
+    return keys
+
+
+def run_machine(opts: MachineOptions) -> int:
+    """``graven machine``: open the disk, power the machine on, unmount and detach on the way out."""
+    if opts.device is None and opts.boot_from is None and not (opts.root / "disk").exists():
+        raise InvalidRequest(f"{opts.root}: an empty disk and no installer image: pass --boot-from IMAGE")
+    disk = open_disk(opts.root, opts.device, opts.root.absolute() / "run")
+    return Machine(opts, disk).power_on()

@@ -16,7 +16,7 @@ class Kind:
     BOOT_FAILED = "boot.failed"  # {boot_id, slot, version, exit_code, signal, reason}  (written for the bootloader)
     BOOT_REVERTED = "boot.reverted"  # {from_slot, to_slot, version, digest}: a rollback made the other slot the default
     DISK_WIPE_FAILED = "disk.wipe_failed"  # {labels, reason, sinks}: a deferred wipe was not done (shipping failed)
-    DISK_WIPED = "disk.wiped"  # {labels, reason, log_to_seq, shipped}: a deferred wipe (the log's own partition) was done
+    DISK_WIPED = "disk.wiped"  # {labels, reason, log_to_seq, shipped}: the deferred wipe of the log's partition
     FSM_TRANSITION = "fsm.transition"  # {trigger, src, dst}
     SEQUENCE_STARTED = "sequence.started"  # {sequence, phases, request}
     SEQUENCE_STOPPED = "sequence.stopped"  # {sequence, outcome: ok|cancelled, duration_ns, cancelled_by?}

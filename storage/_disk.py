@@ -157,6 +157,7 @@ class DiskBase(abc.ABC):
         """Let another process use the disk for a while (the agent, started by the supervisor): unmount the
         filesystems this object mounted and forget what it read of the partition table, which the other
         process may rewrite. Slot roots stay mounted. The sandbox holds nothing to release."""
+        return None
 
     @property
     def meta(self) -> MetaStore:

@@ -106,7 +106,8 @@ def test_rollback_needs_a_good_other_slot(make_node: Any, make_config: Any) -> N
     assert node.fsm.stage is Stage.RUNNING and node.ports.power.actions == []
     node.ports.boot_env.state = BootState(default="A", a=SlotBoot(0, True), b=SlotBoot(0, True))
     result = run(node.seq.run(S.ROLLBACK))  # good once, but its image is gone: refused
-    assert result.outcome == "failed" and isinstance(result.error, NotFound) and "does not verify" in result.error.message
+    assert result.outcome == "failed" and isinstance(result.error, NotFound)
+    assert "does not verify" in result.error.message
     node.ports.disk.slots["B"] = MemoryImage.of("v0")
     assert run(node.seq.run(S.ROLLBACK)).ok
     assert node.ports.boot_env.state.default == "B" and node.ports.power.actions == ["reboot"]

@@ -127,32 +127,46 @@ def replay(events: Iterable[Event], state: NodeState | None = None) -> NodeState
 def replay_raw(raws: Iterable[bytes], state: NodeState | None = None) -> NodeState:
     """``replay`` straight from stored bytes, the fast way: no signature and no encoding checks (that is
     ``verify_items``' job), but seq and the hash chain are checked as in ``fold``. Bytes that do not decode raise
-    ``InvalidEvent`` naming the seq; an altered event breaks the chain at the event after it."""
+    ``InvalidEvent`` naming the seq; an altered event breaks the chain at the event after it.
+
+    The result equals folding event by event. Only the final state is returned, so what ``fold`` would change
+    for an event without an apply function (seq, head, the current boot's ``last_seq``) is kept in locals and
+    written into the state before the next apply function runs, and at the end."""
     state = state or NodeState()
     decode, apply = _event_decoder.decode, _APPLY.get
+    seq, head = state.seq, state.head
+    last: int | None = None  # a last_seq owed to state.boots[-1]
     for raw in raws:  # fold() and trusted_event_hash() inlined: this loop is the replay benchmark
         try:
             event = decode(raw)
         except (msgspec.DecodeError, ValueError, RecursionError) as exc:
-            raise InvalidEvent(f"event bytes do not decode: {exc}", seq=state.seq + 1) from exc
+            raise InvalidEvent(f"event bytes do not decode: {exc}", seq=seq + 1) from exc
         n = len(raw)
         if (raw[n - 87 : n - 81] == _SIG64 and raw[n - 17 : n - 8] == _TIME64 and raw[0] == 0x8A
                 and len(event.sig) == 64 and event.time_ns >= 1 << 32):
             digest = hashlib.sha256(_UNSIGNED_PREFIX + raw[1 : n - 87] + raw[n - 17 :]).digest()
         else:
             digest = trusted_event_hash(raw, event)
-        seq = event.seq
-        if seq != state.seq + 1 or event.prev != state.head:
-            return fold(state, event, digest)  # raises, with the same error as fold
+        if event.seq != seq + 1 or event.prev != head:
+            return fold(_catch_up(state, seq, head, last), event, digest)  # raises fold's own error
         fn = apply(event.kind)
         if fn is not None:
-            state = fn(state, event)
+            state = fn(_catch_up(state, seq, head, last), event)
+            last = None
+        seq, head = event.seq, digest
         boots = state.boots
         if boots and boots[-1].boot_id == event.boot_id:
-            state = replace(state, seq=seq, head=digest, boots=(*boots[:-1], replace(boots[-1], last_seq=seq)))
-        else:
-            state = replace(state, seq=seq, head=digest)
-    return state
+            last = seq
+    return _catch_up(state, seq, head, last)
+
+
+def _catch_up(state: NodeState, seq: int, head: bytes, last: int | None) -> NodeState:
+    if last is not None:
+        boots = state.boots
+        return replace(state, seq=seq, head=head, boots=(*boots[:-1], replace(boots[-1], last_seq=last)))
+    if seq == state.seq:
+        return state
+    return replace(state, seq=seq, head=head)
 
 
 def state_at(events: Iterable[Event], seq: int) -> NodeState:

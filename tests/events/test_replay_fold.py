@@ -105,6 +105,8 @@ def test_replay_is_deterministic_and_equals_live_state(pki: Any, plan: list[Any]
     mid = state_at(decoded, k)
     assert mid == replay(decoded[: k + 1])
     assert replay(decoded[k + 1:], mid) == state  # resuming from a snapshot changes nothing
+    assert replay_raw(raws[k + 1:], mid) == state
+    assert replay_raw(raws[: k + 1]) == mid
 
 
 def test_replay_values(pki: Any) -> None:

@@ -41,7 +41,7 @@ from sequencer import (
     apply_config,
     bring_up,
 )
-from sequencer.ports import RunningImage
+from sequencer.ports import RunningImage, other_slot
 from sequencer.trace import trace_boot
 from storage import DiskBase, LmdbEventLog
 
@@ -369,6 +369,8 @@ class Agent:
         event = await self.seq.record(Kind.API_REQUEST, {"method": name.value, "args": _plain(args)}, actor)
         if name is SequenceName.RESET:
             await self._check_shipped(args, actor, event.seq)
+        if name is SequenceName.ROLLBACK:
+            await self._check_rollback(actor, event.seq)
         try:
             self.seq.request(name, req, actor=actor)
         except GravenError as exc:
@@ -389,6 +391,21 @@ class Agent:
         await self.seq.record(Kind.API_REFUSED, {"method": "reset", "request_seq": request_seq, "reason": reason,
                                                  "code": "INVALID_REQUEST"}, actor)
         raise InvalidRequest(reason)
+
+    async def _check_rollback(self, actor: Actor, request_seq: int) -> None:
+        """A rollback needs the other slot to have booted good: refuse it at once, not after acceptance."""
+        env = await asyncio.to_thread(BootEnvPort(self.disk).load)
+        running = self.boot.slot
+        reason = None
+        if running is None or env is None:
+            reason = "this boot runs no slot of the disk (installer or bare agent); nothing to roll back to"
+        elif not env.slot(other_slot(running)).good:
+            reason = f"slot {other_slot(running)} holds no image that booted good; nothing to roll back to"
+        if reason is None:
+            return
+        await self.seq.record(Kind.API_REFUSED, {"method": "rollback", "request_seq": request_seq,
+                                                 "reason": reason, "code": "NOT_FOUND"}, actor)
+        raise NotFound(reason)
 
     async def record_denied(self, method: str, actor: Actor, reason: str) -> None:
         await self.seq.record(Kind.API_DENIED, {"method": method, "subject": actor.id, "roles": list(actor.roles),

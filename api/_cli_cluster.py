@@ -1,0 +1,508 @@
+"""``gravenctl cluster create|show|destroy``: local clusters of sandbox (or loop-device block) machines.
+
+``create`` makes the cluster's secrets, builds the v1 image, writes one machine config per node with
+``machine.install.image`` pointing at that image, powers each machine on from the image as an installer
+(``graven machine --boot-from``, in the background, its own process group, its output in ``machine.log``),
+applies the config in maintenance mode, waits for the install and for Running, and writes a client config
+(``DIR/NAME/gravenconfig``, also merged into the default client config as context NAME).
+
+Everything lives under ``--state DIR/NAME`` (default ``~/.graven/clusters``); ``cluster.json`` there lists it,
+so that ``show`` and ``destroy`` work from it alone, also after a crash. ``destroy`` stops the machines
+(SIGTERM to each process group, SIGKILL after a grace period), unmounts what is mounted below the cluster's
+folder, detaches the loop devices over its disk files, drops the client config context and removes the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import config
+from events.errors import GravenError, InvalidRequest, NotFound, Unavailable
+
+from . import _clientconfig
+from ._client import GravenClient
+from ._clientconfig import ClientConfig, atomic_write
+from ._output import add_output_flag, print_json, table
+from ._pki import ClusterSecrets
+
+__all__ = ["create_cluster", "destroy_cluster", "load_cluster", "register"]
+
+DEFAULT_NAME = "graven"
+FIRST_PORT = 50000
+DISK_SIZE = 512 << 20  # block disks: a sparse file, GPT with slots of ~228 MiB
+CLUSTER_FILE = "cluster.json"
+IMAGE_VERSION = "v1"
+
+
+def default_state_dir() -> Path:
+    return Path.home() / ".graven" / "clusters"
+
+
+# -- registration ----------------------------------------------------------------------------------------
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    cluster = subparsers.add_parser("cluster", help="local clusters of machines: create, show, destroy",
+                                    description="Local clusters of Graven machines on this host (sandbox disks, or "
+                                                "loop-device block disks as root).")
+    cmds = cluster.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})")
+        p.add_argument("--state", type=Path, default=None, metavar="DIR",
+                       help="where clusters live (default ~/.graven/clusters)")
+
+    p = cmds.add_parser(
+        "create", help="build the v1 image, boot machines from it, install, wait for Running",
+        description="Generate the cluster's secrets, build the v1 image, boot each machine from it as an installer "
+                    "(in the background), apply the machine config, wait for the install and for Running, and "
+                    "write the client config (context NAME). Progress goes to stderr.")
+    common(p)
+    # ``--nodes`` is also gravenctl's global flag (targets), hoisted before the command: see _node_count.
+    p.add_argument("--nodes", dest="node_count", type=int, default=1, help="number of machines (default 1)")
+    p.add_argument("--disk", choices=["sandbox", "block"], default="sandbox",
+                   help="sandbox: folders and files (default); block: a GPT disk file on a loop device (root)")
+    p.add_argument("--port", type=int, default=FIRST_PORT,
+                   help=f"API port of the first node (default {FIRST_PORT}; 0: any free port); the others get free "
+                        "ports")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="how long each machine may take to install and reach Running (default 120)")
+    p.add_argument("--health-timeout", type=float, default=None, metavar="SECONDS",
+                   help="passed to the machines: a boot not healthy after this long fails")
+    p.add_argument("--no-merge", action="store_true",
+                   help="do not merge the context into the default client config (only DIR/NAME/gravenconfig)")
+    add_output_flag(p)
+    p.set_defaults(func=_create)
+
+    p = cmds.add_parser("show", help="the cluster's machines, endpoints and states",
+                        description="List the cluster's machines (from DIR/NAME/cluster.json), whether their "
+                                    "supervisor runs, and what each node reports (stage, version, slot).")
+    common(p)
+    add_output_flag(p)
+    p.set_defaults(func=_show)
+
+    p = cmds.add_parser("destroy", help="stop the machines, unmount, detach loops, remove everything",
+                        description="Stop every machine of the cluster, unmount and detach what they left, drop the "
+                                    "client config context and remove DIR/NAME. Safe to repeat, and after a crash.")
+    common(p)
+    p.set_defaults(func=_destroy)
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+class _Progress:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        sys.stderr.write(f"[{time.monotonic() - self.start:6.1f}s] {text}\n")
+        sys.stderr.flush()
+
+
+def _cluster_dir(state: Path | None, name: str) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise InvalidRequest(f"cluster name {name!r}: use letters, digits and dashes", name=name)
+    return (state or default_state_dir()).expanduser().absolute() / name
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _code_root() -> Path:
+    """The project this gravenctl runs from: the supervisor (firmware) runs the same code."""
+    return Path(__file__).resolve().parent.parent
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(_code_root()), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    return env
+
+
+def load_cluster(state: Path | None, name: str) -> dict[str, Any]:
+    path = _cluster_dir(state, name) / CLUSTER_FILE
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NotFound(f"no cluster {name!r} under {path.parent.parent} (create it with `gravenctl cluster create "
+                       f"--name {name}`)", path=str(path)) from None
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"{path}: unreadable: {exc}", path=str(path)) from exc
+    return data
+
+
+def _save(directory: Path, data: dict[str, Any]) -> None:
+    atomic_write(directory / CLUSTER_FILE, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), 0o600)
+
+
+def _alive(pid: int | None, marker: str) -> bool:
+    """``pid`` runs and its command line names ``marker`` (so a recycled pid is never taken for ours)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+def _machine_log_tail(node: dict[str, Any], lines: int = 15) -> str:
+    try:
+        text = Path(node["log"]).read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no machine log)"
+    return "\n".join(f"    {line}" for line in text[-lines:])
+
+
+# -- create ------------------------------------------------------------------------------------------------
+def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk: str = "sandbox",
+                   port: int = FIRST_PORT, timeout: float = 120.0, health_timeout: float | None = None,
+                   merge_into: Path | bool | None = None, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Create and boot the cluster; returns its ``cluster.json``. ``merge_into``: client config path to merge the
+    context into (None: the default path; False: none)."""
+    import image
+
+    report = say or _Progress()
+    directory = _cluster_dir(state, name)
+    if nodes < 1:
+        raise InvalidRequest("--nodes must be at least 1")
+    if disk == "block":
+        from storage import block_problem
+
+        problem = block_problem()
+        if problem:
+            raise Unavailable(f"--disk block: {problem}")
+    if (directory / CLUSTER_FILE).exists():
+        raise InvalidRequest(f"cluster {name!r} exists ({directory}); destroy it first: gravenctl cluster destroy "
+                             f"--name {name}" + ("" if state is None else f" --state {state}"), path=str(directory))
+    if port and not _port_free(port):
+        raise Unavailable(f"port {port} on 127.0.0.1 is in use (another cluster? see `gravenctl cluster show`); "
+                          "choose another with --port, or 0 for any free port", port=port)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    report(f"cluster {name}: secrets and configs in {directory}")
+    secrets = ClusterSecrets.generate(name)
+    files = {"ca_cert": ("ca.crt", secrets.ca_crt_pem, 0o644), "ca_key": ("ca.key", secrets.ca_key_pem, 0o600),
+             "image_key": ("image.key", secrets.image_key_pem, 0o600),
+             "image_pubkey": ("image.pub", secrets.image_pub_pem, 0o644)}
+    for fname, content, mode in files.values():
+        atomic_write(directory / fname, content, mode)
+    img = directory / "images" / f"{IMAGE_VERSION}.img"
+    report(f"building the {IMAGE_VERSION} image")
+    manifest = image.build_image(IMAGE_VERSION, secrets.image_key, img, progress=lambda m: report(f"  image: {m}"))
+    data: dict[str, Any] = {
+        "name": name, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "disk": disk,
+        "state_dir": str(directory), "gravenconfig": str(directory / "gravenconfig"),
+        **{k: str(directory / v[0]) for k, v in files.items()},
+        "image": str(img), "image_version": manifest.version,
+        "client_config": None, "context": None, "nodes": [],
+    }
+    ports = [port or _free_port()] + [_free_port() for _ in range(nodes - 1)]
+    for i in range(nodes):
+        node_name = f"{name}-{i + 1}"
+        root = directory / "nodes" / node_name
+        root.mkdir(parents=True, exist_ok=True)
+        data["nodes"].append({"name": node_name, "root": str(root), "endpoint": f"127.0.0.1:{ports[i]}",
+                              "disk": str(root / "disk.img") if disk == "block" else None,
+                              "config": str(root / "controlplane.yaml"), "log": str(root / "machine.log"),
+                              "pid": None})
+    _save(directory, data)  # from here on, destroy finds everything
+    for node in data["nodes"]:
+        cfg = config.default_config(name, f"https://{node['endpoint']}", secrets.ca_crt_pem, secrets.ca_key_pem,
+                                    [secrets.image_pub_pem], hostname=node["name"],
+                                    install_disk=node["disk"] or "/dev/sda", install_image=str(img))
+        text = config.dump_yaml(cfg)
+        config.validate(text).unwrap(node["config"])
+        atomic_write(node["config"], text.encode(), 0o600)
+        if node["disk"]:
+            with open(node["disk"], "wb") as f:
+                f.truncate(DISK_SIZE)
+        node["pid"] = _start_machine(node, data, health_timeout)
+        _save(directory, data)
+        report(f"{node['name']}: machine started (pid {node['pid']}), booting the installer; log {node['log']}")
+    ctx = secrets.client_context([n["endpoint"] for n in data["nodes"]])
+    ctx.nodes = []
+    client_cfg = ClientConfig(context=name, contexts={name: ctx})
+    client_cfg.save(directory / "gravenconfig")
+    for node in data["nodes"]:
+        _install_node(node, ctx, timeout, report)
+    if merge_into is not False:
+        target = _clientconfig.default_path(merge_into if isinstance(merge_into, Path) else None)
+        merged = _clientconfig.load_or_new(target)
+        used = merged.merge(client_cfg)[name]
+        merged.save(target)
+        data["client_config"], data["context"] = str(target), used
+        _save(directory, data)
+        report(f"client config: context {used} in {target} (current)")
+    report(f"cluster {name} is up: {', '.join(n['endpoint'] for n in data['nodes'])}")
+    return data
+
+
+def _start_machine(node: dict[str, Any], data: dict[str, Any], health_timeout: float | None) -> int:
+    cmd = [sys.executable, "-m", "node", "machine", "--root", node["root"], "--boot-from", data["image"],
+           "--trusted-key", data["image_pubkey"], "--listen", node["endpoint"]]
+    if node["disk"]:
+        cmd += ["--disk", node["disk"]]
+    if health_timeout is not None:
+        cmd += ["--health-timeout", f"{health_timeout:g}"]
+    with open(node["log"], "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=node["root"], env=_child_env(), start_new_session=True)
+    return proc.pid
+
+
+def _install_node(node: dict[str, Any], ctx: _clientconfig.Context, timeout: float,
+                  report: Callable[[str], None]) -> None:
+    """Maintenance → apply the config → install → reboot → Running and ready, or an error with the log's tail."""
+    deadline = time.monotonic() + timeout
+    endpoint, name = node["endpoint"], node["name"]
+
+    def fail(why: str) -> GravenError:
+        return Unavailable(f"{name}: {why}\n  machine log {node['log']}:\n{_machine_log_tail(node)}", node=name)
+
+    last_error = ""
+    while True:
+        if not _alive(node["pid"], node["root"]):
+            raise fail("the machine stopped")
+        try:
+            with GravenClient.insecure(endpoint, quiet=True, timeout=5) as client:
+                result = client.apply_configuration(Path(node["config"]).read_bytes())
+            break
+        except GravenError as exc:
+            last_error = exc.message
+        if time.monotonic() > deadline:
+            raise fail(f"no maintenance API within {timeout:g} s ({last_error})")
+        time.sleep(0.1)
+    report(f"{name}: config applied in maintenance mode ({result['digest'][:20]}); installing")
+    seen = ""
+    with GravenClient.from_context(ctx, endpoint, timeout=5) as client:
+        while True:
+            if not _alive(node["pid"], node["root"]):
+                raise fail("the machine stopped")
+            try:
+                st = client.status()
+                now = f"{st['stage']}{', ready' if st['ready'] else ''} (slot {st['slot'] or '-'}, {st['version']})"
+            except GravenError:
+                now = "installing or rebooting"
+            if now != seen:
+                seen = now
+                report(f"{name}: {now}")
+            if now.startswith("running, ready"):
+                return
+            if time.monotonic() > deadline:
+                raise fail(f"not Running within {timeout:g} s (last seen: {seen})")
+            time.sleep(0.1)
+
+
+def _node_count(args: argparse.Namespace) -> int:
+    """``--nodes N``: gravenctl hoists ``--nodes`` as its global targets flag, so it may arrive there."""
+    hoisted = getattr(args, "nodes", None)
+    if hoisted:
+        if not str(hoisted).isdigit():
+            raise InvalidRequest(f"cluster create --nodes {hoisted!r}: a number of machines")
+        return int(hoisted)
+    return int(args.node_count)
+
+
+def _create(args: argparse.Namespace) -> int:
+    data = create_cluster(args.name, state=args.state, nodes=_node_count(args), disk=args.disk, port=args.port,
+                          timeout=args.timeout, health_timeout=args.health_timeout,
+                          merge_into=False if args.no_merge else
+                          (Path(args.gravenconfig) if args.gravenconfig else None))
+    if args.output == "json":
+        print_json(data)
+    else:
+        _print_nodes(data, live=False)
+    return 0
+
+
+# -- show --------------------------------------------------------------------------------------------------
+def _node_rows(data: dict[str, Any], live: bool) -> list[dict[str, Any]]:
+    rows = []
+    ctx_file = Path(data["gravenconfig"])
+    ctx = None
+    if live and ctx_file.exists():
+        with contextlib.suppress(GravenError):
+            ctx = _clientconfig.load(ctx_file).current()[1]
+    for node in data["nodes"]:
+        up = _alive(node.get("pid"), node["root"])
+        row = {"name": node["name"], "endpoint": node["endpoint"], "machine": "running" if up else "stopped",
+               "pid": node.get("pid"), "root": node["root"], "stage": None, "version": None, "slot": None}
+        if up and ctx is not None:
+            try:
+                with GravenClient.from_context(ctx, node["endpoint"], timeout=2) as client:
+                    st = client.status()
+                row.update(stage=st["stage"] + (" (ready)" if st["ready"] else ""), version=st["version"],
+                           slot=st["slot"] or None)
+            except GravenError as exc:
+                row["stage"] = "maintenance?" if "maintenance" in exc.message else f"unreachable ({exc.code.name})"
+        rows.append(row)
+    return rows
+
+
+def _print_nodes(data: dict[str, Any], live: bool) -> None:
+    rows = _node_rows(data, live)
+    cols = ("name", "endpoint", "machine", "stage", "version", "slot", "root") if live else \
+        ("name", "endpoint", "machine", "root")
+    table(rows, cols)
+    sys.stderr.write(f"cluster {data['name']} ({data['disk']}): client config {data['gravenconfig']}"
+                     + (f", context {data['context']} in {data['client_config']}" if data.get("context") else "")
+                     + "\n")
+
+
+def _show(args: argparse.Namespace) -> int:
+    data = load_cluster(args.state, args.name)
+    if args.output == "json":
+        print_json({**data, "nodes": [{**n, **{k: v for k, v in r.items() if k in ("machine", "stage", "version",
+                                                                                    "slot")}}
+                                      for n, r in zip(data["nodes"], _node_rows(data, True), strict=True)]})
+    else:
+        _print_nodes(data, live=True)
+    return 0
+
+
+# -- destroy -----------------------------------------------------------------------------------------------
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(os.getpgid(pid), sig)
+
+
+def _stop_machine(node: dict[str, Any], grace: float, report: Callable[[str], None]) -> None:
+    root = node["root"]
+    pids = [node.get("pid")]
+    with contextlib.suppress(OSError, ValueError):
+        pids.append(int((Path(root) / "run" / "agent.pid").read_text().strip()))
+    live = [p for p in pids if p and _alive(p, root)]
+    if not live:
+        return
+    for pid in live:
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p, root) for p in live):
+        time.sleep(0.05)
+    left = [p for p in live if _alive(p, root)]
+    for pid in left:
+        _signal_group(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not any(_alive(p, root) for p in left):
+            break
+        time.sleep(0.02)
+    report(f"{node['name']}: machine stopped" + (" (killed)" if left else ""))
+
+
+def _mounts_below(directory: Path) -> list[str]:
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    prefix = str(directory).rstrip("/") + "/"
+    found = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4:
+            point = fields[4].encode().decode("unicode_escape") if "\\" in fields[4] else fields[4]
+            if point.startswith(prefix):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def _loops_below(directory: Path) -> list[str]:
+    try:
+        out = subprocess.run(["losetup", "--list", "--json", "-O", "NAME,BACK-FILE"], capture_output=True,
+                             check=False, timeout=30).stdout
+        devices = json.loads(out or b"{}").get("loopdevices", [])
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+    prefix = str(directory).rstrip("/") + "/"
+    return [str(d["name"]) for d in devices
+            if str(d.get("back-file") or "").removesuffix(" (deleted)").startswith(prefix)]
+
+
+def destroy_cluster(name: str, *, state: Path | None = None, grace: float = 15.0,
+                    say: Callable[[str], None] | None = None) -> bool:
+    """Stop and remove the cluster; False when there was nothing to destroy."""
+
+
+    report = say or _Progress()
+    directory = _cluster_dir(state, name)
+    if not directory.exists():
+        report(f"no cluster {name!r} under {directory.parent}; nothing to destroy")
+        return False
+    try:
+        data = load_cluster(state, name)
+    except GravenError:
+        data = {"nodes": []}
+    nodes = list(data.get("nodes", []))
+    # Machines the file does not know about yet (a create that crashed before saving their pid).
+    for root in sorted((directory / "nodes").glob("*")) if (directory / "nodes").is_dir() else ():
+        if not any(n.get("root") == str(root) for n in nodes):
+            pid = None
+            with contextlib.suppress(OSError, ValueError):
+                pid = int((root / "run" / "machine.pid").read_text().strip())
+            nodes.append({"name": root.name, "root": str(root), "pid": pid})
+    for node in nodes:
+        if not node.get("pid"):
+            with contextlib.suppress(OSError, ValueError):
+                node["pid"] = int((Path(node["root"]) / "run" / "machine.pid").read_text().strip())
+        _stop_machine(node, grace, report)
+    for point in _mounts_below(directory):
+        if subprocess.run(["umount", point], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        report(f"unmounted {point}")
+    for _ in range(2):  # partition loops first, then the disk loops they sit on
+        for dev in _loops_below(directory):
+            subprocess.run(["losetup", "--detach", dev], capture_output=True, check=False)
+    for dev in _loops_below(directory):
+        report(f"warning: loop device {dev} is still attached")
+    _drop_context(data, report)
+    shutil.rmtree(directory, ignore_errors=True)
+    if directory.exists():
+        raise Unavailable(f"could not remove {directory} entirely (something still mounted or busy?)",
+                          path=str(directory))
+    report(f"cluster {name} destroyed")
+    return True
+
+
+def _drop_context(data: dict[str, Any], report: Callable[[str], None]) -> None:
+    path, used = data.get("client_config"), data.get("context")
+    if not path or not used or not Path(path).exists():
+        return
+    try:
+        cfg = _clientconfig.load(path)
+        ours = Path(data["ca_cert"]).read_bytes()
+    except (GravenError, OSError, KeyError):
+        return
+    ctx = cfg.contexts.get(used)
+    if ctx is None or ctx.ca != ours:
+        return
+    del cfg.contexts[used]
+    if cfg.context == used:
+        cfg.context = next(iter(sorted(cfg.contexts)), None)
+    cfg.save(path)
+    report(f"removed context {used} from {path}")
+
+
+def _destroy(args: argparse.Namespace) -> int:
+    destroy_cluster(args.name, state=args.state)
+    return 0

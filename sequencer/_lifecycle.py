@@ -11,7 +11,7 @@ from fsm import Stage, Trigger
 
 from ._model import SequenceName
 from ._runner import Sequencer, SequenceResult
-from .tasks.state import CONFIG, STAGED
+from .tasks.state import CONFIG, PENDING, STAGED
 
 __all__ = ["apply_config", "bring_up", "record_boot"]
 
@@ -66,15 +66,25 @@ async def apply_config(seq: Sequencer, plan: config.ApplyPlan, *, actor: Actor) 
     disk, rt = seq.ports.disk, seq.runtime
     # In maintenance on an empty disk there is no STATE yet: the install sequence persists the config.
     persist = seq.fsm.stage is not Stage.MAINTENANCE or await asyncio.to_thread(disk.is_partitioned)
+    # Two-phase, so that a crash leaves the config and its event both there or both absent: the new files go
+    # to ``*.pending`` first, the event is made durable, then the pending files take their place. A boot that
+    # finds a pending file keeps it only if the log holds its event (``tasks.state.settle_pending``).
+    writes: list[tuple[str, bytes | None]] = []
     if persist and plan.persisted is not None and plan.persisted != rt.persisted:
-        await asyncio.to_thread(disk.write, "STATE", CONFIG, config.dump_yaml(plan.persisted).encode())
+        writes.append((CONFIG, config.dump_yaml(plan.persisted).encode()))
     if persist and plan.staged != rt.staged:
-        if plan.staged is None:
-            await asyncio.to_thread(disk.remove, "STATE", STAGED)
-        else:
-            await asyncio.to_thread(disk.write, "STATE", STAGED, config.dump_yaml(plan.staged).encode())
+        writes.append((STAGED, None if plan.staged is None else config.dump_yaml(plan.staged).encode()))
+    for name, data in writes:
+        if data is not None:
+            await asyncio.to_thread(disk.write, "STATE", name + PENDING, data)
     kind = Kind.CONFIG_STAGED if plan.action is config.Action.STAGE else Kind.CONFIG_APPLIED
     event = await seq.record(kind, plan.event_payload(), actor)
+    for name, data in writes:
+        if data is None:
+            await asyncio.to_thread(disk.remove, "STATE", name)
+        else:
+            await asyncio.to_thread(disk.write, "STATE", name, data)
+            await asyncio.to_thread(disk.remove, "STATE", name + PENDING)
     live = plan.action in (config.Action.LIVE, config.Action.TRY) and seq.fsm.stage is Stage.RUNNING
     network_changed = any(c.path.startswith("machine.network") for c in plan.changes)
     rt.config, rt.persisted, rt.staged = plan.active, plan.persisted, plan.staged

@@ -4,12 +4,38 @@ from __future__ import annotations
 
 import config
 from events import Kind
+from events.errors import InvalidConfig
 
 from .._context import Context
 from .._model import OnError, task
 
 CONFIG = "config.yaml"
 STAGED = "staged.yaml"
+PENDING = ".pending"
+SETTLE_WINDOW = 512  # an interrupted apply's event is among the last events of the log
+
+
+async def settle_pending(ctx: Context) -> None:
+    """Finish or drop an apply that a crash interrupted: a pending file whose ``config.*`` event is in the log
+    takes its place; one whose event never became durable is removed, as the apply never happened."""
+    disk = ctx.ports.disk
+    end = ctx.log.next_seq()
+    recorded: set[str] | None = None
+    for name in (CONFIG, STAGED):
+        pending = await ctx.blocking(disk.read, "STATE", name + PENDING)
+        if pending is None:
+            continue
+        if recorded is None:
+            tail = await ctx.blocking(lambda: list(ctx.log.read(max(0, end - SETTLE_WINDOW), end)))
+            recorded = {str(e.payload.get("digest")) for e in tail
+                        if e.kind in (Kind.CONFIG_APPLIED, Kind.CONFIG_STAGED)}
+        try:
+            keep = config.digest(config.load(pending, name=f"STATE/{name}{PENDING}")) in recorded
+        except InvalidConfig:
+            keep = False
+        if keep:
+            await ctx.blocking(disk.write, "STATE", name, pending)
+        await ctx.blocking(disk.remove, "STATE", name + PENDING)
 
 
 @task(timeout=10)
@@ -23,6 +49,7 @@ async def load_identity(ctx: Context) -> None:
 async def load_config(ctx: Context) -> None:
     """Load the persisted config; a staged one takes its place (and is recorded as applied)."""
     disk = ctx.ports.disk
+    await settle_pending(ctx)
     raw = await ctx.blocking(disk.read, "STATE", CONFIG)
     staged_raw = await ctx.blocking(disk.read, "STATE", STAGED)
     persisted = config.load(raw, name=f"STATE/{CONFIG}") if raw is not None else None

@@ -165,16 +165,30 @@ class Machine:
             signal.signal(signum, self._on_signal)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "machine.pid").write_text(f"{os.getpid()}\n")
+        self._load_pending()
         try:
             return self._boot_loop()
         except GravenError as exc:
             self.say(f"error [{exc.code.name}]: {exc.message}")
             return 1
         finally:
+            self._save_pending()
             with contextlib.suppress(GravenError, OSError):
                 self.disk.close()
             for name in ("machine.pid", "agent.pid"):
                 (self.run_dir / name).unlink(missing_ok=True)
+
+    def _load_pending(self) -> None:
+        """Events of the last power cycle that no agent logged yet (kept by the machine, like NVRAM)."""
+        path = self.run_dir / "pending-events.json"
+        with contextlib.suppress(OSError, ValueError):
+            self.pending = list(json.loads(path.read_text())) + self.pending
+        path.unlink(missing_ok=True)
+
+    def _save_pending(self) -> None:
+        if self.pending:
+            with contextlib.suppress(OSError):
+                (self.run_dir / "pending-events.json").write_text(json.dumps(self.pending))
 
     def _boot_loop(self) -> int:
         with contextlib.suppress(GravenError):
@@ -185,7 +199,7 @@ class Machine:
                 return 1
             if self._stopping is not None:
                 break
-            code = self._run_agent(boot)
+            code, why = self._run_agent(boot)
             self._after(boot)
             if self._stopping is not None:
                 self.say(f"machine stopped ({self._stopping}); {_exit_reason(code)}")
@@ -197,7 +211,7 @@ class Machine:
                 self.failed_in_a_row = 0
                 self.say("reboot")
                 continue
-            self._failed(boot, _exit_reason(code), code)
+            self._failed(boot, why or _exit_reason(code), code)
             if self.failed_in_a_row >= self.opts.max_failed_boots:
                 self.say(f"{self.failed_in_a_row} boots in a row failed; the machine gives up and stays off")
                 return 1
@@ -322,19 +336,18 @@ class Machine:
         return _Boot(self.boots, uuid.uuid4().hex, None, verified.version, verified.payload_sha256.hex(), root)
 
     # -- running the agent ---------------------------------------------------------------------------------
-    def _run_agent(self, boot: _Boot) -> int:
+    def _run_agent(self, boot: _Boot) -> tuple[int, str | None]:
+        """Run the agent from the boot's root until it exits: its exit code (negative: the signal), and why
+        the boot failed when the agent could not even start."""
         code_root = boot.root / CODE_DIR
         if not (code_root / "node" / "__main__.py").is_file():
-            self.pending.append({"kind": Kind.BOOT_FAILED, "payload": {
-                "boot_id": boot.boot_id, "slot": boot.slot.value if boot.slot else None, "version": boot.version,
-                "exit_code": None, "signal": None, "reason": f"the image holds no agent ({CODE_DIR}/node)"}})
-            return 1
+            return 1, f"the image holds no agent ({CODE_DIR}/node/__main__.py is missing)"
         boot_file = self.run_dir / "boot.json"
         tmp = boot_file.with_name("boot.json.tmp")
         tmp.write_text(json.dumps({"boot_id": boot.boot_id, "slot": boot.slot.value if boot.slot else None,
                                    "digest": boot.digest, "version": boot.version, "events": self.pending}))
         os.replace(tmp, boot_file)
-        self.pending = []  # handed over: the agent logs them when it opens the log
+        handed, self.pending = self.pending, []  # the agent logs them, then removes the file
         cwd = self.run_dir / "cwd"
         cwd.mkdir(parents=True, exist_ok=True)
         self.disk.release()  # the agent owns the disk now (it may repartition, format, mount)
@@ -346,7 +359,7 @@ class Machine:
         try:
             while True:
                 try:
-                    return self._agent.wait(timeout=0.25)
+                    return self._agent.wait(timeout=0.25), None
                 except subprocess.TimeoutExpired:
                     if self._kill_at is not None and time.monotonic() >= self._kill_at:
                         self.say(f"the agent did not shut down within {self.opts.grace:g} s; killing it")
@@ -354,8 +367,12 @@ class Machine:
         finally:
             (self.run_dir / "agent.pid").unlink(missing_ok=True)
             self._agent = None
+            if boot_file.exists():  # the agent died before logging them: the next boot carries them
+                boot_file.unlink()
+                self.pending = handed + self.pending
 
     def _after(self, boot: _Boot) -> None:
+        self.pending += finish_pending_wipe(self.disk, self.say)  # a reset's wipe, now that the log is closed
         self.disk.release()
         with contextlib.suppress(GravenError):
             if boot.slot is not None:

@@ -67,6 +67,7 @@ class BootInfo:
     slot: str | None = None
     digest: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)  # the bootloader's decisions, to log
+    source: Path | None = None  # the GRAVEN_BOOT file
 
     @classmethod
     def from_env(cls) -> BootInfo:
@@ -75,7 +76,13 @@ class BootInfo:
             return cls()
         data = json.loads(Path(path).read_text())
         return cls(boot_id=data.get("boot_id") or uuid.uuid4().hex, slot=data.get("slot"),
-                   digest=data.get("digest", ""), events=list(data.get("events", [])))
+                   digest=data.get("digest", ""), events=list(data.get("events", [])), source=Path(path))
+
+    def logged(self) -> None:
+        """The events are in the log: remove the file, which tells the supervisor not to hand them over again."""
+        if self.source is not None:
+            with contextlib.suppress(OSError):
+                self.source.unlink()
 
 
 class Agent:
@@ -130,6 +137,9 @@ class Agent:
             return EXIT_LOG_BROKEN
         for ev in self.boot.events:
             self.log.submit(ev["kind"], ev.get("payload", {}), BOOTLOADER)
+        if self.boot.events:
+            self.log.flush()
+        self.boot.logged()
         self.fsm = NodeFSM(self.log)
         running = RunningImage(self.boot.slot, self.version_string, self.boot.digest)
         net = select_network(self._emit, resolv_conf=lambda: self._disk_file("STATE", "resolv.conf"),

@@ -115,6 +115,9 @@ def _summary(index: int, events: list[Event], last: bool, spans: Sequence[Span] 
         measured = next((e for e in events if e.kind == Kind.IMAGE_MEASURED), None)
         info = {"slot": measured.payload.get("slot"), "version": measured.payload.get("version"),
                 "image_digest": measured.payload.get("digest")} if measured else {}
+    if not info:  # the agent never got as far as recording its start: the bootloader's choice says which slot
+        selected = next((e for e in events if e.kind == Kind.BOOT_SELECTED), None)
+        info = {"slot": selected.payload.get("slot")} if selected else {}
     failed = next((e for e in events if e.kind == Kind.SEQUENCE_FAILED), None)
     failure = None
     if failed is not None:
@@ -136,9 +139,10 @@ def _summary(index: int, events: list[Event], last: bool, spans: Sequence[Span] 
         if failure is None:
             open_spans = [s for s in spans or () if s.outcome == "unfinished"]
             where = {s.kind: s.name for s in open_spans}
+            why = ("the agent stopped before it recorded its start" if started is None else
+                   "the agent stopped without a reboot")
             failure = Failure(where.get("sequence"), where.get("phase"), where.get("task"),
-                              f"no event after seq {events[-1].seq}: the agent stopped without a reboot", None,
-                              events[-1].seq)
+                              f"no event after seq {events[-1].seq}: {why}", None, events[-1].seq)
     sequences = tuple(str(e.payload.get("sequence")) for e in events if e.kind == Kind.SEQUENCE_STARTED)
     return BootSummary(
         index=index, boot_id=events[0].boot_id, slot=info.get("slot"), version=info.get("version"),

@@ -10,6 +10,12 @@ Everything lives under ``--state DIR/NAME`` (default ``~/.graven/clusters``); ``
 so that ``show`` and ``destroy`` work from it alone, also after a crash. ``destroy`` stops the machines
 (SIGTERM to each process group, SIGKILL after a grace period), unmounts what is mounted below the cluster's
 folder, detaches the loop devices over its disk files, drops the client config context and removes the folder.
+
+``--network netns`` (the default as root where ``ip netns`` works; else ``loopback``, 127.0.0.1 ports): each
+machine runs in a network namespace (and UTS namespace) of its own, made by ``node._netns``, with its own address
+from 198.18.0.0/15 on a bridge and its API on ``ADDRESS:50000``; the agent applies the config's network with
+netlink there. The machines install at the same time. ``destroy`` also removes the cluster's namespaces, links
+and whatever still runs inside them, found by their names: after a crash too, even without the folder.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import ipaddress
 import json
 import os
 import shutil
@@ -24,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +53,7 @@ FIRST_PORT = 50000
 DISK_SIZE = 512 << 20  # block disks: a sparse file, GPT with slots of ~228 MiB
 CLUSTER_FILE = "cluster.json"
 IMAGE_VERSION = "v1"
+NETWORKS = ("netns", "loopback")
 
 
 def default_state_dir() -> Path:
@@ -82,6 +91,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="passed to the machines: a boot not healthy after this long fails")
     p.add_argument("--no-merge", action="store_true",
                    help="do not merge the context into the default client config (only DIR/NAME/gravenconfig)")
+    p.add_argument("--network", choices=NETWORKS, default=None,
+                   help="netns: each node in its own network namespace with its own address from 198.18.0.0/15, on "
+                        "a bridge (root); loopback: 127.0.0.1 ports (default: netns when root and `ip netns` works, "
+                        "else loopback)")
+    p.add_argument("--controlplanes", type=int, default=1, metavar="N",
+                   help="with --network netns: how many of the nodes are control planes (default 1; the rest "
+                        "are workers)")
     add_output_flag(p)
     p.set_defaults(func=_create)
 
@@ -216,7 +232,7 @@ def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk
         "state_dir": str(directory), "gravenconfig": str(directory / "gravenconfig"),
         **{k: str(directory / v[0]) for k, v in files.items()},
         "image": str(img), "image_version": manifest.version,
-        "client_config": None, "context": None, "nodes": [],
+        "client_config": None, "context": None, "nodes": [], "network": "loopback",
     }
     ports = [port or _free_port()] + [_free_port() for _ in range(nodes - 1)]
     for i in range(nodes):
@@ -326,10 +342,22 @@ def _node_count(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
+    merge_into: Path | bool | None = False if args.no_merge else \
+        (Path(args.gravenconfig) if args.gravenconfig else None)
+    say = _Progress()
+    if choose_network(args.network, args.name, say) == "netns":
+        data = create_cluster_netns(args.name, state=args.state, nodes=_node_count(args),
+                                    controlplanes=args.controlplanes, disk=args.disk, port=args.port or FIRST_PORT,
+                                    timeout=args.timeout, health_timeout=args.health_timeout,
+                                    merge_into=merge_into, say=say)
+        if args.output == "json":
+            print_json(data)
+        else:
+            _print_nodes(data, live=False)
+        return 0
     data = create_cluster(args.name, state=args.state, nodes=_node_count(args), disk=args.disk, port=args.port,
                           timeout=args.timeout, health_timeout=args.health_timeout,
-                          merge_into=False if args.no_merge else
-                          (Path(args.gravenconfig) if args.gravenconfig else None))
+                          merge_into=merge_into, say=say)
     if args.output == "json":
         print_json(data)
     else:
@@ -379,6 +407,8 @@ def _show(args: argparse.Namespace) -> int:
                                       for n, r in zip(data["nodes"], _node_rows(data, True), strict=True)]})
     else:
         _print_nodes(data, live=True)
+        if data.get("network") == "netns":
+            _print_netns(data)
     return 0
 
 
@@ -447,6 +477,8 @@ def destroy_cluster(name: str, *, state: Path | None = None, grace: float = 15.0
     report = say or _Progress()
     directory = _cluster_dir(state, name)
     if not directory.exists():
+        if _destroy_netns(name, report, data=None):  # a crash may leave namespaces without the folder
+            return True
         report(f"no cluster {name!r} under {directory.parent}; nothing to destroy")
         return False
     try:
@@ -466,6 +498,7 @@ def destroy_cluster(name: str, *, state: Path | None = None, grace: float = 15.0
             with contextlib.suppress(OSError, ValueError):
                 node["pid"] = int((Path(node["root"]) / "run" / "machine.pid").read_text().strip())
         _stop_machine(node, grace, report)
+    _destroy_netns(name, report, data=data)
     for point in _mounts_below(directory):
         if subprocess.run(["umount", point], capture_output=True, check=False).returncode != 0:
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
@@ -506,3 +539,217 @@ def _drop_context(data: dict[str, Any], report: Callable[[str], None]) -> None:
 def _destroy(args: argparse.Namespace) -> int:
     destroy_cluster(args.name, state=args.state)
     return 0
+
+
+# -- clusters on real addresses: one network namespace per node (root) ----------------------------------------
+def netns_problem() -> str | None:
+    """Why this host cannot make namespaced clusters (None: it can): root, and a working ``ip netns``."""
+    if os.geteuid() != 0:
+        return "not root (network namespaces, a bridge and veth pairs need root)"
+    try:
+        proc = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=False)
+    except FileNotFoundError:
+        return "iproute2's ip command is not installed"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"ip netns list: {exc}"
+    if proc.returncode != 0:
+        return f"ip netns list: {proc.stderr.strip() or f'exit {proc.returncode}'}"
+    return None
+
+
+def choose_network(wanted: str | None, name: str, say: Callable[[str], None]) -> str:
+    """``netns`` or ``loopback``: ``wanted`` if given (netns refused where it cannot work), else netns when this
+    host can make namespaces, else loopback; says which and why."""
+    from node import _netns
+
+    problem = netns_problem()
+    if wanted == "netns":
+        if problem:
+            raise Unavailable(f"--network netns: {problem}; use --network loopback")
+        _netns.netns_name(name, "x")  # a name the namespaces can carry, or InvalidRequest
+        return "netns"
+    if wanted == "loopback":
+        say("network: loopback (--network loopback): every node's API on a 127.0.0.1 port")
+        return "loopback"
+    if problem is None:
+        try:
+            _netns.netns_name(name, "x")
+        except GravenError as exc:
+            problem = exc.message
+    if problem:
+        say(f"network: loopback, every node's API on a 127.0.0.1 port ({problem}; --network netns needs root)")
+        return "loopback"
+    say("network: netns, each node in its own network namespace on 198.18.0.0/15 (root; --network loopback for "
+        "127.0.0.1 ports)")
+    return "netns"
+
+
+def _netns_node_names(name: str, nodes: int, controlplanes: int) -> list[tuple[str, str]]:
+    """``(node name, machine type)``: ``NAME-controlplane-1``.., then ``NAME-worker-1``.."""
+    return [(f"{name}-controlplane-{i + 1}", "controlplane") for i in range(controlplanes)] + \
+        [(f"{name}-worker-{i + 1}", "worker") for i in range(nodes - controlplanes)]
+
+
+def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3, controlplanes: int = 1,
+                         disk: str = "sandbox", port: int = FIRST_PORT, timeout: float = 120.0,
+                         health_timeout: float | None = None, merge_into: Path | bool | None = None,
+                         say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Like ``create_cluster``, but every node runs in a network namespace of its own (and a UTS namespace, for
+    its hostname) with its own address from 198.18.0.0/15 on the cluster's bridge, its API on ``ADDRESS:port``.
+    The machines install at the same time. ``cluster.json`` records ``network: netns``, the subnet and each
+    node's namespace and address; ``destroy_cluster`` removes the namespaces and links too."""
+    import image
+    from node import _netns
+
+    report = say or _Progress()
+    directory = _cluster_dir(state, name)
+    if nodes < 1:
+        raise InvalidRequest("--nodes must be at least 1")
+    if not 1 <= controlplanes <= nodes:
+        raise InvalidRequest(f"--controlplanes {controlplanes}: between 1 and the number of nodes ({nodes})")
+    problem = netns_problem()
+    if problem:
+        raise Unavailable(f"--network netns: {problem}")
+    if disk == "block":
+        from storage import block_problem
+
+        found = block_problem()
+        if found:
+            raise Unavailable(f"--disk block: {found}")
+    if (directory / CLUSTER_FILE).exists():
+        raise InvalidRequest(f"cluster {name!r} exists ({directory}); destroy it first: gravenctl cluster destroy "
+                             f"--name {name}" + ("" if state is None else f" --state {state}"), path=str(directory))
+    if _netns.show(name):
+        raise InvalidRequest(f"cluster {name!r} still has network namespaces on this host (a crashed create?); "
+                             f"remove them with: gravenctl cluster destroy --name {name}", cluster=name)
+    names = _netns_node_names(name, nodes, controlplanes)
+    for node_name, _ in names:
+        _netns.netns_name(name, node_name)  # valid names before anything is made
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    report(f"cluster {name}: secrets and configs in {directory}")
+    secrets = ClusterSecrets.generate(name)
+    files = {"ca_cert": ("ca.crt", secrets.ca_crt_pem, 0o644), "ca_key": ("ca.key", secrets.ca_key_pem, 0o600),
+             "image_key": ("image.key", secrets.image_key_pem, 0o600),
+             "image_pubkey": ("image.pub", secrets.image_pub_pem, 0o644)}
+    for fname, content, mode in files.values():
+        atomic_write(directory / fname, content, mode)
+    data: dict[str, Any] = {
+        "name": name, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "disk": disk,
+        "network": "netns", "subnet": None, "bridge": None,
+        "state_dir": str(directory), "gravenconfig": str(directory / "gravenconfig"),
+        **{k: str(directory / v[0]) for k, v in files.items()},
+        "image": None, "image_version": None, "client_config": None, "context": None, "nodes": [],
+    }
+    _save(directory, data)  # from here on, destroy finds everything (and the namespaces by their names)
+    img = directory / "images" / f"{IMAGE_VERSION}.img"
+    report(f"building the {IMAGE_VERSION} image")
+    manifest = image.build_image(IMAGE_VERSION, secrets.image_key, img, progress=lambda m: report(f"  image: {m}"))
+    data.update(image=str(img), image_version=manifest.version)
+    nets = _netns.create(name, nodes, names=[n for n, _ in names])
+    data.update(subnet=str(ipaddress.ip_interface(nets[0].cidr).network), bridge=nets[0].bridge)
+    report(f"network: bridge {nets[0].bridge} ({nets[0].bridge_address}/{nets[0].prefixlen} on this host), "
+           f"{nodes} namespace(s), no route out")
+    for net, (node_name, machine_type) in zip(nets, names, strict=True):
+        root = directory / "nodes" / node_name
+        root.mkdir(parents=True, exist_ok=True)
+        data["nodes"].append({"name": node_name, "type": machine_type, "root": str(root),
+                              "endpoint": net.endpoint(port), "address": net.address, "netns": net.netns,
+                              "host_veth": net.host_veth,
+                              "disk": str(root / "disk.img") if disk == "block" else None,
+                              "config": str(root / f"{machine_type}.yaml"), "log": str(root / "machine.log"),
+                              "pid": None})
+    _save(directory, data)
+    for net, node in zip(nets, data["nodes"], strict=True):
+        # the node's own address goes into certSANs only: the plumbing owns it, so not into machine.network
+        cfg = config.default_config(name, f"https://{node['endpoint']}", secrets.ca_crt_pem, secrets.ca_key_pem,
+                                    [secrets.image_pub_pem], machine_type=node["type"], hostname=node["name"],
+                                    install_disk=node["disk"] or "/dev/sda", install_image=str(img))
+        text = config.dump_yaml(cfg)
+        config.validate(text).unwrap(node["config"])
+        atomic_write(node["config"], text.encode(), 0o600)
+        if node["disk"]:
+            with open(node["disk"], "wb") as f:
+                f.truncate(DISK_SIZE)
+        node["pid"] = _start_machine_netns(node, data, net.exec_prefix(), health_timeout)
+        _save(directory, data)
+        report(f"{node['name']}: machine started in {net.netns} (pid {node['pid']}), API on {node['endpoint']}; "
+               f"log {node['log']}")
+    ctx = secrets.client_context([n["endpoint"] for n in data["nodes"]])
+    ctx.nodes = []
+    client_cfg = ClientConfig(context=name, contexts={name: ctx})
+    client_cfg.save(directory / "gravenconfig")
+    errors: list[GravenError] = []
+
+    def install(node: dict[str, Any]) -> None:
+        try:
+            _install_node(node, ctx, timeout, report)
+        except GravenError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=install, args=(n,), daemon=True) for n in data["nodes"]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    if merge_into is not False:
+        target = _clientconfig.default_path(merge_into if isinstance(merge_into, Path) else None)
+        merged = _clientconfig.load_or_new(target)
+        used = merged.merge(client_cfg)[name]
+        merged.save(target)
+        data["client_config"], data["context"] = str(target), used
+        _save(directory, data)
+        report(f"client config: context {used} in {target} (current)")
+    report(f"cluster {name} is up: {', '.join(n['endpoint'] for n in data['nodes'])}")
+    return data
+
+
+def _start_machine_netns(node: dict[str, Any], data: dict[str, Any], prefix: list[str],
+                         health_timeout: float | None) -> int:
+    """``graven machine`` inside the node's namespaces (``ip netns exec … unshare --uts``, both exec, so the pid
+    is the supervisor's); the agent it starts inherits them and picks the netlink platform by itself."""
+    cmd = [*prefix, sys.executable, "-m", "node", "machine", "--root", node["root"], "--boot-from", data["image"],
+           "--trusted-key", data["image_pubkey"], "--listen", node["endpoint"]]
+    if node["disk"]:
+        cmd += ["--disk", node["disk"]]
+    if health_timeout is not None:
+        cmd += ["--health-timeout", f"{health_timeout:g}"]
+    with open(node["log"], "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=node["root"], env=_child_env(), start_new_session=True)
+    return proc.pid
+
+
+def _destroy_netns(name: str, report: Callable[[str], None], data: dict[str, Any] | None) -> bool:
+    """Remove the cluster's namespaces, links and the processes still in them (found by their names, so after a
+    crash too); False when there were none (or this is not a namespaced cluster and no namespace exists)."""
+    from node import _netns
+
+    try:
+        _netns.link_names(name)
+    except GravenError:
+        return False  # a name no namespaced cluster can have
+    if os.geteuid() != 0:
+        if data is not None and data.get("network") == "netns":
+            report(f"warning: cluster {name} has network namespaces; only root can remove them")
+        return False
+    removed = _netns.destroy(name)
+    if not any(removed.values()):
+        return False
+    report(f"network: removed {len(removed['namespaces'])} namespace(s), {len(removed['links'])} link(s)"
+           + (f", ended {len(removed['processes'])} process(es) left in them" if removed["processes"] else ""))
+    return True
+
+
+def _print_netns(data: dict[str, Any]) -> None:
+    from node import _netns
+
+    live = {n.netns: n for n in _netns.show(data["name"])} if os.geteuid() == 0 else {}
+    rows = [{"name": n["name"], "type": n.get("type"), "netns": n.get("netns"), "address": n.get("address"),
+             "host_veth": n.get("host_veth"),
+             "present": ("yes" if n.get("netns") in live else "no") if os.geteuid() == 0 else "?"}
+            for n in data["nodes"]]
+    sys.stdout.write("\n")
+    table(rows, ("name", "type", "netns", "address", "host_veth", "present"))
+    sys.stderr.write(f"network: netns, subnet {data.get('subnet')}, bridge {data.get('bridge')}\n")

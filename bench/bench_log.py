@@ -191,6 +191,7 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, help="work directory (default: a temporary one under /var/tmp)")
     args = ap.parse_args()
     rounds = args.rounds
+    start_load = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="graven-bench-log-", dir=args.dir or "/var/tmp"))
     pki = Pki.new()
     gc_note = agent_gc()
@@ -288,6 +289,10 @@ def main() -> int:
         print(f"{row.what:<46} {row.value:>11,.0f}  {row.limit_name:<24} {limit} {ratio}  {row.target:<13} {ok}")
     missed = [r.what for r in rows if r.ok is False]
     print(f"\n{'targets missed: ' + '; '.join(missed) if missed else 'all targets met'}")
+    end_load = os.getloadavg()[0]
+    print(f"load average (1 min) before {start_load:.2f}, after {end_load:.2f}" + (
+        ": other processes shared these cores; figures that use both cores are low against one-core limits"
+        if max(start_load, end_load) > 2.2 else ""))
     return 0
 
 

@@ -342,6 +342,10 @@ class Machine:
         code_root = boot.root / CODE_DIR
         if not (code_root / "node" / "__main__.py").is_file():
             return 1, f"the image holds no agent ({CODE_DIR}/node/__main__.py is missing)"
+        for ev in reversed(self.pending):  # when the firmware handed over, for boot traces (and bench_boot)
+            if ev["kind"] == Kind.BOOT_SELECTED:
+                ev["payload"]["agent_started_ns"] = time.time_ns()
+                break
         boot_file = self.run_dir / "boot.json"
         tmp = boot_file.with_name("boot.json.tmp")
         tmp.write_text(json.dumps({"boot_id": boot.boot_id, "slot": boot.slot.value if boot.slot else None,

@@ -1,0 +1,206 @@
+"""Boot benchmark: from ``graven machine`` starting to the node Running with its boot committed.
+
+An installed machine (v1 in slot A, committed) is powered on again and again. Each boot is timed from just
+before the supervisor's process starts to the ``boot.committed`` event's own timestamp in the node's log (so
+polling the API adds nothing), and split: supervisor (its start-up, META, slot verification and mount, until it
+starts the agent: ``agent_started_ns`` of ``boot.selected``), agent start (the interpreter, the agent's imports,
+the log opened, up to ``boot.started``), and the boot sequences (``boot.started`` to ``boot.committed``:
+initialize, boot, health checks, commit). The physical limit measured in the same run: a bare
+``python -S -P -c "import node.agent"`` from the image's code, i.e. the interpreter and the agent's imports with
+nothing done. Target: under 1.5 s (sandbox).
+
+Run: PYTHONPATH=. python bench/bench_boot.py [--rounds 5] [--backend sandbox|block|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGET_S = 1.5
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env.setdefault("GRPC_VERBOSITY", "ERROR")
+    return env
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ctl(cfg: Path, endpoint: str, *args: str, insecure: bool = False) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "api.cli", "--gravenconfig", str(cfg), "-e", endpoint, *args]
+    return subprocess.run(cmd + (["--insecure"] if insecure else []), capture_output=True, text=True, env=_env(),
+                          timeout=120, check=False)
+
+
+class Node:
+    def __init__(self, base: Path, backend: str) -> None:
+        from api._pki import gen_config
+        from image import build_image, load_signing_key
+
+        self.base = base
+        self.root = base / "machine"
+        self.root.mkdir(parents=True)
+        self.endpoint = f"127.0.0.1:{_port()}"
+        gen_config("bench", self.endpoint, base)
+        self.image = base / "v1.img"
+        build_image("v1", load_signing_key(base / "image.key"), self.image)
+        self.device = self.root / "disk.img" if backend == "block" else None
+        if self.device is not None:
+            with open(self.device, "wb") as f:
+                f.truncate(512 << 20)
+        self.cfg = base / "gravenconfig"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> int:
+        cmd = [sys.executable, "-m", "node", "machine", "--root", str(self.root), "--listen", self.endpoint,
+               "--boot-from", str(self.image), "--trusted-key", str(self.base / "image.pub")]
+        if self.device is not None:
+            cmd += ["--disk", str(self.device)]
+        log = open(self.root / "machine.log", "ab")  # noqa: SIM115 - the child keeps it
+        t0 = time.time_ns()
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=self.base,
+                                     start_new_session=True)
+        log.close()
+        return t0
+
+    def status(self, insecure: bool = False) -> dict[str, Any] | None:
+        from api import _clientconfig
+        from api._client import GravenClient
+        from events.errors import GravenError
+
+        try:
+            if insecure:
+                client = GravenClient.insecure(self.endpoint, quiet=True, timeout=2)
+            else:
+                client = GravenClient.from_context(_clientconfig.load(self.cfg).current()[1], self.endpoint, timeout=2)
+            with client:
+                return dict(client.status())
+        except GravenError:
+            return None
+
+    def wait(self, pred: Any, insecure: bool = False, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, (self.root / "machine.log").read_text()
+            st = self.status(insecure)
+            if st is not None and pred(st):
+                return st
+            time.sleep(0.02)
+        raise TimeoutError((self.root / "machine.log").read_text()[-3000:])
+
+    def install(self) -> None:
+        import config
+        from api._pki import ClusterSecrets
+
+        self.start()
+        self.wait(lambda s: s["stage"] == "maintenance", insecure=True)
+        secrets = ClusterSecrets.load("bench", (self.base / "ca.crt").read_bytes(), (self.base / "ca.key").read_bytes(),
+                                      (self.base / "image.key").read_bytes())
+        cfg = config.default_config("bench", f"https://{self.endpoint}", secrets.ca_crt_pem, secrets.ca_key_pem,
+                                    [secrets.image_pub_pem], install_image=str(self.image),
+                                    install_disk=str(self.device or "/dev/sda"))
+        path = self.base / "node.yaml"
+        path.write_text(config.dump_yaml(cfg))
+        r = _ctl(self.cfg, self.endpoint, "apply-config", "-f", str(path), insecure=True)
+        assert r.returncode == 0, r.stderr
+        self.wait(lambda s: s["stage"] == "running" and s["ready"])
+        self.stop()
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+    def boot_once(self) -> dict[str, float]:
+        t0 = self.start()
+        st = self.wait(lambda s: s["stage"] == "running" and s["ready"])
+        r = _ctl(self.cfg, self.endpoint, "events", "-o", "json", "--tail", "400")
+        events = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        mine = [e for e in events if e["boot_id"] == st["boot_id"]]
+        spawned = next(e["payload"]["agent_started_ns"] for e in mine if e["kind"] == "boot.selected")
+        started = next(e["time_ns"] for e in mine if e["kind"] == "boot.started")
+        committed = next(e["time_ns"] for e in mine if e["kind"] == "boot.committed")
+        self.stop()
+        return {"total": (committed - t0) / 1e9, "supervisor": (spawned - t0) / 1e9,
+                "agent_start": (started - spawned) / 1e9, "sequences": (committed - started) / 1e9}
+
+
+def floor_import(node: Node) -> float:
+    """python -S -P -c 'import node.agent' from the image's code: the interpreter and imports alone."""
+    from node._supervisor import agent_env
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["unsquashfs", "-q", "-n", "-d", str(Path(tmp) / "root"), str(node.image)], check=True,
+                       capture_output=True)
+        code = Path(tmp) / "root" / "usr/lib/graven"
+        env = agent_env(code, Path(tmp) / "none.json")
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-S", "-P", "-c", "import node.agent"], env=env, cwd=tmp, check=True)
+            times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def run(backend: str, rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix=f"bench-boot-{backend}-") as tmp:
+        node = Node(Path(tmp), backend)
+        try:
+            node.install()
+            results = [node.boot_once() for _ in range(rounds)]
+            floor = floor_import(node)
+        finally:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.kill()
+        med = {k: statistics.median(r[k] for r in results) for k in results[0]}
+        best = min(r["total"] for r in results)
+        verdict = "OK" if med["total"] < TARGET_S else "ABOVE TARGET"
+        print(f"{backend:8} boot to Running+committed: median {med['total'] * 1000:7.0f} ms, "
+              f"best {best * 1000:6.0f} ms (target < {TARGET_S * 1000:.0f} ms: {verdict}); {rounds} boots")
+        print(f"{'':8}   supervisor (start, META, verify, mount) {med['supervisor'] * 1000:6.0f} ms | agent start "
+              f"(python, imports, log) {med['agent_start'] * 1000:5.0f} ms | sequences to commit "
+              f"{med['sequences'] * 1000:5.0f} ms")
+        print(f"{'':8}   limit: python + the agent's imports alone {floor * 1000:.0f} ms; the boot is "
+              f"{med['total'] / floor:.1f}x that")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--backend", choices=["sandbox", "block", "both"], default="both")
+    args = ap.parse_args()
+    backends = ["sandbox", "block"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        if backend == "block":
+            from storage import block_problem
+
+            problem = block_problem()
+            if problem:
+                print(f"block    skipped: {problem}")
+                continue
+        run(backend, args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -567,6 +567,7 @@ def choose_network(wanted: str | None, name: str, say: Callable[[str], None]) ->
         if problem:
             raise Unavailable(f"--network netns: {problem}; use --network loopback")
         _netns.netns_name(name, "x")  # a name the namespaces can carry, or InvalidRequest
+        say("network: netns (--network netns): each node in its own network namespace on 198.18.0.0/15")
         return "netns"
     if wanted == "loopback":
         say("network: loopback (--network loopback): every node's API on a 127.0.0.1 port")

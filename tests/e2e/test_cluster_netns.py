@@ -2,7 +2,8 @@
 every node answers on its own 198.18.0.0/15 address, ``--nodes a,b,c`` fans out one row per node, events come
 from each, nothing is routed off the cluster's bridge, a rolling upgrade whose image does not boot on the
 second node stops there (the first upgraded, the second falls back by itself, the third untouched), a killed
-machine is an error row and not a hang, and ``cluster destroy`` (twice) leaves no namespace, link or process.
+machine is an error row and not a hang, and ``cluster destroy`` (twice) leaves no namespace, link or process, also
+after a ``cluster create`` that was killed part-way.
 
 The rolling upgrade's image: one v2 image file, signed with the cluster's key, whose code (an overlay of
 ``node/__main__.py``) exits at start when its ``--root`` is the second node's, as an image that is broken only on
@@ -294,3 +295,38 @@ def test_cluster_destroy_without_root_or_cluster_is_harmless(tmp_path: Path) -> 
         r = gravenctl("cluster", "destroy", "--name", "never-made", "--state", str(tmp_path))
         assert r.returncode == 0 and "nothing to destroy" in r.stderr, r.stderr
 
+
+
+@requires_netns
+def test_destroy_after_a_crashed_create_leaves_nothing(tmp_path: Path) -> None:
+    """``cluster create`` killed once its namespaces and machines exist; ``destroy`` (twice) removes them all."""
+    from conftest import _env
+
+    name = f"crash-{os.getpid() % 100000}"
+    cmd = [sys.executable, "-m", "api.cli", "cluster", "create", "--name", name, "--state", str(tmp_path),
+           "--nodes", "2", "--network", "netns", "--no-merge"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(),
+                            cwd=Path(__file__).resolve().parents[2])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            namespaces = [ns for ns in _ip("netns", "list").split() if ns.startswith(f"graven.{name}.")]
+            if len(namespaces) == 2 and all(subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                                                           text=True).stdout.strip() for ns in namespaces):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "create finished before it could be killed"
+        proc.kill()  # the crash: no cleanup of its own
+        proc.wait(10)
+        assert _left_behind(name), "the crash left nothing to clean up; the test proves nothing"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+        first = gravenctl("cluster", "destroy", "--name", name, "--state", str(tmp_path), timeout=120)
+        second = gravenctl("cluster", "destroy", "--name", name, "--state", str(tmp_path), timeout=120)
+    assert first.returncode == 0 and "network: removed 2 namespace(s)" in first.stderr, first.stderr
+    assert second.returncode == 0 and "nothing to destroy" in second.stderr, second.stderr
+    assert _left_behind(name) == []

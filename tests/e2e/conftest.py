@@ -90,7 +90,7 @@ class Secrets:
     def gravenconfig(self) -> Path:
         return self.dir / "gravenconfig"
 
-    def machine_config(self, path: Path, endpoint: str, *, hostname: str, install_image: Path | None,
+    def machine_config(self, path: Path, endpoint: str, *, hostname: str, install_image: Path | str | None,
                        install_disk: str = "/dev/sda", sinks: Sequence[str] = ()) -> Path:
         import config
 
@@ -290,7 +290,8 @@ class Machine:
         assert r.returncode == 0, f"gravenctl {' '.join(args)}: {r.stderr}\n{self.log()}"
         return json.loads(r.stdout)
 
-    def config(self, *, install_image: Path | None, sinks: Sequence[str] = (), name: str = "config.yaml") -> Path:
+    def config(self, *, install_image: Path | str | None, sinks: Sequence[str] = (),
+               name: str = "config.yaml") -> Path:
         return self.secrets.machine_config(self.root / name, self.endpoint, hostname=self.root.name,
                                            install_image=install_image,
                                            install_disk=str(self.device) if self.device else "/dev/sda",

@@ -21,7 +21,8 @@ def test_empty_disk_to_running_from_slot_a(machines: Machines, images: Images, d
     m = machines.new("install", disk=disk, boot_from=images.v1).start()
     st = m.wait_maintenance()
     assert st["slot"] in ("", None) and st["version"] == "v1"  # the installer's code runs, from no slot
-    m.apply(m.config(install_image=images.v1))
+    # machine.install.image: a path (sandbox) or a file:// URL (block)
+    m.apply(m.config(install_image=images.v1 if disk == "sandbox" else images.v1.as_uri()))
     st = m.wait_running(version="v1", slot="A")
     assert st["last_fallback"] is None
 

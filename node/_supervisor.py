@@ -203,7 +203,7 @@ class Machine:
             self._after(boot)
             if self._stopping is not None:
                 self.say(f"machine stopped ({self._stopping}); {_exit_reason(code)}")
-                return 0 if code == AGENT_POWER_OFF else 1
+                return 0 if code in (AGENT_POWER_OFF, AGENT_REBOOT) else 1
             if code == AGENT_POWER_OFF:
                 self.say("the agent powered the machine off")
                 return 0

@@ -91,9 +91,13 @@ class Waiter:
 
     def disconnected(self) -> Outcome | None:
         """The stream was lost: the end for a shutdown or reset past its last phase, else nothing."""
+        what = "powered off" if self.sequence == "shutdown" else "reset"
         if self.outcome is None and self._going_away:
-            what = "powered off" if self.sequence == "shutdown" else "reset"
             self._finish(True, f"the node {what} ({self.last})")
+        elif self.outcome is None and self.sequence in ("shutdown", "reset"):
+            # Both stop the API early (it is a service like any other), so their last phases are never seen here.
+            self._finish(True, f"the node went offline for the {self.sequence} it recorded at seq {self.request_seq} "
+                               f"(last seen: {self.last}; the API stops before the final phases)")
         return self.outcome
 
     def timed_out(self, seconds: float) -> Outcome:

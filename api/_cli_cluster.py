@@ -263,6 +263,13 @@ def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk
     client_cfg.save(directory / "gravenconfig")
     for node in data["nodes"]:
         _install_node(node, ctx, timeout, report)
+    return _announce(data, directory, client_cfg, merge_into, report)
+
+
+def _announce(data: dict[str, Any], directory: Path, client_cfg: ClientConfig, merge_into: Any,
+              report: Any) -> dict[str, Any]:
+    """Merge the cluster's context into the user's client config (unless told not to) and say the cluster is up."""
+    name = data["name"]
     if merge_into is not False:
         target = _clientconfig.default_path(merge_into if isinstance(merge_into, Path) else None)
         merged = _clientconfig.load_or_new(target)
@@ -694,16 +701,7 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
         t.join()
     if errors:
         raise errors[0]
-    if merge_into is not False:
-        target = _clientconfig.default_path(merge_into if isinstance(merge_into, Path) else None)
-        merged = _clientconfig.load_or_new(target)
-        used = merged.merge(client_cfg)[name]
-        merged.save(target)
-        data["client_config"], data["context"] = str(target), used
-        _save(directory, data)
-        report(f"client config: context {used} in {target} (current)")
-    report(f"cluster {name} is up: {', '.join(n['endpoint'] for n in data['nodes'])}")
-    return data
+    return _announce(data, directory, client_cfg, merge_into, report)
 
 
 def _start_machine_netns(node: dict[str, Any], data: dict[str, Any], prefix: list[str],

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import gravenctl
+from machinekit import gravenctl
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -300,7 +300,7 @@ def test_cluster_destroy_without_root_or_cluster_is_harmless(tmp_path: Path) -> 
 @requires_netns
 def test_destroy_after_a_crashed_create_leaves_nothing(tmp_path: Path) -> None:
     """``cluster create`` killed once its namespaces and machines exist; ``destroy`` (twice) removes them all."""
-    from conftest import _env
+    from machinekit import _env
 
     name = f"crash-{os.getpid() % 100000}"
     cmd = [sys.executable, "-m", "api.cli", "cluster", "create", "--name", name, "--state", str(tmp_path),

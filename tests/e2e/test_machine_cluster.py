@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import gravenctl, requires_block
+from machinekit import gravenctl, requires_block
 
 from api._cli_cluster import _loops_below, _mounts_below
 

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PY, REPO, Images, Machines, kinds, requires_block
+from machinekit import PY, REPO, Images, Machines, kinds, requires_block
 
 import image
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PY, Images, Machine, Machines, _env
+from machinekit import PY, Images, Machine, Machines, _env
 
 from storage import SandboxDisk, Slot
 

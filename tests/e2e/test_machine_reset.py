@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import Machines, gravenctl, kinds
+from machinekit import Machines, gravenctl, kinds
 
 pytestmark = pytest.mark.timeout(180)
 

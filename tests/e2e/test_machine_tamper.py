@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Images, Machines
+from machinekit import Images, Machines
 
 from image import load_signing_key
 from image._keys import generate_key

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Images, Machines, kinds, requires_block
+from machinekit import Images, Machines, kinds, requires_block
 
 import image
 

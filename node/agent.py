@@ -42,6 +42,7 @@ from sequencer import (
     bring_up,
 )
 from sequencer.ports import RunningImage, other_slot
+from sequencer.tasks.state import CONFIG, PENDING
 from sequencer.trace import trace_boot
 from storage import DiskBase, LmdbEventLog
 
@@ -318,6 +319,8 @@ class Agent:
                            actor: Actor) -> dict[str, Any]:
         new = config.load(data, name="the applied config")
         rt = self.seq.runtime
+        if not dry_run and mode != "try" and self._trying(config.digest(new)):
+            return await self._confirm_try(actor)
         plan = config.plan_apply(rt.config, rt.persisted, rt.staged, new, mode, dry_run=dry_run,
                                  try_timeout=try_timeout)
         seq = 0
@@ -333,6 +336,30 @@ class Agent:
                 self._schedule_revert(plan, actor)
         return {"mode": str(plan.mode), "diff": [c.to_dict() for c in plan.changes], "digest": plan.digest,
                 "seq": seq, "reboot_required": plan.reboot, "warnings": list(plan.warnings)}
+
+    def _trying(self, digest: str) -> bool:
+        """Whether a ``try`` of exactly this config is running and not yet confirmed."""
+        rt = self.seq.runtime
+        return (self._try_task is not None and not self._try_task.done() and rt.config is not None
+                and config.digest(rt.config) == digest)
+
+    async def _confirm_try(self, actor: Actor) -> dict[str, Any]:
+        """Applying the tried config again (in any mode but try) confirms it: it is persisted and kept. Two-phase
+        like every config change: pending file, durable ``config.confirmed``, then in place."""
+        rt, disk = self.seq.runtime, self.seq.ports.disk
+        assert self._try_task is not None and rt.config is not None
+        self._try_task.cancel()
+        plan = config.confirm_try(rt.config, rt.persisted, rt.staged)
+        data = config.dump_yaml(plan.persisted).encode() if plan.persisted is not None else None
+        if data is not None:
+            await asyncio.to_thread(disk.write, "STATE", CONFIG + PENDING, data)
+        event = await self.seq.record(Kind.CONFIG_CONFIRMED, {"digest": plan.digest}, actor)
+        if data is not None:
+            await asyncio.to_thread(disk.write, "STATE", CONFIG, data)
+            await asyncio.to_thread(disk.remove, "STATE", CONFIG + PENDING)
+        rt.persisted = plan.persisted
+        return {"mode": "no-reboot", "diff": [], "digest": plan.digest, "seq": event.seq, "reboot_required": False,
+                "warnings": ["confirmed the config on trial: it is kept and persisted"]}
 
     def _adopt_folders(self, cfg: config.MachineConfig) -> None:
         if not self.disk.is_partitioned():

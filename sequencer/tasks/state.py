@@ -28,7 +28,7 @@ async def settle_pending(ctx: Context) -> None:
         if recorded is None:
             tail = await ctx.blocking(lambda: list(ctx.log.read(max(0, end - SETTLE_WINDOW), end)))
             recorded = {str(e.payload.get("digest")) for e in tail
-                        if e.kind in (Kind.CONFIG_APPLIED, Kind.CONFIG_STAGED)}
+                        if e.kind in (Kind.CONFIG_APPLIED, Kind.CONFIG_STAGED, Kind.CONFIG_CONFIRMED)}
         try:
             keep = config.digest(config.load(pending, name=f"STATE/{name}{PENDING}")) in recorded
         except InvalidConfig:

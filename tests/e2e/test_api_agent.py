@@ -216,3 +216,25 @@ def test_maintenance_mode_refuses_everything_but_apply(tmp_path: Path, secrets: 
             GravenClient.insecure(agent.endpoint, fingerprint="00" * 32, quiet=True)
     finally:
         agent.kill()
+
+
+def test_try_mode_reverts_unless_confirmed(node: AgentProc) -> None:
+    tried = node.config_yaml().replace(b"hostname: e2e", b"hostname: on-trial")
+    with node.client() as c:
+        c.apply_configuration(tried, mode="try", try_timeout=1)
+        assert "on-trial" in c.get_configuration()["data"]
+        time.sleep(2.0)
+        assert "on-trial" not in c.get_configuration()["data"], "not confirmed: reverted after the timeout"
+        reverted = [e for e in c.events(since=0) if e.kind == "config.reverted"]
+        assert reverted and reverted[-1].payload["reason"] == "try timed out"
+        c.apply_configuration(tried, mode="try", try_timeout=2)
+        confirmed = c.apply_configuration(tried, mode="no-reboot")  # the same config again confirms it
+        assert any("confirmed" in w for w in confirmed["warnings"])
+        time.sleep(2.5)
+        assert "on-trial" in c.get_configuration()["data"], "confirmed: kept past the timeout"
+        assert [e for e in c.events(since=0) if e.kind == "config.confirmed"]
+    node.kill()
+    node.start()
+    node.wait_stage("running")
+    with node.client() as c:
+        assert "on-trial" in c.get_configuration()["data"], "confirmed: persisted across a restart"

@@ -43,7 +43,6 @@ from sequencer import (
 )
 from sequencer.ports import RunningImage, other_slot
 from sequencer.tasks.state import CONFIG, PENDING
-from sequencer.trace import trace_boot
 from storage import DiskBase, LmdbEventLog
 
 from ._disk import open_disk
@@ -458,7 +457,9 @@ class Agent:
         return self.log.wait_for(seq, timeout)
 
     def boot_trace(self, boot: int, boot_id: str, fmt: str) -> bytes:
+        # Tracing is for the odd API call, not for every boot: import it then.
         from sequencer._render import render_chrome, render_json, render_svg
+        from sequencer.trace import trace_boot
 
         trace = trace_boot(list(self.log.read()), index=None if boot < 0 else boot, boot_id=boot_id or None)
         if fmt == "svg":

@@ -61,7 +61,7 @@ def default_state_dir() -> Path:
 
 
 # -- registration ----------------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cluster = subparsers.add_parser("cluster", help="local clusters of machines: create, show, destroy",
                                     description="Local clusters of Graven machines on this host (sandbox disks, or "
                                                 "loop-device block disks as root).")

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import config
 from events.errors import InvalidConfig, InvalidRequest, NotFound
@@ -31,7 +31,7 @@ __all__ = ["config_subparsers", "register"]
 _PROBLEM_COLUMNS = ("level", "line", "path", "message")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "validate",
         help="check a machine config file: every error with its path and line, and warnings",
@@ -66,7 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=_diff)
 
 
-def config_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+if TYPE_CHECKING:  # argparse's action is generic only to the type checker
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def config_subparsers(subparsers: Subparsers) -> Subparsers:
     """The ``config`` group's sub-subparsers, creating the group on first use."""
     parser = subparsers.choices.get("config")
     if parser is None:
@@ -75,7 +79,7 @@ def config_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubPa
             help="machine config files (patch, diff) and the client config",
             description="Work on machine config files offline (patch, diff), and on the client config.",
         )
-        cmds: argparse._SubParsersAction = parser.add_subparsers(  # type: ignore[type-arg]
+        cmds: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
             dest="config_command", metavar="COMMAND", required=True
         )
         return cmds

@@ -17,7 +17,7 @@ from ._output import add_output_flag, print_json, table
 __all__ = ["register"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = subparsers.add_parser(
         "image", help="build, verify and inspect signed images", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

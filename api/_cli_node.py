@@ -52,7 +52,7 @@ NETWORK_COLUMNS = {"links": ("interface", "up", "mtu", "operstate", "mac", "kind
 
 
 # -- registration ----------------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _pki.register(subparsers)
     cmds = config_subparsers(subparsers)
     _clientconfig.register(cmds)
@@ -165,7 +165,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=_events)
 
 
-def _register_config_new(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _register_config_new(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser(
         "new", help="ask a node (os:admin) for a client config with other roles",
         description="Ask the node for a client certificate with --roles and --crt-ttl (GenerateClientConfiguration, "

@@ -287,7 +287,7 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o600) -> None:
 
 
 # -- commands --------------------------------------------------------------------------------------------
-def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the client-config commands to the ``config`` group's sub-subparsers."""
     p = cmds.add_parser("context", help="switch the current context",
                         description="Make NAME the current context of the client config.")

@@ -224,7 +224,7 @@ def _client_endpoint(endpoint: str) -> str:
 
 
 # -- the command -----------------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = subparsers.add_parser("gen", help="generate cluster secrets and configs",
                                 description="Generate a cluster's secrets, machine config and client config.")
     cmds = gen.add_subparsers(dest="gen_command", metavar="COMMAND", required=True)

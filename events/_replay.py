@@ -54,7 +54,7 @@ class BootRecord(msgspec.Struct, frozen=True):
     slot: str | None = None
     version: str | None = None
     outcome: str = "running"  # running | committed | failed | rebooted | shutdown
-    last_seq: int = 0
+    last_seq: int | None = None  # None while the boot is the log's latest; set when the next boot begins
     fallback: dict[str, Any] | None = None
 
 
@@ -106,15 +106,21 @@ def fold(state: NodeState, event: Event, digest: bytes | None = None) -> NodeSta
         raise TamperedLog(f"replay expected seq {state.seq + 1}, got {event.seq}", seq=state.seq + 1, reason="gap")
     if event.prev != state.head:
         raise TamperedLog(f"seq {event.seq}: prev does not match the event before it", seq=event.seq, reason="chain")
+    state = _close_boot(state, event.boot_id, state.seq)
     fn = _APPLY.get(event.kind)
     if fn is not None:
         state = fn(state, event)
     head = event_hash(event) if digest is None else digest
-    boots = state.boots
-    if boots and boots[-1].boot_id == event.boot_id:
-        boots = (*boots[:-1], replace(boots[-1], last_seq=event.seq))
-        return replace(state, seq=event.seq, head=head, boots=boots)
     return replace(state, seq=event.seq, head=head)
+
+
+def _close_boot(state: NodeState, boot_id: str, last_seq: int) -> NodeState:
+    """The first event of another boot closes the latest boot record (a copy of the tuple once per boot, not per
+    event: a long-lived node has many boots)."""
+    boots = state.boots
+    if boots and boots[-1].last_seq is None and boots[-1].boot_id != boot_id:
+        return replace(state, boots=(*boots[:-1], replace(boots[-1], last_seq=last_seq)))
+    return state
 
 
 def replay(events: Iterable[Event], state: NodeState | None = None) -> NodeState:
@@ -129,13 +135,11 @@ def replay_raw(raws: Iterable[bytes], state: NodeState | None = None) -> NodeSta
     ``verify_items``' job), but seq and the hash chain are checked as in ``fold``. Bytes that do not decode raise
     ``InvalidEvent`` naming the seq; an altered event breaks the chain at the event after it.
 
-    The result equals folding event by event. Only the final state is returned, so what ``fold`` would change
-    for an event without an apply function (seq, head, the current boot's ``last_seq``) is kept in locals and
-    written into the state before the next apply function runs, and at the end."""
+    The result equals folding event by event. Only the final state is returned, so seq and head are kept in locals
+    and written into the state before an apply function (or the closing of a boot) needs it, and at the end."""
     state = state or NodeState()
     decode, apply = _event_decoder.decode, _APPLY.get
     seq, head = state.seq, state.head
-    last: int | None = None  # a last_seq owed to state.boots[-1]
     for raw in raws:  # fold() and trusted_event_hash() inlined: this loop is the replay benchmark
         try:
             event = decode(raw)
@@ -148,25 +152,19 @@ def replay_raw(raws: Iterable[bytes], state: NodeState | None = None) -> NodeSta
         else:
             digest = trusted_event_hash(raw, event)
         if event.seq != seq + 1 or event.prev != head:
-            return fold(_catch_up(state, seq, head, last), event, digest)  # raises fold's own error
+            return fold(_catch_up(state, seq, head), event, digest)  # raises fold's own error
+        boots = state.boots
+        if boots and boots[-1].last_seq is None and boots[-1].boot_id != event.boot_id:
+            state = _close_boot(_catch_up(state, seq, head), event.boot_id, seq)
         fn = apply(event.kind)
         if fn is not None:
-            state = fn(_catch_up(state, seq, head, last), event)
-            last = None
+            state = fn(_catch_up(state, seq, head), event)
         seq, head = event.seq, digest
-        boots = state.boots
-        if boots and boots[-1].boot_id == event.boot_id:
-            last = seq
-    return _catch_up(state, seq, head, last)
+    return _catch_up(state, seq, head)
 
 
-def _catch_up(state: NodeState, seq: int, head: bytes, last: int | None) -> NodeState:
-    if last is not None:
-        boots = state.boots
-        return replace(state, seq=seq, head=head, boots=(*boots[:-1], replace(boots[-1], last_seq=last)))
-    if seq == state.seq:
-        return state
-    return replace(state, seq=seq, head=head)
+def _catch_up(state: NodeState, seq: int, head: bytes) -> NodeState:
+    return state if seq == state.seq else replace(state, seq=seq, head=head)
 
 
 def state_at(events: Iterable[Event], seq: int) -> NodeState:
@@ -214,7 +212,6 @@ def _boot_started(state: NodeState, e: Event) -> NodeState:
         started_ns=e.time_ns,
         slot=e.payload.get("slot"),
         version=e.payload.get("version"),
-        last_seq=e.seq,
     )
     return replace(state, boots=(*boots, rec), sealed=False, sequence=None, stage="booting",
                    active_slot=e.payload.get("slot", state.active_slot))

@@ -161,7 +161,7 @@ def main() -> None:
         rows.append(("agent start to serving (mTLS, log of "
                      f"{PREFILL // 1000}k events)", f"{start_s * 1e3:.0f} ms", "target < 400 ms"))
         rows.append(("agent RSS at rest", f"{rss:.1f} MiB ({anon:.1f} MiB anonymous)",
-                     "target < 60 MiB; the rest is the log's page cache, mapped by LMDB"))
+                     "target < 60 MiB; the rest is shared libraries mapped from disk (grpc, cryptography, libpython)"))
     finally:
         agent.kill()
     width = max(len(r[0]) for r in rows)

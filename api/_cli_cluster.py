@@ -193,15 +193,8 @@ def _machine_log_tail(node: dict[str, Any], lines: int = 15) -> str:
 
 
 # -- create ------------------------------------------------------------------------------------------------
-def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk: str = "sandbox",
-                   port: int = FIRST_PORT, timeout: float = 120.0, health_timeout: float | None = None,
-                   merge_into: Path | bool | None = None, say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Create and boot the cluster; returns its ``cluster.json``. ``merge_into``: client config path to merge the
-    context into (None: the default path; False: none)."""
-    import image
-
-    report = say or _Progress()
-    directory = _cluster_dir(state, name)
+def _check_new(name: str, directory: Path, state: Path | None, nodes: int, disk: str) -> None:
+    """What both network variants refuse before they make anything."""
     if nodes < 1:
         raise InvalidRequest("--nodes must be at least 1")
     if disk == "block":
@@ -213,6 +206,18 @@ def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk
     if (directory / CLUSTER_FILE).exists():
         raise InvalidRequest(f"cluster {name!r} exists ({directory}); destroy it first: gravenctl cluster destroy "
                              f"--name {name}" + ("" if state is None else f" --state {state}"), path=str(directory))
+
+
+def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk: str = "sandbox",
+                   port: int = FIRST_PORT, timeout: float = 120.0, health_timeout: float | None = None,
+                   merge_into: Path | bool | None = None, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Create and boot the cluster; returns its ``cluster.json``. ``merge_into``: client config path to merge the
+    context into (None: the default path; False: none)."""
+    import image
+
+    report = say or _Progress()
+    directory = _cluster_dir(state, name)
+    _check_new(name, directory, state, nodes, disk)
     if port and not _port_free(port):
         raise Unavailable(f"port {port} on 127.0.0.1 is in use (another cluster? see `gravenctl cluster show`); "
                           "choose another with --port, or 0 for any free port", port=port)
@@ -611,22 +616,12 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
 
     report = say or _Progress()
     directory = _cluster_dir(state, name)
-    if nodes < 1:
-        raise InvalidRequest("--nodes must be at least 1")
+    _check_new(name, directory, state, nodes, disk)
     if not 1 <= controlplanes <= nodes:
         raise InvalidRequest(f"--controlplanes {controlplanes}: between 1 and the number of nodes ({nodes})")
     problem = netns_problem()
     if problem:
         raise Unavailable(f"--network netns: {problem}")
-    if disk == "block":
-        from storage import block_problem
-
-        found = block_problem()
-        if found:
-            raise Unavailable(f"--disk block: {found}")
-    if (directory / CLUSTER_FILE).exists():
-        raise InvalidRequest(f"cluster {name!r} exists ({directory}); destroy it first: gravenctl cluster destroy "
-                             f"--name {name}" + ("" if state is None else f" --state {state}"), path=str(directory))
     if _netns.show(name):
         raise InvalidRequest(f"cluster {name!r} still has network namespaces on this host (a crashed create?); "
                              f"remove them with: gravenctl cluster destroy --name {name}", cluster=name)

@@ -18,6 +18,7 @@ import os
 
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # before grpc loads: its C core would log every TLS failure
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -83,7 +84,7 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.enable_retries", 0),
 ]
 
-MODES: dict[str, int] = {"auto": pb.AUTO, "no-reboot": pb.NO_REBOOT, "reboot": pb.REBOOT, "staged": pb.STAGED,
+MODES: dict[str, pb.ApplyMode] = {"auto": pb.AUTO, "no-reboot": pb.NO_REBOOT, "reboot": pb.REBOOT, "staged": pb.STAGED,
                          "try": pb.TRY}
 _MODE_NAMES = {v: k for k, v in MODES.items()}
 
@@ -350,7 +351,7 @@ class GravenClient:
             options.append(("grpc.ssl_target_name_override", server_name))
         creds = grpc.ssl_channel_credentials(ca_pem, key_pem, crt_pem)
         self._channel = grpc.secure_channel(self.target, creds, options)
-        self._stub = pb_grpc.MachineServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._stub = pb_grpc.MachineServiceStub(self._channel)
 
     @classmethod
     def from_context(cls, ctx: Context, endpoint: str, *, timeout: float = DEFAULT_TIMEOUT) -> GravenClient:
@@ -454,7 +455,7 @@ class GravenClient:
                             try_timeout: float | None = None) -> dict[str, Any]:
         if mode not in MODES:
             raise InvalidRequest(f"unknown apply mode {mode!r} (modes: {', '.join(MODES)})")
-        req = pb.ApplyConfigurationRequest(data=data, mode=MODES[mode], dry_run=dry_run,  # type: ignore[arg-type]
+        req = pb.ApplyConfigurationRequest(data=data, mode=MODES[mode], dry_run=dry_run,
                                            try_timeout_seconds=int(try_timeout or 0))
         r = self._unary("ApplyConfiguration", req)
         try:
@@ -471,31 +472,33 @@ class GravenClient:
         text = os.fspath(image)
         if "://" in text:
             return self._accepted(self._call_upgrade(iter([pb.UpgradeRequest(url=text, stage=stage)]), timeout))
-        try:
-            f = open(text, "rb")  # noqa: SIM115 - closed after the call below
-            size = os.fstat(f.fileno()).st_size
-        except FileNotFoundError:
-            raise NotFound(f"image {text}: no such file", path=text) from None
-        except OSError as exc:
-            raise InvalidRequest(f"image {text}: cannot read: {exc.strerror}", path=text) from None
+        with contextlib.ExitStack() as stack:
+            try:
+                f = stack.enter_context(open(text, "rb"))
+                size = os.fstat(f.fileno()).st_size
+            except FileNotFoundError:
+                raise NotFound(f"image {text}: no such file", path=text) from None
+            except OSError as exc:
+                raise InvalidRequest(f"image {text}: cannot read: {exc.strerror}", path=text) from None
+            return self._accepted(self._call_upgrade(self._chunks(f, size, stage, progress), timeout))
 
-        def chunks() -> Iterator[pb.UpgradeRequest]:
-            sent = 0
-            while True:
-                data = f.read(CHUNK_SIZE)
-                if sent and not data:
-                    return
-                first = sent == 0
-                sent += len(data)
-                yield pb.UpgradeRequest(chunk=data, stage=stage, total_size=size) if first else \
-                    pb.UpgradeRequest(chunk=data)
-                if progress is not None:
-                    progress(sent, size)
-                if not data:
-                    return
-
-        with f:
-            return self._accepted(self._call_upgrade(chunks(), timeout))
+    @staticmethod
+    def _chunks(f: IO[bytes], size: int, stage: bool,
+                progress: Callable[[int, int], None] | None) -> Iterator[pb.UpgradeRequest]:
+        """The image in 1 MiB messages; the first carries the options (an empty file still sends one)."""
+        sent = 0
+        while True:
+            data = f.read(CHUNK_SIZE)
+            if sent and not data:
+                return
+            first = sent == 0
+            sent += len(data)
+            yield pb.UpgradeRequest(chunk=data, stage=stage, total_size=size) if first else \
+                pb.UpgradeRequest(chunk=data)
+            if progress is not None:
+                progress(sent, size)
+            if not data:
+                return
 
     def _call_upgrade(self, requests: Iterator[pb.UpgradeRequest], timeout: float | None) -> pb.SequenceAccepted:
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import config
 from events import Ed25519Signer, issue_certificate
 from events._pki import LOG_KEY_UNIT, load_certificate, load_private_key, private_key_pem
 from events.errors import InvalidConfig, StorageError
+from storage import write_durably
 
 __all__ = ["FileIdentity", "node_name"]
 
@@ -64,19 +64,7 @@ class FileIdentity:
             cert_der = cert.public_bytes(serialization.Encoding.DER)
             key_path, cert_path = self._paths()
             key_path.parent.mkdir(parents=True, exist_ok=True)
-            _write(key_path, private_key_pem(signer.private_key), 0o600)
-            _write(cert_path, cert_der, 0o644)
+            write_durably(key_path, private_key_pem(signer.private_key), mode=0o600)
+            write_durably(cert_path, cert_der)
         self._on_created(signer, cert_der, node_name(cfg))
         return signer.key_id
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-

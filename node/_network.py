@@ -47,6 +47,7 @@ from events.errors import (
     PermissionDenied,
     TaskTimeout,
 )
+from storage import write_durably
 
 __all__ = [
     "PLATFORM_ENV",
@@ -372,16 +373,6 @@ def _resolve(source: PathSource) -> Path | None:
     return source()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _read_resolvers(path: Path | None) -> list[str]:
     if path is None:
         return []
@@ -625,10 +616,7 @@ class NetlinkNetwork:
     def _save_record(self) -> None:
         path = _resolve(self._record_src)
         if path is not None and self._record is not None:
-            try:
-                _write_atomic(path, json.dumps(self._record.to_json(), sort_keys=True).encode())
-            except OSError as exc:
-                raise OperationalError(f"network record {path}: {exc.strerror}", path=str(path)) from exc
+            write_durably(path, json.dumps(self._record.to_json(), sort_keys=True).encode())
 
     # -- the port ------------------------------------------------------------------------------------------------
     def configure(self, interfaces: Sequence[config.Interface]) -> None:
@@ -719,7 +707,7 @@ class NetlinkNetwork:
             if after:
                 text = "# written by graven from machine.network.nameservers\n" + "".join(
                     f"nameserver {s}\n" for s in after)
-                _write_atomic(path, text.encode())
+                write_durably(path, text.encode())
             else:
                 path.unlink(missing_ok=True)
         except OSError as exc:

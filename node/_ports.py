@@ -24,7 +24,7 @@ from events._pki import load_certificate
 from events.errors import BadImage, InvalidRequest, StorageError
 from sequencer.ports import BootState, RunningImage
 from sequencer.ports import SlotBoot as CoreSlotBoot
-from storage import BootEnv, DiskBase, Slot
+from storage import BootEnv, DiskBase, Slot, write_durably
 from storage import SlotBoot as MetaSlotBoot
 
 __all__ = ["BootEnvPort", "DirSinks", "DiskPort", "ImagesPort", "PlanNetwork", "to_core", "to_meta"]
@@ -82,22 +82,7 @@ class DiskPort:
             raise StorageError(f"{label}/{name}: {exc.strerror}", label=label, name=name) from exc
 
     def write(self, label: str, name: str, data: bytes) -> None:
-        path = self._file(label, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            with tmp.open("wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise StorageError(f"{label}/{name}: {exc.strerror}", label=label, name=name) from exc
+        write_durably(self._file(label, name), data)
 
     def remove(self, label: str, name: str) -> None:
         self._file(label, name).unlink(missing_ok=True)

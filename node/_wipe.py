@@ -17,14 +17,13 @@ the log is kept and nothing is wiped. What was done goes to the next boot's log 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from events import Kind
 from events.errors import GravenError, StorageError
-from storage import DiskBase, LogReader
+from storage import DiskBase, LogReader, write_durably
 
 from ._ports import DirSinks
 
@@ -40,21 +39,7 @@ def request_wipe(disk: DiskBase, labels: Sequence[str], *, reason: str, sinks: S
     path = disk.path("EPHEMERAL") / MARKER
     data = {"labels": list(labels), "reason": reason, "sinks": list(sinks),
             "ca": ca_pem.decode("ascii") if ca_pem else None}
-    tmp = path.with_name(MARKER + ".tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(data, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise StorageError(f"EPHEMERAL/{MARKER}: cannot record the pending wipe: {exc.strerror}",
-                           path=str(path)) from exc
+    write_durably(path, json.dumps(data, sort_keys=True).encode())
 
 
 def _marker(disk: DiskBase) -> tuple[Path, dict[str, Any]] | None:

@@ -12,12 +12,14 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from events.errors import DiskFull, StorageError
 
-__all__ = ["have", "is_root", "os_errors", "run", "translate_os_error"]
+__all__ = ["have", "is_root", "os_errors", "run", "translate_os_error", "write_durably"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -35,6 +37,31 @@ def os_errors(what: str) -> Iterator[None]:
         yield
     except OSError as exc:
         raise translate_os_error(exc, what) from exc
+
+
+def write_durably(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one, never a part: a temporary
+    file in the same folder (``mode`` from its first byte), fsync, rename, fsync of the folder."""
+    tmp: str | None = None
+    with os_errors(f"write {path}"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), mode)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            tmp = None
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
 
 def run(cmd: Sequence[str], *, input: bytes | None = None, timeout: float = 120.0) -> str:

@@ -296,7 +296,10 @@ class Agent:
             "slot": self.boot.slot, "version": self.version_string, "boot_id": self.boot.boot_id,
             "log_next_seq": self.log.next_seq(), "config_digest": state.config_digest,
             "staged_config_digest": state.staged_config_digest, "node": self.version()["node"],
-            "sequence": {"name": run.name.value, "actor": str(run.actor), "started_seq": 0} if run else None,
+            "sequence": {"name": run.name.value, "actor": str(run.actor),
+                         # the fold knows where it started once its sequence.started is in the log
+                         "started_seq": state.sequence.started_seq if state.sequence is not None
+                         and state.sequence.name == run.name.value else 0} if run else None,
             "last_fallback": state.last_fallback,
             "details": {"slots": {k: v for k, v in state.to_json()["slots"].items()},
                         "last_sequence": state.last_sequence, "durable_log": self.log.durable,

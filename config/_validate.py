@@ -252,10 +252,13 @@ def _cross_checks(tree: Any, ctx: _Ctx) -> None:
 
 
 def _check_gateway(route: dict[str, Any], here: Path, nets: list[Any], dhcp: bool, ctx: _Ctx) -> None:
+    gateway, network = route.get("gateway"), route.get("network")
+    if not isinstance(gateway, str) or not isinstance(network, str):
+        return  # a wrong type is reported at its own path; ipaddress would take an int as an address
     try:
-        gw = ipaddress.ip_address(route.get("gateway"))  # type: ignore[arg-type]
-        dest = ipaddress.ip_network(route.get("network"), strict=False)  # type: ignore[arg-type]
-    except (ValueError, TypeError):
+        gw = ipaddress.ip_address(gateway)
+        dest = ipaddress.ip_network(network, strict=False)
+    except ValueError:
         return
     if gw.version != dest.version:
         ctx.error((*here, "gateway"), f"gateway {gw} is IPv{gw.version} but network {dest} is IPv{dest.version}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -15,6 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import UntrustedKey
@@ -111,10 +113,13 @@ def load_certificate(data: bytes) -> x509.Certificate:
     if not isinstance(data, bytes):
         raise UntrustedKey(f"not an X.509 certificate: {type(data).__name__}, not bytes")
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except (ValueError, x509.InvalidVersion) as exc:
+        with warnings.catch_warnings():
+            # what cryptography only warns about today (a non-positive serial) it will refuse; refuse it now
+            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            if data.lstrip().startswith(b"-----BEGIN"):
+                return x509.load_pem_x509_certificate(data)
+            return x509.load_der_x509_certificate(data)
+    except (ValueError, x509.InvalidVersion, CryptographyDeprecationWarning) as exc:
         raise UntrustedKey(f"not an X.509 certificate: {exc}") from exc
 
 

@@ -359,3 +359,23 @@ def test_event_dataclass_round_trip_in_sample(sample: dict[str, Any]) -> None:
     for seq, raw in sample["items"]:
         ev = decode_event(raw, seq=seq)
         assert isinstance(ev, Event) and ev.seq == seq and encode_event(ev) == raw
+
+
+def test_a_certificate_with_a_negative_serial_is_refused_not_warned_about() -> None:
+    import warnings
+
+    from cryptography.hazmat.primitives import serialization
+
+    from events import make_ca
+    from events._pki import load_certificate
+    from events.errors import UntrustedKey
+
+    _, ca = make_ca("graven-test")
+    der = bytearray(ca.public_bytes(serialization.Encoding.DER))
+    at = der.index(bytes([0xA0, 0x03, 0x02, 0x01, 0x02])) + 5  # after the version: INTEGER tag, length, serial
+    assert der[at] == 0x02
+    der[at + 2] |= 0x80  # the serial's sign bit: a negative number, as a flipped byte in an exported log could make
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning escaping would fail here rather than pass as a refusal
+        with pytest.raises(UntrustedKey, match=r"not an X\.509 certificate.*serial"):
+            load_certificate(bytes(der))

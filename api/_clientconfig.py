@@ -19,7 +19,6 @@ Commands (in the shared ``config`` group): ``config context|contexts|endpoint|no
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import datetime as dt
@@ -30,7 +29,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from cryptography import x509
@@ -40,6 +39,9 @@ from cryptography.x509.oid import NameOID
 from events.errors import InvalidRequest, NotFound
 
 from ._output import add_output_flag, print_json, table
+
+if TYPE_CHECKING:  # the agent imports this module for its contexts; only gravenctl needs argparse
+    import argparse
 
 __all__ = [
     "DEFAULT_PORT",

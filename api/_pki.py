@@ -11,14 +11,13 @@ certificates. So the chain is Ed25519 and the handshake is ECDSA.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,6 +32,9 @@ from events.errors import InvalidRequest
 
 from ._clientconfig import ClientConfig, Context, atomic_write, split_endpoint
 from ._output import table
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = [
     "ADMIN_CERT_TTL",

@@ -26,7 +26,6 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from events import Actor, decode_event
-from events._bundle import write_bundle
 from events._pki import cert_subject
 from events.errors import Code, GravenError, InvalidRequest, PermissionDenied
 
@@ -284,6 +283,8 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
             yield pb.Chunk(data=data[i: i + (1 << 20)])
 
     def _bundle_bytes(self, request: pb.AuditExportRequest) -> bytes:
+        from events._bundle import write_bundle  # tarfile and the bundle code load on the first export only
+
         buf = io.BytesIO()
         raw = list(self.node.read_raw(0))
         write_bundle(buf, raw, start=request.from_seq, end=None if request.to_seq < 0 else request.to_seq)

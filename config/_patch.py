@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import jsonpatch
 import msgspec
 import yaml
 
@@ -84,6 +83,8 @@ def patch_tree(tree: Any, patch: Patch) -> Any:
     """Apply one patch to a plain tree; a failing JSON Patch operation raises ``InvalidConfig`` naming it."""
     if isinstance(patch, MergePatch):
         return merge_patch(tree, patch.patch)
+    import jsonpatch  # only for JSON Patch documents; the agent at rest never needs it
+
     doc = copy.deepcopy(tree)
     for i, op in enumerate(patch.ops):
         try:

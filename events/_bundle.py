@@ -16,11 +16,10 @@ from __future__ import annotations
 import io
 import json
 import struct
-import tarfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -32,6 +31,9 @@ from ._pki import key_id_for, load_certificate, verify_log_certificate, verify_s
 from ._record import Event, decode_event, event_hash
 from ._verify import ChainVerifier, VerifyReport
 from .errors import InvalidEvent, InvalidRequest, TamperedLog, UntrustedKey, VerificationError
+
+if TYPE_CHECKING:
+    import tarfile
 
 __all__ = ["BUNDLE_FORMAT", "Bundle", "iter_events", "read_bundle", "verify_against", "verify_bundle", "write_bundle"]
 
@@ -101,6 +103,8 @@ def write_bundle(
         "anchor": anchor_info,
         "exported_at_ns": exported_at_ns if exported_at_ns is not None else time.time_ns(),
     }
+    import tarfile  # imported where used: tarfile (with bz2, lzma, shutil) is ~1 MiB the agent at rest does not need
+
     with tarfile.open(fileobj=out, mode="w") as tar:
         _add(tar, "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
         _add(tar, "events.bin", _frame(r for _, r in events))
@@ -131,6 +135,8 @@ def _find_anchor(raw_items: Sequence[tuple[int, bytes]], end: int) -> tuple[int,
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mtime = 0
@@ -139,6 +145,8 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def read_bundle(fileobj: IO[bytes]) -> Bundle:
+    import tarfile
+
     try:
         with tarfile.open(fileobj=fileobj, mode="r:*") as tar:
             files = {m.name: tar.extractfile(m) for m in tar.getmembers() if m.isfile()}

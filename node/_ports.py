@@ -10,7 +10,6 @@ import os
 import shutil
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ import msgspec
 
 import image
 from events import Event, Kind, encode_event
-from events._bundle import read_bundle, verify_bundle, write_bundle
 from events._pki import load_certificate
 from events.errors import BadImage, InvalidRequest, StorageError
 from sequencer.ports import BootState, RunningImage
@@ -150,8 +148,10 @@ class ImagesPort:
         spool = self._spool()
         spool.mkdir(parents=True, exist_ok=True)
         dest = spool / f"fetched-{time.time_ns()}.img"
+        from urllib.request import urlopen  # only here: http.client and email cost ~1 MiB of RSS for every agent
+
         try:
-            with urllib.request.urlopen(source, timeout=60) as resp, dest.open("wb") as f:
+            with urlopen(source, timeout=60) as resp, dest.open("wb") as f:
                 shutil.copyfileobj(resp, f, 1 << 20)
         except OSError as exc:
             dest.unlink(missing_ok=True)
@@ -187,6 +187,8 @@ class DirSinks:
         self._emit = emit
 
     def ship(self, sinks: Sequence[str], events: Iterable[Event]) -> int:
+        from events._bundle import read_bundle, verify_bundle, write_bundle  # loaded when a sink is configured
+
         raw = [(e.seq, encode_event(e)) for e in events]
         if not raw:
             return 0

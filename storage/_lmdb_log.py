@@ -152,6 +152,34 @@ class _AsyncWaiter:
         self.loop.call_soon_threadsafe(_settle, [(self.future, exc)])
 
 
+class _ThreadWaiter:
+    """A blocking caller's waiter: one lock the committer releases. Lighter than a ``concurrent.futures.Future``
+    (no condition variable, no callbacks), which matters when hundreds of threads wait on the same batch."""
+
+    __slots__ = ("_done", "_value")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._value: Any = None
+
+    def set_result(self, value: Any) -> None:
+        self._value = value
+        self._done.release()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.set_result(exc)
+
+    def result(self) -> Any:
+        self._done.acquire()
+        if isinstance(self._value, BaseException):
+            raise self._value
+        return self._value
+
+
+_Waiter = Future[Any] | _AsyncWaiter | _ThreadWaiter
+
+
 def _settle(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
     for fut, value in items:
         if fut.done():
@@ -167,7 +195,7 @@ class _Req:
     kind: str
     payload: Mapping[str, Any]
     actor: Actor
-    future: Future[Event] | _AsyncWaiter
+    future: _Waiter
 
 
 @dataclass
@@ -180,7 +208,7 @@ class _Ctl:
 @dataclass
 class _Batch:
     signed: list[Signed] = field(default_factory=list)
-    waiters: list[tuple[Future[Any] | _AsyncWaiter, Event | None]] = field(default_factory=list)
+    waiters: list[tuple[_Waiter, Event | None]] = field(default_factory=list)
     resync: threading.Event | None = None
 
 
@@ -405,7 +433,11 @@ class LmdbEventLog:
         return fut
 
     def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Event:
-        return self.submit(kind, payload, actor).result()
+        self._check_writable()
+        waiter = _ThreadWaiter()
+        self._queue.put(_Req(kind, payload, actor, waiter))
+        event: Event = waiter.result()
+        return event
 
     def append_async(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> asyncio.Future[Event]:
         """For asyncio callers: an asyncio future resolved, with its batch, in one wake-up of the loop."""
@@ -502,7 +534,7 @@ class LmdbEventLog:
             if self._failing is not None:
                 self._resync()
             batch = _Batch()
-            pending: list[tuple[UnsignedEvent, bytes, Future[Any] | _AsyncWaiter]] = []
+            pending: list[tuple[UnsignedEvent, bytes, _Waiter]] = []
             for item in items:
                 if isinstance(item, _Req):
                     try:
@@ -526,7 +558,7 @@ class LmdbEventLog:
         signer_pool.shutdown()
         self._commits.put(_STOP)
 
-    def _complete(self, pending: list[tuple[UnsignedEvent, bytes, Future[Any] | _AsyncWaiter]], batch: _Batch,
+    def _complete(self, pending: list[tuple[UnsignedEvent, bytes, _Waiter]], batch: _Batch,
                   pool: ThreadPoolExecutor) -> None:
         """Sign the prepared events, half on the pool and half here (Ed25519 releases the GIL), then chain them."""
         if not pending:

@@ -22,7 +22,7 @@ from ._diff import Change, canonical, diff, digest, redact, redacted_dict, secre
 from ._load import dump_yaml, load, parse_yaml, to_dict, validate
 from ._patch import JsonPatch, MergePatch, Patch, apply_patch, load_patch, merge_patch, patch_tree
 from ._schema import CA, Audit, Cluster, Install, Interface, Machine, MachineConfig, Network, Route, secret_digest
-from ._validate import Problem, Validation, format_path, validate_tree
+from ._validate import Problem, Validation, format_path, install_disk_mismatch, validate_tree
 
 __all__ = [
     "CA",
@@ -56,6 +56,7 @@ __all__ = [
     "dump_yaml",
     "ed25519_public_raw",
     "format_path",
+    "install_disk_mismatch",
     "load",
     "load_patch",
     "merge_patch",

@@ -52,7 +52,10 @@ SubjectAltName = Annotated[str, _str("san", "IP address or DNS name for the API 
 Endpoint = Annotated[str, _str("endpoint", "https://HOST[:PORT] or HOST[:PORT].", examples=["https://10.0.0.2:50000"])]
 ClusterName = Annotated[str, _str("cluster-name", "Cluster name.")]
 InterfaceName = Annotated[str, _str("ifname", "Link name.", examples=["eth0"])]
-DiskPath = Annotated[str, _str("disk", "Install disk.", examples=["/dev/sda"])]
+DiskPath = Annotated[str, _str(
+    "disk", "The disk to install onto: a device, a link to one (/dev/disk/by-id/...) or a disk image file. It must "
+    "be the disk the machine runs from (else the install is refused); a sandbox node, which has none, ignores it.",
+    examples=["/dev/sda"])]
 ImageRef = Annotated[str, _str("image", "Image to install: a path, URL or name:tag.")]
 Sink = Annotated[str, _str("sink", "Directory (absolute path or file:///DIR) or http(s):// URL.")]
 MTU = Annotated[int, msgspec.Meta(ge=68, le=65535, description="Link MTU in bytes.")]

@@ -303,3 +303,10 @@ def validate_tree(tree: Any, lines: Mapping[Path, int] | None = None) -> Validat
         ctx.error((), f"invalid: {exc}")
         return Validation(config=None, errors=tuple(ctx.errors), warnings=tuple(ctx.warnings))
     return Validation(config=config, warnings=tuple(ctx.warnings))
+
+
+def install_disk_mismatch(named: str, actual: str) -> InvalidConfig:
+    """The error for a config whose ``machine.install.disk`` is not the disk the machine was given."""
+    problem = Problem(path="machine.install.disk",
+                      message=f"names {named}, but this machine's disk is {actual}: nothing was written to either")
+    return Validation(config=None, errors=(problem,)).error()

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 import image
+from config import install_disk_mismatch
 from events import Event, Kind, encode_event
 from events._pki import load_certificate
 from events.errors import BadImage, InvalidRequest, StorageError
@@ -45,6 +46,11 @@ class DiskPort:
 
     def is_partitioned(self) -> bool:
         return self.disk.is_partitioned()
+
+    def check_install_disk(self, device: str) -> None:
+        if self.disk.kind != "sandbox" and not self.disk.is_named(device):
+            name = getattr(self.disk, "source", self.disk)
+            raise install_disk_mismatch(device, f"{name} (given to graven machine --disk)")
 
     def partition(self) -> None:
         self.disk.partition()

@@ -320,6 +320,8 @@ class Agent:
     async def apply_config(self, data: bytes, mode: str, dry_run: bool, try_timeout: float,
                            actor: Actor) -> dict[str, Any]:
         new = config.load(data, name="the applied config")
+        if self.maintenance and new.machine.install is not None:  # refused before anything is kept or recorded
+            await asyncio.to_thread(self.seq.ports.disk.check_install_disk, new.machine.install.disk)
         rt = self.seq.runtime
         if not dry_run and mode != "try" and self._trying(config.digest(new)):
             return await self._confirm_try(actor)

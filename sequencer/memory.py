@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from config import Interface, MachineConfig
+from config import Interface, MachineConfig, install_disk_mismatch
 from events import Event, SystemClock
 from events.errors import BadImage, StorageError, Unavailable
 
@@ -83,9 +83,14 @@ class MemoryDisk:
     formatted: list[tuple[str, ...]] = field(default_factory=list)
     wiped: list[tuple[str, ...]] = field(default_factory=list)
     fail_write_image: bool = False
+    device: str | None = None  # a block disk's name; None: a sandbox, which takes any
 
     def is_partitioned(self) -> bool:
         return self.partitioned
+
+    def check_install_disk(self, device: str) -> None:
+        if self.device is not None and device != self.device:
+            raise install_disk_mismatch(device, self.device)
 
     def partition(self) -> None:
         self.partitioned = True

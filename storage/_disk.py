@@ -70,6 +70,11 @@ class DiskBase(abc.ABC):
     def path(self, label: Label | str) -> Path:
         """A directory for EFI/STATE/EPHEMERAL (mounted if need be); the raw file or device otherwise."""
 
+    def is_named(self, name: str) -> bool:
+        """Whether ``name`` (a device, a link to one such as ``/dev/disk/by-id/...``, or a disk image file) is
+        this disk. A sandbox has no device, so no name is it."""
+        return False
+
     def wipe(self, labels: Iterable[Label | str]) -> None:
         """Erase the named partitions (reset): filesystems come back empty, META blank, slots empty."""
         self.format(parse_labels(labels))

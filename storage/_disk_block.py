@@ -145,6 +145,22 @@ class BlockDisk(DiskBase):
             self._device = self._open_device()
         return self._device
 
+    def is_named(self, name: str) -> bool:
+        try:
+            named = os.stat(name)
+        except OSError:
+            return False
+        mine = [self.source] + ([self._device] if self._device is not None else [])
+        for path in mine:
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                if stat.S_ISBLK(named.st_mode) and stat.S_ISBLK(st.st_mode):
+                    if named.st_rdev == st.st_rdev:
+                        return True
+                elif (named.st_dev, named.st_ino) == (st.st_dev, st.st_ino):
+                    return True
+        return False
+
     def _open_device(self) -> Path:
         if not is_root():
             raise StorageError(f"block disk {self.source}: needs root", path=str(self.source))

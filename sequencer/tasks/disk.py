@@ -11,6 +11,10 @@ LABELS = ("EFI", "BOOT-A", "BOOT-B", "META", "STATE", "EPHEMERAL")
 
 @task(timeout=120)
 async def partition_disk(ctx: Context) -> None:
+    """Only onto the disk the config's ``machine.install.disk`` names: any other, and nothing is written."""
+    install = ctx.config.machine.install
+    if install is not None:
+        await ctx.blocking(ctx.ports.disk.check_install_disk, install.disk)
     await ctx.blocking(ctx.ports.disk.partition)
 
 

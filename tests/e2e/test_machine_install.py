@@ -54,6 +54,25 @@ def test_empty_disk_to_running_from_slot_a(machines: Machines, images: Images, d
         assert _mounts_below(m.root) == [] and _loops_below(m.root) == []
 
 
+@requires_block
+def test_a_config_naming_another_disk_is_refused_and_nothing_is_written(machines: Machines, images: Images) -> None:
+    m = machines.new("otherdisk", disk="block", boot_from=images.v1).start()
+    m.wait_maintenance()
+    good = m.config(install_image=images.v1.as_uri())
+    wrong = m.root / "wrong.yaml"
+    wrong.write_text(good.read_text().replace(f"disk: {m.device}", "disk: /dev/sdz"))
+    assert wrong.read_text() != good.read_text()
+    r = m.ctl("apply-config", "-f", str(wrong), insecure=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    row = next(line for line in r.stderr.splitlines() if line.startswith("error"))
+    assert row.split()[2] == "machine.install.disk", r.stderr  # LEVEL LINE PATH MESSAGE
+    assert f"names /dev/sdz, but this machine's disk is {m.device}" in row and "nothing was written" in row
+    assert m.wait_maintenance()["stage"] == "maintenance"
+    assert subprocess.run(["sfdisk", "--dump", str(m.device)], capture_output=True).returncode != 0  # no table
+    m.apply(good)  # nothing was kept of the refused config: the right one installs as on a fresh machine
+    m.wait_running(version="v1", slot="A")
+
+
 def test_machine_without_installer_on_empty_disk_says_why(machines: Machines) -> None:
     m = machines.new("noinstaller")
     r = subprocess.run(m.command(), capture_output=True, text=True, timeout=60, env={**os.environ,

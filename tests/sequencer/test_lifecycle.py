@@ -13,9 +13,10 @@ from seqkit import run
 
 import config
 from events import Actor, Event, Kind, MemoryEventLog, replay, verify_items
-from events.errors import BadImage, NotFound
+from events.errors import BadImage, InvalidConfig, NotFound
 from fsm import Stage
 from sequencer import (
+    InstallRequest,
     RebootRequest,
     SequenceName,
     ShutdownRequest,
@@ -191,3 +192,24 @@ def test_a_config_that_does_not_load_sends_the_node_to_maintenance(make_node: An
     failed = next(e.payload for e in node.log.read() if e.kind == Kind.TASK_FAILED)
     assert failed["task"] == "load_config" and failed["fatal"] is False and failed["code"] == "INVALID_CONFIG"
     assert "typo" in failed["error"]
+
+
+@pytest.mark.parametrize(("named", "ok"), [("/dev/vdb", True), ("/dev/vda", False)])
+def test_install_writes_only_to_the_disk_the_config_names(make_node: Any, make_config: Any, named: str,
+                                                          ok: bool) -> None:
+    cfg = make_config(install_disk=named)
+    node = make_node(stage=Stage.MAINTENANCE, cfg=cfg, disk=MemoryDisk(kind="block", device="/dev/vdb"),
+                     identity=MemoryIdentity())
+    result = run(node.seq.run(S.INSTALL, InstallRequest(), actor=ADMIN))
+    assert result.ok is ok
+    disk = node.ports.disk
+    assert isinstance(disk, MemoryDisk)
+    assert disk.partitioned is ok and bool(disk.slots) is ok  # refused: nothing written at all
+    if not ok:
+        assert isinstance(result.error, InvalidConfig)
+        assert result.error.details["errors"] == [
+            {"path": "machine.install.disk", "line": None,
+             "message": "names /dev/vda, but this machine's disk is /dev/vdb: nothing was written to either"}]
+        assert node.fsm.stage is Stage.MAINTENANCE  # install aborted back to maintenance; apply a fixed config
+        failed = next(e for e in node.log.read() if e.kind == Kind.TASK_FAILED)
+        assert (failed.payload["task"], failed.payload["code"]) == ("partition_disk", "INVALID_CONFIG")

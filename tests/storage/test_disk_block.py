@@ -164,3 +164,25 @@ def test_default_layout_fits_the_disk():
     with pytest.raises(StorageError, match="too small"):
         DiskLayout.for_size(64 * MIB)
     assert "name=EPHEMERAL" in small.sfdisk_script().splitlines()[-1]
+
+
+def test_names_of_the_disk(disk_file: Path, tmp_path: Path):
+    """``machine.install.disk`` may name the image file, a link to it, or the loop device over it."""
+    (tmp_path / "by-id").mkdir()
+    (tmp_path / "by-id" / "disk0").symlink_to(disk_file)
+    other = tmp_path / "other.img"
+    other.write_bytes(b"")
+    disk = BlockDisk(disk_file, run_dir=tmp_path / "run", layout=SMALL)
+    try:
+        assert disk.is_named(str(disk_file)) and disk.is_named(str(tmp_path / "by-id" / "disk0"))
+        assert not disk.is_named(str(other)) and not disk.is_named("/dev/nonexistent")
+        dev = str(disk.device)  # attaches the loop device
+        assert disk.is_named(dev)
+        unrelated = subprocess.run(["losetup", "--find", "--show", str(other)], capture_output=True, text=True,
+                                   check=True).stdout.strip()
+        try:
+            assert not disk.is_named(unrelated)
+        finally:
+            subprocess.run(["losetup", "-d", unrelated], check=False)
+    finally:
+        disk.close()

@@ -5,8 +5,10 @@ or the other one when the default ran out of tries; a slot not yet good spends a
 systemd-boot's boot counting); verify the slot's image against the trusted keys; mount its root read-only;
 start the agent *from that root*; wait. The agent's exit code says what happened: 0 power off (the machine
 stops), 10 reboot (boot again), anything else, or a signal, is a failed boot. A slot that fails three boots
-without committing is not booted again: the next boot falls back to the other slot and records why. With no
-bootable slot the machine boots the installer image (``--boot-from``, as a Talos ISO) into maintenance.
+without committing is not booted again: the next boot falls back to the other slot and records why. An image
+that does not verify takes its slot out of service at once; a slot that cannot be read (an I/O error) is a
+failed boot, so a transient error costs one try and a lasting one falls back by counting. With no bootable
+slot the machine boots the installer image (``--boot-from``, as a Talos ISO) into maintenance.
 
 Whatever the supervisor decides (``boot.selected``, ``boot.fallback``, ``boot.failed``, ``disk.wiped``) it
 hands to the next agent in ``GRAVEN_BOOT`` (a JSON file), which appends it to the log as actor ``bootloader``.
@@ -44,7 +46,7 @@ import msgspec
 import config
 import image
 from events import Kind
-from events.errors import GravenError, InvalidRequest, StorageError
+from events.errors import GravenError, InvalidRequest, StorageError, VerificationError
 from storage import BootEnv, DiskBase, Slot
 
 from ._disk import open_disk
@@ -78,7 +80,7 @@ class _Boot:
     number: int
     boot_id: str
     slot: Slot | None
-    version: str
+    version: str | None  # None: the slot could not be read
     digest: str
     root: Path
 
@@ -263,8 +265,15 @@ class Machine:
             self.boots += 1
             try:
                 verified = image.verify_slot(self.disk, choice.slot, keys)
-            except GravenError as exc:
+            except VerificationError as exc:  # the image is bad: the slot is out of service at once
                 self._refuse_slot(env, choice.slot, exc.message)
+                continue
+            except GravenError as exc:  # the slot could not be read (I/O): a failed try, not a verdict
+                self.pending += [{"kind": e.kind, "payload": e.payload} for e in choice.events]
+                boot = _Boot(self.boots, uuid.uuid4().hex, choice.slot, None, "", Path())
+                self._failed(boot, f"cannot read slot {choice.slot.value}: {exc.message}", None)
+                if self.failed_in_a_row >= self.opts.max_failed_boots:
+                    raise
                 continue
             try:
                 root = self.disk.mount_slot(choice.slot, verified)

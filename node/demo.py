@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-NAME = "demo"
+NAME = os.environ.get("GRAVEN_DEMO_NAME", "demo")  # another name keeps a test's demo apart from yours
 
 
 def _gravenctl() -> list[str]:
@@ -34,8 +34,9 @@ def main() -> int:
     cdir = base / NAME
     g = shlex.join(ctl)
     v2 = cdir / "images" / "v2.img"
+    logs = ", ".join(str(p) for p in sorted((cdir / "nodes").glob("*/machine.log")))
     print(f"""
-The demo node runs in the background (its log: {cdir / 'nodes' / 'demo-1' / 'machine.log'}).
+The demo node runs in the background (its log: {logs}).
 Its client config is the current context of your gravenconfig. Try:
 
   {g} status                      # stage, readiness, slot, version, last fallback

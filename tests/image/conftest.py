@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from image_fixtures import CREATED, Images, Keys
 
-from image import build_image
+from image import build_image, choose_slot, install, mark_good, plan_install, verify
+from storage import SandboxDisk, Slot
+
+SLOT = 4 << 20
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +28,16 @@ def images(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Images:
     build_image("1.0.0", keys.signing, d / "v1.img", created=CREATED)
     build_image("2.0.0", keys.signing, d / "v2.img", overlay=overlay, created=CREATED)
     return Images(d / "v1.img", d / "v2.img")
+
+
+@pytest.fixture
+def running_v1(images: Images, keys: Keys, tmp_path: Path) -> SandboxDisk:
+    """A sandbox machine that installed v1 into slot A and booted it good."""
+    disk = SandboxDisk(tmp_path / "machine", slot_size=SLOT, mount_strategy="unpack")
+    disk.partition()
+    disk.format()
+    install(disk, plan_install(None, verify(images.v1, keys.trusted)))
+    choice = choose_slot(disk.read_boot_env())  # type: ignore[arg-type]
+    disk.write_boot_env(choice.env)
+    disk.write_boot_env(mark_good(choice.env, Slot.A)[0])
+    return disk

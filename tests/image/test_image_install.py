@@ -9,7 +9,7 @@ import pytest
 from image_fixtures import TAMPERS, Images, Keys
 
 from events.errors import VerificationError
-from image import choose_slot, install, mark_good, plan_install, verify, verify_slot
+from image import install, plan_install, verify, verify_slot
 from storage import BootEnv, Label, SandboxDisk, Slot, SlotBoot
 
 SLOT = 4 << 20
@@ -17,19 +17,6 @@ SLOT = 4 << 20
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def running_v1(images: Images, keys: Keys, tmp_path: Path) -> SandboxDisk:
-    """A sandbox machine that installed v1 into slot A and booted it good."""
-    disk = SandboxDisk(tmp_path / "machine", slot_size=SLOT, mount_strategy="unpack")
-    disk.partition()
-    disk.format()
-    install(disk, plan_install(None, verify(images.v1, keys.trusted)))
-    choice = choose_slot(disk.read_boot_env())  # type: ignore[arg-type]
-    disk.write_boot_env(choice.env)
-    disk.write_boot_env(mark_good(choice.env, Slot.A)[0])
-    return disk
 
 
 def upgrade(disk: SandboxDisk, path: Path, trusted: list[bytes]) -> None:

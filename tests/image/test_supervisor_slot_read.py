@@ -13,25 +13,19 @@ from image_fixtures import Images, Keys
 
 import image
 from events.errors import BadImage, StorageError
-from image import arm, choose_slot, install, mark_good, plan_install, verify
+from image import arm, install, plan_install, verify
 from node._supervisor import Machine, MachineOptions
 from storage import SandboxDisk, Slot
 
-SLOT = 4 << 20
-
 
 @pytest.fixture
-def upgraded(images: Images, keys: Keys, tmp_path: Path) -> SandboxDisk:
+def upgraded(running_v1: SandboxDisk, images: Images, keys: Keys) -> SandboxDisk:
     """v1 in slot A, booted good; v2 written to slot B and armed (on trial, falling back to A)."""
-    disk = SandboxDisk(tmp_path / "machine", slot_size=SLOT, mount_strategy="unpack")
-    disk.partition()
-    disk.format()
-    install(disk, plan_install(None, verify(images.v1, keys.trusted)))
-    env = choose_slot(disk.read_boot_env()).env  # type: ignore[arg-type]
-    env = mark_good(env, Slot.A)[0]
-    install(disk, plan_install(env, verify(images.v2, keys.trusted), booted=Slot.A))
-    disk.write_boot_env(arm(env, Slot.B)[0])
-    return disk
+    install(running_v1, plan_install(running_v1.read_boot_env(), verify(images.v2, keys.trusted), booted=Slot.A))
+    env = running_v1.read_boot_env()  # the install took slot B out of service while writing it
+    assert env is not None
+    running_v1.write_boot_env(arm(env, Slot.B)[0])
+    return running_v1
 
 
 def failing_once(monkeypatch: pytest.MonkeyPatch, error: Exception) -> list[Slot]:

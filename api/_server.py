@@ -13,7 +13,7 @@ import functools
 import io
 import json
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -22,7 +22,6 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from events import Actor, decode_event
@@ -326,6 +325,32 @@ def _wanted(raw: bytes, kinds: list[str], actor_glob: str) -> bool:
         fnmatch.fnmatchcase(r, actor_glob) for r in ev.actor.roles)
 
 
+REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
+
+
+class _LazyReflection:  # a grpc.GenericRpcHandler: grpc asks only for its ``service`` method
+    """Server reflection (what grpcurl asks), loaded by its first call: its descriptor modules would cost every
+    agent at rest about 1 MiB, and most nodes are never asked."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._names = tuple(names)
+        self._handler: Any = None
+
+    def service(self, handler_call_details: Any) -> Any:
+        if not handler_call_details.method.startswith(f"/{REFLECTION}/"):
+            return None
+        if self._handler is None:
+            from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+            servicer = reflection.aio.ReflectionServicer(self._names)
+            self._handler = grpc.method_handlers_generic_handler(REFLECTION, {
+                "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                    servicer.ServerReflectionInfo,
+                    request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                    response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)})
+        return self._handler.service(handler_call_details)
+
+
 class Server:
     """The aio gRPC server on one address, with health and reflection."""
 
@@ -341,9 +366,8 @@ class Server:
         pb_grpc.add_MachineServiceServicer_to_server(MachineServicer(node), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        names = (pb.DESCRIPTOR.services_by_name["MachineService"].full_name, health.SERVICE_NAME,
-                 reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, self.server)
+        names = (pb.DESCRIPTOR.services_by_name["MachineService"].full_name, health.SERVICE_NAME, REFLECTION)
+        self.server.add_generic_rpc_handlers((_LazyReflection(names),))
         self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise GravenError(f"cannot listen on {address}")

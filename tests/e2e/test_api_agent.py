@@ -238,3 +238,23 @@ def test_try_mode_reverts_unless_confirmed(node: AgentProc) -> None:
     node.wait_stage("running")
     with node.client() as c:
         assert "on-trial" in c.get_configuration()["data"], "confirmed: persisted across a restart"
+
+
+def test_health_and_reflection_answer_standard_tools(node: AgentProc, secrets: ClusterSecrets) -> None:
+    """What grpcurl and a health probe ask, with any certificate from the cluster's CA."""
+    import grpc
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    crt, key = issue_client_certificate(secrets.ca_key, secrets.ca_cert, cn="probe", roles=READER)
+    with grpc.secure_channel(node.endpoint, grpc.ssl_channel_credentials(secrets.ca_crt_pem, key, crt)) as ch:
+        check = health_pb2_grpc.HealthStub(ch).Check
+        for service in ("", "graven.machine.v1.MachineService"):
+            assert check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == \
+                health_pb2.HealthCheckResponse.SERVING
+        db = ProtoReflectionDescriptorDatabase(ch)
+        assert set(db.get_services()) == {"graven.machine.v1.MachineService", "grpc.health.v1.Health",
+                                          "grpc.reflection.v1alpha.ServerReflection"}
+        methods = {m.name for m in DescriptorPool(db).FindServiceByName("graven.machine.v1.MachineService").methods}
+        assert {"Version", "MachineStatus", "ApplyConfiguration", "Upgrade", "Events", "AuditExport"} <= methods

@@ -10,6 +10,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -103,7 +104,19 @@ def stage_tree(
     (code / BUILD_FILE).write_bytes(stamp(version, fault))
     if overlay is not None:
         shutil.copytree(overlay, stage, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    _compile(stage, code)
     _normalise(stage)
+
+
+def _compile(stage: Path, code: Path) -> None:
+    """Bytecode for the image's own sources, as an installed package has it: the agent, started from a
+    read-only root, would otherwise compile every module at every boot (~100 ms). Hash-checked pycs carry no
+    timestamps, and paths are recorded as on the node (``/usr/lib/graven/...``), so the build stays
+    reproducible; a fresh interpreter compiles them so that nothing of this process leaks into the bytes.
+    A module that does not compile gets no bytecode: signing does not judge code, the node will."""
+    script = ("import compileall, py_compile, sys; compileall.compile_dir(sys.argv[1], quiet=2, workers=1, "
+              "stripdir=sys.argv[2], prependdir='/', invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)")
+    _run([sys.executable, "-I", "-c", script, str(code), str(stage)])
 
 
 def _normalise(root: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -60,7 +61,15 @@ def test_contents(images: Images, keys: Keys, tmp_path: Path):
     code = root / "usr/lib/graven"
     for pkg in ("events", "storage", "image", "api"):
         assert (code / pkg / "__init__.py").is_file(), pkg
-    assert not list(code.rglob("__pycache__")) and not list(code.rglob("*.pyc"))
+    # bytecode for every module, hash-checked (no timestamps), compiled from the image's own sources
+    sources = sorted(code.rglob("*.py"))
+    tag = sys.implementation.cache_tag
+    assert sorted(p.parent.parent / f"{p.name.split('.')[0]}.py" for p in code.rglob("*.pyc")) == sources
+    for src in sources[:20]:
+        pyc = (src.parent / "__pycache__" / f"{src.stem}.{tag}.pyc").read_bytes()
+        assert int.from_bytes(pyc[4:8], "little") == 0b11  # hash-based, checked at import
+        assert pyc[8:16] == importlib.util.source_hash(src.read_bytes())
+        assert str(root).encode() not in pyc  # recorded as on the node: /usr/lib/graven/...
     assert (code / "graven_build.json").read_text() == '{"fault": null, "format": 1, "version": "1.0.0"}\n'
     assert not (root / "usr/lib/graven/graven_probe.py").exists()
     listing = subprocess.run(["unsquashfs", "-lln", str(images.v1)], capture_output=True, text=True).stdout
@@ -138,7 +147,7 @@ def test_source_root_takes_only_known_packages(keys: Keys, tmp_path: Path):
     root = unpack(tmp_path / "s.img", tmp_path / "root")
     names = sorted(p.name for p in (root / "usr/lib/graven").iterdir())
     assert names == ["graven_build.json", "node"]
-    assert [p.name for p in (root / "usr/lib/graven/node").iterdir()] == ["__init__.py"]
+    assert sorted(p.name for p in (root / "usr/lib/graven/node").iterdir()) == ["__init__.py", "__pycache__"]
 
 
 @pytest.mark.parametrize(

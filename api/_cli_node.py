@@ -128,7 +128,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "reset", help="wipe STATE and/or EPHEMERAL, then power off (or --reboot)",
         description="Ship the log to the audit sinks (--graceful, default), stop services, seal the log, wipe the "
                     "partitions, then power off, or reboot into maintenance with --reboot. --force allows "
-                    "destroying events that were never shipped.",
+                    "destroying events that were never shipped. --wait follows it until the node goes away, "
+                    "and with --reboot until it answers again (in maintenance when STATE was wiped).",
     )
     p.add_argument("--wipe", default=",".join(WIPE_LABELS), metavar="LABELS",
                    help="comma-separated partition labels (default STATE,EPHEMERAL)")
@@ -442,7 +443,12 @@ def _lifecycle(args: argparse.Namespace, request: Callable[[GravenClient, _Progr
         if not args.wait:
             return accepted, None, 0.0
         progress.line(client.endpoint, f"{accepted.sequence} accepted (request at seq {accepted.seq})")
-        outcome = wait_for(client, accepted, args.timeout, lambda text: progress.line(client.endpoint, text), started)
+        def say(text: str) -> None:
+            progress.line(client.endpoint, text)
+
+        outcome = wait_for(client, accepted, args.timeout, say, started)
+        if outcome.ok and accepted.sequence == "reset" and getattr(args, "reboot", False):
+            outcome = wait_back(client, started + args.timeout, say)
         return accepted, outcome, time.monotonic() - started
 
     results = _on_nodes(args, one)
@@ -601,6 +607,28 @@ def wait_for(client: GravenClient, accepted: Accepted, timeout: float, log: Call
         log(f"FAILED: {waiter.timed_out(timeout).message}")
     assert waiter.outcome is not None
     return waiter.outcome
+
+
+def wait_back(client: GravenClient, deadline: float, log: Callable[[str], None]) -> Outcome:
+    """After ``reset --reboot``: until the node answers again, with this cluster's certificates (STATE kept) or
+    in maintenance, where it shows a new self-signed certificate (STATE wiped: it has no identity any more)."""
+    log("waiting for the node to boot again")
+    while time.monotonic() < deadline:
+        for how in ("mtls", "maintenance"):
+            try:
+                if how == "mtls":
+                    st = client.status()
+                else:
+                    with GravenClient.insecure(client.endpoint, quiet=True, timeout=2.0) as bare:
+                        st = bare.status()
+            except GravenError:
+                continue
+            slot = f"slot {st.get('slot') or '-'}, version {st.get('version') or '?'}"
+            where = "in maintenance (apply a config to configure it again)" if st.get("stage") == "maintenance" \
+                else f"in stage {st.get('stage')}"
+            return Outcome(True, f"the node is up again {where}: {slot}")
+        time.sleep(0.25)
+    return Outcome(False, "the node did not answer again after the reset before the timeout")
 
 
 # -- events ----------------------------------------------------------------------------------------------

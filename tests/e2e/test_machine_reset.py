@@ -30,9 +30,13 @@ def test_reset_that_would_destroy_unshipped_events_is_refused(machines: Machines
 
 def test_forced_reset_returns_to_maintenance_and_the_node_can_be_configured_again(machines: Machines) -> None:
     m = machines.installed("reset")
-    r = m.ctl("reset", "--force", "--reboot")
-    assert r.returncode == 0, r.stderr
-    st = m.wait_maintenance()
+    r = m.ctl("reset", "--force", "--reboot", "--wait", "--timeout", "60", "-o", "json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    done = json.loads(r.stdout)
+    done = done[0] if isinstance(done, list) else done
+    assert done["ok"] and done["message"] == "the node is up again in maintenance (apply a config to configure it " \
+        "again): slot A, version v1", done  # --wait follows the reset through the reboot, as far as maintenance
+    st = m.wait_maintenance(5)
     assert st["slot"] == "A" and st["version"] == "v1"  # the install stays; only STATE and EPHEMERAL are gone
     assert list((m.root / "disk" / "STATE").iterdir()) == []
     assert not (m.root / "disk" / "EPHEMERAL" / "log").exists()

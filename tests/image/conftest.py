@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from image_fixtures import CREATED, Images, Keys
 
 from image import build_image, choose_slot, install, mark_good, plan_install, verify
-from storage import SandboxDisk, Slot
+from storage import BootEnv, SandboxDisk, Slot
 
 SLOT = 4 << 20
 
@@ -37,7 +37,7 @@ def running_v1(images: Images, keys: Keys, tmp_path: Path) -> SandboxDisk:
     disk.partition()
     disk.format()
     install(disk, plan_install(None, verify(images.v1, keys.trusted)))
-    choice = choose_slot(disk.read_boot_env())  # type: ignore[arg-type]
+    choice = choose_slot(disk.read_boot_env() or BootEnv())
     disk.write_boot_env(choice.env)
     disk.write_boot_env(mark_good(choice.env, Slot.A)[0])
     return disk

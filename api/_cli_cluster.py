@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -287,8 +287,12 @@ def _announce(data: dict[str, Any], directory: Path, client_cfg: ClientConfig, m
     return data
 
 
-def _start_machine(node: dict[str, Any], data: dict[str, Any], health_timeout: float | None) -> int:
-    cmd = [sys.executable, "-m", "node", "machine", "--root", node["root"], "--boot-from", data["image"],
+def _start_machine(node: dict[str, Any], data: dict[str, Any], health_timeout: float | None,
+                   prefix: Sequence[str] = ()) -> int:
+    """``graven machine`` for the node, in the background; its pid. ``prefix`` runs it inside the node's namespaces
+    (``ip netns exec … unshare --uts``, both exec, so the pid is still the supervisor's; the agent it starts
+    inherits them and picks the netlink platform by itself)."""
+    cmd = [*prefix, sys.executable, "-m", "node", "machine", "--root", node["root"], "--boot-from", data["image"],
            "--trusted-key", data["image_pubkey"], "--listen", node["endpoint"]]
     if node["disk"]:
         cmd += ["--disk", node["disk"]]
@@ -673,7 +677,7 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
         if node["disk"]:
             with open(node["disk"], "wb") as f:
                 f.truncate(DISK_SIZE)
-        node["pid"] = _start_machine_netns(node, data, net.exec_prefix(), health_timeout)
+        node["pid"] = _start_machine(node, data, health_timeout, prefix=net.exec_prefix())
         _save(directory, data)
         report(f"{node['name']}: machine started in {net.netns} (pid {node['pid']}), API on {node['endpoint']}; "
                f"log {node['log']}")
@@ -697,22 +701,6 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
     if errors:
         raise errors[0]
     return _announce(data, directory, client_cfg, merge_into, report)
-
-
-def _start_machine_netns(node: dict[str, Any], data: dict[str, Any], prefix: list[str],
-                         health_timeout: float | None) -> int:
-    """``graven machine`` inside the node's namespaces (``ip netns exec … unshare --uts``, both exec, so the pid
-    is the supervisor's); the agent it starts inherits them and picks the netlink platform by itself."""
-    cmd = [*prefix, sys.executable, "-m", "node", "machine", "--root", node["root"], "--boot-from", data["image"],
-           "--trusted-key", data["image_pubkey"], "--listen", node["endpoint"]]
-    if node["disk"]:
-        cmd += ["--disk", node["disk"]]
-    if health_timeout is not None:
-        cmd += ["--health-timeout", f"{health_timeout:g}"]
-    with open(node["log"], "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=node["root"], env=_child_env(), start_new_session=True)
-    return proc.pid
 
 
 def _destroy_netns(name: str, report: Callable[[str], None], data: dict[str, Any] | None) -> bool:

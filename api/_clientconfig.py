@@ -25,7 +25,6 @@ import datetime as dt
 import hashlib
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from events.errors import InvalidRequest, NotFound
+from events.errors import InvalidRequest, NotFound, StorageError
 
 from ._output import add_output_flag, print_json, table
 
@@ -265,27 +264,20 @@ def load_or_new(path: str | os.PathLike[str] | None = None) -> ClientConfig:
 
 
 def atomic_write(path: str | Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder: readers see the old file or
-    the new one, never a part; the file has ``mode`` from its first byte."""
+    """``storage.write_durably`` for the client's files (readers see the old file or the new one, never a part;
+    ``mode`` from the first byte), in a folder made private (0700) when it is new; a failure names the file."""
+    from storage import write_durably  # here, not at import: gravenctl's read-only commands never load storage
+
     p = Path(path)
     try:
         p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        write_durably(p, data, mode=mode)
     except OSError as exc:
         raise InvalidRequest(f"{p}: cannot write: {exc.strerror}", path=str(p)) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise InvalidRequest(f"{p}: cannot write: {exc.strerror}", path=str(p)) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except StorageError as exc:
+        errno_ = exc.details.get("errno")
+        why = os.strerror(errno_) if isinstance(errno_, int) else exc.message
+        raise InvalidRequest(f"{p}: cannot write: {why}", path=str(p)) from None
 
 
 # -- commands --------------------------------------------------------------------------------------------

@@ -125,10 +125,10 @@ def fanout(nodes: list[str], fn: Callable[[str], T]) -> list[tuple[str, T | Grav
 def fetch_bundle(client: GravenClient, *, from_seq: int = 0, to_seq: int = -1, directory: str | Path | None = None,
                  quiet: bool = False) -> Path:
     """Fetch the node's audit bundle into a new temporary file (the caller deletes it)."""
-    f = tempfile.NamedTemporaryFile(prefix="graven-audit-", suffix=".tar", dir=directory, delete=False)  # noqa: SIM115
-    path = Path(f.name)
+    fd, name = tempfile.mkstemp(prefix="graven-audit-", suffix=".tar", dir=directory)
+    path = Path(name)
     try:
-        with f:
+        with os.fdopen(fd, "wb") as f:
             size = client.audit_export(f, from_seq=from_seq, to_seq=to_seq)
     except BaseException:
         path.unlink(missing_ok=True)

@@ -76,11 +76,10 @@ class Node:
                "--boot-from", str(self.image), "--trusted-key", str(self.base / "image.pub")]
         if self.device is not None:
             cmd += ["--disk", str(self.device)]
-        log = open(self.root / "machine.log", "ab")  # noqa: SIM115 - the child keeps it
-        t0 = time.time_ns()
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=self.base,
-                                     start_new_session=True)
-        log.close()
+        with open(self.root / "machine.log", "ab") as log:  # the child has its own copy of the descriptor
+            t0 = time.time_ns()
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=self.base,
+                                         start_new_session=True)
         return t0
 
     def status(self, insecure: bool = False) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from typing import Literal
 from urllib.parse import urlsplit
 
 from ._checks import CHECKS, ed25519_public_raw
@@ -35,7 +36,7 @@ def default_config(
     ca_key_pem: bytes | str | None,
     trusted_keys: Sequence[bytes | str],
     *,
-    machine_type: str = "controlplane",
+    machine_type: Literal["controlplane", "worker"] = "controlplane",
     hostname: str | None = None,
     install_disk: str = "/dev/sda",
     install_image: str | None = None,
@@ -53,7 +54,7 @@ def default_config(
     return MachineConfig(
         version="v1alpha1",
         machine=Machine(
-            type=machine_type,  # type: ignore[arg-type]
+            type=machine_type,
             ca=CA(crt=_b64(ca_crt_pem), key=None if ca_key_pem is None else _b64(ca_key_pem)),
             cert_sans=sans,
             install=Install(

@@ -19,7 +19,7 @@ __all__ = ["dump_yaml", "load", "parse_yaml", "to_dict", "validate"]
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]  # the C dumper when libyaml is there: a base mypy cannot see
     """Multi-line strings (PEM text) as literal blocks, which read as they are."""
 
 

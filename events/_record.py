@@ -83,7 +83,8 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def to_json(self) -> dict[str, Any]:
         """A readable rendering (bytes as hex); not canonical, never hashed."""
-        return _jsonable(msgspec.to_builtins(self, builtin_types=(bytes,)))  # type: ignore[no-any-return]
+        out: dict[str, Any] = _jsonable(msgspec.to_builtins(self, builtin_types=(bytes,)))
+        return out
 
 
 def _jsonable(value: Any) -> Any:

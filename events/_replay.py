@@ -85,7 +85,8 @@ class NodeState(msgspec.Struct, frozen=True):
     denied: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return _jsonable(msgspec.to_builtins(self, builtin_types=(bytes,), enc_hook=str))  # type: ignore[no-any-return]
+        out: dict[str, Any] = _jsonable(msgspec.to_builtins(self, builtin_types=(bytes,), enc_hook=str))
+        return out
 
 
 Apply = Callable[[NodeState, Event], NodeState]

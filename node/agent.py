@@ -546,6 +546,10 @@ def _clear_spool(disk: DiskBase) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def _say(msg: str) -> None:
+    print(f"graven agent: {msg}", file=sys.stderr, flush=True)
+
+
 def run_agent(root: Path, listen: str, *, device: Path | str | None = None,
               health_timeout: float | None = None) -> int:
     """``graven agent``: one boot on the sandbox disk under ``root``, or on the block disk ``device``."""
@@ -556,8 +560,7 @@ def run_agent(root: Path, listen: str, *, device: Path | str | None = None,
     disk = open_disk(root, device, Path(root).absolute() / "run" / "agent")
     try:
         boot = BootInfo.from_env()
-        say = lambda msg: print(f"graven agent: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-        boot.events = finish_pending_wipe(disk, say) + boot.events  # a reset's wipe the supervisor did not do
+        boot.events = finish_pending_wipe(disk, _say) + boot.events  # a reset's wipe the supervisor did not do
         _clear_spool(disk)
         agent = Agent(disk, listen=listen, boot=boot, health_timeout=health_timeout)
         return asyncio.run(agent.run())

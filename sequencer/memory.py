@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from config import Interface, MachineConfig, install_disk_mismatch
 from events import Event, SystemClock
@@ -199,7 +200,7 @@ class MemorySinks:
 
 def memory_ports(**overrides: object) -> Ports:
     """A full set of in-memory ports; pass any of them (by ``Ports`` field name) to replace the default."""
-    parts: dict[str, object] = {
+    parts: dict[str, Any] = {
         "boot_env": MemoryBootEnv(),
         "disk": MemoryDisk(),
         "images": MemoryImages(),
@@ -214,4 +215,4 @@ def memory_ports(**overrides: object) -> Ports:
     if unknown:
         raise TypeError(f"unknown ports: {', '.join(sorted(unknown))}")
     parts.update(overrides)
-    return Ports(**parts)  # type: ignore[arg-type]
+    return Ports(**parts)

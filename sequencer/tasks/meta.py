@@ -31,14 +31,12 @@ def committed(state: BootState, slot: str) -> BootState:
 
 def invalidated(state: BootState, slot: str) -> BootState:
     """``slot`` is about to be overwritten: not good, no tries, neither the default nor the fallback."""
-    changes: dict[str, str | None] = {}
-    if state.fallback == slot:
-        changes["fallback"] = None
+    default, fallback = state.default, None if state.fallback == slot else state.fallback
     if state.default == slot:
         other = other_slot(slot)
-        changes["default"] = other if (state.slot(other).good or state.slot(other).tries_left > 0) else None
-        changes["fallback"] = None
-    return replace(state, **changes).with_slot(slot, SlotBoot())  # type: ignore[arg-type]
+        default = other if (state.slot(other).good or state.slot(other).tries_left > 0) else None
+        fallback = None
+    return replace(state, default=default, fallback=fallback).with_slot(slot, SlotBoot())
 
 
 def reverted(state: BootState, running: str) -> BootState:

@@ -173,3 +173,14 @@ def test_merge_into_a_new_file(tmp_path: Path, secrets: ClusterSecrets) -> None:
     assert main(["--gravenconfig", str(dst), "config", "merge", str(src)]) == 0
     assert sorted(_clientconfig.load(dst).contexts) == ["a", "b"]
     assert stat.S_IMODE(dst.stat().st_mode) == 0o600
+
+
+def test_atomic_write_is_private_and_names_the_file_it_cannot_write(tmp_path: Path) -> None:
+    atomic_write = _clientconfig.atomic_write
+    target = tmp_path / "new" / "config"
+    atomic_write(target, b"old")
+    atomic_write(target, b"new")
+    assert target.read_bytes() == b"new" and [p.name for p in target.parent.iterdir()] == ["config"]  # no temp left
+    assert (target.stat().st_mode & 0o777, target.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    with pytest.raises(InvalidRequest, match=r"^/proc/graven/config: cannot write: No such file or directory$"):
+        atomic_write("/proc/graven/config", b"x")

@@ -9,7 +9,12 @@ PKGS := events storage fsm sequencer config image api node
 # (this machine sets PYTHONDONTWRITEBYTECODE, so nothing else writes it; stale files are ignored by mtime)
 BYTECODE := $(BIN)/python -m compileall -q -j 0 $(PKGS) bench >/dev/null
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test system lint typecheck pytest bench clean
+
+# the system tools (squashfs-tools, fdisk, e2fsprogs, mount, iproute2): installed with apt-get when root and
+# missing, else one line per missing tool with the command to run; a few PATH look-ups when all are present
+system:
+	@$(PY) storage/_systools.py ensure
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,11 +22,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
-run: $(STAMP)
+run: system $(STAMP)
 	$(BYTECODE)
 	$(BIN)/python -m node.demo
 
-test: $(STAMP) lint typecheck pytest
+test: system $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,11 +34,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKGS)
 
-pytest: $(STAMP)
+pytest: system $(STAMP)
 	$(BYTECODE)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: system $(STAMP)
 	$(BYTECODE)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 

@@ -6,10 +6,8 @@ import contextlib
 import errno
 import hashlib
 import os
-import shlex
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from events._pki import Ed25519Signer, Signer
 from events.errors import DiskFull, InvalidRequest, StorageError
+from storage import run_tool
 
 from ._format import (
     FORMAT_VERSION,
@@ -64,20 +63,9 @@ def _io(what: str) -> Iterator[None]:
 
 
 def _run(cmd: list[str]) -> None:
-    shown = shlex.join(cmd)
-    try:
-        # mksquashfs refuses SOURCE_DATE_EPOCH alongside explicit times; ours are always explicit (0)
-        env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=600, env=env)
-    except FileNotFoundError as exc:
-        raise StorageError(f"{cmd[0]} is not installed (needed for `{shown}`)", command=shown) from exc
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise StorageError(f"`{shown}` could not run: {exc}", command=shown) from exc
-    if proc.returncode != 0:
-        err = (proc.stderr or proc.stdout).decode(errors="replace").strip()
-        cls = DiskFull if "No space left" in err else StorageError
-        raise cls(f"`{shown}` failed with exit code {proc.returncode}: {' | '.join(err.splitlines()[-3:])}",
-                  command=shown)
+    # mksquashfs refuses SOURCE_DATE_EPOCH alongside explicit times; ours are always explicit (0)
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    run_tool(cmd, timeout=600, env=env)
 
 
 def default_source_root() -> Path:

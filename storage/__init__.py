@@ -20,6 +20,7 @@ from ._slot import Slot as Slot
 from ._slot import SlotInfo as SlotInfo
 from ._slot import SlotState as SlotState
 from ._slotio import Progress as Progress
+from ._sys import run_tool as run_tool
 from ._sys import write_durably as write_durably
 
 __all__ = [

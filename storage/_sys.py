@@ -13,13 +13,15 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from events.errors import DiskFull, StorageError
 
-__all__ = ["have", "is_root", "os_errors", "run", "translate_os_error", "write_durably"]
+from ._systools import package_of
+
+__all__ = ["have", "is_root", "missing_tool", "os_errors", "run", "run_tool", "translate_os_error", "write_durably"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -64,13 +66,22 @@ def write_durably(path: Path, data: bytes, *, mode: int = 0o644) -> None:
                 Path(tmp).unlink(missing_ok=True)
 
 
-def run(cmd: Sequence[str], *, input: bytes | None = None, timeout: float = 120.0) -> str:
+def missing_tool(tool: str, shown: str) -> StorageError:
+    """The error for a tool that is not installed, naming the Debian package and the set-up that installs it."""
+    pkg = package_of(tool)
+    hint = f"; Debian package {pkg}: `make run` or `python3 storage/_systools.py ensure` installs it" if pkg else ""
+    return StorageError(f"{tool} is not installed (needed for `{shown}`{hint})", command=shown, tool=tool)
+
+
+def run(cmd: Sequence[str], *, input: bytes | None = None, timeout: float = 120.0,
+        env: Mapping[str, str] | None = None) -> str:
     """Run ``cmd``, return its stdout as text; StorageError (or DiskFull) naming the command on failure."""
     shown = shlex.join(cmd)
     try:
-        proc = subprocess.run(list(cmd), input=input, capture_output=True, timeout=timeout, check=False)
+        proc = subprocess.run(list(cmd), input=input, capture_output=True, timeout=timeout, check=False,
+                              env=None if env is None else dict(env))
     except FileNotFoundError as exc:
-        raise StorageError(f"{cmd[0]} is not installed (needed for `{shown}`)", command=shown) from exc
+        raise missing_tool(cmd[0], shown) from exc
     except subprocess.TimeoutExpired as exc:
         raise StorageError(f"`{shown}` did not finish within {timeout:.0f} s", command=shown) from exc
     except OSError as exc:
@@ -82,6 +93,9 @@ def run(cmd: Sequence[str], *, input: bytes | None = None, timeout: float = 120.
         raise cls(f"`{shown}` failed with exit code {proc.returncode}: {tail or 'no output'}",
                   command=shown, returncode=proc.returncode)
     return proc.stdout.decode(errors="replace")
+
+
+run_tool = run  # the public name, for the other adapters
 
 
 def have(tool: str) -> bool:

@@ -36,6 +36,15 @@ def test_the_demo_comes_up_and_its_printed_commands_work(tmp_path: Path) -> None
         verified = subprocess.run(shlex.split(verify_cmd), capture_output=True, text=True, timeout=60, env=env,
                                   cwd=tmp_path)
         assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert (verified.stdout + verified.stderr).count("fetched the audit bundle") == 1, verified.stderr
+        trace_cmd = next(line.split("#")[0] for line in r.stdout.splitlines() if line.strip().endswith(
+            "# per-phase timings of the last boot"))
+        traced = subprocess.run(shlex.split(trace_cmd), capture_output=True, text=True, timeout=60, env=env,
+                                cwd=tmp_path)
+        assert traced.returncode == 0, traced.stderr
+        # the footnote is a line of its own, so the next thing printed starts a line of its own too
+        assert traced.stdout.endswith("* critical path: the longest task of each phase\n"), traced.stdout[-200:]
+        assert traced.stderr.count("fetched the audit bundle") == 1, traced.stderr
         assert (tmp_path / ".graven" / "config").is_file()  # the client config went to this HOME, not yours
     finally:
         subprocess.run([PY, "-m", "api.cli", "cluster", "destroy", "--name", name, "--state",

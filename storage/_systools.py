@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -83,13 +84,34 @@ def plan_messages(absent: Sequence[Tool], *, root: bool, apt: bool) -> list[str]
     return lines
 
 
-def _apt_install(packages: list[str]) -> int:
+APT_LOCK_WAIT_S = 300.0
+APT_LOCK_POLL_S = 2.0
+
+
+def _apt(args: list[str], env: dict[str, str], out: Callable[[str], None]) -> int:
+    """One apt-get call that waits for the dpkg and lists locks held by another apt (a fresh machine's
+    unattended upgrades, a parallel set-up) instead of failing at once."""
+    deadline = time.monotonic() + APT_LOCK_WAIT_S
+    told = False
+    while True:
+        done = subprocess.run(["apt-get", "-o", f"DPkg::Lock::Timeout={int(APT_LOCK_WAIT_S)}", *args], env=env,
+                              check=False, stderr=subprocess.PIPE, text=True)
+        if done.returncode == 0 or "Could not get lock" not in done.stderr or time.monotonic() > deadline:
+            sys.stderr.write(done.stderr)
+            return done.returncode
+        if not told:
+            out("graven set-up: another apt-get holds its lock; waiting for it (up to "
+                f"{int(APT_LOCK_WAIT_S)} s)")
+            told = True
+        time.sleep(APT_LOCK_POLL_S)
+
+
+def _apt_install(packages: list[str], out: Callable[[str], None]) -> int:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    update = subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
-    if update.returncode != 0:
-        return update.returncode
-    return subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-                          env=env, check=False).returncode
+    rc = _apt(["update", "-qq"], env, out)
+    if rc != 0:
+        return rc
+    return _apt(["install", "-y", "-qq", "--no-install-recommends", *packages], env, out)
 
 
 def ensure(*, install: bool, out: Callable[[str], None], root: bool | None = None, apt: bool | None = None) -> int:
@@ -103,7 +125,7 @@ def ensure(*, install: bool, out: Callable[[str], None], root: bool | None = Non
         pkgs = _packages(absent)
         out(f"graven set-up: installing {' '.join(pkgs)} with apt-get (for "
             + "; ".join(f"{t.command}: {t.why}" for t in absent) + ")")
-        rc = _apt_install(pkgs)
+        rc = _apt_install(pkgs, out)
         absent = missing()
         if rc == 0 and not absent:
             return 0

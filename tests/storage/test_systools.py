@@ -44,7 +44,7 @@ def test_no_root_message_is_one_line_per_tool_and_the_command_to_run():
 def test_ensure_without_root_installs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("GRAVEN_TOOLS_PATH", str(tmp_path))
 
-    def no_apt(packages: list[str]) -> int:
+    def no_apt(packages: list[str], out: object) -> int:
         raise AssertionError(f"apt-get was called for {packages}")
 
     monkeypatch.setattr(_systools, "_apt_install", no_apt)
@@ -52,6 +52,36 @@ def test_ensure_without_root_installs_nothing(tmp_path: Path, monkeypatch: pytes
     assert ensure(install=True, out=out.append, root=False, apt=True) == 2
     assert out[-1] == "graven set-up: not root, so nothing was installed"
     assert any(line.startswith("graven set-up: run: sudo apt-get") for line in out)
+
+
+def test_apt_waits_for_a_lock_held_by_another_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh machine's unattended upgrades (or a parallel set-up) hold apt's lock: wait, do not give up."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "apt-get"
+    fake.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+if [ "$(wc -l < {calls})" -lt 3 ]; then
+  echo "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 4602 (apt-get)" >&2; exit 100
+fi
+""")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(_systools, "APT_LOCK_POLL_S", 0.01)
+    out: list[str] = []
+    assert _systools._apt_install(["fdisk"], out.append) == 0
+    lines = calls.read_text().splitlines()
+    assert [line.split()[2] for line in lines] == ["update", "update", "update", "install"]
+    assert all(line.startswith("-o DPkg::Lock::Timeout=") for line in lines)
+    assert out == ["graven set-up: another apt-get holds its lock; waiting for it (up to 300 s)"]
+
+
+def test_apt_failure_that_is_not_a_lock_is_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = tmp_path / "apt-get"
+    fake.write_text("#!/bin/sh\necho 'E: Unable to locate package nosuch' >&2; exit 100\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    out: list[str] = []
+    assert _systools._apt_install(["nosuch"], out.append) == 100 and out == []
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux) for a real non-root run")

@@ -2,21 +2,96 @@
 
 The document is composed to a node tree once: the same tree gives the plain values (with the safe
 constructor) and the line of every path, and catches what PyYAML would silently accept (duplicate keys).
+Composition is bounded by the named limits (``config.limits``): document size, aliases, depth, node count and
+time are checked as the parser's events arrive, so a hostile document is refused before it is expanded.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import yaml
+from yaml._yaml import CParser
+from yaml.composer import Composer
+from yaml.events import AliasEvent
+
+from events.errors import LimitExceeded, TooLarge
 
 from ._schema import MachineConfig
 from ._validate import Path, Problem, Validation, format_path, validate_tree
+from .limits import LIMITS, Limits
 
 __all__ = ["dump_yaml", "load", "parse_yaml", "to_dict", "validate"]
 
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+class _Bounded(Composer):
+    """PyYAML's composer with the limits checked at every node: a machine config has no use for aliases, deep
+    nesting or tens of thousands of values, and a hostile one must not be expanded to find that out."""
+
+    limits: Limits = LIMITS
+    check_event: Callable[..., bool]  # the parser's, which comes after this class in a loader's bases
+    peek_event: Callable[[], Any]
+
+    def _start_bounds(self, limits: Limits) -> None:
+        self.limits = limits
+        self._nodes = 0
+        self._depth = 0
+        self._aliases = 0
+        self._sizes: dict[str, int] = {}
+        self._deadline = time.monotonic() + limits.parse_seconds
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        lim = self.limits
+        self._nodes += 1
+        if self._nodes > lim.yaml_nodes:
+            raise LimitExceeded(f"the config has more than {lim.yaml_nodes} YAML nodes (limit yaml_nodes)",
+                                limit="yaml_nodes", value=self._nodes, max=lim.yaml_nodes, line=self._line())
+        if self._depth >= lim.yaml_depth:
+            raise LimitExceeded(f"the config nests deeper than {lim.yaml_depth} levels (limit yaml_depth)",
+                                limit="yaml_depth", value=self._depth + 1, max=lim.yaml_depth, line=self._line())
+        if self._nodes % 256 == 0 and time.monotonic() > self._deadline:
+            raise LimitExceeded(f"parsing the config took more than {lim.parse_seconds} s (limit parse_seconds)",
+                                limit="parse_seconds", value=round(time.monotonic() - self._deadline
+                                                                  + lim.parse_seconds, 3),
+                                max=lim.parse_seconds, line=self._line())
+        if self.check_event(AliasEvent):
+            self._aliases += 1
+            anchor = self.peek_event().anchor
+            if self._aliases > lim.yaml_aliases:
+                raise LimitExceeded(f"the config uses a YAML alias (*{anchor}): aliases are not allowed in a "
+                                    f"machine config (limit yaml_aliases = {lim.yaml_aliases})",
+                                    limit="yaml_aliases", value=self._aliases, max=lim.yaml_aliases,
+                                    line=self._line())
+            self._nodes += self._sizes.get(anchor, 0)  # what the alias expands to counts as much as a copy
+            return super().compose_node(parent, index)
+        anchor = self.peek_event().anchor
+        start = self._nodes
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if anchor is not None:
+            self._sizes[anchor] = self._nodes - start + 1
+        return node
+
+    def _line(self) -> int | None:
+        mark = getattr(self.peek_event(), "start_mark", None)
+        return mark.line + 1 if mark is not None else None
+
+
+class _Loader(_Bounded, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    """libyaml's events (every PyYAML wheel has it) composed in Python with the bounds, then the safe constructor."""
+
+    def __init__(self, stream: bytes | str, limits: Limits = LIMITS) -> None:
+        CParser.__init__(self, stream)
+        Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self._start_bounds(limits)
 
 
 class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]  # the C dumper when libyaml is there: a base mypy cannot see
@@ -35,10 +110,15 @@ def _fail(message: str, mark: Any = None) -> tuple[Any, dict[Path, int], list[Pr
     return None, {}, [Problem(path="", message=message, line=line)]
 
 
-def parse_yaml(data: bytes | str) -> tuple[Any, dict[Path, int], list[Problem]]:
-    """Parse one YAML document: (plain tree, line of every path, syntax problems)."""
+def parse_yaml(data: bytes | str, limits: Limits = LIMITS) -> tuple[Any, dict[Path, int], list[Problem]]:
+    """Parse one YAML document: (plain tree, line of every path, syntax problems). ``LimitExceeded`` (or
+    ``TooLarge``) when the document goes past one of ``limits``."""
+    size = len(data.encode("utf-8", "replace") if isinstance(data, str) else data)
+    if size > limits.config_bytes:
+        raise TooLarge(f"the config is {size} bytes; the limit is {limits.config_bytes} (limit config_bytes)",
+                       limit="config_bytes", value=size, max=limits.config_bytes)
     try:
-        loader = _Loader(data)
+        loader = _Loader(data, limits)
     except yaml.YAMLError as exc:  # e.g. a byte stream in no Unicode encoding
         return _fail(f"not valid YAML: {exc}")
     try:

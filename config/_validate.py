@@ -21,6 +21,7 @@ from events.errors import InvalidConfig
 
 from ._checks import CHECKS
 from ._schema import MachineConfig
+from .limits import LIMITS, clip_utf8
 
 __all__ = ["Path", "Problem", "Validation", "format_path", "validate_tree"]
 
@@ -68,14 +69,20 @@ class Validation(msgspec.Struct, frozen=True, kw_only=True):
 
     def error(self, source: str | None = None) -> InvalidConfig:
         """The ``InvalidConfig`` to raise: ``details`` carry ``errors`` and ``warnings`` as dicts."""
-        n = len(self.errors)
+        n, keep = len(self.errors), LIMITS.reported_errors
         head = f"{source}: " if source else ""
         lines = [f"{head}invalid machine config: {n} error{'s' if n != 1 else ''}"]
-        lines += [f"  - {p}" for p in self.errors]
+        lines += [f"  - {_short(str(p))}" for p in self.errors[:keep]]
+        more = {}
+        if n > keep:
+            lines.append(f"  - and {n - keep} more (limit reported_errors = {keep})")
+            more = {"more_errors": n - keep}
         return InvalidConfig(
             "\n".join(lines),
-            errors=[p.to_dict() for p in self.errors],
-            warnings=[p.to_dict() for p in self.warnings],
+            errors=[_short_problem(p) for p in self.errors[:keep]],
+            warnings=[_short_problem(p) for p in self.warnings[:keep]],
+            **more,
+            **({"more_warnings": len(self.warnings) - keep} if len(self.warnings) > keep else {}),
             **({"source": source} if source else {}),
         )
 
@@ -84,6 +91,15 @@ class Validation(msgspec.Struct, frozen=True, kw_only=True):
         if self.errors or self.config is None:
             raise self.error(source)
         return self.config
+
+
+def _short(text: str) -> str:
+    """One reported problem stays short even when it quotes a hostile key or value."""
+    return clip_utf8(text, 240)
+
+
+def _short_problem(p: Problem) -> dict[str, Any]:
+    return {"path": _short(p.path), "line": p.line, "message": _short(p.message)}
 
 
 _INFO = mi.type_info(MachineConfig)

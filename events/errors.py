@@ -20,7 +20,9 @@
     │   └── PermissionDenied
     ├── InvalidRequest              bad input
     │   ├── InvalidConfig           carries every problem with its path
-    │   └── InvalidEvent            an append that would break the chain
+    │   ├── InvalidEvent            an append that would break the chain
+    │   └── LimitExceeded           a named limit (specs/limits.md): ``limit``, ``value``, ``max``
+    │       └── TooLarge            a size limit (gRPC RESOURCE_EXHAUSTED)
     └── InvariantViolation          a bug in Graven
 """
 
@@ -40,6 +42,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidRequest",
     "InvariantViolation",
+    "LimitExceeded",
     "Locked",
     "LogLocked",
     "LogReadOnly",
@@ -49,6 +52,7 @@ __all__ = [
     "StorageError",
     "TamperedLog",
     "TaskTimeout",
+    "TooLarge",
     "TransitionRejected",
     "Unavailable",
     "UntrustedKey",
@@ -79,6 +83,8 @@ class Code(enum.IntEnum):
     INVALID_REQUEST = 40
     INVALID_CONFIG = 41
     INVALID_EVENT = 42
+    LIMIT_EXCEEDED = 43
+    TOO_LARGE = 44
     INVARIANT = 50
 
 
@@ -195,6 +201,21 @@ class InvalidEvent(InvalidRequest):
     code = Code.INVALID_EVENT
 
 
+class LimitExceeded(InvalidRequest):
+    """A request goes past one of the named limits (``config.limits``): the details name the limit, the value
+    seen (or a lower bound of it) and the maximum."""
+
+    code = Code.LIMIT_EXCEEDED
+
+    def __init__(self, message: str, *, limit: str, value: Any, max: Any, **details: Any) -> None:
+        super().__init__(message, limit=limit, value=value, max=max, **details)
+        self.limit = limit
+
+
+class TooLarge(LimitExceeded):
+    code = Code.TOO_LARGE
+
+
 class InvariantViolation(GravenError):
     code = Code.INVARIANT
 
@@ -216,4 +237,6 @@ def error_for_code(code: int | str, message: str, details: Mapping[str, Any] | N
     d = dict(details or {})
     if cls is TamperedLog:
         return TamperedLog(message, seq=d.pop("seq", None), reason=d.pop("reason", "unknown"), **d)
+    if issubclass(cls, LimitExceeded):
+        return cls(message, limit=str(d.pop("limit", "")), value=d.pop("value", None), max=d.pop("max", None), **d)
     return cls(message, **d)

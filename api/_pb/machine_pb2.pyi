@@ -28,6 +28,8 @@ class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INVALID_REQUEST: _ClassVar[Code]
     INVALID_CONFIG: _ClassVar[Code]
     INVALID_EVENT: _ClassVar[Code]
+    LIMIT_EXCEEDED: _ClassVar[Code]
+    TOO_LARGE: _ClassVar[Code]
     INVARIANT: _ClassVar[Code]
 
 class ApplyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -56,6 +58,8 @@ PERMISSION_DENIED: Code
 INVALID_REQUEST: Code
 INVALID_CONFIG: Code
 INVALID_EVENT: Code
+LIMIT_EXCEEDED: Code
+TOO_LARGE: Code
 INVARIANT: Code
 AUTO: ApplyMode
 NO_REBOOT: ApplyMode

@@ -60,6 +60,7 @@ class NodeLog:
                 return
             log = LmdbEventLog(path, signer, boot_id=self.boot_id, origin=origin, cert_der=cert_der,
                                clock=self._clock, checkpoint_every=checkpoint_every)
+            log.seal_tail()  # a log kept from before (EPHEMERAL survived) may end where a crash cut it
             assert self._memory is not None
             held = list(self._memory.read(1))  # seq 0 is the provisional genesis
             futures = [log.submit(e.kind, e.payload, e.actor) for e in held]
@@ -81,6 +82,11 @@ class NodeLog:
     def seal(self, reason: str) -> Event:
         with self._lock:
             return self.backend.seal(reason)
+
+    def seal_tail(self) -> Event | None:
+        """Seal the tail a crashed previous boot left uncovered by a checkpoint (the durable log only)."""
+        with self._lock:
+            return self._durable.seal_tail() if self._durable is not None else None
 
     def read(self, start: int = 0, end: int | None = None) -> Iterator[Event]:
         return self.backend.read(start, end)

@@ -135,6 +135,10 @@ class Agent:
         if broken is not None:
             print(f"graven agent: the event log is read-only: {broken.message}", file=sys.stderr)
             return EXIT_LOG_BROKEN
+        sealed = self.log.seal_tail()
+        if sealed is not None:
+            print(f"graven agent: the previous boot ended without sealing its log: sealed seq 0..{sealed.seq - 1} "
+                  f"with a checkpoint at seq {sealed.seq}", file=sys.stderr, flush=True)
         for ev in self.boot.events:
             self.log.submit(ev["kind"], ev.get("payload", {}), BOOTLOADER)
         if self.boot.events:

@@ -59,10 +59,11 @@ from events.errors import (
 
 from ._lmdb_errors import lmdb_errors, translate
 
-__all__ = ["LmdbEventLog", "LogReader", "seq_key"]
+__all__ = ["RECOVERED", "LmdbEventLog", "LogReader", "seq_key"]
 
 _KEY = struct.Struct(">Q")
 DB_NAME = b"events"
+RECOVERED = "recovered: the previous boot ended unsealed"
 DEFAULT_MAP_SIZE = 1 << 30
 
 
@@ -380,6 +381,8 @@ class LmdbEventLog:
                                   clock=clock, checkpoint_every=checkpoint_every, next_seq=tail.next_seq,
                                   prev=tail.prev, tree=tail.tree, since_checkpoint=tail.since_checkpoint)
         self._durable_next = tail.next_seq
+        # events a previous writer left after its last checkpoint (it crashed): ``seal_tail`` covers them
+        self.unsealed_tail = tail.since_checkpoint if tail.next_seq > 0 else 0
         self._queue: queue.SimpleQueue[_Req | _Ctl | object] = queue.SimpleQueue()
         self._commits: queue.Queue[_Batch | object] = queue.Queue(maxsize=4)
         if self.broken is not None:
@@ -459,6 +462,14 @@ class LmdbEventLog:
     def seal(self, reason: str) -> Event:
         event = self._control("seal", reason=reason)
         assert event is not None
+        return event
+
+    def seal_tail(self, reason: str = RECOVERED) -> Event | None:
+        """Seal the events the previous writer left uncovered by a checkpoint; None when it left none."""
+        if not self.unsealed_tail:
+            return None
+        event = self.seal(reason)
+        self.unsealed_tail = 0
         return event
 
     def rotate(self, signer: Signer, cert_der: bytes, actor: Actor = NODE) -> Event:

@@ -36,6 +36,8 @@ TOOLS: tuple[Tool, ...] = (
     Tool("mount", "mount", "mounts slots and partitions read-only"),
     Tool("umount", "mount", "unmounts them"),
     Tool("ip", "iproute2", "makes the network namespaces of local clusters"),
+    Tool("etcd", "etcd-server", "the controlplane's etcd (process and netns machines take it from the host)"),
+    Tool("etcdctl", "etcd-client", "etcd's own client: tests check that it accepts Graven's etcd certificates"),
 )
 
 # sbin folders are not on a normal user's PATH, but the tools there run for them too (or refuse with a reason)

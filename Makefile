@@ -38,7 +38,12 @@ pytest: system $(STAMP)
 	$(BYTECODE)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-bench: system $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
+	touch $(BENCH_STAMP)
+
+bench: system $(STAMP) $(BENCH_STAMP)
 	$(BYTECODE)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 

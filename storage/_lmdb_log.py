@@ -18,33 +18,17 @@ import errno
 import fcntl
 import os
 import queue
-import struct
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
-from events import (
-    NODE,
-    Actor,
-    ChainWriter,
-    Clock,
-    CompactRange,
-    Event,
-    Kind,
-    Signed,
-    Signer,
-    decode_event,
-    leaf_hash,
-    parse_note,
-)
-from events._pki import cert_public_raw, key_id_for, load_certificate, verify_signature
-from events._record import GENESIS_PREV, UnsignedEvent, trusted_event_hash
+from events import NODE, Actor, ChainWriter, Clock, CompactRange, Event, Signed, Signer
+from events._record import GENESIS_PREV, UnsignedEvent
 from events.errors import (
     DiskFull,
     GravenError,
@@ -54,285 +38,16 @@ from events.errors import (
     StorageError,
     TamperedLog,
     UntrustedKey,
-    VerificationError,
 )
 
 from ._lmdb_errors import lmdb_errors, translate
+from ._lmdb_reader import DB_NAME, DEFAULT_MAP_SIZE, WRITER_ENVS, LogReader, open_env, seq_key
+from ._lmdb_tail import Tail, dummy_frontier, read_tail
+from ._lmdb_waiters import STOP, AsyncWaiter, Batch, Ctl, Req, ThreadWaiter, Waiter, settle
 
 __all__ = ["RECOVERED", "LmdbEventLog", "LogReader", "seq_key"]
 
-_KEY = struct.Struct(">Q")
-DB_NAME = b"events"
 RECOVERED = "recovered: the previous boot ended unsealed"
-DEFAULT_MAP_SIZE = 1 << 30
-
-
-def seq_key(seq: int) -> bytes:
-    return _KEY.pack(seq)
-
-
-def _open_env(path: Path, *, readonly: bool, map_size: int = DEFAULT_MAP_SIZE) -> lmdb.Environment:
-    with lmdb_errors(str(path)):
-        if readonly:
-            try:
-                return lmdb.open(str(path), readonly=True, max_dbs=2, lock=True, subdir=True)
-            except lmdb.Error:
-                # A copied log on read-only media has no usable lock file; nobody writes it.
-                return lmdb.open(str(path), readonly=True, max_dbs=2, lock=False, subdir=True)
-        return lmdb.open(str(path), map_size=map_size, max_dbs=2, subdir=True, sync=True, metasync=True)
-
-
-# LMDB allows one environment per path per process: readers in the writer's process share its environment.
-_WRITER_ENVS: dict[str, lmdb.Environment] = {}
-
-
-class LogReader:
-    """Read-only access to a log directory; any number may run beside the writer."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not (self.path / "data.mdb").exists():
-            raise StorageError(f"{self.path}: no event log here (data.mdb missing)", path=str(self.path))
-        shared = _WRITER_ENVS.get(str(self.path.resolve()))
-        self._owns_env = shared is None
-        self._env = shared if shared is not None else _open_env(self.path, readonly=True)
-        with lmdb_errors(str(self.path)):
-            try:
-                self._db = self._env.open_db(DB_NAME, create=False)
-            except lmdb.NotFoundError as exc:
-                raise StorageError(f"{self.path}: LMDB has no 'events' database", path=str(self.path)) from exc
-
-    def read_raw(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """(seq from the key, stored bytes) in key order, from ``start`` up to but not including ``end``."""
-        with lmdb_errors(str(self.path)), self._env.begin(db=self._db, buffers=False) as txn:
-            cur = txn.cursor()
-            if not cur.set_range(seq_key(start)):
-                return
-            for key, value in cur:
-                seq = _KEY.unpack(key)[0] if len(key) == 8 else -1
-                if end is not None and seq >= end:
-                    break
-                yield seq, bytes(value)
-
-    def read(self, start: int = 0, end: int | None = None) -> Iterator[Event]:
-        for seq, raw in self.read_raw(start, end):
-            yield decode_event(raw, seq=seq)
-
-    def next_seq(self) -> int:
-        with lmdb_errors(str(self.path)), self._env.begin(db=self._db) as txn:
-            cur = txn.cursor()
-            return _KEY.unpack(cur.key())[0] + 1 if cur.last() else 0
-
-    def wait_for(self, seq: int, timeout: float | None = None, poll: float = 0.05) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.next_seq() <= seq:
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(poll)
-        return True
-
-    def close(self) -> None:
-        if self._owns_env:
-            self._env.close()
-
-    def __enter__(self) -> LogReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-@dataclass
-class _AsyncWaiter:
-    """An asyncio caller's future; the committer resolves all of one loop's waiters with one wake-up."""
-
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Event]
-
-    def set_exception(self, exc: BaseException) -> None:
-        self.loop.call_soon_threadsafe(_settle, [(self.future, exc)])
-
-
-class _ThreadWaiter:
-    """A blocking caller's waiter: one lock the committer releases. Lighter than a ``concurrent.futures.Future``
-    (no condition variable, no callbacks), which matters when hundreds of threads wait on the same batch."""
-
-    __slots__ = ("_done", "_value")
-
-    def __init__(self) -> None:
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._value: Any = None
-
-    def set_result(self, value: Any) -> None:
-        self._value = value
-        self._done.release()
-
-    def set_exception(self, exc: BaseException) -> None:
-        self.set_result(exc)
-
-    def result(self) -> Any:
-        self._done.acquire()
-        if isinstance(self._value, BaseException):
-            raise self._value
-        return self._value
-
-
-_Waiter = Future[Any] | _AsyncWaiter | _ThreadWaiter
-
-
-def _settle(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
-    for fut, value in items:
-        if fut.done():
-            continue
-        if isinstance(value, BaseException):
-            fut.set_exception(value)
-        else:
-            fut.set_result(value)
-
-
-@dataclass
-class _Req:
-    kind: str
-    payload: Mapping[str, Any]
-    actor: Actor
-    future: _Waiter
-
-
-@dataclass
-class _Ctl:
-    op: str  # "seal" | "flush" | "rotate"
-    future: Future[Event | None]
-    args: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Batch:
-    signed: list[Signed] = field(default_factory=list)
-    waiters: list[tuple[_Waiter, Event | None]] = field(default_factory=list)
-    resync: threading.Event | None = None
-
-
-_STOP = object()
-
-
-@dataclass
-class _Tail:
-    """What opening a log learns from its tail: enough to continue the chain."""
-
-    next_seq: int
-    prev: bytes
-    tree: CompactRange
-    since_checkpoint: int
-    origin: str
-    key_id: str | None
-
-
-def read_tail(reader: LogReader, known_keys: Mapping[str, bytes]) -> _Tail:
-    """Verify the events since the last checkpoint and rebuild the chain head and Merkle frontier.
-
-    Raises ``TamperedLog`` naming the first bad seq.
-    """
-    n = reader.next_seq()
-    if n == 0:
-        return _Tail(0, GENESIS_PREV, CompactRange(), 0, "", None)
-    keys = dict(known_keys)
-    start, tree, prev, origin = 0, CompactRange(), GENESIS_PREV, ""
-    with reader._env.begin(db=reader._db) as txn:
-        cur = txn.cursor()
-        cur.last()
-        for key, value in cur.iterprev():
-            seq = _KEY.unpack(key)[0]
-            try:
-                event = decode_event(bytes(value), seq=seq)
-            except InvalidEvent as exc:
-                raise TamperedLog(f"seq {seq}: {exc.message}", seq=seq, reason="undecodable") from exc
-            if event.kind == Kind.CHECKPOINT:
-                try:
-                    frontier, size = event.payload["frontier"], event.payload["size"]
-                    if not (isinstance(size, int) and isinstance(frontier, list)
-                            and all(isinstance(h, bytes) for h in frontier)):
-                        raise TypeError("size or frontier has the wrong type")
-                    tree = CompactRange(size, frontier)
-                    origin = parse_note(str(event.payload.get("note", "")))[0].origin
-                except (KeyError, TypeError, ValueError, VerificationError) as exc:
-                    raise TamperedLog(f"seq {seq}: malformed checkpoint", seq=seq, reason="checkpoint") from exc
-                if tree.size != seq or tree.root() != event.payload.get("root"):
-                    raise TamperedLog(f"seq {seq}: checkpoint frontier does not match its root", seq=seq,
-                                      reason="checkpoint")
-                start, prev = seq, event.prev
-                break
-    current: str | None = None  # the log key in force: only it may sign, until it rotates
-    since = 0
-    expected = start
-    for seq, raw in reader.read_raw(start):
-        if seq != expected:
-            raise TamperedLog(f"seq {expected}: missing (log jumps to {seq})", seq=expected, reason="gap")
-        try:
-            event = decode_event(raw, seq=seq)
-        except InvalidEvent as exc:
-            raise TamperedLog(f"seq {seq}: {exc.message}", seq=seq, reason="undecodable") from exc
-        if event.seq != seq:
-            raise TamperedLog(f"seq {seq}: stored event carries seq {event.seq}", seq=seq, reason="reordered")
-        if event.prev != prev:
-            raise TamperedLog(f"seq {seq}: prev hash does not match the event before it", seq=seq, reason="chain")
-        certified = _cert_key(event) if event.kind in (Kind.GENESIS, Kind.KEY_ROTATED) else None
-        if event.kind == Kind.GENESIS and certified is not None:
-            keys[key_id_for(certified)] = certified
-            current = key_id_for(certified)
-        if current is None:  # the tail starts at a checkpoint: whoever signed it held the key then
-            current = event.key_id
-            if current not in keys:
-                found = _find_certified_key(reader, start, current)
-                if found is not None:
-                    keys[current] = found
-        if event.key_id != current:
-            raise TamperedLog(f"seq {seq}: signed by {event.key_id}, not by the log key {current}", seq=seq,
-                              reason="untrusted-key")
-        pub_key = keys.get(event.key_id)
-        digest = trusted_event_hash(raw, event)  # decode_event checked raw is canonical
-        if pub_key is None or not verify_signature(pub_key, event.sig, digest):
-            raise TamperedLog(f"seq {seq}: signature does not verify", seq=seq, reason="signature")
-        if event.kind == Kind.GENESIS:
-            origin = str(event.payload.get("origin", ""))
-        elif event.kind == Kind.KEY_ROTATED and certified is not None:
-            keys[key_id_for(certified)] = certified
-            current = key_id_for(certified)
-        tree.append(leaf_hash(raw))
-        since = 0 if event.kind == Kind.CHECKPOINT else since + 1
-        prev = digest
-        expected += 1
-    return _Tail(expected, prev, tree, since, origin, current)
-
-
-def _cert_key(event: Event) -> bytes:
-    """The public key a genesis or rotation event certifies (the CA check is the auditor's: no CA here)."""
-    try:
-        return cert_public_raw(load_certificate(event.payload["cert"]))
-    except (KeyError, TypeError, ValueError, UntrustedKey) as exc:
-        raise TamperedLog(f"seq {event.seq}: bad certificate", seq=event.seq, reason="untrusted-key") from exc
-
-
-def _find_certified_key(reader: LogReader, before: int, key_id: str) -> bytes | None:
-    """Walk back from ``before`` to the genesis or rotation event that certified ``key_id``."""
-    with reader._env.begin(db=reader._db) as txn:
-        cur = txn.cursor()
-        if not cur.set_key(seq_key(before)):
-            return None
-        for key, value in cur.iterprev():
-            raw = bytes(value)
-            if b"log.genesis" not in raw and b"key.rotated" not in raw:  # cheap filter before decoding
-                continue
-            try:
-                event = decode_event(raw, seq=_KEY.unpack(key)[0])
-            except InvalidEvent:
-                continue
-            if event.kind in (Kind.GENESIS, Kind.KEY_ROTATED):
-                with contextlib.suppress(TamperedLog):
-                    pub = _cert_key(event)
-                    if key_id_for(pub) == key_id:
-                        return pub
-    return None
 
 
 class LmdbEventLog:
@@ -368,10 +83,10 @@ class LmdbEventLog:
         self._signer = signer
         self._max_batch = max_batch
         self.broken: TamperedLog | None = None
-        self._env = _open_env(self.path, map_size=map_size, readonly=False)
+        self._env = open_env(self.path, map_size=map_size, readonly=False)
         with lmdb_errors(str(self.path)):
             self._db = self._env.open_db(DB_NAME, create=True)
-        _WRITER_ENVS[str(self.path.resolve())] = self._env
+        WRITER_ENVS[str(self.path.resolve())] = self._env
         self._reader = LogReader(self.path)
         self._cond = threading.Condition()
         self._durable_next = 0
@@ -383,8 +98,8 @@ class LmdbEventLog:
         self._durable_next = tail.next_seq
         # events a previous writer left after its last checkpoint (it crashed): ``seal_tail`` covers them
         self.unsealed_tail = tail.since_checkpoint if tail.next_seq > 0 else 0
-        self._queue: queue.SimpleQueue[_Req | _Ctl | object] = queue.SimpleQueue()
-        self._commits: queue.Queue[_Batch | object] = queue.Queue(maxsize=4)
+        self._queue: queue.SimpleQueue[Req | Ctl | object] = queue.SimpleQueue()
+        self._commits: queue.Queue[Batch | object] = queue.Queue(maxsize=4)
         if self.broken is not None:
             return
         if tail.next_seq == 0:
@@ -413,13 +128,13 @@ class LmdbEventLog:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         return fd
 
-    def _load_tail(self) -> _Tail:
+    def _load_tail(self) -> Tail:
         try:
             return read_tail(self._reader, {self._signer.key_id: self._signer.public_raw})
         except TamperedLog as exc:
             self.broken = exc
-            return _Tail(self._reader.next_seq(), GENESIS_PREV, CompactRange(self._reader.next_seq(),
-                         _dummy_frontier(self._reader.next_seq())), 0, "", None)
+            return Tail(self._reader.next_seq(), GENESIS_PREV, CompactRange(self._reader.next_seq(),
+                         dummy_frontier(self._reader.next_seq())), 0, "", None)
 
     # -- the EventLog port ---------------------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -432,13 +147,13 @@ class LmdbEventLog:
     def submit(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Future[Event]:
         self._check_writable()
         fut: Future[Event] = Future()
-        self._queue.put(_Req(kind, payload, actor, fut))
+        self._queue.put(Req(kind, payload, actor, fut))
         return fut
 
     def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Event:
         self._check_writable()
-        waiter = _ThreadWaiter()
-        self._queue.put(_Req(kind, payload, actor, waiter))
+        waiter = ThreadWaiter()
+        self._queue.put(Req(kind, payload, actor, waiter))
         event: Event = waiter.result()
         return event
 
@@ -447,13 +162,13 @@ class LmdbEventLog:
         self._check_writable()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Event] = loop.create_future()
-        self._queue.put(_Req(kind, payload, actor, _AsyncWaiter(loop, fut)))
+        self._queue.put(Req(kind, payload, actor, AsyncWaiter(loop, fut)))
         return fut
 
     def _control(self, op: str, **args: Any) -> Event | None:
         self._check_writable()
         fut: Future[Event | None] = Future()
-        self._queue.put(_Ctl(op, fut, args))
+        self._queue.put(Ctl(op, fut, args))
         return fut.result()
 
     def flush(self) -> None:
@@ -505,7 +220,7 @@ class LmdbEventLog:
             return
         self._closed = True
         if self._threads:
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
             for t in self._threads:
                 t.join()
             self._threads = []
@@ -515,8 +230,8 @@ class LmdbEventLog:
         env: lmdb.Environment | None = getattr(self, "_env", None)
         if env is not None:
             key = str(self.path.resolve())
-            if _WRITER_ENVS.get(key) is env:  # a later writer on this path may have registered its own
-                del _WRITER_ENVS[key]
+            if WRITER_ENVS.get(key) is env:  # a later writer on this path may have registered its own
+                del WRITER_ENVS[key]
             env.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
@@ -539,15 +254,15 @@ class LmdbEventLog:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if _STOP in items:
+            if STOP in items:
                 stop = True
-                items = items[: items.index(_STOP)]
+                items = items[: items.index(STOP)]
             if self._failing is not None:
                 self._resync()
-            batch = _Batch()
-            pending: list[tuple[UnsignedEvent, bytes, _Waiter]] = []
+            batch = Batch()
+            pending: list[tuple[UnsignedEvent, bytes, Waiter]] = []
             for item in items:
-                if isinstance(item, _Req):
+                if isinstance(item, Req):
                     try:
                         body, digest = self._chain.prepare(item.kind, item.payload, item.actor)
                     except Exception as exc:  # a payload msgpack cannot encode
@@ -559,7 +274,7 @@ class LmdbEventLog:
                         self._complete(pending, batch, signer_pool)
                         pending = []
                         batch.signed.append(self._chain.checkpoint())
-                elif isinstance(item, _Ctl):
+                elif isinstance(item, Ctl):
                     self._complete(pending, batch, signer_pool)
                     pending = []
                     self._control_item(item, batch)
@@ -567,9 +282,9 @@ class LmdbEventLog:
             if batch.waiters:
                 self._commits.put(batch)
         signer_pool.shutdown()
-        self._commits.put(_STOP)
+        self._commits.put(STOP)
 
-    def _complete(self, pending: list[tuple[UnsignedEvent, bytes, _Waiter]], batch: _Batch,
+    def _complete(self, pending: list[tuple[UnsignedEvent, bytes, Waiter]], batch: Batch,
                   pool: ThreadPoolExecutor) -> None:
         """Sign the prepared events, half on the pool and half here (Ed25519 releases the GIL), then chain them."""
         if not pending:
@@ -584,7 +299,7 @@ class LmdbEventLog:
             batch.signed.append(signed)
             batch.waiters.append((fut, signed[0]))
 
-    def _control_item(self, item: _Ctl, batch: _Batch) -> None:
+    def _control_item(self, item: Ctl, batch: Batch) -> None:
         try:
             if item.op == "seal":
                 signed = self._chain.checkpoint(sealed=True, reason=str(item.args["reason"]))
@@ -603,7 +318,7 @@ class LmdbEventLog:
     def _resync(self) -> None:
         """A commit failed: wait until the committer has failed everything in flight, then re-read the tail."""
         done = threading.Event()
-        self._commits.put(_Batch(resync=done))
+        self._commits.put(Batch(resync=done))
         done.wait()
         tail = read_tail(self._reader, {self._signer.key_id: self._signer.public_raw})
         c = self._chain
@@ -614,13 +329,13 @@ class LmdbEventLog:
 
     def _commit_loop(self) -> None:
         failing: GravenError | None = None
-        held: _Batch | object | None = None  # a marker met while merging, handled next
+        held: Batch | object | None = None  # a marker met while merging, handled next
         while True:
             batch = held if held is not None else self._commits.get()
             held = None
-            if batch is _STOP:
+            if batch is STOP:
                 return
-            assert isinstance(batch, _Batch)
+            assert isinstance(batch, Batch)
             if batch.resync is not None:
                 failing = None
                 batch.resync.set()
@@ -633,7 +348,7 @@ class LmdbEventLog:
                     more = self._commits.get_nowait()
                 except queue.Empty:
                     break
-                if not isinstance(more, _Batch) or more.resync is not None:
+                if not isinstance(more, Batch) or more.resync is not None:
                     held = more
                     break
                 signed += more.signed
@@ -646,7 +361,7 @@ class LmdbEventLog:
                     self._failing = exc
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
             for fut, event in waiters:
-                if isinstance(fut, _AsyncWaiter):
+                if isinstance(fut, AsyncWaiter):
                     by_loop.setdefault(fut.loop, []).append((fut.future, failing if failing is not None else event))
                 elif failing is not None:
                     fut.set_exception(failing)
@@ -654,7 +369,7 @@ class LmdbEventLog:
                     fut.set_result(event)
             for loop, items in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # that loop has closed; nobody waits any more
-                    loop.call_soon_threadsafe(_settle, items)
+                    loop.call_soon_threadsafe(settle, items)
 
     def _write_now(self, signed: list[Signed]) -> None:
         if not signed:
@@ -698,7 +413,3 @@ def _out_of_space(path: Path, exc: BaseException, signed: list[Signed]) -> bool:
         return False
     needed = 2 * sum(len(raw) for _, raw in signed) + (1 << 20)
     return st.f_bavail * st.f_frsize < needed
-
-
-def _dummy_frontier(size: int) -> list[bytes]:
-    return [b"\x00" * 32] * bin(size).count("1")

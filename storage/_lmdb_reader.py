@@ -1,0 +1,100 @@
+"""Reading the LMDB event log: named database ``events``, key = seq as 8-byte big-endian, value = canonical bytes.
+
+Any number of ``LogReader``s may run beside the one writer (``LmdbEventLog``); in the writer's process they share
+its environment, as LMDB allows one environment per path per process.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+
+from events import Event, decode_event
+from events.errors import StorageError
+
+from ._lmdb_errors import lmdb_errors
+
+__all__ = ["DB_NAME", "DEFAULT_MAP_SIZE", "KEY", "WRITER_ENVS", "LogReader", "open_env", "seq_key"]
+
+KEY = struct.Struct(">Q")
+DB_NAME = b"events"
+DEFAULT_MAP_SIZE = 1 << 30
+
+
+def seq_key(seq: int) -> bytes:
+    return KEY.pack(seq)
+
+
+def open_env(path: Path, *, readonly: bool, map_size: int = DEFAULT_MAP_SIZE) -> lmdb.Environment:
+    with lmdb_errors(str(path)):
+        if readonly:
+            try:
+                return lmdb.open(str(path), readonly=True, max_dbs=2, lock=True, subdir=True)
+            except lmdb.Error:
+                # A copied log on read-only media has no usable lock file; nobody writes it.
+                return lmdb.open(str(path), readonly=True, max_dbs=2, lock=False, subdir=True)
+        return lmdb.open(str(path), map_size=map_size, max_dbs=2, subdir=True, sync=True, metasync=True)
+
+
+# LMDB allows one environment per path per process: readers in the writer's process share its environment.
+WRITER_ENVS: dict[str, lmdb.Environment] = {}
+
+
+class LogReader:
+    """Read-only access to a log directory; any number may run beside the writer."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "data.mdb").exists():
+            raise StorageError(f"{self.path}: no event log here (data.mdb missing)", path=str(self.path))
+        shared = WRITER_ENVS.get(str(self.path.resolve()))
+        self._owns_env = shared is None
+        self._env = shared if shared is not None else open_env(self.path, readonly=True)
+        with lmdb_errors(str(self.path)):
+            try:
+                self._db = self._env.open_db(DB_NAME, create=False)
+            except lmdb.NotFoundError as exc:
+                raise StorageError(f"{self.path}: LMDB has no 'events' database", path=str(self.path)) from exc
+
+    def read_raw(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(seq from the key, stored bytes) in key order, from ``start`` up to but not including ``end``."""
+        with lmdb_errors(str(self.path)), self._env.begin(db=self._db, buffers=False) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(seq_key(start)):
+                return
+            for key, value in cur:
+                seq = KEY.unpack(key)[0] if len(key) == 8 else -1
+                if end is not None and seq >= end:
+                    break
+                yield seq, bytes(value)
+
+    def read(self, start: int = 0, end: int | None = None) -> Iterator[Event]:
+        for seq, raw in self.read_raw(start, end):
+            yield decode_event(raw, seq=seq)
+
+    def next_seq(self) -> int:
+        with lmdb_errors(str(self.path)), self._env.begin(db=self._db) as txn:
+            cur = txn.cursor()
+            return KEY.unpack(cur.key())[0] + 1 if cur.last() else 0
+
+    def wait_for(self, seq: int, timeout: float | None = None, poll: float = 0.05) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.next_seq() <= seq:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
+
+    def close(self) -> None:
+        if self._owns_env:
+            self._env.close()
+
+    def __enter__(self) -> LogReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

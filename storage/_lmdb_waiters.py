@@ -1,0 +1,90 @@
+"""What travels through the log's write pipeline: requests, control items, batches, and the callers' waiters.
+
+A waiter is resolved by the committer once its event is durable (or with the error that stopped it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from events import Actor, Event, Signed
+
+__all__ = ["STOP", "AsyncWaiter", "Batch", "Ctl", "Req", "ThreadWaiter", "Waiter", "settle"]
+
+@dataclass
+class AsyncWaiter:
+    """An asyncio caller's future; the committer resolves all of one loop's waiters with one wake-up."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Event]
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.loop.call_soon_threadsafe(settle, [(self.future, exc)])
+
+
+class ThreadWaiter:
+    """A blocking caller's waiter: one lock the committer releases. Lighter than a ``concurrent.futures.Future``
+    (no condition variable, no callbacks), which matters when hundreds of threads wait on the same batch."""
+
+    __slots__ = ("_done", "_value")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._value: Any = None
+
+    def set_result(self, value: Any) -> None:
+        self._value = value
+        self._done.release()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.set_result(exc)
+
+    def result(self) -> Any:
+        self._done.acquire()
+        if isinstance(self._value, BaseException):
+            raise self._value
+        return self._value
+
+
+Waiter = Future[Any] | AsyncWaiter | ThreadWaiter
+
+
+def settle(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for fut, value in items:
+        if fut.done():
+            continue
+        if isinstance(value, BaseException):
+            fut.set_exception(value)
+        else:
+            fut.set_result(value)
+
+
+@dataclass
+class Req:
+    kind: str
+    payload: Mapping[str, Any]
+    actor: Actor
+    future: Waiter
+
+
+@dataclass
+class Ctl:
+    op: str  # "seal" | "flush" | "rotate"
+    future: Future[Event | None]
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    signed: list[Signed] = field(default_factory=list)
+    waiters: list[tuple[Waiter, Event | None]] = field(default_factory=list)
+    resync: threading.Event | None = None
+
+
+STOP = object()

@@ -1,4 +1,4 @@
-"""``gravenctl audit verify|export|show|replay``: the auditor's commands, offline on a log or a bundle."""
+"""``gravenctl audit verify|export|prove|show|replay``: the auditor's commands, offline on a log or a bundle."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from events import VerifyReport, replay, state_at
 from events._bundle import write_bundle
+from events._consistency import check_proof, prove
 from events.errors import InvalidRequest, TamperedLog
 
 from ._output import add_output_flag, print_json, table
@@ -39,6 +40,17 @@ def register(sub: Any) -> None:
     e.add_argument("--from", dest="start", type=int, default=0, metavar="SEQ", help="first seq (default 0)")
     e.add_argument("--to", dest="end", type=int, default=None, metavar="SEQ", help="last seq (default: the last)")
     e.set_defaults(func=_export)
+
+    p = cmds.add_parser("prove", help="a consistency proof: the log at one size is a prefix of it at another",
+                        description="Print an RFC 6962 consistency proof from the tree of the first N events to the "
+                                    "tree of the first M (default: the last checkpoint's size, a root the log key "
+                                    "signed). Whoever holds a checkpoint of size N checks with it that the log "
+                                    "still extends it: not truncated, not rewritten.")
+    p.add_argument("path", nargs="?", help="LMDB log directory, node root or full export (default: the node's)")
+    p.add_argument("--from-size", type=int, required=True, metavar="N", help="the earlier tree size")
+    p.add_argument("--to-size", type=int, default=None, metavar="M", help="the later size (default: last checkpoint)")
+    add_output_flag(p)
+    p.set_defaults(func=with_remote_path(_prove))
 
     s = cmds.add_parser("show", help="a readable table of events: who changed what, when")
     s.add_argument("path", nargs="?", help="log directory or bundle (default: the node's)")
@@ -136,6 +148,27 @@ def _export(args: argparse.Namespace) -> int:
     tmp.replace(out)
     print(f"exported seq {manifest['from_seq']}..{manifest['to_seq']} ({manifest['count']} events) of "
           f"{manifest['origin']} to {out}", file=sys.stderr)
+    return 0
+
+
+def _prove(args: argparse.Namespace) -> int:
+    source = open_source(args.path)
+    if source.manifest is not None and int(source.manifest["from_seq"]) != 0:
+        raise InvalidRequest(f"{args.path} is a partial export (from seq {source.manifest['from_seq']}): a "
+                             "consistency proof needs every event from seq 0")
+    doc = prove(source.raw, args.from_size, args.to_size)
+    assert check_proof(doc), "a proof this log made must verify"
+    if args.output == "json":
+        print_json(doc)
+        return 0
+    rows = [("origin", doc["origin"]), ("from", f"size {doc['from_size']}, root {doc['from_root']}"
+                                        + (" (a checkpoint)" if doc["from_note"] else "")),
+            ("to", f"size {doc['to_size']}, root {doc['to_root']}" + (" (a checkpoint)" if doc["to_note"] else "")),
+            ("proof", f"{len(doc['proof'])} hashes (RFC 6962 consistency proof, verify with RFC 9162 2.1.4.2)")]
+    rows += [(f"  [{i}]", h) for i, h in enumerate(doc["proof"])]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k.ljust(width)}  {v}")
     return 0
 
 

@@ -5,9 +5,10 @@ Layout (``specs/event-log.md``)::
     manifest.json       format, origin, range, counts, head hash, anchor checkpoint
     events.bin          the events of the range: [u32 big-endian length][canonical bytes] ...
     events.jsonl        the same events rendered as JSON, one per line (for people; never verified)
-    keys.bin            events carrying certificates (genesis, key.rotated) before the range, same framing
+    keys.bin            events carrying certificates (genesis, key.rotated) outside the range, up to the anchor
     anchor.bin          the checkpoint event that covers the range (partial exports), same framing
     proofs.json         inclusion proofs of every event of the range in the anchor (partial exports)
+    consistency.json    a consistency proof from every earlier checkpoint of the log to the anchor
     certs/<seq>.pem     the log certificates, for people
 """
 
@@ -24,7 +25,8 @@ from typing import IO, TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ._checkpoint import verify_note
+from ._checkpoint import Checkpoint, verify_note
+from ._consistency import bundle_consistency, verify_bundle_consistency
 from ._kinds import Kind
 from ._merkle import MerkleLevels, leaf_hash, merkle_root, verify_inclusion
 from ._pki import key_id_for, load_certificate, verify_log_certificate, verify_signature
@@ -65,6 +67,7 @@ class Bundle:
     key_events: list[bytes] = field(default_factory=list)
     anchor: bytes | None = None
     proofs: dict[int, list[bytes]] = field(default_factory=dict)
+    consistency: dict[str, Any] | None = None
 
 
 def write_bundle(
@@ -80,9 +83,8 @@ def write_bundle(
         raise InvalidRequest(f"export range {start}..{end} is empty or out of the log's range 0..{last}")
     events = [(s, r) for s, r in raw_items if start <= s <= end]
     decoded = {s: decode_event(r, seq=s) for s, r in raw_items if s <= end or s == start}
-    key_events = [r for s, r in raw_items if s < start and decoded[s].kind in (Kind.GENESIS, Kind.KEY_ROTATED)]
     anchor_raw, proofs = None, {}
-    anchor_info = None
+    anchor_info, consistency_to = None, None
     if start > 0:
         anchor = _find_anchor(raw_items, end)
         if anchor is not None:
@@ -90,6 +92,13 @@ def write_bundle(
             levels = MerkleLevels([leaf_hash(r) for _, r in raw_items[:a_seq]])
             proofs = {s: levels.inclusion_proof(s) for s, _ in events if s < a_seq}
             anchor_info = {"seq": a_seq, "size": a_seq, "root": levels.root().hex()}
+            consistency_to = a_seq
+    else:
+        consistency_to = next((s for s, r in reversed(events) if decoded[s].kind == Kind.CHECKPOINT), None)
+    # the keys outside the range: those before it, and rotations between its end and an anchor after it
+    key_end = max(end, consistency_to or 0)
+    key_events = [r for s, r in raw_items if (s < start or end < s < key_end)
+                  and _decoded(decoded, s, r).kind in (Kind.GENESIS, Kind.KEY_ROTATED)]
     head = event_hash(decoded[end]).hex() if end in decoded else ""
     genesis = decode_event(raw_items[0][1], seq=0)
     manifest = {
@@ -114,12 +123,20 @@ def write_bundle(
         if anchor_raw is not None:
             _add(tar, "anchor.bin", _frame([anchor_raw]))
             _add(tar, "proofs.json", json.dumps({str(s): [h.hex() for h in p] for s, p in proofs.items()}).encode())
+        if consistency_to is not None:
+            _add(tar, "consistency.json", json.dumps(bundle_consistency(raw_items, consistency_to)).encode())
         for s, r in [*((s, r) for s, r in raw_items if s < start), *events]:
             ev = decoded.get(s) or decode_event(r, seq=s)
             if ev.kind in (Kind.GENESIS, Kind.KEY_ROTATED):
                 pem = load_certificate(bytes(ev.payload["cert"])).public_bytes(serialization.Encoding.PEM)
                 _add(tar, f"certs/{s:08d}.pem", pem)
     return manifest
+
+
+def _decoded(decoded: dict[int, Event], seq: int, raw: bytes) -> Event:
+    if seq not in decoded:
+        decoded[seq] = decode_event(raw, seq=seq)
+    return decoded[seq]
 
 
 def _find_anchor(raw_items: Sequence[tuple[int, bytes]], end: int) -> tuple[int, bytes] | None:
@@ -163,15 +180,19 @@ def read_bundle(fileobj: IO[bytes]) -> Bundle:
         raise InvalidRequest(f"unknown bundle format {manifest.get('format')!r} (expected {BUNDLE_FORMAT})")
     anchor = _unframe(data["anchor.bin"], "anchor.bin") if "anchor.bin" in data else []
     proofs = {int(k): [bytes.fromhex(h) for h in v] for k, v in json.loads(data.get("proofs.json", b"{}")).items()}
+    try:
+        consistency = json.loads(data["consistency.json"]) if "consistency.json" in data else None
+    except ValueError as exc:
+        raise TamperedLog(f"consistency.json is not JSON: {exc}", seq=None, reason="consistency") from exc
     return Bundle(manifest, _unframe(data["events.bin"], "events.bin"),
-                  _unframe(data.get("keys.bin", b""), "keys.bin"), anchor[0] if anchor else None, proofs)
+                  _unframe(data.get("keys.bin", b""), "keys.bin"), anchor[0] if anchor else None, proofs, consistency)
 
 
-def _key_chain(key_events: list[bytes], ca: x509.Certificate) -> tuple[dict[str, bytes], str | None, str]:
-    """Verify the certificate-carrying events before a partial range: each certified by the CA and signed
-    by the key in force before it. Returns the keys, the key in force at the range start, and the origin."""
-    keys: dict[str, bytes] = {}
-    current: str | None = None
+def _key_chain(key_events: list[bytes], ca: x509.Certificate, keys: dict[str, bytes] | None = None,
+               current: str | None = None) -> tuple[dict[str, bytes], str | None, str]:
+    """Verify the certificate-carrying events outside a partial range: each certified by the CA and signed
+    by the key in force before it. Returns the keys, the key in force after them, and the origin."""
+    keys = {} if keys is None else keys
     origin = ""
     for raw in key_events:
         ev = decode_event(raw)
@@ -194,10 +215,14 @@ def _key_chain(key_events: list[bytes], ca: x509.Certificate) -> tuple[dict[str,
 def verify_bundle(bundle: Bundle, ca: x509.Certificate) -> tuple[VerifyReport, ChainVerifier]:
     m = bundle.manifest
     start, end = int(m["from_seq"]), int(m["to_seq"])
+    before: list[bytes] = []
+    after: list[bytes] = []
+    for raw in bundle.key_events:
+        (before if decode_event(raw).seq < start else after).append(raw)
     if start == 0:
         verifier = ChainVerifier(ca)
     else:
-        keys, current, origin = _key_chain(bundle.key_events, ca)
+        keys, current, origin = _key_chain(before, ca)
         verifier = ChainVerifier(ca, start_seq=start, keys=keys, current_key=current, origin=origin)
     report = verifier.feed_all(enumerate(bundle.events, start))
     if report.last_seq < end:
@@ -208,12 +233,17 @@ def verify_bundle(bundle: Bundle, ca: x509.Certificate) -> tuple[VerifyReport, C
         raise TamperedLog(f"seq {end + 1}: events past the manifest's range", seq=end + 1, reason="manifest")
     if m.get("head") and report.head.hex() != m["head"]:
         raise TamperedLog(f"seq {end}: head hash differs from the manifest", seq=end, reason="manifest")
-    if start > 0 and bundle.anchor is not None:
-        _check_anchor(bundle, verifier, start)
+    if after:  # rotations between the range and its anchor: chained from the key in force at the range's end
+        if any(decode_event(raw).seq <= end for raw in after):
+            raise TamperedLog("keys.bin holds an event inside the range", seq=None, reason="manifest")
+        _, verifier.current_key, _ = _key_chain(after, ca, verifier.keys, verifier.current_key)
+    anchor = _check_anchor(bundle, verifier, start) if start > 0 and bundle.anchor is not None else None
+    if bundle.consistency is not None:
+        verify_bundle_consistency(bundle.consistency, start, end, verifier, anchor)
     return report, verifier
 
 
-def _check_anchor(bundle: Bundle, verifier: ChainVerifier, start: int) -> None:
+def _check_anchor(bundle: Bundle, verifier: ChainVerifier, start: int) -> Checkpoint:
     anchor = decode_event(bundle.anchor or b"")
     pub = verifier.keys.get(anchor.key_id)
     if pub is None or not verify_signature(pub, anchor.sig, event_hash(anchor)):
@@ -232,6 +262,7 @@ def _check_anchor(bundle: Bundle, verifier: ChainVerifier, start: int) -> None:
         if proof is None or not verify_inclusion(leaf_hash(raw), seq, cp.size, proof, cp.root):
             raise TamperedLog(f"seq {seq}: not included in the checkpoint of size {cp.size}", seq=seq,
                               reason="inclusion")
+    return cp
 
 
 def verify_against(

@@ -211,3 +211,33 @@ class MerkleLevels:
                 proof.append(level[sibling])
             index >>= 1
         return proof
+
+    def subtree_root(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves [lo, hi): a node of this tree when the range is one of its subtrees (RFC 6962 splits)."""
+        height = (hi - lo - 1).bit_length()
+        aligned = lo >> height << height == lo and (hi == self.size or hi - lo == 1 << height)
+        if not (0 <= lo < hi <= self.size and aligned):
+            raise ValueError(f"leaves [{lo}, {hi}) are not a subtree of a tree of size {self.size}")
+        return self.levels[height][lo >> height]
+
+    def consistency_proof(self, old_size: int) -> list[bytes]:
+        """RFC 6962 2.1.2 from ``old_size`` to this tree's size, in O(log n) node lookups."""
+        n = self.size
+        if not 0 <= old_size <= n:
+            raise ValueError(f"no consistency proof from size {old_size} to {n}")
+        if old_size in (0, n):
+            return []
+        out: list[bytes] = []
+        lo, hi, m, complete = 0, n, old_size, True
+        while m != hi - lo:
+            k = _split(hi - lo)
+            if m <= k:
+                out.append(self.subtree_root(lo + k, hi))
+                hi = lo + k
+            else:
+                out.append(self.subtree_root(lo, lo + k))
+                lo, m, complete = lo + k, m - k, False
+        if not complete:
+            out.append(self.subtree_root(lo, hi))
+        out.reverse()
+        return out

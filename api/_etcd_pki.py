@@ -143,19 +143,20 @@ def check_etcd_ca(crt_pem: bytes, key_pem: bytes | None = None) -> None:
     except ValueError as exc:
         raise InvalidRequest(f"etcd CA certificate is not a PEM certificate: {exc}") from None
     try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
-        bc = None
-    if bc is None or not bc.ca:
+        is_ca = False
+    if not is_ca:
         raise InvalidRequest("etcd CA certificate is not a CA (basicConstraints CA:TRUE is missing)")
     pub = cert.public_key()
     if not isinstance(pub, ec.EllipticCurvePublicKey):
-        raise InvalidRequest(f"etcd CA key must be ECDSA (etcd's TLS handshakes need it), not "
-                             f"{type(pub).__name__.removesuffix('PublicKey').lstrip('_')}")
-    if key_pem is not None:
-        try:
-            key = serialization.load_pem_private_key(key_pem, password=None)
-        except (ValueError, TypeError) as exc:
-            raise InvalidRequest(f"etcd CA key is not an unencrypted PEM private key: {exc}") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != pub:
-            raise InvalidRequest("etcd CA key does not match the etcd CA certificate")
+        kind = type(pub).__name__.removesuffix("PublicKey").lstrip("_")
+        raise InvalidRequest(f"etcd CA key must be ECDSA (etcd's TLS handshakes need it), not {kind}")
+    if key_pem is None:
+        return
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(f"etcd CA key is not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != pub:
+        raise InvalidRequest("etcd CA key does not match the etcd CA certificate")

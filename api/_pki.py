@@ -6,7 +6,9 @@ certificates) are ECDSA P-256: gRPC's BoringSSL does not offer Ed25519 as a TLS 
 certificates. So the chain is Ed25519 and the handshake is ECDSA.
 
 ``gen config NAME ENDPOINT -o DIR`` writes ``ca.crt``, ``ca.key`` (0600), ``image.key`` (0600), ``image.pub``,
-``controlplane.yaml`` (0600: it holds the CA key) and ``gravenconfig`` (0600: an ``os:admin`` client key).
+``etcd-ca.crt``, ``etcd-ca.key`` (0600), ``controlplane.yaml`` (0600: it holds the CA keys) and
+``gravenconfig`` (0600: an ``os:admin`` client key). ``gen etcd-client --secrets DIR -o OUT`` writes what
+Debian's ``etcdctl`` takes (``--cacert``, ``--cert``, ``--key``) from ``DIR``'s etcd CA.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from events._pki import issue_certificate, load_private_key, make_ca, private_ke
 from events.errors import InvalidRequest
 
 from ._clientconfig import ClientConfig, Context, atomic_write, split_endpoint
+from ._etcd_pki import EtcdCA
 from ._output import table
 
 if TYPE_CHECKING:
@@ -45,6 +48,7 @@ __all__ = [
     "check_roles",
     "fingerprint",
     "gen_config",
+    "gen_etcd_client",
     "issue_client_certificate",
     "issue_server_certificate",
     "key_pem",
@@ -144,16 +148,22 @@ class ClusterSecrets:
     ca_key: Ed25519PrivateKey
     ca_cert: x509.Certificate
     image_key: Ed25519PrivateKey
+    etcd_ca: EtcdCA | None = None
 
     @classmethod
     def generate(cls, name: str) -> ClusterSecrets:
         ca_key, ca_cert = make_ca(name)
-        return cls(name, ca_key, ca_cert, Ed25519PrivateKey.generate())
+        return cls(name, ca_key, ca_cert, Ed25519PrivateKey.generate(), EtcdCA.generate())
 
     @classmethod
-    def load(cls, name: str, ca_crt_pem: bytes, ca_key_pem: bytes, image_key_pem: bytes) -> ClusterSecrets:
+    def load(cls, name: str, ca_crt_pem: bytes, ca_key_pem: bytes, image_key_pem: bytes,
+             etcd_ca: tuple[bytes, bytes] | None = None) -> ClusterSecrets:
         return cls(name, load_private_key(ca_key_pem), x509.load_pem_x509_certificate(ca_crt_pem),
-                   load_private_key(image_key_pem))
+                   load_private_key(image_key_pem), None if etcd_ca is None else EtcdCA.load(*etcd_ca))
+
+    @property
+    def etcd_ca_pems(self) -> tuple[bytes, bytes] | None:
+        return None if self.etcd_ca is None else (self.etcd_ca.crt_pem, self.etcd_ca.key_pem)
 
     @property
     def ca_crt_pem(self) -> bytes:
@@ -182,7 +192,8 @@ def machine_config(secrets: ClusterSecrets, endpoint: str, *, install_disk: str 
                    install_image: str | None = None) -> str:
     """The controlplane machine config YAML; raises ``InvalidConfig`` with every problem."""
     cfg = config.default_config(secrets.name, endpoint, secrets.ca_crt_pem, secrets.ca_key_pem,
-                                [secrets.image_pub_pem], install_disk=install_disk, install_image=install_image)
+                                [secrets.image_pub_pem], install_disk=install_disk, install_image=install_image,
+                                etcd_ca=secrets.etcd_ca_pems)
     text = config.dump_yaml(cfg)
     config.validate(text).unwrap("controlplane.yaml")
     return text
@@ -204,6 +215,7 @@ def gen_config(name: str, endpoint: str, out_dir: str | Path = ".", *, force: bo
         ("ca.key", secrets.ca_key_pem, 0o600),
         ("image.key", secrets.image_key_pem, 0o600),
         ("image.pub", secrets.image_pub_pem, 0o644),
+        *_etcd_ca_files(secrets),
         ("controlplane.yaml", machine_config(secrets, endpoint, install_disk=install_disk,
                                              install_image=install_image).encode(), 0o600),
         ("gravenconfig", client.dumps().encode(), 0o600),
@@ -218,6 +230,12 @@ def gen_config(name: str, endpoint: str, out_dir: str | Path = ".", *, force: bo
         atomic_write(out / fname, data, mode)
         written.append((out / fname, mode))
     return written
+
+
+def _etcd_ca_files(secrets: ClusterSecrets) -> list[tuple[str, bytes, int]]:
+    if secrets.etcd_ca is None:
+        return []
+    return [("etcd-ca.crt", secrets.etcd_ca.crt_pem, 0o644), ("etcd-ca.key", secrets.etcd_ca.key_pem, 0o600)]
 
 
 def _client_endpoint(endpoint: str) -> str:
@@ -243,6 +261,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--install-disk", default="/dev/sda", help="machine.install.disk (default /dev/sda)")
     p.add_argument("--install-image", help="machine.install.image")
     p.set_defaults(func=_gen_config)
+    e = cmds.add_parser(
+        "etcd-client", help="a client certificate for etcdctl, from the cluster's etcd CA",
+        description="Write into OUT: ca.crt (the etcd CA), client.crt and client.key (0600), a client certificate "
+                    "issued by the etcd CA in DIR (etcd-ca.crt, etcd-ca.key as gen config writes them). Use them "
+                    "as: ETCDCTL_API=3 etcdctl --cacert OUT/ca.crt --cert OUT/client.crt --key OUT/client.key "
+                    "--endpoints https://NODE:2379 member list",
+    )
+    e.add_argument("--secrets", required=True, metavar="DIR", help="the folder gen config wrote the secrets into")
+    e.add_argument("-o", "--output-dir", dest="out_dir", default=".", metavar="OUT", help="where to write (default .)")
+    e.add_argument("--cn", default="graven-etcd-client", help="the certificate's common name")
+    e.add_argument("--force", action="store_true", help="overwrite existing files")
+    e.set_defaults(func=_gen_etcd_client)
 
 
 def _gen_config(args: argparse.Namespace) -> int:
@@ -251,4 +281,37 @@ def _gen_config(args: argparse.Namespace) -> int:
     table([{"file": str(p), "mode": f"{mode:04o}"} for p, mode in written], ("file", "mode"))
     config_path = next(p for p, _ in written if p.name == "gravenconfig")
     sys.stderr.write(f"use it with: export GRAVENCONFIG={config_path.resolve()}\n")
+    return 0
+
+
+def gen_etcd_client(secrets_dir: str | Path, out_dir: str | Path, *, cn: str = "graven-etcd-client",
+                    force: bool = False) -> list[tuple[Path, int]]:
+    """Issue an etcd client certificate from ``secrets_dir``'s etcd CA into ``out_dir``; (path, mode) written."""
+    src, out = Path(secrets_dir), Path(out_dir)
+    pems = []
+    for fname in ("etcd-ca.crt", "etcd-ca.key"):
+        try:
+            pems.append((src / fname).read_bytes())
+        except OSError as exc:
+            raise InvalidRequest(f"{src / fname}: cannot read the etcd CA: {exc.strerror} (gen config writes it)",
+                                 path=str(src / fname)) from None
+    ca = EtcdCA.load(pems[0], pems[1])
+    client = ca.client_cert(cn)
+    files = [("ca.crt", ca.crt_pem, 0o644), ("client.crt", client.crt, 0o644), ("client.key", client.key, 0o600)]
+    if not force:
+        for fname, _, _ in files:
+            if (out / fname).exists():
+                raise InvalidRequest(f"{out / fname} exists; not overwriting it (use --force to replace it)",
+                                     path=str(out / fname))
+    for fname, data, mode in files:
+        atomic_write(out / fname, data, mode)
+    return [(out / fname, mode) for fname, _, mode in files]
+
+
+def _gen_etcd_client(args: argparse.Namespace) -> int:
+    written = gen_etcd_client(args.secrets, args.out_dir, cn=args.cn, force=args.force)
+    table([{"file": str(p), "mode": f"{mode:04o}"} for p, mode in written], ("file", "mode"))
+    d = Path(args.out_dir)
+    sys.stderr.write(f"use it with: ETCDCTL_API=3 etcdctl --cacert {d / 'ca.crt'} --cert {d / 'client.crt'} "
+                     f"--key {d / 'client.key'} --endpoints https://NODE:2379 member list\n")
     return 0

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-__all__ = ["CHECKS", "decode_pem", "ed25519_public_raw", "pem_blocks"]
+__all__ = ["CHECKS", "decode_pem", "ed25519_public_raw", "etcd_ca_problem", "pem_blocks"]
 
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
@@ -212,3 +212,21 @@ CHECKS: dict[str, Callable[[str], str | None]] = {
     "pem-cert": _pem_check(lambda label: label == "CERTIFICATE", "a PEM certificate (PEM text or base64 of it)"),
     "pem-key": _pem_check(lambda label: label.endswith("PRIVATE KEY"), "a PEM private key (PEM text or base64 of it)"),
 }
+
+
+# id-ecPublicKey (1.2.840.10045.2.1) as DER: it appears in a certificate only in its SubjectPublicKeyInfo
+_EC_PUBLIC_KEY_OID = bytes.fromhex("06072a8648ce3d0201")
+
+
+def etcd_ca_problem(crt_pem: bytes) -> str | None:
+    """What is wrong with an etcd CA certificate, or ``None``: it must hold an ECDSA key (etcd's TLS handshakes
+    need one; the machine CA's Ed25519 will not do). That the key matches is checked where keys are loaded."""
+    try:
+        blocks = pem_blocks(crt_pem.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return "etcd CA certificate is not a PEM certificate"
+    if not blocks or blocks[0][0] != "CERTIFICATE":
+        return "etcd CA certificate is not a PEM certificate"
+    if _EC_PUBLIC_KEY_OID not in blocks[0][1]:
+        return "etcd CA key must be ECDSA (etcd's TLS handshakes need it)"
+    return None

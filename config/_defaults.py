@@ -8,7 +8,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from ._checks import CHECKS, ed25519_public_raw
-from ._schema import CA, Audit, Cluster, Install, Machine, MachineConfig, Network
+from ._schema import CA, Audit, Cluster, Etcd, Install, Machine, MachineConfig, Network
 
 __all__ = ["default_config"]
 
@@ -29,6 +29,12 @@ def _key(value: bytes | str) -> str:
         return _text(value)
 
 
+def _etcd(ca: tuple[bytes | str, bytes | str | None] | None) -> Etcd | None:
+    if ca is None:
+        return None
+    return Etcd(ca=CA(crt=_b64(ca[0]), key=None if ca[1] is None else _b64(ca[1])))
+
+
 def default_config(
     name: str,
     endpoint: str,
@@ -41,12 +47,14 @@ def default_config(
     install_disk: str = "/dev/sda",
     install_image: str | None = None,
     sinks: Sequence[str] = (),
+    etcd_ca: tuple[bytes | str, bytes | str | None] | None = None,
 ) -> MachineConfig:
     """A config for one sandbox node of cluster ``name`` reached at ``endpoint``.
 
     CA PEMs are stored base64-encoded as Talos does; ``trusted_keys`` (Ed25519 public keys, PEM or base64 of
     the raw bytes) are stored as base64 of the raw bytes, one line each. The endpoint's host is added to
-    ``certSANs`` with ``localhost`` and ``127.0.0.1``.
+    ``certSANs`` with ``localhost`` and ``127.0.0.1``. ``etcd_ca`` (certificate and key PEM) becomes
+    ``cluster.etcd.ca``; a worker gets no etcd CA at all.
     The result is not validated here; ``validate(config)`` tells its warnings.
     """
     host = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}").hostname or ""
@@ -65,5 +73,5 @@ def default_config(
             network=Network(hostname=hostname or (name if CHECKS["hostname"](name) is None else None)),
             audit=Audit(sinks=tuple(sinks)),
         ),
-        cluster=Cluster(name=name, endpoint=endpoint),
+        cluster=Cluster(name=name, endpoint=endpoint, etcd=_etcd(etcd_ca) if machine_type == "controlplane" else None),
     )

@@ -18,6 +18,7 @@ __all__ = [
     "CA",
     "Audit",
     "Cluster",
+    "Etcd",
     "Install",
     "Interface",
     "Machine",
@@ -142,9 +143,17 @@ class Machine(msgspec.Struct, **_OPTS):
     audit: Audit = msgspec.field(default_factory=Audit)
 
 
+class Etcd(msgspec.Struct, **_OPTS):
+    """The cluster's etcd, run by controlplane nodes: its CA (ECDSA), from which each controlplane node issues its
+    own server and peer certificates at boot; workers carry no etcd CA."""
+
+    ca: CA
+
+
 class Cluster(msgspec.Struct, **_OPTS):
     name: ClusterName
     endpoint: Endpoint
+    etcd: Etcd | None = None
 
 
 class MachineConfig(msgspec.Struct, **_OPTS):

@@ -19,7 +19,7 @@ import msgspec.inspect as mi
 
 from events.errors import InvalidConfig
 
-from ._checks import CHECKS
+from ._checks import CHECKS, decode_pem, etcd_ca_problem
 from ._schema import MachineConfig
 from .limits import LIMITS, clip_utf8
 
@@ -267,6 +267,29 @@ def _cross_checks(tree: Any, ctx: _Ctx) -> None:
                 _check_gateway(route, (*here, "routes", k), nets, iface.get("dhcp") is True, ctx)
 
 
+def _etcd_checks(tree: Any, ctx: _Ctx) -> None:
+    """``cluster.etcd.ca``: ECDSA; only controlplane nodes hold it, and they need its key."""
+    etcd = _get(tree, "cluster", "etcd")
+    kind = _get(tree, "machine", "type")
+    if not isinstance(etcd, dict) or not isinstance(etcd.get("ca"), dict):
+        return  # a controlplane node without it runs no etcd; bootstrap says so
+    here: Path = ("cluster", "etcd", "ca")
+    crt, key = etcd["ca"].get("crt"), etcd["ca"].get("key")
+    if kind == "worker" and key is not None:
+        ctx.error((*here, "key"), "a worker must not hold the etcd CA key (only controlplane nodes run etcd)")
+    if kind == "controlplane" and key is None:
+        ctx.error((*here, "key"), "a controlplane node issues its own etcd certificates: the etcd CA key is needed")
+    if not isinstance(crt, str):
+        return  # wrong types are reported at their own paths
+    try:
+        crt_pem = decode_pem(crt)
+    except ValueError:
+        return  # reported by the field's own check
+    problem = etcd_ca_problem(crt_pem)
+    if problem is not None:
+        ctx.error(here, problem)
+
+
 def _check_gateway(route: dict[str, Any], here: Path, nets: list[Any], dhcp: bool, ctx: _Ctx) -> None:
     gateway, network = route.get("gateway"), route.get("network")
     if not isinstance(gateway, str) or not isinstance(network, str):
@@ -308,6 +331,7 @@ def validate_tree(tree: Any, lines: Mapping[Path, int] | None = None) -> Validat
     ctx = _Ctx(lines or {})
     _walk(tree, _INFO, (), ctx)
     _cross_checks(tree, ctx)
+    _etcd_checks(tree, ctx)
     _warnings(tree, ctx)
     ctx.errors.sort(key=_by_line)
     ctx.warnings.sort(key=_by_line)

@@ -31,7 +31,7 @@ from events._pki import load_private_key, public_raw
 from events.errors import InvalidConfig, InvalidRequest
 
 FILES = {"ca.crt": 0o644, "ca.key": 0o600, "image.key": 0o600, "image.pub": 0o644, "controlplane.yaml": 0o600,
-         "gravenconfig": 0o600}
+         "gravenconfig": 0o600, "etcd-ca.crt": 0o644, "etcd-ca.key": 0o600}
 
 
 def mode(p: Path) -> int:
@@ -60,6 +60,9 @@ def test_machine_config_holds_the_ca_the_trusted_key_and_the_endpoint(tmp_path: 
     assert "node1.example" in cfg.machine.cert_sans
     assert cfg.cluster.name == "prod"
     assert cfg.cluster.endpoint == "node1.example:50001"
+    assert cfg.cluster.etcd is not None
+    assert cfg.cluster.etcd.ca.crt_pem() == (tmp_path / "etcd-ca.crt").read_bytes()
+    assert cfg.cluster.etcd.ca.key_pem() == (tmp_path / "etcd-ca.key").read_bytes()
 
 
 def test_gravenconfig_has_an_admin_context_for_the_endpoint(tmp_path: Path) -> None:

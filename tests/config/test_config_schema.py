@@ -43,7 +43,7 @@ def test_schema_shape():
 
 
 def test_secret_paths():
-    assert config.secret_paths() == ["machine.ca.key"]
+    assert config.secret_paths() == ["machine.ca.key", "cluster.etcd.ca.key"]
 
 
 ALLOWED = {"msgspec", "yaml", "jsonpatch", "events.errors", "__future__"}

@@ -89,9 +89,9 @@ class EtcdMember:
 class EtcdKit:
     """Members under one folder, all from one etcd CA."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, ca: EtcdCA | None = None) -> None:
         self.root = root
-        self.ca = EtcdCA.generate()
+        self.ca = ca or EtcdCA.generate()
         self.members: list[EtcdMember] = []
 
     def member(self, name: str) -> EtcdMember:

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api._etcd_pki import EtcdCA
+from api._pki import gen_config, gen_etcd_client
 from events.errors import Unavailable, VerificationError
 from storage._etcd import EtcdClient, EtcdRefused, EtcdTLS, SnapshotCheck, prefix_end
 
@@ -209,6 +210,35 @@ def test_learner_join_promote_remove(kit: EtcdKit, cp1: EtcdMember) -> None:
     with_client(kit, [cp1.client_url, cp2.client_url], promote)
     assert cp2.proc is not None
     cp2.proc.wait(20)  # a removed member stops by itself
+
+
+def test_etcdctl_accepts_the_certificates_gen_etcd_client_writes(tmp_path: Path) -> None:
+    gen_config("prod", "10.0.0.2", tmp_path / "secrets")
+    ca = EtcdCA.load((tmp_path / "secrets/etcd-ca.crt").read_bytes(), (tmp_path / "secrets/etcd-ca.key").read_bytes())
+    own = EtcdKit(tmp_path / "etcd", ca)
+    try:
+        m = own.bootstrap("solo")
+        gen_etcd_client(tmp_path / "secrets", tmp_path / "client")
+        c = tmp_path / "client"
+        base = [str(ETCDCTL), f"--cacert={c / 'ca.crt'}", f"--cert={c / 'client.crt'}", f"--key={c / 'client.key'}",
+                f"--endpoints={m.client_url}", "--command-timeout=5s"]
+
+        def etcdctl(*args: str) -> str:
+            done = subprocess.run([*base, *args], env={"ETCDCTL_API": "3"}, capture_output=True, text=True,
+                                  timeout=20)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        assert etcdctl("put", "/from/etcdctl", "hello").strip() == "OK"
+        assert etcdctl("get", "/from/etcdctl", "--print-value-only").strip() == "hello"
+        assert '"name":"solo"' in etcdctl("member", "list", "-w", "json")
+        # and etcd refuses etcdctl without a client certificate
+        bare = subprocess.run([str(ETCDCTL), f"--cacert={c / 'ca.crt'}", f"--endpoints={m.client_url}",
+                               "--command-timeout=3s", "get", "/from/etcdctl"], env={"ETCDCTL_API": "3"},
+                              capture_output=True, text=True, timeout=20)
+        assert bare.returncode != 0
+    finally:
+        own.stop_all()
 
 
 @settings(max_examples=100, deadline=None)

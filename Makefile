@@ -9,12 +9,16 @@ PKGS := events storage fsm sequencer config image api node
 # (this machine sets PYTHONDONTWRITEBYTECODE, so nothing else writes it; stale files are ignored by mtime)
 BYTECODE := $(BIN)/python -m compileall -q -j 0 $(PKGS) bench >/dev/null
 
-.PHONY: run test system lint typecheck pytest bench clean
+.PHONY: run test system system-test lint typecheck pytest bench clean
 
 # the system tools (squashfs-tools, fdisk, e2fsprogs, mount, iproute2): installed with apt-get when root and
 # missing, else one line per missing tool with the command to run; a few PATH look-ups when all are present
 system:
 	@$(PY) storage/_systools.py ensure
+
+# the same, plus what only the tests run (prometheus, which scrapes a real node)
+system-test:
+	@$(PY) storage/_systools.py ensure --tests
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +30,7 @@ run: system $(STAMP)
 	$(BYTECODE)
 	$(BIN)/python -m node.demo
 
-test: system $(STAMP) lint typecheck pytest
+test: system-test $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,7 +38,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PKGS)
 
-pytest: system $(STAMP)
+pytest: system-test $(STAMP)
 	$(BYTECODE)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

@@ -29,6 +29,7 @@ from events import Actor, decode_event
 from events._pki import cert_subject
 from events.errors import Code, GravenError, InvalidRequest, PermissionDenied
 
+from ._calls import CallObserver, Observe
 from ._pb import machine_pb2 as pb
 from ._pb import machine_pb2_grpc as pb_grpc
 from ._rbac import ADMIN, MAINTENANCE_METHODS, allowed
@@ -414,9 +415,10 @@ class _LazyReflection:  # a grpc.GenericRpcHandler: grpc asks only for its ``ser
 class Server:
     """The aio gRPC server on one address, with health and reflection."""
 
-    def __init__(self, node: NodeApi, address: str, credentials: grpc.ServerCredentials) -> None:
+    def __init__(self, node: NodeApi, address: str, credentials: grpc.ServerCredentials, *,
+                 observe: Observe | None = None) -> None:
         self.address = address
-        self.server = grpc.aio.server(options=[
+        self.server = grpc.aio.server(interceptors=[CallObserver(observe)] if observe else None, options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", 64 << 20),
             # clients ping idle streams (events -f, --wait) every 30 s; allow it

@@ -21,7 +21,19 @@ from ._defaults import default_config
 from ._diff import Change, canonical, diff, digest, redact, redacted_dict, secret_paths
 from ._load import dump_yaml, load, parse_yaml, to_dict, validate
 from ._patch import JsonPatch, MergePatch, Patch, apply_patch, load_patch, merge_patch, patch_tree
-from ._schema import CA, Audit, Cluster, Install, Interface, Machine, MachineConfig, Network, Route, secret_digest
+from ._schema import (
+    CA,
+    Audit,
+    Cluster,
+    Install,
+    Interface,
+    Machine,
+    MachineConfig,
+    Metrics,
+    Network,
+    Route,
+    secret_digest,
+)
 from ._validate import Problem, Validation, format_path, install_disk_mismatch, validate_tree
 
 __all__ = [
@@ -40,6 +52,7 @@ __all__ = [
     "Machine",
     "MachineConfig",
     "MergePatch",
+    "Metrics",
     "Network",
     "Patch",
     "Problem",

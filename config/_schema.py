@@ -61,6 +61,7 @@ ImageRef = Annotated[str, _str("image", "Image to install: a path, URL or name:t
 Sink = Annotated[str, _str("sink", "Directory (absolute path or file:///DIR) or http(s):// URL.")]
 MTU = Annotated[int, msgspec.Meta(ge=68, le=65535, description="Link MTU in bytes.")]
 Metric = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1, description="Route metric (lower wins).")]
+MetricsPort = Annotated[int, msgspec.Meta(ge=1, le=65535, description="TCP port of the metrics endpoint.")]
 CheckpointEvery = Annotated[
     int, msgspec.Meta(ge=1, le=1_000_000, description="Append a signed Merkle checkpoint every N events.")
 ]
@@ -134,6 +135,13 @@ class Audit(msgspec.Struct, **_OPTS):
     sinks: tuple[Sink, ...] = ()
 
 
+class Metrics(msgspec.Struct, **_OPTS):
+    """Prometheus metrics, served over mutual TLS: a client certificate from the machine CA, any role, scrapes."""
+
+    enabled: bool = False
+    port: MetricsPort = 9101
+
+
 class Machine(msgspec.Struct, **_OPTS):
     type: Literal["controlplane", "worker"]
     ca: CA
@@ -141,6 +149,7 @@ class Machine(msgspec.Struct, **_OPTS):
     install: Install | None = None
     network: Network = msgspec.field(default_factory=Network)
     audit: Audit = msgspec.field(default_factory=Audit)
+    metrics: Metrics = msgspec.field(default_factory=Metrics)
 
 
 class Etcd(msgspec.Struct, **_OPTS):

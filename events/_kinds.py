@@ -37,6 +37,9 @@ class Kind:
     API_REQUEST = "api.request"  # {method, args}
     API_DENIED = "api.denied"  # {method, subject, roles, reason}
     API_REFUSED = "api.refused"  # {method, sequence, reason}: a request recorded, then refused (e.g. unshipped events)
+    SERVICE_STARTED = "service.started"  # {service, address}: a service of the agent's began serving
+    SERVICE_STOPPED = "service.stopped"  # {service, address}
+    SERVICE_FAILED = "service.failed"  # {service, address, reason}: it could not start; the node goes on without it
     AUDIT_SHIPPED = "audit.shipped"  # {sink, file, to_seq, events}: the log up to to_seq was copied and verified
     NETWORK_PLANNED = "network.planned"  # {interfaces, applied: false, why}: the sandbox records what it would do
     # The netlink platform (node._network): one event per change it makes, each with before and after.

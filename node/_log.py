@@ -9,7 +9,8 @@ re-signed, keeping their order, kinds, actors and payloads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class NodeLog:
         self._lock = threading.RLock()
         self._durable = durable
         self._memory: MemoryEventLog | None = None
+        self.on_durable: Callable[[float], None] | None = None  # told each append's time to durability
         if durable is None:
             signer, cert = _provisional(node)
             self._memory = MemoryEventLog(signer, cert, origin=f"graven/{node}", boot_id=boot_id, clock=clock)
@@ -70,8 +72,13 @@ class NodeLog:
 
     # -- the EventLog port -----------------------------------------------------------------------------------
     def submit(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Future[Event]:
+        start = time.perf_counter()
         with self._lock:
-            return self.backend.submit(kind, payload, actor)
+            future = self.backend.submit(kind, payload, actor)
+        observe = self.on_durable
+        if observe is not None:
+            future.add_done_callback(lambda _: observe(time.perf_counter() - start))
+        return future
 
     def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Event:
         return self.submit(kind, payload, actor).result()

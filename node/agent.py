@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from typing import Any
 
 import config
 import image
-from api._pki import check_roles, issue_client_certificate
+from api._pki import check_roles, issue_client_certificate, issue_server_certificate
 from api._server import Server
 from api._tls import MaintenanceCredentials, ServingCredentials
 from events import Actor, Ed25519Signer, Kind, NodeState, SystemClock, fold
@@ -48,6 +49,7 @@ from storage import DiskBase, LmdbEventLog
 from ._disk import open_disk
 from ._identity import FileIdentity, node_name
 from ._log import NodeLog
+from ._metrics import MetricsEndpoint, NodeMetrics, NodeView
 from ._network import NetlinkNetwork, plan_rows, select_network
 from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort, PlanNetwork
 from ._wipe import finish_pending_wipe, request_wipe
@@ -57,6 +59,7 @@ __all__ = ["EXIT_BOOT_FAILED", "EXIT_POWER_OFF", "EXIT_REBOOT", "Agent", "BootIn
 EXIT_POWER_OFF, EXIT_REBOOT, EXIT_BOOT_FAILED, EXIT_LOG_BROKEN = 0, 10, 20, 30
 BOOTLOADER = Actor("bootloader")
 DEFAULT_LISTEN = "127.0.0.1:50000"
+METRICS_CERT_TTL = dt.timedelta(days=365)  # prometheus_client loads its certificate once, at start
 
 
 @dataclass
@@ -104,6 +107,9 @@ class Agent:
         self._try_task: asyncio.Task[None] | None = None
         self.log = self._open_log()
         self.version_string = image.running_version()
+        self.metrics = NodeMetrics(read_raw=self.log.read_raw, view=self._metrics_view)
+        self.log.on_durable = self.metrics.observe_append
+        self._metrics_endpoint: MetricsEndpoint | None = None
 
     # -- the log and identity ------------------------------------------------------------------------------
     def _open_log(self) -> NodeLog:
@@ -145,6 +151,7 @@ class Agent:
             self.log.flush()
         self.boot.logged()
         self.fsm = NodeFSM(self.log)
+        self.metrics.set_image(version=self.version_string, slot=self.boot.slot or "", digest=self.boot.digest)
         running = RunningImage(self.boot.slot, self.version_string, self.boot.digest)
         net = select_network(self._emit, resolv_conf=lambda: self._disk_file("STATE", "resolv.conf"),
                              record=lambda: self._disk_file("EPHEMERAL", "network.json"))
@@ -208,7 +215,7 @@ class Agent:
     async def start_service(self, name: str) -> None:
         if name == "maintenance-api":
             creds = MaintenanceCredentials("graven", self._sans())
-            server = Server(self, self.listen, creds.credentials())
+            server = Server(self, self.listen, creds.credentials(), observe=self.metrics.observe_call)
             await server.start()
             print(f"graven agent: maintenance mode on {self.listen}; server certificate sha256 {creds.fingerprint}\n"
                   f"  apply a config: gravenctl apply-config --insecure -e {self.listen} -f controlplane.yaml",
@@ -222,17 +229,59 @@ class Agent:
                 raise InvalidRequest("machine.ca.key is needed to issue the node's serving certificate")
             creds2 = ServingCredentials(load_certificate(cfg.machine.ca.crt_pem()), load_private_key(ca_key),
                                         node=node_name(cfg), sans=self._sans())
-            server = Server(self, self.listen, creds2.credentials())
+            server = Server(self, self.listen, creds2.credentials(), observe=self.metrics.observe_call)
             await server.start()
             print(f"graven agent: serving the API with mutual TLS on {self.listen}", file=sys.stderr, flush=True)
         else:
             return
         self._servers[name] = server
+        if name == "api":
+            await self._sync_metrics()
 
     async def stop_service(self, name: str) -> None:
         server = self._servers.pop(name, None)
+        if name == "api":
+            await self._sync_metrics()
         if server is not None:
             await server.stop(0.5)
+
+    async def _sync_metrics(self) -> None:
+        """Serve metrics while the API is served and the config enables them, on the port it names; a port that
+        cannot be bound is a ``service.failed`` event, and the node goes on without metrics."""
+        cfg = self._config
+        want = cfg.machine.metrics if cfg is not None and "api" in self._servers else None
+        host = self.listen.rsplit(":", 1)[0].strip("[]")
+        address = f"{host}:{want.port}" if want is not None and want.enabled else None
+        current = self._metrics_endpoint
+        if current is not None and current.address == address:
+            return
+        if current is not None:
+            self._metrics_endpoint = None
+            await asyncio.to_thread(current.close)
+            if not self._stopped.is_set():  # at power off the log is already sealed
+                self._emit(Kind.SERVICE_STOPPED, {"service": "metrics", "address": current.address})
+        if address is None or cfg is None or want is None:
+            return
+        ca_key = load_private_key(cfg.machine.ca.key_pem() or b"")
+        ca_cert = load_certificate(cfg.machine.ca.crt_pem())
+        cert_pem, key_pem = issue_server_certificate(ca_key, ca_cert, cn=node_name(cfg), sans=self._sans(),
+                                                     ttl=METRICS_CERT_TTL)
+        try:
+            self._metrics_endpoint = await asyncio.to_thread(
+                MetricsEndpoint, self.metrics.registry, host, want.port, ca_pem=cfg.machine.ca.crt_pem(),
+                cert_pem=cert_pem, key_pem=key_pem)
+        except GravenError as exc:
+            _say(f"metrics: {exc.message}")
+            self._emit(Kind.SERVICE_FAILED, {"service": "metrics", "address": address, "reason": exc.message})
+            return
+        self._emit(Kind.SERVICE_STARTED, {"service": "metrics", "address": address})
+
+    def _metrics_view(self) -> NodeView:
+        fsm = getattr(self, "fsm", None)
+        log_dir = self._log_dir() if self.log.durable else None
+        size = sum(f.stat().st_size for f in log_dir.iterdir() if f.is_file()) if log_dir is not None else 0
+        return NodeView(stage=fsm.stage.value if fsm is not None else Stage.BOOTING.value,
+                        boot_id=self.boot.boot_id, next_seq=self.log.next_seq(), log_bytes=size)
 
     def healthy(self, name: str) -> bool:
         if name == "health" and self._fault == "health-fail":
@@ -342,6 +391,7 @@ class Agent:
                 self.seq.request(SequenceName.REBOOT, RebootRequest(), actor=actor)
             if plan.action is config.Action.TRY and plan.revert_to is not None:
                 self._schedule_revert(plan, actor)
+            await self._sync_metrics()
         return {"mode": str(plan.mode), "diff": [c.to_dict() for c in plan.changes], "digest": plan.digest,
                 "seq": seq, "reboot_required": plan.reboot, "warnings": list(plan.warnings)}
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["TOOLS", "Tool", "install_command", "missing", "package_of", "plan_messages"]
+__all__ = ["TOOLS", "Tool", "install_command", "missing", "needed", "package_of", "plan_messages"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ class Tool:
     command: str
     package: str  # the Debian package that ships it
     why: str
+    tests_only: bool = False  # only the test suite runs it: `make run` does not install it
 
 
 TOOLS: tuple[Tool, ...] = (
@@ -38,7 +39,12 @@ TOOLS: tuple[Tool, ...] = (
     Tool("ip", "iproute2", "makes the network namespaces of local clusters"),
     Tool("etcd", "etcd-server", "the controlplane's etcd (process and netns machines take it from the host)"),
     Tool("etcdctl", "etcd-client", "etcd's own client: tests check that it accepts Graven's etcd certificates"),
+    Tool("prometheus", "prometheus", "scrapes a real node's metrics in the end-to-end tests", tests_only=True),
 )
+
+
+def needed(*, tests: bool) -> tuple[Tool, ...]:
+    return tuple(t for t in TOOLS if tests or not t.tests_only)
 
 # sbin folders are not on a normal user's PATH, but the tools there run for them too (or refuse with a reason)
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -116,9 +122,10 @@ def _apt_install(packages: list[str], out: Callable[[str], None]) -> int:
     return _apt(["install", "-y", "-qq", "--no-install-recommends", *packages], env, out)
 
 
-def ensure(*, install: bool, out: Callable[[str], None], root: bool | None = None, apt: bool | None = None) -> int:
+def ensure(*, install: bool, out: Callable[[str], None], root: bool | None = None, apt: bool | None = None,
+           tests: bool = True) -> int:
     """0 when every tool is present (after installing the missing ones as root, if ``install``); else 2."""
-    absent = missing()
+    absent = missing(needed(tests=tests))
     if not absent:
         return 0
     root = os.geteuid() == 0 if root is None else root
@@ -128,7 +135,7 @@ def ensure(*, install: bool, out: Callable[[str], None], root: bool | None = Non
         out(f"graven set-up: installing {' '.join(pkgs)} with apt-get (for "
             + "; ".join(f"{t.command}: {t.why}" for t in absent) + ")")
         rc = _apt_install(pkgs, out)
-        absent = missing()
+        absent = missing(needed(tests=tests))
         if rc == 0 and not absent:
             return 0
         out(f"graven set-up: apt-get install {' '.join(pkgs)} failed (exit {rc})")
@@ -145,17 +152,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Check that the system tools Graven runs are installed; 'ensure' installs the missing ones "
                     "with apt-get when run as root.")
     parser.add_argument("action", choices=("check", "ensure", "list"), help="check only, install, or list them")
+    parser.add_argument("--tests", action="store_true", help="also the tools only the test suite runs")
     args = parser.parse_args(argv)
     if args.action == "list":
         absent = {t.command for t in missing()}
         for t in TOOLS:
-            print(f"{t.command:<11} {t.package:<15} {'missing' if t.command in absent else 'ok':<8} {t.why}")
+            print(f"{t.command:<11} {t.package:<15} {'missing' if t.command in absent else 'ok':<8} {t.why}"
+                  + (" (tests)" if t.tests_only else ""))
         return 0
 
     def err(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    return ensure(install=args.action == "ensure", out=err)
+    return ensure(install=args.action == "ensure", out=err, tests=args.tests)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class AgentProc:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    metrics_port: int | None = None  # serve metrics there
 
     @property
     def endpoint(self) -> str:
@@ -51,6 +52,8 @@ class AgentProc:
                                     hostname="e2e")
         tree = config.to_dict(cfg)
         tree["machine"].pop("install", None)
+        if self.metrics_port is not None:
+            tree["machine"]["metrics"] = {"enabled": True, "port": self.metrics_port}
         return config.dump_yaml(config.load(yaml.safe_dump(tree))).encode()
 
     def start(self) -> AgentProc:

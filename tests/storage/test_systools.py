@@ -20,6 +20,8 @@ SCRIPT = Path(_systools.__file__)
 def test_every_tool_names_its_package_and_why():
     assert {t.command for t in TOOLS} >= {"mksquashfs", "sfdisk", "mkfs.ext4", "losetup", "mount", "ip"}
     assert all(t.package and t.why for t in TOOLS)
+    assert "prometheus" not in {t.command for t in _systools.needed(tests=False)}  # make run does not need it
+    assert "prometheus" in {t.command for t in _systools.needed(tests=True)}
 
 
 def test_missing_uses_the_lookup_it_is_given():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -10,6 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "specs" / "machine.proto"
 OUT = ROOT / "api" / "_pb"
 FILES = ("machine_pb2.py", "machine_pb2.pyi", "machine_pb2_grpc.py")
+# The grpcio the stubs ask for at import: pyproject's floor, not the patch release of grpcio-tools that happened to
+# generate them, so a fresh install that resolves a newer grpcio-tools generates the same bytes.
+GRPC_FLOOR = "1.85.0"
 
 
 def generate(out: Path) -> None:
@@ -22,6 +26,8 @@ def generate(out: Path) -> None:
     grpc_file = out / "machine_pb2_grpc.py"
     text = grpc_file.read_text().replace("import machine_pb2 as machine__pb2",
                                          "from . import machine_pb2 as machine__pb2")
+    text = re.sub(r"^GRPC_GENERATED_VERSION = '[^']*'$", f"GRPC_GENERATED_VERSION = '{GRPC_FLOOR}'", text,
+                  flags=re.MULTILINE)
     grpc_file.write_text(text)
 
 

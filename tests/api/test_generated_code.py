@@ -20,3 +20,13 @@ def test_the_servicer_implements_every_rpc() -> None:
     base = machine_pb2_grpc.MachineServiceServicer
     rpcs = [n for n in vars(base) if not n.startswith("_")]
     assert rpcs and all(getattr(MachineServicer, n) is not getattr(base, n) for n in rpcs)
+
+
+def test_the_stubs_ask_for_pyprojects_grpcio_floor() -> None:
+    """Not the patch release of grpcio-tools that generated them: a fresh install must generate the same bytes."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((_gen.ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    floor = next(m.group(1) for d in deps if (m := re.fullmatch(r"grpcio>=([\d.]+),.*", d)))
+    assert tuple(int(x) for x in _gen.GRPC_FLOOR.split(".")) == tuple(int(x) for x in (floor + ".0").split(".")[:3])

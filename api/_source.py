@@ -8,9 +8,10 @@ from typing import Any
 
 from cryptography import x509
 
-from events import Event, VerifyReport, decode_event, leaf_hash
-from events._bundle import Bundle, iter_events, read_bundle, verify_against, verify_bundle
+from events import Event, VerifyReport, decode_event
+from events._bundle import Bundle, iter_events, read_bundle, verify_bundle
 from events._pki import load_certificate
+from events._since import Seen, verify_since
 from events._verify import ChainVerifier
 from events.errors import NotFound, StorageError
 from storage import LogReader
@@ -62,25 +63,21 @@ def open_events(path: str | Path) -> list[Event]:
     return open_source(path).events()
 
 
-def verify_source(source: LogSource, ca: x509.Certificate) -> tuple[VerifyReport, list[bytes]]:
-    """Verify a whole source; returns the report and the Merkle leaf hashes (for --since-export)."""
+def verify_source(source: LogSource, ca: x509.Certificate) -> tuple[VerifyReport, Seen]:
+    """Verify a whole source; returns the report and what it proves (for --since-export)."""
     if source.bundle is not None:
         report, verifier = verify_bundle(source.bundle, ca)
-        return report, verifier.leaf_hashes
+        return report, Seen.of(report, verifier, int(source.bundle.manifest.get("log_size") or 0) or None)
     verifier = ChainVerifier(ca)
     report = verifier.feed_all(source.raw)
-    return report, verifier.leaf_hashes
+    return report, Seen.of(report, verifier)
 
 
 def verify_path(path: str | Path, ca: x509.Certificate, since: str | Path | None = None) -> VerifyReport:
     source = open_source(path)
-    report, leaves = verify_source(source, ca)
+    report, seen = verify_source(source, ca)
     if since is not None:
-        old = open_source(since)
-        old_report, old_leaves = verify_source(old, ca)
-        if old_report.first_seq != 0:
-            old_leaves = [leaf_hash(r) for _, r in old.raw]
-        verify_against(old_report, old_leaves, leaves, report)
+        verify_since(verify_source(open_source(since), ca)[1], seen)
     return report
 
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from ._checkpoint import Checkpoint, verify_note
 from ._consistency import bundle_consistency, verify_bundle_consistency
 from ._kinds import Kind
-from ._merkle import MerkleLevels, leaf_hash, merkle_root, verify_inclusion
+from ._merkle import MerkleLevels, leaf_hash, verify_inclusion
 from ._pki import key_id_for, load_certificate, verify_log_certificate, verify_signature
 from ._record import Event, decode_event, event_hash
 from ._verify import ChainVerifier, VerifyReport
@@ -37,7 +37,7 @@ from .errors import InvalidEvent, InvalidRequest, TamperedLog, UntrustedKey, Ver
 if TYPE_CHECKING:
     import tarfile
 
-__all__ = ["BUNDLE_FORMAT", "Bundle", "iter_events", "read_bundle", "verify_against", "verify_bundle", "write_bundle"]
+__all__ = ["BUNDLE_FORMAT", "Bundle", "iter_events", "read_bundle", "verify_bundle", "write_bundle"]
 
 BUNDLE_FORMAT = "graven-audit-bundle/1"
 _LEN = struct.Struct(">I")
@@ -238,8 +238,10 @@ def verify_bundle(bundle: Bundle, ca: x509.Certificate) -> tuple[VerifyReport, C
             raise TamperedLog("keys.bin holds an event inside the range", seq=None, reason="manifest")
         _, verifier.current_key, _ = _key_chain(after, ca, verifier.keys, verifier.current_key)
     anchor = _check_anchor(bundle, verifier, start) if start > 0 and bundle.anchor is not None else None
+    if anchor is not None:
+        verifier.anchors.append(anchor)
     if bundle.consistency is not None:
-        verify_bundle_consistency(bundle.consistency, start, end, verifier, anchor)
+        verifier.consistency = verify_bundle_consistency(bundle.consistency, start, end, verifier, anchor)
     return report, verifier
 
 
@@ -263,29 +265,6 @@ def _check_anchor(bundle: Bundle, verifier: ChainVerifier, start: int) -> Checkp
             raise TamperedLog(f"seq {seq}: not included in the checkpoint of size {cp.size}", seq=seq,
                               reason="inclusion")
     return cp
-
-
-def verify_against(
-    old_report: VerifyReport, old_leaves: Sequence[bytes], new_leaves: Sequence[bytes], new_report: VerifyReport
-) -> None:
-    """The newer log must extend the latest checkpoint an older export saw: no truncation, no rollback."""
-    if not old_report.checkpoints:
-        return
-    cp = old_report.checkpoints[-1]
-    size, root = int(cp["size"]), bytes.fromhex(cp["root"])
-    if new_report.first_seq != 0:
-        raise InvalidRequest("--since-export needs an export or log that starts at seq 0")
-    n = new_report.last_seq + 1
-    if n < size:
-        raise TamperedLog(
-            f"seq {n}: truncated: an earlier export saw a checkpoint of size {size} (seq {cp['seq']}), "
-            f"but the log now ends at seq {n - 1}", seq=n, reason="truncated")
-    if merkle_root(new_leaves[:size]) != root:
-        first = next((i for i, (a, b) in enumerate(zip(old_leaves, new_leaves, strict=False)) if a != b),
-                     min(len(old_leaves), size))
-        raise TamperedLog(
-            f"seq {first}: rolled back or forked: the log no longer extends the checkpoint of size {size} "
-            f"an earlier export saw; the first differing event is seq {first}", seq=first, reason="rolled-back")
 
 
 def iter_events(raws: Iterable[bytes], start: int = 0) -> Iterator[Event]:

@@ -116,10 +116,11 @@ def _signed_root(note: object, size: int, keys: Mapping[str, bytes]) -> bytes | 
 
 
 def verify_bundle_consistency(doc: Mapping[str, Any], start: int, end: int, verifier: ChainVerifier,
-                              anchor: Checkpoint | None) -> None:
+                              anchor: Checkpoint | None) -> dict[int, bytes]:
     """Check ``consistency.json`` after the range verified: the target is the anchor (partial exports) or a
     checkpoint of the range; every checkpoint of the range before it has a proof; every proof verifies against
-    a root that is either verified in the range or signed in its note by a certified log key."""
+    a root that is either verified in the range or signed in its note by a certified log key. Returns
+    {size: root} of every checkpoint proven a prefix of the target, the target included."""
     try:
         to_seq, to_size, to_root = int(doc["to"]["seq"]), int(doc["to"]["size"]), bytes.fromhex(doc["to"]["root"])
         entries = [(int(e["seq"]), int(e["size"]), bytes.fromhex(e["root"]), e.get("note"),
@@ -131,7 +132,7 @@ def verify_bundle_consistency(doc: Mapping[str, Any], start: int, end: int, veri
             raise _bad(to_seq, "consistency.json does not target the bundle's anchor")
     elif not start <= to_seq <= end or verifier.roots_at.get(to_size) != to_root or to_seq != to_size:
         raise _bad(to_seq, "consistency.json targets no verified checkpoint of the bundle")
-    proven: set[int] = set()
+    proven: dict[int, bytes] = {to_size: to_root}
     for seq, size, root, note, proof in entries:
         if seq != size or size >= to_size:
             raise _bad(seq, f"consistency.json names a checkpoint of size {size} at seq {seq}, not before the "
@@ -144,7 +145,8 @@ def verify_bundle_consistency(doc: Mapping[str, Any], start: int, end: int, veri
         if not verify_consistency(size, to_size, root, to_root, proof):
             raise _bad(seq, f"the checkpoint of size {size} is not a prefix of the one of size {to_size} (its "
                             "consistency proof does not verify)")
-        proven.add(size)
+        proven[size] = root
     missing = sorted(s for s in verifier.roots_at if s < to_size and s not in proven)
     if missing:
         raise _bad(missing[0], f"no consistency proof from the checkpoint of size {missing[0]} to size {to_size}")
+    return proven

@@ -78,7 +78,8 @@ class ChainVerifier:
     current_key: str | None = None
     origin: str | None = None
     threads: int = max(1, min(2, os.cpu_count() or 1))
-    anchors: list[Checkpoint] = field(default_factory=list)
+    anchors: list[Checkpoint] = field(default_factory=list)  # a bundle's anchor, once verified
+    consistency: dict[int, bytes] = field(default_factory=dict)  # {size: root} proven a prefix of the anchor
 
     def __post_init__(self) -> None:
         self._expected = self.start_seq

@@ -1,0 +1,93 @@
+"""``audit verify --since-export OLD``: the log (or export) must extend the latest checkpoint an earlier export saw.
+
+The earlier export's latest checkpoint (size S, root R: the last one of its range, or its anchor) is compared
+with what the newer source proves about its first S events:
+
+- a log or export from seq 0: the root of its first S events, recomputed (``truncated`` when it has fewer);
+- a partial export: the checkpoints its ``consistency.json`` proves to be prefixes of its anchor (and those of
+  its range). A checkpoint of size S with another root, or none at seq S while the anchor is past it, is a fork.
+
+Reasons: ``truncated`` (the log ends before S) and ``forked`` (rolled back and rewritten: another history).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NoReturn
+
+from ._merkle import merkle_root
+from ._verify import ChainVerifier, VerifyReport
+from .errors import InvalidRequest, TamperedLog
+
+__all__ = ["Seen", "latest_checkpoint", "verify_since"]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a verified source proves: its report, Merkle leaves by seq, and {size: root} of proven checkpoints."""
+
+    report: VerifyReport
+    leaves: Mapping[int, bytes]
+    roots: Mapping[int, bytes]
+    log_size: int  # events in the log it came from (a partial export's manifest says; else its last seq + 1)
+    every_checkpoint: bool  # roots lists every checkpoint before the latest (a consistency.json was verified)
+
+    @classmethod
+    def of(cls, report: VerifyReport, verifier: ChainVerifier, log_size: int | None = None) -> Seen:
+        roots = {int(cp["size"]): bytes.fromhex(cp["root"]) for cp in report.checkpoints}
+        roots.update(verifier.consistency)
+        for a in verifier.anchors:
+            roots[a.size] = a.root
+        leaves = dict(enumerate(verifier.leaf_hashes, report.first_seq))
+        return cls(report, leaves, roots, log_size if log_size is not None else report.last_seq + 1,
+                   bool(verifier.consistency) or report.first_seq == 0)
+
+
+def latest_checkpoint(seen: Seen) -> tuple[int, bytes] | None:
+    """(size, root) of the latest checkpoint a source proves, or None when it has none."""
+    if not seen.roots:
+        return None
+    size = max(seen.roots)
+    return size, seen.roots[size]
+
+
+def _first_difference(old: Mapping[int, bytes], new: Mapping[int, bytes], below: int) -> int | None:
+    return next((s for s in sorted(old) if s < below and s in new and old[s] != new[s]), None)
+
+
+def verify_since(old: Seen, new: Seen) -> None:
+    """Raise ``TamperedLog`` (``truncated`` or ``forked``) unless ``new`` extends ``old``'s latest checkpoint."""
+    latest = latest_checkpoint(old)
+    if latest is None:
+        return
+    size, root = latest
+    saw = f"an earlier export saw a checkpoint of size {size} (seq {size})"
+    if new.report.first_seq == 0 and new.report.last_seq + 1 >= size:
+        leaves = [new.leaves[s] for s in range(size)]
+        if merkle_root(leaves) == root:
+            return
+        first = _first_difference(old.leaves, new.leaves, size)
+        _forked(size, saw, first)
+    if size in new.roots:
+        if new.roots[size] == root:
+            return
+        _forked(size, saw, _first_difference(old.leaves, new.leaves, size))
+    if new.log_size < size:
+        n = new.log_size
+        raise TamperedLog(f"seq {n}: truncated: {saw}, but the log now ends at seq {n - 1}", seq=n,
+                          reason="truncated")
+    proven = max(new.roots, default=0)
+    if proven > size and new.every_checkpoint:  # its later checkpoint extends all its earlier ones: none is at S
+        _forked(size, saw + f"; this log has no such checkpoint before its checkpoint of size {proven}",
+                _first_difference(old.leaves, new.leaves, size))
+    raise InvalidRequest(f"cannot compare: {saw}, but this export proves nothing past size {proven}; export a range "
+                         f"whose anchor comes after seq {size} (audit export --from SEQ with SEQ >= {size})")
+
+
+def _forked(size: int, saw: str, first: int | None) -> NoReturn:
+    where = first if first is not None else size - 1
+    detail = (f"the first differing event is seq {first}" if first is not None else
+              f"some event before seq {size} differs")
+    raise TamperedLog(f"seq {where}: rolled back or forked: the log no longer extends the checkpoint of size {size}: "
+                      f"{saw}; {detail}", seq=where, reason="forked")

@@ -6,6 +6,7 @@ it to complete and check configs (yaml-language-server: ``# yaml-language-server
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -37,10 +38,12 @@ def render() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    check = "--check" in args
-    paths = [a for a in args if a != "--check"]
-    path = Path(paths[0]) if paths else DEFAULT_PATH
+    parser = argparse.ArgumentParser(prog="python -m config.schema",
+                                     description="Write the machine config's JSON Schema (or check it is current).")
+    parser.add_argument("path", nargs="?", type=Path, default=DEFAULT_PATH, help=f"default: {DEFAULT_PATH}")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the file differs; write nothing")
+    args = parser.parse_args(argv)
+    path, check = args.path, args.check
     text = render()
     if check:
         current = path.read_text() if path.exists() else ""

@@ -14,12 +14,14 @@ from ._checkpoint import Checkpoint, sign_note
 from ._kinds import Kind
 from ._merkle import CompactRange, leaf_hash
 from ._pki import Signer
-from ._record import GENESIS_PREV, NODE, Actor, Event, UnsignedEvent, encode_event, event_hash
+from ._record import GENESIS_PREV, NODE, Actor, Event, UnsignedEvent, signed_bytes, unsigned_bytes
 from .errors import InvalidEvent
 
-__all__ = ["LOG_KINDS", "ChainWriter", "Clock", "Signed", "SystemClock"]
+__all__ = ["LOG_KINDS", "ChainWriter", "Clock", "Prepared", "Signed", "SystemClock"]
 
 Signed = tuple[Event, bytes]
+# an event given its seq and prev, not signed yet: (body, its canonical bytes, its hash = what to sign)
+Prepared = tuple[UnsignedEvent, bytes, bytes]
 
 # Kinds only the writer makes: appending one from outside would forge the log's structure.
 LOG_KINDS = frozenset({Kind.GENESIS, Kind.CHECKPOINT, Kind.KEY_ROTATED})
@@ -71,45 +73,38 @@ class ChainWriter:
         if self.tree.size != next_seq:
             raise ValueError(f"tree size {self.tree.size} does not match next seq {next_seq}")
 
-    def prepare(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> tuple[UnsignedEvent, bytes]:
-        """Give the next event its seq and prev; the signature may then be made anywhere (even in parallel),
-        but ``complete`` must be called in seq order before anything else is prepared past a checkpoint.
+    def prepare(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Prepared:
+        """Give the next event its seq and prev; the signature (of ``prepared[2]``) may then be made anywhere (even
+        in parallel), but ``complete`` must be called in seq order before anything else is prepared past a
+        checkpoint.
 
         The log's own kinds (genesis, checkpoint, key rotation) are refused: only this writer makes them."""
         _check_appendable(kind, actor)
         return self._prepare(kind, payload, actor)
 
-    def _prepare(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> tuple[UnsignedEvent, bytes]:
+    def _prepare(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> Prepared:
+        clock = self.clock
         try:
-            body = UnsignedEvent(
-                seq=self._prepared,
-                time_ns=self.clock.time_ns(),
-                mono_ns=self.clock.monotonic_ns(),
-                boot_id=self.boot_id,
-                kind=kind,
-                actor=actor,
-                payload=dict(payload),
-                prev=self._prepared_prev,
-                key_id=self.signer.key_id,
-            )
-            digest = event_hash(body)
+            body = UnsignedEvent(self._prepared, clock.time_ns(), clock.monotonic_ns(), self.boot_id, kind, actor,
+                                 dict(payload), self._prepared_prev, self.signer.key_id)
+            enc, digest = unsigned_bytes(body)
         except Exception as exc:  # msgspec refuses it: an unsupported type, a non-str key, an int out of range
             raise InvalidEvent(f"cannot append {kind}: payload has no canonical encoding ({exc})") from exc
         self._prepared += 1
         self._prepared_prev = digest
-        return body, digest
+        return body, enc, digest
 
     def checkpoint_due(self) -> bool:
         """Whether the events prepared so far call for a checkpoint after them."""
         return self.since_checkpoint + (self._prepared - self.next_seq) >= self.checkpoint_every
 
-    def complete(self, body: UnsignedEvent, digest: bytes, sig: bytes) -> Signed:
-        if body.seq != self.next_seq:
-            raise ValueError(f"complete() out of order: seq {body.seq}, expected {self.next_seq}")
-        event = Event(seq=body.seq, time_ns=body.time_ns, mono_ns=body.mono_ns, boot_id=body.boot_id,
-                      kind=body.kind, actor=body.actor, payload=body.payload, prev=body.prev, key_id=body.key_id,
-                      sig=sig)
-        raw = encode_event(event)
+    def complete(self, prepared: Prepared, sig: bytes) -> Signed:
+        """The signed event and its stored bytes: the prepared bytes with the signature put in, not encoded again."""
+        b, enc, digest = prepared
+        if b.seq != self.next_seq:
+            raise ValueError(f"complete() out of order: seq {b.seq}, expected {self.next_seq}")
+        event = Event(b.seq, b.time_ns, b.mono_ns, b.boot_id, b.kind, b.actor, b.payload, b.prev, b.key_id, sig)
+        raw = signed_bytes(enc, event)
         self.next_seq += 1
         self.prev = digest
         self.tree.append(leaf_hash(raw))
@@ -119,8 +114,8 @@ class ChainWriter:
     def _sign(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> Signed:
         if self._prepared != self.next_seq:
             raise ValueError("events are prepared but not completed")
-        body, digest = self._prepare(kind, payload, actor)
-        return self.complete(body, digest, self.signer.sign(digest))
+        prepared = self._prepare(kind, payload, actor)
+        return self.complete(prepared, self.signer.sign(prepared[2]))
 
     def genesis(self, cert_der: bytes, actor: Actor = NODE) -> Signed:
         if self.next_seq != 0:

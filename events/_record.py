@@ -24,7 +24,9 @@ __all__ = [
     "encode_canonical",
     "encode_event",
     "event_hash",
+    "signed_bytes",
     "stored_event_hash",
+    "unsigned_bytes",
 ]
 
 EVENT_DOMAIN = b"graven/event/v1\x00"
@@ -142,6 +144,23 @@ def trusted_event_hash(raw: bytes, event: Event) -> bytes:
         return hashlib.sha256(_UNSIGNED_PREFIX + raw[1 : n - 87] + raw[n - 17 :]).digest()
     return stored_event_hash(raw, event)
 
+
+
+def unsigned_bytes(body: UnsignedEvent) -> tuple[bytes, bytes]:
+    """(canonical bytes of ``body``, its event hash): what ``signed_bytes`` needs, and what the signature signs."""
+    enc = _encoder.encode(body)
+    return enc, hashlib.sha256(EVENT_DOMAIN + enc).digest()
+
+
+def signed_bytes(unsigned: bytes, event: Event) -> bytes:
+    """``encode_event(event)`` given ``unsigned`` = the canonical bytes of ``event.unsigned()``, without encoding
+    the event again: in sorted key order ``sig`` goes right before ``time_ns``, the last entry, and the map header
+    counts one entry more. Any other layout than a 64-byte signature and a 64-bit time is encoded in full."""
+    n = len(unsigned)
+    if (len(event.sig) == 64 and event.time_ns >= 1 << 32 and unsigned[:1] == b"\x89"
+            and unsigned[n - 17 : n - 8] == _TIME64):
+        return b"\x8a" + unsigned[1 : n - 17] + _SIG64 + event.sig + unsigned[n - 17 :]
+    return _encoder.encode(event)
 
 
 def encode_event(event: Event) -> bytes:

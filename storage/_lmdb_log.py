@@ -28,7 +28,8 @@ from typing import Any
 import lmdb
 
 from events import NODE, Actor, ChainWriter, Clock, CompactRange, Event, Signed, Signer
-from events._record import GENESIS_PREV, UnsignedEvent
+from events._chain import Prepared
+from events._record import GENESIS_PREV
 from events.errors import (
     DiskFull,
     GravenError,
@@ -260,16 +261,16 @@ class LmdbEventLog:
             if self._failing is not None:
                 self._resync()
             batch = Batch()
-            pending: list[tuple[UnsignedEvent, bytes, Waiter]] = []
+            pending: list[tuple[Prepared, Waiter]] = []
             for item in items:
                 if isinstance(item, Req):
                     try:
-                        body, digest = self._chain.prepare(item.kind, item.payload, item.actor)
+                        prepared = self._chain.prepare(item.kind, item.payload, item.actor)
                     except Exception as exc:  # a payload msgpack cannot encode
                         item.future.set_exception(
                             exc if isinstance(exc, InvalidEvent) else InvalidEvent(f"cannot append {item.kind}: {exc}"))
                         continue
-                    pending.append((body, digest, item.future))
+                    pending.append((prepared, item.future))
                     if self._chain.checkpoint_due():
                         self._complete(pending, batch, signer_pool)
                         pending = []
@@ -284,18 +285,18 @@ class LmdbEventLog:
         signer_pool.shutdown()
         self._commits.put(STOP)
 
-    def _complete(self, pending: list[tuple[UnsignedEvent, bytes, Waiter]], batch: Batch,
+    def _complete(self, pending: list[tuple[Prepared, Waiter]], batch: Batch,
                   pool: ThreadPoolExecutor) -> None:
         """Sign the prepared events, half on the pool and half here (Ed25519 releases the GIL), then chain them."""
         if not pending:
             return
         sign = self._chain.signer.sign
         half = len(pending) // 2 if len(pending) >= 32 else 0
-        other = pool.submit(lambda: [sign(d) for _, d, _ in pending[:half]]) if half else None
-        mine = [sign(d) for _, d, _ in pending[half:]]
+        other = pool.submit(lambda: [sign(p[2]) for p, _ in pending[:half]]) if half else None
+        mine = [sign(p[2]) for p, _ in pending[half:]]
         sigs = (other.result() if other else []) + mine
-        for (body, digest, fut), sig in zip(pending, sigs, strict=True):
-            signed = self._chain.complete(body, digest, sig)
+        for (prepared, fut), sig in zip(pending, sigs, strict=True):
+            signed = self._chain.complete(prepared, sig)
             batch.signed.append(signed)
             batch.waiters.append((fut, signed[0]))
 

@@ -26,7 +26,13 @@ from events import (
     event_hash,
 )
 from events._chain import LOG_KINDS
-from events._record import EVENT_DOMAIN, stored_event_hash, trusted_event_hash
+from events._record import (
+    EVENT_DOMAIN,
+    signed_bytes,
+    stored_event_hash,
+    trusted_event_hash,
+    unsigned_bytes,
+)
 from events.errors import InvalidEvent
 
 # -- strategies -------------------------------------------------------------------------------------------------
@@ -216,6 +222,26 @@ def test_stored_hash_shortcuts_at_encoding_boundaries(time_ns: int, sig_len: int
     # bytes that are not this event's are never cut blindly by the checked shortcut
     other = msgspec.structs.replace(event, sig=b"\x00" * sig_len)
     assert stored_event_hash(raw, other) == event_hash(other)
+
+
+@pytest.mark.parametrize("time_ns", [0, 127, 128, 2**16, 2**32 - 1, 2**32, 2**64 - 1])
+@pytest.mark.parametrize("sig_len", [0, 63, 64, 65, 300])
+def test_signed_bytes_put_the_signature_into_the_unsigned_bytes_at_encoding_boundaries(time_ns: int,
+                                                                                       sig_len: int) -> None:
+    event = Event(seq=5, time_ns=time_ns, mono_ns=1, boot_id="b", kind="x.y", actor=Actor("node"),
+                  payload={"time_ns": b"\xa7time_ns\xcf", "zz": [1]}, prev=b"\x01" * 32, key_id="k",
+                  sig=b"\xc4" * sig_len)
+    enc, digest = unsigned_bytes(event.unsigned())
+    assert signed_bytes(enc, event) == encode_event(event) == ref_pack(event)
+    assert digest == event_hash(event)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events)
+def test_signed_bytes_equal_the_full_encoding_of_any_event(event: Event) -> None:
+    enc, digest = unsigned_bytes(event.unsigned())
+    assert signed_bytes(enc, event) == encode_event(event)
+    assert digest == event_hash(event)
 
 
 def test_non_canonical_examples() -> None:

@@ -3,11 +3,17 @@
 Writes go through a two-stage pipeline so signing overlaps with fsync:
 
     appenders ──queue──▶ sequencer thread ──batches──▶ committer thread ──▶ futures resolved
-                         (seq, prev, sign)             (one txn, fsync)
+                         (seq, prev, sign              (one txn, fsync)
+                          on two threads)
 
 Concurrent appenders share a transaction (group commit); a future resolves only after its transaction is
 durable. If a commit fails (disk full), every batch built on it fails too and the chain is re-read from disk,
 so nothing acknowledged is lost and nothing unacknowledged is half-kept.
+
+Two shortcuts for a lone appender, where hand-offs between threads would cost more than the work: a blocking
+``append`` that finds the pipeline idle (everything prepared is durable, nothing queued) does the whole append in
+its own thread under the chain lock; and the sequencer writes a small batch itself when the committer is idle.
+The chain lock (held by whoever prepares or completes events) keeps seqs and commits in order either way.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +50,11 @@ from events.errors import (
 from ._lmdb_errors import lmdb_errors, translate
 from ._lmdb_reader import DB_NAME, DEFAULT_MAP_SIZE, WRITER_ENVS, LogReader, open_env, seq_key
 from ._lmdb_tail import Tail, dummy_frontier, read_tail
-from ._lmdb_waiters import STOP, AsyncWaiter, Batch, Ctl, Req, ThreadWaiter, Waiter, settle
+from ._lmdb_waiters import STOP, AsyncWaiter, Batch, Ctl, Req, SignerThread, ThreadWaiter, Waiter, settle
 
 __all__ = ["RECOVERED", "LmdbEventLog", "LogReader", "seq_key"]
+
+SMALL_BATCH = 4  # events the sequencer writes itself when the committer is idle
 
 RECOVERED = "recovered: the previous boot ended unsealed"
 
@@ -92,6 +100,9 @@ class LmdbEventLog:
         self._cond = threading.Condition()
         self._durable_next = 0
         self._failing: GravenError | None = None
+        self._chain_lock = threading.Lock()  # held while events are prepared and completed, see the module's doc
+        self._sent = 0  # batches and markers handed to the committer (written by the sequencer only)
+        self._done = 0  # and handled by it (written by the committer only)
         tail = self._load_tail()
         self._chain = ChainWriter(signer, origin=tail.origin or origin or f"graven/{signer.key_id}", boot_id=boot_id,
                                   clock=clock, checkpoint_every=checkpoint_every, next_seq=tail.next_seq,
@@ -153,6 +164,13 @@ class LmdbEventLog:
 
     def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Event:
         self._check_writable()
+        lock = self._chain_lock
+        if lock.acquire(blocking=False):
+            try:
+                if self._idle():
+                    return self._append_here(kind, payload, actor)
+            finally:
+                lock.release()
         waiter = ThreadWaiter()
         self._queue.put(Req(kind, payload, actor, waiter))
         event: Event = waiter.result()
@@ -225,6 +243,10 @@ class LmdbEventLog:
             for t in self._threads:
                 t.join()
             self._threads = []
+        lock: threading.Lock | None = getattr(self, "_chain_lock", None)
+        if lock is not None:
+            with lock:  # a lone appender writing in its own thread finishes first
+                pass
         reader: LogReader | None = getattr(self, "_reader", None)
         if reader is not None:
             reader.close()
@@ -244,9 +266,34 @@ class LmdbEventLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- a lone appender ---------------------------------------------------------------------------------
+    def _idle(self) -> bool:
+        """Under the chain lock: everything prepared is durable, nothing fails and nothing is queued."""
+        return (self._failing is None and bool(self._threads) and self._chain.next_seq == self._durable_next
+                and self._queue.empty())
+
+    def _append_here(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> Event:
+        """The whole append in the caller's thread, under the chain lock: no hand-off to the pipeline's threads."""
+        chain = self._chain
+        try:
+            prepared = chain.prepare(kind, payload, actor)
+        except InvalidEvent:
+            raise
+        except Exception as exc:  # a payload msgpack cannot encode
+            raise InvalidEvent(f"cannot append {kind}: {exc}") from exc
+        try:
+            signed = [chain.complete(prepared, chain.signer.sign(prepared[2]))]
+            if chain.checkpoint_due():
+                signed.append(chain.checkpoint())
+            self._write_now(signed)
+        except BaseException:
+            self._reload_chain()  # the events just completed are not on disk: continue from what is
+            raise
+        return signed[0][0]
+
     # -- the pipeline ------------------------------------------------------------------------------------
     def _sequence_loop(self) -> None:
-        signer_pool = ThreadPoolExecutor(1, thread_name_prefix="log-signer")
+        signer = SignerThread()
         stop = False
         while not stop:
             items = [self._queue.get()]
@@ -258,43 +305,58 @@ class LmdbEventLog:
             if STOP in items:
                 stop = True
                 items = items[: items.index(STOP)]
-            if self._failing is not None:
-                self._resync()
-            batch = Batch()
-            pending: list[tuple[Prepared, Waiter]] = []
-            for item in items:
-                if isinstance(item, Req):
-                    try:
-                        prepared = self._chain.prepare(item.kind, item.payload, item.actor)
-                    except Exception as exc:  # a payload msgpack cannot encode
-                        item.future.set_exception(
-                            exc if isinstance(exc, InvalidEvent) else InvalidEvent(f"cannot append {item.kind}: {exc}"))
-                        continue
-                    pending.append((prepared, item.future))
-                    if self._chain.checkpoint_due():
-                        self._complete(pending, batch, signer_pool)
-                        pending = []
-                        batch.signed.append(self._chain.checkpoint())
-                elif isinstance(item, Ctl):
-                    self._complete(pending, batch, signer_pool)
-                    pending = []
-                    self._control_item(item, batch)
-            self._complete(pending, batch, signer_pool)
+            with self._chain_lock:
+                batch = self._build(items, signer)
             if batch.waiters:
-                self._commits.put(batch)
-        signer_pool.shutdown()
+                self._hand_over(batch)
+        signer.stop()
         self._commits.put(STOP)
 
-    def _complete(self, pending: list[tuple[Prepared, Waiter]], batch: Batch,
-                  pool: ThreadPoolExecutor) -> None:
-        """Sign the prepared events, half on the pool and half here (Ed25519 releases the GIL), then chain them."""
+    def _build(self, items: list[Req | Ctl | object], signer: SignerThread) -> Batch:
+        """Under the chain lock: the next events, signed and completed, with their callers' waiters."""
+        if self._failing is not None:
+            self._resync()
+        batch = Batch()
+        pending: list[tuple[Prepared, Waiter]] = []
+        for item in items:
+            if isinstance(item, Req):
+                try:
+                    prepared = self._chain.prepare(item.kind, item.payload, item.actor)
+                except Exception as exc:  # a payload msgpack cannot encode
+                    item.future.set_exception(
+                        exc if isinstance(exc, InvalidEvent) else InvalidEvent(f"cannot append {item.kind}: {exc}"))
+                    continue
+                pending.append((prepared, item.future))
+                if self._chain.checkpoint_due():
+                    self._complete(pending, batch, signer)
+                    pending = []
+                    batch.signed.append(self._chain.checkpoint())
+            elif isinstance(item, Ctl):
+                self._complete(pending, batch, signer)
+                pending = []
+                self._control_item(item, batch)
+        self._complete(pending, batch, signer)
+        return batch
+
+    def _hand_over(self, batch: Batch) -> None:
+        """To the committer; or, when it is idle and the batch small (few appenders), written here: one hand-off
+        between threads fewer, where a big batch is better left to overlap its fsync with signing the next one."""
+        if len(batch.signed) <= SMALL_BATCH and self._sent == self._done and self._failing is None:
+            self._finish(batch.signed, batch.waiters, None)
+        else:
+            self._sent += 1
+            self._commits.put(batch)
+
+    def _complete(self, pending: list[tuple[Prepared, Waiter]], batch: Batch, signer: SignerThread) -> None:
+        """Sign the prepared events, half on the signer thread and half here (Ed25519 releases the GIL), then
+        chain them."""
         if not pending:
             return
         sign = self._chain.signer.sign
-        half = len(pending) // 2 if len(pending) >= 32 else 0
-        other = pool.submit(lambda: [sign(p[2]) for p, _ in pending[:half]]) if half else None
+        half = len(pending) // 2 if len(pending) >= 4 else 0
+        other = signer.sign(sign, [p[2] for p, _ in pending[:half]]) if half else None
         mine = [sign(p[2]) for p, _ in pending[half:]]
-        sigs = (other.result() if other else []) + mine
+        sigs: list[bytes] = (other.result() if other else []) + mine
         for (prepared, fut), sig in zip(pending, sigs, strict=True):
             signed = self._chain.complete(prepared, sig)
             batch.signed.append(signed)
@@ -319,14 +381,19 @@ class LmdbEventLog:
     def _resync(self) -> None:
         """A commit failed: wait until the committer has failed everything in flight, then re-read the tail."""
         done = threading.Event()
+        self._sent += 1
         self._commits.put(Batch(resync=done))
         done.wait()
+        self._reload_chain()
+        self._failing = None
+
+    def _reload_chain(self) -> None:
+        """Continue the chain from what is on disk (events completed but not written are dropped)."""
         tail = read_tail(self._reader, {self._signer.key_id: self._signer.public_raw})
         c = self._chain
         self._chain = ChainWriter(self._signer, origin=c.origin, boot_id=c.boot_id, clock=c.clock,
                                   checkpoint_every=c.checkpoint_every, next_seq=tail.next_seq, prev=tail.prev,
                                   tree=tail.tree, since_checkpoint=tail.since_checkpoint)
-        self._failing = None
 
     def _commit_loop(self) -> None:
         failing: GravenError | None = None
@@ -339,11 +406,12 @@ class LmdbEventLog:
             assert isinstance(batch, Batch)
             if batch.resync is not None:
                 failing = None
+                self._done += 1
                 batch.resync.set()
                 continue
             # Group commit here too: whatever the sequencer finished while the last fsync ran goes in one
             # transaction (all of it is acknowledged, or none).
-            signed, waiters = list(batch.signed), list(batch.waiters)
+            signed, waiters, merged = list(batch.signed), list(batch.waiters), 1
             while True:
                 try:
                     more = self._commits.get_nowait()
@@ -354,23 +422,32 @@ class LmdbEventLog:
                     break
                 signed += more.signed
                 waiters += more.waiters
-            if failing is None:
-                try:
-                    self._write_now(signed)
-                except GravenError as exc:
-                    failing = exc
-                    self._failing = exc
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-            for fut, event in waiters:
-                if isinstance(fut, AsyncWaiter):
-                    by_loop.setdefault(fut.loop, []).append((fut.future, failing if failing is not None else event))
-                elif failing is not None:
-                    fut.set_exception(failing)
-                else:
-                    fut.set_result(event)
-            for loop, items in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # that loop has closed; nobody waits any more
-                    loop.call_soon_threadsafe(settle, items)
+                merged += 1
+            failing = self._finish(signed, waiters, failing)
+            self._done += merged  # after _finish has set self._failing: the sequencer reads them in this order
+
+    def _finish(self, signed: list[Signed], waiters: list[tuple[Waiter, Event | None]],
+                failing: GravenError | None) -> GravenError | None:
+        """Write the events in one durable transaction (unless an earlier one failed), then resolve every waiter:
+        each asyncio loop's waiters with one wake-up of that loop. Returns the failure in force."""
+        if failing is None:
+            try:
+                self._write_now(signed)
+            except GravenError as exc:
+                failing = exc
+                self._failing = exc
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for fut, event in waiters:
+            if isinstance(fut, AsyncWaiter):
+                by_loop.setdefault(fut.loop, []).append((fut.future, failing if failing is not None else event))
+            elif failing is not None:
+                fut.set_exception(failing)
+            else:
+                fut.set_result(event)
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed; nobody waits any more
+                loop.call_soon_threadsafe(settle, items)
+        return failing
 
     def _write_now(self, signed: list[Signed]) -> None:
         if not signed:

@@ -311,23 +311,56 @@ def _tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def test_disk_full_reaches_the_caller_and_loses_nothing(tmp_path: Path, pki: Any) -> None:
+def _fill(log: LmdbEventLog, how: str, tag: str) -> tuple[list[Event], list[BaseException]]:
+    """Append until the disk is full: from this thread alone (the lone appender's path, in the caller's thread),
+    from 8 threads at once (group commits through the pipeline), or from one asyncio task (the sequencer writes
+    small batches itself)."""
+    acked: list[Event] = []
+    errors: list[BaseException] = []
+
+    def one(w: int) -> None:
+        try:
+            for i in range(100_000):
+                acked.append(log.append(Kind.TASK_STARTED, {tag: i, "w": w, "pad": "y" * 400}))
+        except DiskFull as exc:
+            errors.append(exc)
+
+    if how == "lone":
+        one(0)
+    elif how == "threads":
+        threads = [threading.Thread(target=one, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        async def task() -> None:
+            try:
+                for i in range(100_000):
+                    acked.append(await log.append_async(Kind.TASK_STARTED, {tag: i, "pad": "y" * 400}))
+            except DiskFull as exc:
+                errors.append(exc)
+
+        asyncio.run(task())
+    return acked, errors
+
+
+@pytest.mark.parametrize("how", ["lone", "threads", "asyncio"])
+def test_disk_full_reaches_the_caller_and_loses_nothing(tmp_path: Path, pki: Any, how: str) -> None:
     with _tmpfs(tmp_path / "small", "2m") as mnt:
         path = mnt / "log"
         filler = mnt / "filler"
         filler.write_bytes(b"\x00" * 512 * 1024)
-        acked: list[Event] = []
         log = _open(path, pki, map_size=64 * 1024, checkpoint_every=50)
         try:
-            with pytest.raises(DiskFull) as info:
-                for i in range(100_000):
-                    acked.append(log.append(Kind.TASK_STARTED, {"i": i, "pad": "y" * 400}))
-            assert "No space left" in info.value.message or "space" in info.value.message
+            acked, errors = _fill(log, how, "i")
+            assert errors and len(errors) == (8 if how == "threads" else 1)
+            assert all("space" in e.message for e in errors if isinstance(e, DiskFull)), errors
             assert len(acked) > 100
             # room again: the same log object goes on, its chain re-read from disk
             filler.unlink()
             after = [log.append(Kind.TASK_STARTED, {"after": j}) for j in range(20)]
-            assert after[0].seq > acked[-1].seq
+            assert after[0].seq > max(e.seq for e in acked)
             acked += after
         finally:
             log.close()

@@ -37,7 +37,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="test images only: make the agent crash at boot, or fail its health checks")
     p.add_argument("--created", type=int, metavar="EPOCH",
                    help="creation time in the manifest (default: $SOURCE_DATE_EPOCH or now)")
-    p.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "xz", "lz4", "lzo", "lzma"])
+    p.add_argument("--compression", choices=["gzip", "zstd", "xz", "lz4", "lzo", "lzma"],
+                   help="squashfs compression (default: zstd for a full image, gzip with --code-only)")
+    p.add_argument("--code-only", action="store_true",
+                   help="the lightweight image: code and os-release only, no interpreter or libraries (it runs "
+                        "only with the process provisioner, on the host's Python)")
     p.add_argument("--source", metavar="DIR", help="project root to take the code from (default: this one)")
     p.set_defaults(func=_build)
 
@@ -76,6 +80,7 @@ def _build(args: argparse.Namespace) -> int:
     manifest = image.build_image(
         args.version, key, args.out, overlay=args.overlay, fault=args.fault, created=args.created,
         compression=args.compression, source_root=args.source, progress=lambda m: _err(f"build: {m}"),
+        code_only=args.code_only,
     )
     _err(f"build: done in {time.monotonic() - start:.2f} s")
     print(f"{args.out}: Graven {manifest.version}, payload sha256 {manifest.payload_sha256.hex()}, "

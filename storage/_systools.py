@@ -30,6 +30,7 @@ class Tool:
 
 TOOLS: tuple[Tool, ...] = (
     Tool("mksquashfs", "squashfs-tools", "builds the signed OS images"),
+    Tool("ldd", "libc-bin", "finds the shared libraries an OS image's interpreter needs"),
     Tool("unsquashfs", "squashfs-tools", "reads a slot's image where it cannot be mounted"),
     Tool("sfdisk", "fdisk", "partitions GPT block disks"),
     Tool("mkfs.ext4", "e2fsprogs", "formats STATE and EPHEMERAL on block disks"),

@@ -54,15 +54,15 @@ class Built(msgspec.Struct, frozen=True):
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     d = tmp_path_factory.mktemp("disk-images")
     key = Ed25519PrivateKey.generate()
-    build_image("1.0.0", key, d / "v1.img", created=CREATED)
+    build_image("1.0.0", key, d / "v1.img", created=CREATED, code_only=True)
     overlay = d / "overlay"
     (overlay / "etc").mkdir(parents=True)
     (overlay / "etc/motd").write_text("version two\n")
-    build_image("2.0.0", key, d / "v2.img", overlay=overlay, created=CREATED)
+    build_image("2.0.0", key, d / "v2.img", overlay=overlay, created=CREATED, code_only=True)
     big = d / "big"
     (big / "opt").mkdir(parents=True)
     (big / "opt/blob").write_bytes(os.urandom(2 * MIB))
-    build_image("3.0.0", key, d / "big.img", overlay=big, created=CREATED)
+    build_image("3.0.0", key, d / "big.img", overlay=big, created=CREATED, code_only=True)
     return Built(d, d / "v1.img", d / "v2.img", d / "big.img", public_raw(key.public_key()))
 
 

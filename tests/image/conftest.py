@@ -25,8 +25,8 @@ def images(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Images:
     overlay = d / "overlay"
     (overlay / "usr/lib/graven").mkdir(parents=True)
     (overlay / "usr/lib/graven/graven_probe.py").write_text('WHO = "v2"\n')
-    build_image("1.0.0", keys.signing, d / "v1.img", created=CREATED)
-    build_image("2.0.0", keys.signing, d / "v2.img", overlay=overlay, created=CREATED)
+    build_image("1.0.0", keys.signing, d / "v1.img", created=CREATED, code_only=True)
+    build_image("2.0.0", keys.signing, d / "v2.img", overlay=overlay, created=CREATED, code_only=True)
     return Images(d / "v1.img", d / "v2.img")
 
 

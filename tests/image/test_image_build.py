@@ -51,7 +51,7 @@ def test_reproducible(keys: Keys, tmp_path: Path):
 
 def test_source_date_epoch_default(keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234567890")
-    assert build_image("1.0.0", keys.signing, tmp_path / "a.img").created == 1234567890
+    assert build_image("1.0.0", keys.signing, tmp_path / "a.img", code_only=True).created == 1234567890
 
 
 def test_contents(images: Images, keys: Keys, tmp_path: Path):
@@ -98,7 +98,7 @@ def test_an_image_whose_code_differs_behaves_differently(images: Images, tmp_pat
 
 @pytest.mark.parametrize("fault", ["boot-crash", "health-fail"])
 def test_fault_marker(fault: str, keys: Keys, tmp_path: Path):
-    build_image("3.0.0", keys.signing, tmp_path / "f.img", fault=fault, created=CREATED)
+    build_image("3.0.0", keys.signing, tmp_path / "f.img", fault=fault, created=CREATED, code_only=True)
     root = unpack(tmp_path / "f.img", tmp_path / "root")
     r = run_image_code(root, "import image; print(image.fault_point())")
     assert r.stdout.strip() == fault
@@ -110,7 +110,8 @@ def test_broken_code_overlay_still_builds_and_verifies(keys: Keys, tmp_path: Pat
     overlay = tmp_path / "overlay/usr/lib/graven/image"
     overlay.mkdir(parents=True)
     (overlay / "__init__.py").write_text("this is not python(\n")
-    build_image("9.9.9", keys.signing, tmp_path / "broken.img", overlay=tmp_path / "overlay", created=CREATED)
+    build_image("9.9.9", keys.signing, tmp_path / "broken.img", overlay=tmp_path / "overlay", created=CREATED,
+                code_only=True)
     assert verify(tmp_path / "broken.img", keys.trusted).version == "9.9.9"
     root = unpack(tmp_path / "broken.img", tmp_path / "root")
     assert "SyntaxError" in run_image_code(root, "import image").stderr
@@ -126,7 +127,7 @@ def test_overlay_wins_and_modes_are_normalised(keys: Keys, tmp_path: Path):
     tool.chmod(0o700)
     (overlay / "etc/secret").write_text("x")
     (overlay / "etc/secret").chmod(0o600)
-    build_image("1.0.0", keys.signing, tmp_path / "o.img", overlay=overlay, created=CREATED)
+    build_image("1.0.0", keys.signing, tmp_path / "o.img", overlay=overlay, created=CREATED, code_only=True)
     listing = subprocess.run(["unsquashfs", "-lln", str(tmp_path / "o.img")], capture_output=True, text=True).stdout
     modes = {line.split()[-1].removeprefix("squashfs-root"): line.split()[0] for line in listing.splitlines() if line}
     assert modes["/bin/tool"] == "-rwxr-xr-x" and modes["/etc/secret"] == "-rw-r--r--"
@@ -143,7 +144,7 @@ def test_source_root_takes_only_known_packages(keys: Keys, tmp_path: Path):
     (src / "node/__pycache__/x.cpython-311.pyc").write_bytes(b"\0")
     (src / "tests").mkdir()
     (src / "tests/test_x.py").write_text("")
-    build_image("1.0.0", keys.signing, tmp_path / "s.img", source_root=src, created=CREATED)
+    build_image("1.0.0", keys.signing, tmp_path / "s.img", source_root=src, created=CREATED, code_only=True)
     root = unpack(tmp_path / "s.img", tmp_path / "root")
     names = sorted(p.name for p in (root / "usr/lib/graven").iterdir())
     assert names == ["graven_build.json", "node"]
@@ -177,5 +178,5 @@ def test_missing_mksquashfs_is_a_clear_error(keys: Keys, tmp_path: Path, monkeyp
 
 def test_progress_lines(keys: Keys, tmp_path: Path):
     lines: list[str] = []
-    build_image("1.0.0", keys.signing, tmp_path / "x.img", created=CREATED, progress=lines.append)
+    build_image("1.0.0", keys.signing, tmp_path / "x.img", created=CREATED, progress=lines.append, code_only=True)
     assert lines[0].startswith("staging 1.0.0") and "mksquashfs" in lines[1] and lines[-1].startswith("wrote ")

@@ -35,7 +35,7 @@ def loops_over(path: Path) -> list[dict[str, str]]:
 def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     d = tmp_path_factory.mktemp("block-images")
     key = Ed25519PrivateKey.generate()
-    build_image("1.0.0", key, d / "v1.img", created=1_700_000_000)
+    build_image("1.0.0", key, d / "v1.img", created=1_700_000_000, code_only=True)
     return d / "v1.img", public_raw(key.public_key())
 
 

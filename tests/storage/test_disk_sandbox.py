@@ -24,7 +24,7 @@ MIB = 1 << 20
 def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     d = tmp_path_factory.mktemp("sandbox-images")
     key = Ed25519PrivateKey.generate()
-    build_image("1.0.0", key, d / "v1.img", created=1_700_000_000)
+    build_image("1.0.0", key, d / "v1.img", created=1_700_000_000, code_only=True)
     return d / "v1.img", public_raw(key.public_key())
 
 

@@ -1,0 +1,93 @@
+"""The full OS image: a self-contained root with the interpreter, its trimmed library, the dependencies and their
+shared libraries as bytecode, and nothing to log in with or install from (no shell, busybox, package manager, pip)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from image_fixtures import CREATED, Keys
+
+from image import build_image, verify
+from image._runtime import PYTHON, STDLIB, forbidden_paths, runtime_layer
+
+PROJECT = Path(__file__).resolve().parents[2]
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def full_image(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    img = tmp_path_factory.mktemp("full") / "full.img"
+    build_image("4.2.0", keys.signing, img, created=CREATED)
+    return img
+
+
+def listing(img: Path) -> list[str]:
+    out = subprocess.run(["unsquashfs", "-l", "-n", str(img)], capture_output=True, text=True, check=True).stdout
+    return [line.removeprefix("squashfs-root") for line in out.splitlines() if line.startswith("squashfs-root")]
+
+
+def test_forbidden_names_are_caught():
+    bad = ["/bin/sh", "/usr/bin/bash", "/bin/busybox", "/usr/bin/apt-get", "/usr/bin/dpkg",
+           "/usr/lib/python3.11/site-packages/pip/__init__.pyc", "/usr/bin/pip3.11", "/usr/lib/python3.11/ensurepip"]
+    good = ["/usr/bin/python3.11", "/usr/lib/python3.11/shlex.pyc", "/usr/lib/graven/node/agent.py",
+            "/usr/lib/python3.11/site-packages/pyroute2/shell.pyc", "/etc/os-release"]
+    assert forbidden_paths(bad + good) == bad
+
+
+def test_full_image_is_a_self_contained_root_without_a_shell_or_pip(full_image: Path, keys: Keys):
+    names = listing(full_image)
+    assert forbidden_paths(names) == []
+    have = set(names)
+    for needed in (f"/{PYTHON}", "/etc/os-release", "/usr/lib/graven/node/__main__.py",
+                   "/usr/lib/graven/graven_build.json", "/lib64/ld-linux-x86-64.so.2", "/proc", "/sys", "/dev",
+                   "/run", "/tmp", "/machine"):
+        assert needed in have, needed
+    lib = f"/{STDLIB}"
+    assert f"{lib}/os.pyc" in have and f"{lib}/os.py" not in have  # bytecode only
+    assert not [n for n in names if n.startswith(lib) and n.endswith(".py")]
+    for gone in ("test", "idlelib", "tkinter", "ensurepip", "lib2to3", "pydoc_data", "site-packages/setuptools",
+                 "site-packages/grpc_tools"):
+        assert f"{lib}/{gone}" not in have, gone
+    assert any(n.startswith(f"{lib}/site-packages/grpc/") for n in names)
+    size = verify(full_image, keys.trusted).manifest.payload_size
+    assert size <= 40 * MIB, f"the OS image grew to {size / MIB:.1f} MiB (limit 40)"
+
+
+def test_full_build_is_reproducible_and_reuses_the_cached_layer(full_image: Path, keys: Keys, tmp_path: Path):
+    layer = runtime_layer(PROJECT)
+    start = time.monotonic()
+    again = runtime_layer(PROJECT)
+    assert again.root == layer.root and time.monotonic() - start < 2.0  # a digest of inputs, no rebuild
+    build_image("4.2.0", keys.signing, tmp_path / "again.img", created=CREATED)
+    assert (tmp_path / "again.img").read_bytes() == full_image.read_bytes()
+
+
+def test_cache_follows_graven_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from image._runtime import cache_dir
+
+    monkeypatch.setenv("GRAVEN_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("GRAVEN_CACHE")
+    assert cache_dir() == Path.home() / ".cache/graven/runtime"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chroot") is None, reason="chroot needs root")
+def test_the_image_runs_its_own_agent_code_on_its_own_interpreter(full_image: Path, tmp_path: Path):
+    """Nothing of the host: chrooted into the unpacked root, the image's Python imports the agent and its
+    dependencies (C extensions included) and reports the image's stamped version."""
+    root = tmp_path / "root"
+    subprocess.run(["unsquashfs", "-n", "-q", "-no-xattrs", "-d", str(root), str(full_image)], check=True,
+                   capture_output=True)
+    code = ("import node.agent, api._server, storage._lmdb_log, cryptography.hazmat.primitives.asymmetric.ed25519, "
+            "lmdb, grpc, pyroute2, image, sys; print(image.running_version(), sys.prefix, sys.path[0])")
+    env = {"PYTHONHOME": "/usr", "PYTHONPATH": f"/usr/lib/graven:/{STDLIB}/site-packages", "PATH": "/"}
+    chroot = shutil.which("chroot") or "chroot"
+    proc = subprocess.run([chroot, str(root), f"/{PYTHON}", "-S", "-P", "-c", code], capture_output=True, text=True,
+                          env=env, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["4.2.0", "/usr", "/usr/lib/graven"]

@@ -56,9 +56,10 @@ class DiskLayout:
         mib = size // _MIB
         if mib >= 6 * 1024:
             return cls()
-        slot = min(1024, (mib - 2 - 4 - 1 - 16 - 32) // 2)
+        # EPHEMERAL keeps at least 96 MiB: an upgrade spools a whole OS image (~31 MiB) there beside the log
+        slot = min(1024, (mib - 2 - 4 - 1 - 16 - 96) // 2)
         if slot < 16:
-            raise StorageError(f"a disk of {mib} MiB is too small for Graven (at least 87 MiB)")
+            raise StorageError(f"a disk of {mib} MiB is too small for Graven (at least 151 MiB)")
         return cls(efi_mib=4, slot_mib=slot, meta_mib=1, state_mib=16)
 
     def sizes(self) -> dict[Label, int | None]:

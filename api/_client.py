@@ -562,6 +562,37 @@ class GravenClient:
         finally:
             call.cancel()
 
+    def logs(self, service: str = "agent", *, since: int = 0, tail: int | None = None, follow: bool = False,
+             retry_for: float = 600.0, sleep: Callable[[float], None] = time.sleep) -> Iterator[tuple[int, bytes]]:
+        """(position, JSON line) of one service's log from ``since`` (or the last ``tail``); with ``follow``, a
+        lost stream is reopened from the next position not yet seen, so a node's restart loses no line."""
+        next_pos, use_tail, down_since = since, tail is not None, None
+        while True:
+            req = pb.LogsRequest(service=service, since=-1 if use_tail else next_pos,
+                                 tail=(tail or 0) if use_tail else 0, follow=follow)
+            call = self._stub.Logs(req, timeout=None if follow else UPLOAD_TIMEOUT)
+            try:
+                for batch in call:
+                    use_tail, down_since = False, None
+                    for i, line in enumerate(batch.lines):
+                        pos = batch.first_position + i
+                        if pos >= next_pos:
+                            next_pos = pos + 1
+                            yield pos, bytes(line)
+                    next_pos = max(next_pos, batch.next_position)
+                if not follow:
+                    return
+            except grpc.RpcError as exc:
+                error = self._error(exc, "Logs")
+                if not follow or not _retryable(exc, error):
+                    raise error from exc
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > retry_for:
+                    raise error from exc
+            finally:
+                call.cancel()
+            sleep(_BACKOFF_MAX)
+
     def follow(self, since: int = 0, *, tail: int | None = None, kinds: Sequence[str] = (), actor: str | None = None,
                deadline: float | None = None, retry_for: float = 600.0,
                on_disconnect: Callable[[GravenError], bool] | None = None,

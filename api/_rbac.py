@@ -20,6 +20,7 @@ RULES: Mapping[str, frozenset[str]] = {
     "AuditExport": _ALL,
     "BootTrace": _ALL,
     "Network": _ALL,
+    "Logs": _ALL,
     "Reboot": _MANAGE,
     "Shutdown": _MANAGE,
     "Upgrade": _MANAGE,

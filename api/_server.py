@@ -27,7 +27,7 @@ from grpc_status import rpc_status
 from config.limits import clip_utf8
 from events import Actor, decode_event
 from events._pki import cert_subject
-from events.errors import Code, GravenError, InvalidRequest, PermissionDenied
+from events.errors import Code, GravenError, InvalidRequest, NotFound, PermissionDenied
 
 from ._calls import CallObserver, Observe
 from ._pb import machine_pb2 as pb
@@ -37,6 +37,7 @@ from ._rbac import ADMIN, MAINTENANCE_METHODS, allowed
 __all__ = ["NodeApi", "Server"]
 
 EVENTS_PER_MESSAGE = 512
+LOG_LINES_PER_MESSAGE = 500
 _GRPC_CODE = {
     Code.LOCKED: code_pb2.FAILED_PRECONDITION,
     Code.TRANSITION_REJECTED: code_pb2.FAILED_PRECONDITION,
@@ -84,6 +85,21 @@ class NodeApi(Protocol):
     def client_config(self, roles: list[str], ttl_seconds: int, name: str) -> tuple[bytes, bytes, bytes]: ...
 
     def network(self, what: str) -> list[dict[str, Any]]: ...
+
+    @property
+    def logs(self) -> LogSource: ...
+
+
+class LogSource(Protocol):
+    """The node's service logs (``storage.LogRing``)."""
+
+    def services(self) -> list[str]: ...
+
+    def next_position(self, service: str) -> int: ...
+
+    def read(self, service: str, start: int, limit: int = 500) -> list[tuple[int, bytes]]: ...
+
+    def wait_for(self, service: str, position: int, timeout: float) -> bool: ...
 
 
 def _status(code: int, message: str, detail: pb.ErrorDetail) -> grpc.Status:
@@ -329,6 +345,31 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
             if not request.follow:
                 return
             await loop.run_in_executor(None, node.wait_for, start, 1.0)
+
+    async def Logs(self, request: pb.LogsRequest, context: Ctx) -> AsyncIterator[pb.LogBatch]:
+        await self.authorize("Logs", context)
+        ring, loop = self.node.logs, asyncio.get_running_loop()
+        service = request.service or "agent"
+        if service not in ring.services() and service != "agent":
+            known = ", ".join(ring.services()) or "none yet"
+            await context.abort_with_status(error_status(
+                NotFound(f"no service {service!r} on this node (services with logs: {known})")))
+        if request.since < -1:
+            await context.abort_with_status(error_status(
+                InvalidRequest(f"since must be a position (>= 0) or -1 with tail, not {request.since}")))
+        start = request.since
+        if request.tail or start < 0:
+            start = max(0, ring.next_position(service) - request.tail)
+        while True:
+            lines = await loop.run_in_executor(None, ring.read, service, start, LOG_LINES_PER_MESSAGE)
+            if lines:
+                yield pb.LogBatch(lines=[line for _, line in lines], first_position=lines[0][0],
+                                  next_position=lines[-1][0] + 1)
+                start = lines[-1][0] + 1
+                continue
+            if not request.follow:
+                return
+            await loop.run_in_executor(None, ring.wait_for, service, start, 1.0)
 
     async def AuditExport(self, request: pb.AuditExportRequest, context: Ctx
                             ) -> AsyncIterator[pb.Chunk]:

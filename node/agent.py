@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -44,11 +43,12 @@ from sequencer import (
 )
 from sequencer.ports import RunningImage, other_slot
 from sequencer.tasks.state import CONFIG, PENDING
-from storage import DiskBase, LmdbEventLog
+from storage import DiskBase, LmdbEventLog, LogRing
 
 from ._disk import open_disk
 from ._identity import FileIdentity, node_name
 from ._log import NodeLog
+from ._logging import AGENT, setup_agent_logging
 from ._metrics import MetricsEndpoint, NodeMetrics, NodeView
 from ._network import NetlinkNetwork, plan_rows, select_network
 from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort, PlanNetwork
@@ -90,8 +90,9 @@ class BootInfo:
 
 class Agent:
     def __init__(self, disk: DiskBase, *, listen: str = DEFAULT_LISTEN, boot: BootInfo | None = None,
-                 health_timeout: float | None = None) -> None:
+                 health_timeout: float | None = None, logs: LogRing | None = None) -> None:
         self.disk = disk
+        self.logs = logs or LogRing()
         self.listen = listen
         self.boot = boot or BootInfo()
         self.health_timeout = health_timeout  # services not healthy by then fail the boot (None: the task's own)
@@ -106,6 +107,8 @@ class Agent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._try_task: asyncio.Task[None] | None = None
         self.log = self._open_log()
+        if self.log.durable:
+            self.logs.attach(self._logs_dir())
         self.version_string = image.running_version()
         self.metrics = NodeMetrics(read_raw=self.log.read_raw, view=self._metrics_view)
         self.log.on_durable = self.metrics.observe_append
@@ -124,9 +127,13 @@ class Agent:
     def _log_dir(self) -> Path:
         return self.disk.path("EPHEMERAL") / "log"
 
+    def _logs_dir(self) -> Path:
+        return self.disk.path("EPHEMERAL") / "logs"
+
     def _promote(self, signer: Ed25519Signer, cert_der: bytes, name: str) -> None:
         every = self._config.machine.audit.checkpoint_every if self._config else 1024
         self.log.promote(self._log_dir(), signer, cert_der, origin=f"graven/{name}", checkpoint_every=every)
+        self.logs.attach(self._logs_dir())
         self._state = NodeState()
 
     @property
@@ -139,12 +146,12 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         broken = getattr(self.log.backend, "broken", None)
         if broken is not None:
-            print(f"graven agent: the event log is read-only: {broken.message}", file=sys.stderr)
+            AGENT.error(f"the event log is read-only: {broken.message}")
             return EXIT_LOG_BROKEN
         sealed = self.log.seal_tail()
         if sealed is not None:
-            print(f"graven agent: the previous boot ended without sealing its log: sealed seq 0..{sealed.seq - 1} "
-                  f"with a checkpoint at seq {sealed.seq}", file=sys.stderr, flush=True)
+            AGENT.warning(f"the previous boot ended without sealing its log: sealed seq 0..{sealed.seq - 1} "
+                  f"with a checkpoint at seq {sealed.seq}")
         for ev in self.boot.events:
             self.log.submit(ev["kind"], ev.get("payload", {}), BOOTLOADER)
         if self.boot.events:
@@ -155,7 +162,7 @@ class Agent:
         running = RunningImage(self.boot.slot, self.version_string, self.boot.digest)
         net = select_network(self._emit, resolv_conf=lambda: self._disk_file("STATE", "resolv.conf"),
                              record=lambda: self._disk_file("EPHEMERAL", "network.json"))
-        print(f"graven agent: network: {net.reason}", file=sys.stderr, flush=True)
+        AGENT.info(f"network: {net.reason}")
         ports = Ports(
             boot_env=BootEnvPort(self.disk), disk=DiskPort(self.disk, defer_wipe=self._defer_wipe),
             images=ImagesPort(lambda: self.spool_dir, running),
@@ -167,7 +174,7 @@ class Agent:
         self.seq = Sequencer(self.log, self.fsm, ports, runtime=Runtime())
         if self._fault == "boot-crash":
             self.log.flush()
-            print("graven agent: fault point boot-crash: crashing early in boot (test image)", file=sys.stderr)
+            AGENT.warning("fault point boot-crash: crashing early in boot (test image)")
             return 70
         self._loop.add_signal_handler(signal.SIGTERM, self._sigterm)
         up = asyncio.create_task(bring_up(self.seq, boot_id=self.boot.boot_id))
@@ -175,6 +182,7 @@ class Agent:
         await self._stopped.wait()
         await self._shutdown_servers()
         self.log.close()
+        self.logs.close()
         return self.exit_code
 
     def _brought_up(self, task: asyncio.Task[Any]) -> None:
@@ -186,7 +194,7 @@ class Agent:
                                           result.sequence in (SequenceName.BOOT, SequenceName.INITIALIZE))
         if failed_boot and self.seq.running is None:
             why = exc or (result.error if result else None)
-            print(f"graven agent: boot failed: {why}", file=sys.stderr)
+            AGENT.error(f"boot failed: {why}")
             with contextlib.suppress(GravenError):
                 self.log.seal("boot failed")
             self.exit_code = EXIT_BOOT_FAILED
@@ -196,7 +204,7 @@ class Agent:
         try:
             self.seq.request(SequenceName.SHUTDOWN, ShutdownRequest(), actor=Actor("signal:SIGTERM"))
         except GravenError as exc:
-            print(f"graven agent: SIGTERM: {exc}", file=sys.stderr)
+            AGENT.warning(f"SIGTERM: {exc}")
 
     def power(self, code: int) -> None:
         """Called by the Power port once the sequence's events are durable: end the process with ``code``."""
@@ -217,9 +225,8 @@ class Agent:
             creds = MaintenanceCredentials("graven", self._sans())
             server = Server(self, self.listen, creds.credentials(), observe=self.metrics.observe_call)
             await server.start()
-            print(f"graven agent: maintenance mode on {self.listen}; server certificate sha256 {creds.fingerprint}\n"
-                  f"  apply a config: gravenctl apply-config --insecure -e {self.listen} -f controlplane.yaml",
-                  file=sys.stderr, flush=True)
+            AGENT.info(f"maintenance mode on {self.listen}; server certificate sha256 {creds.fingerprint}\n"
+                  f"  apply a config: gravenctl apply-config --insecure -e {self.listen} -f controlplane.yaml")
         elif name == "api":
             cfg = self._config
             if cfg is None:
@@ -231,7 +238,7 @@ class Agent:
                                         node=node_name(cfg), sans=self._sans())
             server = Server(self, self.listen, creds2.credentials(), observe=self.metrics.observe_call)
             await server.start()
-            print(f"graven agent: serving the API with mutual TLS on {self.listen}", file=sys.stderr, flush=True)
+            AGENT.info(f"serving the API with mutual TLS on {self.listen}")
         else:
             return
         self._servers[name] = server
@@ -601,7 +608,7 @@ def _clear_spool(disk: DiskBase) -> None:
 
 
 def _say(msg: str) -> None:
-    print(f"graven agent: {msg}", file=sys.stderr, flush=True)
+    AGENT.info(msg)
 
 
 def run_agent(root: Path, listen: str, *, device: Path | str | None = None,
@@ -614,9 +621,11 @@ def run_agent(root: Path, listen: str, *, device: Path | str | None = None,
     disk = open_disk(root, device, Path(root).absolute() / "run" / "agent")
     try:
         boot = BootInfo.from_env()
+        logs = LogRing()
+        setup_agent_logging(logs, boot.boot_id)
         boot.events = finish_pending_wipe(disk, _say) + boot.events  # a reset's wipe the supervisor did not do
         _clear_spool(disk)
-        agent = Agent(disk, listen=listen, boot=boot, health_timeout=health_timeout)
+        agent = Agent(disk, listen=listen, boot=boot, health_timeout=health_timeout, logs=logs)
         return asyncio.run(agent.run())
     finally:
         disk.close()

@@ -8,6 +8,7 @@ from ._disk_sandbox import SandboxDisk as SandboxDisk
 from ._lmdb_log import LmdbEventLog as LmdbEventLog
 from ._lmdb_log import LogReader as LogReader
 from ._lmdb_log import seq_key as seq_key
+from ._logring import LogRing as LogRing
 from ._meta import META_SIZE as META_SIZE
 from ._meta import BootEnv as BootEnv
 from ._meta import MetaStore as MetaStore
@@ -33,6 +34,7 @@ __all__ = [
     "Label",
     "LmdbEventLog",
     "LogReader",
+    "LogRing",
     "MetaStore",
     "MountStrategy",
     "Progress",

@@ -259,6 +259,28 @@ class EventBatch(_message.Message):
     next_seq: int
     def __init__(self, raw: _Optional[_Iterable[bytes]] = ..., next_seq: _Optional[int] = ...) -> None: ...
 
+class LogsRequest(_message.Message):
+    __slots__ = ("service", "since", "tail", "follow")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    since: int
+    tail: int
+    follow: bool
+    def __init__(self, service: _Optional[str] = ..., since: _Optional[int] = ..., tail: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class LogBatch(_message.Message):
+    __slots__ = ("lines", "first_position", "next_position")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_POSITION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_POSITION_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedScalarFieldContainer[bytes]
+    first_position: int
+    next_position: int
+    def __init__(self, lines: _Optional[_Iterable[bytes]] = ..., first_position: _Optional[int] = ..., next_position: _Optional[int] = ...) -> None: ...
+
 class AuditExportRequest(_message.Message):
     __slots__ = ("from_seq", "to_seq")
     FROM_SEQ_FIELD_NUMBER: _ClassVar[int]

@@ -104,6 +104,11 @@ class MachineServiceStub:
                 request_serializer=machine__pb2.NetworkRequest.SerializeToString,
                 response_deserializer=machine__pb2.NetworkResponse.FromString,
                 _registered_method=True)
+        self.Logs = channel.unary_stream(
+                '/graven.machine.v1.MachineService/Logs',
+                request_serializer=machine__pb2.LogsRequest.SerializeToString,
+                response_deserializer=machine__pb2.LogBatch.FromString,
+                _registered_method=True)
 
 
 class MachineServiceServicer:
@@ -193,6 +198,12 @@ class MachineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Logs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MachineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +276,11 @@ def add_MachineServiceServicer_to_server(servicer, server):
                     servicer.Network,
                     request_deserializer=machine__pb2.NetworkRequest.FromString,
                     response_serializer=machine__pb2.NetworkResponse.SerializeToString,
+            ),
+            'Logs': grpc.unary_stream_rpc_method_handler(
+                    servicer.Logs,
+                    request_deserializer=machine__pb2.LogsRequest.FromString,
+                    response_serializer=machine__pb2.LogBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -645,6 +661,33 @@ class MachineService:
             '/graven.machine.v1.MachineService/Network',
             machine__pb2.NetworkRequest.SerializeToString,
             machine__pb2.NetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/graven.machine.v1.MachineService/Logs',
+            machine__pb2.LogsRequest.SerializeToString,
+            machine__pb2.LogBatch.FromString,
             options,
             channel_credentials,
             insecure,

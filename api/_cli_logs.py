@@ -1,0 +1,49 @@
+"""``gravenctl logs [SERVICE]``: a service's log lines (the agent's own by default), streamed from the node."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ._output import add_output_flag
+from ._remote import connect, single_target
+
+LEVEL_WIDTH = 7
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "logs", help="a service's log lines: the agent's own by default, or -f to follow them",
+        description="The log lines of SERVICE on the node (default: agent, the node agent itself): JSON lines with "
+                    "time, level, boot id and message, kept in a bounded ring on EPHEMERAL. --tail N starts with the "
+                    "last N lines; -f follows new ones and resumes after a reboot without losing or repeating a "
+                    "line. -o json prints each line as the node keeps it (JSON Lines).")
+    p.add_argument("service", nargs="?", default="agent", help="the service (default: agent)")
+    p.add_argument("--since", type=int, default=0, metavar="POS", help="first line position (default 0)")
+    p.add_argument("--tail", type=int, default=None, metavar="N", help="start with the last N lines")
+    p.add_argument("-f", "--follow", action="store_true", help="keep streaming new lines")
+    add_output_flag(p)
+    p.set_defaults(func=_logs)
+
+
+def _logs(args: argparse.Namespace) -> int:
+    node = single_target(args, "logs")
+    with connect(args, node) as client:
+        try:
+            for _, raw in client.logs(args.service, since=args.since, tail=args.tail, follow=args.follow):
+                sys.stdout.write(raw.decode(errors="replace") + "\n" if args.output == "json" else _human(raw))
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return 130
+    return 0
+
+
+def _human(raw: bytes) -> str:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace") + "\n"
+    extra = f"\n{line['error']}" if line.get("error") else ""
+    return f"{line.get('time', '')} {line.get('level', ''):<{LEVEL_WIDTH}} {line.get('msg', '')}{extra}\n"

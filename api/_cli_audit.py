@@ -17,7 +17,7 @@ from events.errors import InvalidRequest, TamperedLog
 
 from ._output import add_output_flag, print_json, table
 from ._remote import export_remote, with_remote_path
-from ._source import load_ca, open_source, verify_path
+from ._source import load_ca, open_source, verify_path_since
 
 
 def register(sub: Any) -> None:
@@ -97,7 +97,7 @@ def report_dict(report: VerifyReport) -> dict[str, Any]:
 def _verify(args: argparse.Namespace) -> int:
     ca = load_ca(args.ca)
     try:
-        report = verify_path(args.path, ca, args.since_export)
+        report, since_size = verify_path_since(args.path, ca, args.since_export)
     except TamperedLog as exc:
         if args.output == "json":
             print_json({"verdict": "tampered", "seq": exc.seq, "reason": exc.reason, "message": exc.message})
@@ -106,6 +106,8 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"TAMPERED {where} ({exc.reason}): {exc.message}")
         return 1
     d = report_dict(report)
+    if args.since_export:
+        d["since_export"] = {"path": args.since_export, "checkpoint_size": since_size}
     if args.output == "json":
         print_json(d)
         return 0
@@ -122,6 +124,9 @@ def _verify(args: argparse.Namespace) -> int:
         ("boots", str(d["boots"])),
         ("head", d["head"]),
     ]
+    if args.since_export:
+        rows.append(("since export", f"extends the checkpoint of size {since_size} {args.since_export} saw"
+                     if since_size is not None else f"{args.since_export} saw no checkpoint: nothing to compare"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k.ljust(width)}  {v}")

@@ -74,11 +74,18 @@ def verify_source(source: LogSource, ca: x509.Certificate) -> tuple[VerifyReport
 
 
 def verify_path(path: str | Path, ca: x509.Certificate, since: str | Path | None = None) -> VerifyReport:
+    return verify_path_since(path, ca, since)[0]
+
+
+def verify_path_since(path: str | Path, ca: x509.Certificate,
+                      since: str | Path | None = None) -> tuple[VerifyReport, int | None]:
+    """Verify ``path``; with ``since``, also that it extends the latest checkpoint that earlier export saw
+    (returns that checkpoint's size, or None when there was none)."""
     source = open_source(path)
     report, seen = verify_source(source, ca)
-    if since is not None:
-        verify_since(verify_source(open_source(since), ca)[1], seen)
-    return report
+    if since is None:
+        return report, None
+    return report, verify_since(verify_source(open_source(since), ca)[1], seen)
 
 
 def load_ca(path: str | Path) -> x509.Certificate:

@@ -56,22 +56,23 @@ def _first_difference(old: Mapping[int, bytes], new: Mapping[int, bytes], below:
     return next((s for s in sorted(old) if s < below and s in new and old[s] != new[s]), None)
 
 
-def verify_since(old: Seen, new: Seen) -> None:
-    """Raise ``TamperedLog`` (``truncated`` or ``forked``) unless ``new`` extends ``old``'s latest checkpoint."""
+def verify_since(old: Seen, new: Seen) -> int | None:
+    """Raise ``TamperedLog`` (``truncated`` or ``forked``) unless ``new`` extends ``old``'s latest checkpoint;
+    return that checkpoint's size (None: the earlier export saw no checkpoint, there is nothing to compare)."""
     latest = latest_checkpoint(old)
     if latest is None:
-        return
+        return None
     size, root = latest
     saw = f"an earlier export saw a checkpoint of size {size} (seq {size})"
     if new.report.first_seq == 0 and new.report.last_seq + 1 >= size:
         leaves = [new.leaves[s] for s in range(size)]
         if merkle_root(leaves) == root:
-            return
+            return size
         first = _first_difference(old.leaves, new.leaves, size)
         _forked(size, saw, first)
     if size in new.roots:
         if new.roots[size] == root:
-            return
+            return size
         _forked(size, saw, _first_difference(old.leaves, new.leaves, size))
     if new.log_size < size:
         n = new.log_size

@@ -289,6 +289,9 @@ def test_audit_against_a_node(cluster: Cluster, fake_node: FakeNode, capsys: pyt
     assert capsys.readouterr().out.count("config.applied") == 4
     assert ctl(cluster, fake_node, "audit", "replay", "-o", "json") == 0
     assert json.loads(capsys.readouterr().out)["sealed"] is True
+    assert ctl(cluster, fake_node, "audit", "prove", "--from-size", "3", "-o", "json") == 0
+    proof = json.loads(capsys.readouterr().out)
+    assert (proof["from_size"], proof["to_size"]) == (3, 5) and proof["to_note"] and proof["proof"]
 
 
 def test_trace_against_a_node(cluster: Cluster, fake_node: FakeNode, capsys: pytest.CaptureFixture[str]) -> None:

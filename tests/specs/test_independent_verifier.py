@@ -138,3 +138,22 @@ def test_fresh_logs_with_any_payload_verify_independently(pki: Any, payloads: li
         out = io.BytesIO()
         write_bundle(out, raw, start=start, end=min(len(raw) - 1, start + 3), exported_at_ns=0)
         verify_bundle(out.getvalue(), pki.ca_cert)
+
+
+def test_every_export_range_verifies_with_both(pki: Any) -> None:
+    """Every (from, to) of a small log with checkpoints, a rotation and a seal: anchors before, inside and after
+    the range, rotations before, inside and after it."""
+    log = MemoryEventLog(pki.signer, pki.cert_der, origin="graven/ranges", checkpoint_every=4)
+    for i in range(16):
+        log.append(Kind.TASK_STARTED, {"i": i})
+        if i in (5, 11):
+            log.rotate(*pki.new_signer())
+    log.seal("shutdown")
+    raw = list(log.read_raw())
+    for start in range(len(raw)):
+        for end in range(start, len(raw)):
+            out = io.BytesIO()
+            write_bundle(out, raw, start=start, end=end, exported_at_ns=0)
+            blob = out.getvalue()
+            project_verify_bundle(read_bundle(io.BytesIO(blob)), pki.ca_cert)
+            verify_bundle(blob, pki.ca_cert)

@@ -20,6 +20,7 @@ _GROUPS = (
     "api._cli_image",
     "api._cli_node",
     "api._cli_logs",
+    "api._cli_dashboard",
     "api._cli_cluster",
 )
 

@@ -1,0 +1,109 @@
+"""``gravenctl dashboard``: a live terminal view of one or several nodes, fed by their Events streams.
+
+Each node has a watcher thread: one MachineStatus when it (re)connects, then the Events stream folded into a
+``NodeBoard``. A node that reboots shows offline, then comes back on its own; one that never answered shows
+unreachable, and the dashboard keeps running."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from typing import Any
+
+from events.errors import GravenError
+
+from ._dashboard import NodeBoard
+from ._output import add_output_flag, print_json, table
+from ._remote import connect, targets
+
+RETRY_S = 1.0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "dashboard", help="a live view of nodes: stage, readiness, slot, running sequence, recent events",
+        description="A live terminal view of the nodes (-n/-e or the context's): stage, readiness, slot and version, "
+                    "the running sequence with its phase progress, the last fallback, recent events and log size, "
+                    "updated from each node's Events stream. A rebooting node shows offline, then back; an "
+                    "unreachable one shows unreachable. Ctrl-C ends it. --once prints one snapshot (-o json).")
+    p.add_argument("--once", action="store_true", help="print one snapshot once every node answered or failed")
+    p.add_argument("--refresh", type=float, default=4.0, metavar="HZ", help="screen refreshes per second")
+    add_output_flag(p)
+    p.set_defaults(func=_dashboard)
+
+
+def _watch(args: argparse.Namespace, board: NodeBoard, stop: threading.Event, first: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            with connect(args, board.endpoint) as client:
+                board.status(client.status())
+                first.set()
+
+                def lost(error: GravenError) -> bool:
+                    board.lost(error.message)
+                    return not stop.is_set()
+
+                def pause(seconds: float) -> None:
+                    stop.wait(seconds)
+
+                for e in client.follow(board.next_seq, tail=None if board.recent else 6, retry_for=1e9,
+                                       on_disconnect=lost, sleep=pause):
+                    if stop.is_set():
+                        return
+                    if board.link != "online":
+                        board.status(client.status())
+                    board.event(e)
+        except GravenError as exc:
+            board.lost(exc.message, unreachable=board.link in ("connecting", "unreachable"))
+            first.set()
+        stop.wait(RETRY_S)
+
+
+def _render(boards: list[NodeBoard]) -> Any:
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+
+    t = Table(title=f"graven dashboard  {time.strftime('%H:%M:%S')}", expand=True)
+    columns = list(boards[0].row())
+    for c in columns:
+        t.add_column(c.upper(), overflow="fold")
+    colors = {"online": "green", "offline": "yellow", "unreachable": "red", "connecting": "dim"}
+    for b in boards:
+        row = b.row()
+        row["link"] = f"[{colors.get(b.link, 'white')}]{b.link}[/]"
+        t.add_row(*[row[c] for c in columns])
+    panels = [Panel("\n".join(b.recent) or (b.error or "no events yet"),
+                    title=f"{b.endpoint}: {b.error}" if b.error else f"{b.endpoint}: recent events", expand=True)
+              for b in boards]
+    return Group(t, *panels)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    boards = [NodeBoard(node) for node in targets(args)]
+    stop = threading.Event()
+    firsts = [threading.Event() for _ in boards]
+    for b, f in zip(boards, firsts, strict=True):
+        threading.Thread(target=_watch, args=(args, b, stop, f), daemon=True, name=f"watch {b.endpoint}").start()
+    try:
+        if args.once:
+            deadline = time.monotonic() + 15
+            for f in firsts:
+                f.wait(max(0.0, deadline - time.monotonic()))
+            time.sleep(0.3)  # the first batch of events after the status
+            if args.output == "json":
+                print_json([{**b.row(), "error": b.error or None, "recent": list(b.recent)} for b in boards])
+            else:
+                table([b.row() for b in boards], list(boards[0].row()))
+            return 0 if all(b.link == "online" for b in boards) else 1
+        from rich.live import Live
+
+        with Live(_render(boards), refresh_per_second=args.refresh, screen=False) as live:
+            while True:
+                time.sleep(1 / max(args.refresh, 0.5))
+                live.update(_render(boards))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop.set()

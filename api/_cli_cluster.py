@@ -638,6 +638,9 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
     files = {"ca_cert": ("ca.crt", secrets.ca_crt_pem, 0o644), "ca_key": ("ca.key", secrets.ca_key_pem, 0o600),
              "image_key": ("image.key", secrets.image_key_pem, 0o600),
              "image_pubkey": ("image.pub", secrets.image_pub_pem, 0o644)}
+    if secrets.etcd_ca is not None:  # gravenctl gen etcd-client --secrets DIR reads them
+        files["etcd_ca_cert"] = ("etcd-ca.crt", secrets.etcd_ca.crt_pem, 0o644)
+        files["etcd_ca_key"] = ("etcd-ca.key", secrets.etcd_ca.key_pem, 0o600)
     for fname, content, mode in files.values():
         atomic_write(directory / fname, content, mode)
     data: dict[str, Any] = {
@@ -666,11 +669,15 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
                               "config": str(root / f"{machine_type}.yaml"), "log": str(root / "machine.log"),
                               "pid": None})
     _save(directory, data)
+    cp_addresses = [n["address"] for n in data["nodes"] if n["type"] == "controlplane"]
     for net, node in zip(nets, data["nodes"], strict=True):
-        # the node's own address goes into certSANs only: the plumbing owns it, so not into machine.network
+        # the node's own address goes into certSANs only: the plumbing owns it, so not into machine.network;
+        # controlplane nodes run etcd and join it through the other controlplane nodes
         cfg = config.default_config(name, f"https://{node['endpoint']}", secrets.ca_crt_pem, secrets.ca_key_pem,
                                     [secrets.image_pub_pem], machine_type=node["type"], hostname=node["name"],
-                                    install_disk=node["disk"] or "/dev/sda", install_image=str(img))
+                                    install_disk=node["disk"] or "/dev/sda", install_image=str(img),
+                                    etcd_ca=secrets.etcd_ca_pems,
+                                    etcd_endpoints=[a for a in cp_addresses if a != node["address"]])
         text = config.dump_yaml(cfg)
         config.validate(text).unwrap(node["config"])
         atomic_write(node["config"], text.encode(), 0o600)

@@ -21,6 +21,7 @@ RULES: Mapping[str, frozenset[str]] = {
     "BootTrace": _ALL,
     "Network": _ALL,
     "Logs": _ALL,
+    "EtcdQuery": _ALL,
     "Reboot": _MANAGE,
     "Shutdown": _MANAGE,
     "Upgrade": _MANAGE,

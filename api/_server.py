@@ -86,6 +86,10 @@ class NodeApi(Protocol):
 
     def network(self, what: str) -> list[dict[str, Any]]: ...
 
+    async def etcd_action(self, action: str, args: dict[str, Any], actor: Actor, *,
+                          manage: bool) -> dict[str, Any]: ...
+
+    async def etcd_snapshot(self) -> Path: ...
     @property
     def logs(self) -> LogSource: ...
 
@@ -408,6 +412,42 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
     @rpc("Network")
     async def Network(self, request: pb.NetworkRequest, context: Any, actor: Actor) -> pb.NetworkResponse:
         return pb.NetworkResponse(json=json.dumps(self.node.network(request.what), default=str))
+
+    @rpc("EtcdQuery")
+    async def EtcdQuery(self, request: pb.EtcdRequest, context: Any, actor: Actor) -> pb.EtcdResponse:
+        out = await self.node.etcd_action(request.action, _json_args(request.args_json), actor, manage=False)
+        return pb.EtcdResponse(json=json.dumps(out, default=str))
+
+    @rpc("EtcdManage")
+    async def EtcdManage(self, request: pb.EtcdRequest, context: Any, actor: Actor) -> pb.EtcdResponse:
+        out = await self.node.etcd_action(request.action, _json_args(request.args_json), actor, manage=True)
+        return pb.EtcdResponse(json=json.dumps(out, default=str))
+
+    async def EtcdSnapshot(self, request: pb.EtcdRequest, context: Ctx) -> AsyncIterator[pb.Chunk]:
+        await self.authorize("EtcdSnapshot", context)
+        try:
+            path = await self.node.etcd_snapshot()
+        except GravenError as exc:
+            await context.abort_with_status(error_status(exc))
+            return
+        try:
+            with path.open("rb") as f:
+                while chunk := await asyncio.to_thread(f.read, 1 << 20):
+                    yield pb.Chunk(data=chunk)
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _json_args(text: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        args = json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"args_json is not JSON: {exc}") from None
+    if not isinstance(args, dict):
+        raise InvalidRequest(f"args_json must be a JSON object, not {type(args).__name__}")
+    return args
 
 
 def _read_batch(node: NodeApi, start: int) -> list[tuple[int, bytes]]:

@@ -22,6 +22,7 @@ _GROUPS = (
     "api._cli_logs",
     "api._cli_dashboard",
     "api._cli_cluster",
+    "api._cli_etcd",
 )
 
 

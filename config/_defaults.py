@@ -29,10 +29,10 @@ def _key(value: bytes | str) -> str:
         return _text(value)
 
 
-def _etcd(ca: tuple[bytes | str, bytes | str | None] | None) -> Etcd | None:
+def _etcd(ca: tuple[bytes | str, bytes | str | None] | None, endpoints: Sequence[str]) -> Etcd | None:
     if ca is None:
         return None
-    return Etcd(ca=CA(crt=_b64(ca[0]), key=None if ca[1] is None else _b64(ca[1])))
+    return Etcd(ca=CA(crt=_b64(ca[0]), key=None if ca[1] is None else _b64(ca[1])), endpoints=tuple(endpoints))
 
 
 def default_config(
@@ -48,6 +48,7 @@ def default_config(
     install_image: str | None = None,
     sinks: Sequence[str] = (),
     etcd_ca: tuple[bytes | str, bytes | str | None] | None = None,
+    etcd_endpoints: Sequence[str] = (),
 ) -> MachineConfig:
     """A config for one sandbox node of cluster ``name`` reached at ``endpoint``.
 
@@ -73,5 +74,6 @@ def default_config(
             network=Network(hostname=hostname or (name if CHECKS["hostname"](name) is None else None)),
             audit=Audit(sinks=tuple(sinks)),
         ),
-        cluster=Cluster(name=name, endpoint=endpoint, etcd=_etcd(etcd_ca) if machine_type == "controlplane" else None),
+        cluster=Cluster(name=name, endpoint=endpoint,
+                        etcd=_etcd(etcd_ca, etcd_endpoints) if machine_type == "controlplane" else None),
     )

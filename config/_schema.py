@@ -157,6 +157,9 @@ class Etcd(msgspec.Struct, **_OPTS):
     own server and peer certificates at boot; workers carry no etcd CA."""
 
     ca: CA
+    endpoints: tuple[Endpoint, ...] = ()
+    """Where a joining controlplane node finds etcd: the other controlplane nodes' addresses (HOST or HOST:PORT,
+    port 2379 by default). Empty: the host of ``cluster.endpoint``."""
 
 
 class Cluster(msgspec.Struct, **_OPTS):

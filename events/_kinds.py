@@ -50,3 +50,14 @@ class Kind:
     NETWORK_RESOLVERS = "network.resolvers"  # {path, before, after}: nameservers in the node's resolv.conf
     NETWORK_FAILED = "network.failed"  # {interface, op, target, error, errno}: one change the kernel refused
     NETWORK_APPLIED = "network.applied"  # {platform, changes, failed, summary, interfaces, notes}; changes 0: no-op
+    # etcd on controlplane nodes (node._etcd_service): every change of the service's state
+    ETCD_WAITING = "etcd.waiting"  # {for: bootstrap|members|promotion|leave, reason}: what it waits for, on change
+    ETCD_STARTED = "etcd.started"  # {pid, initial_cluster_state: new|existing, why, client_url, peer_url}
+    ETCD_EXITED = "etcd.exited"  # {code, reason, quick_exits}: the process ended unasked (restarted unless failed)
+    ETCD_FAILED = "etcd.failed"  # {reason}: it will not start (a port taken, a corrupt data folder)
+    ETCD_STOPPED = "etcd.stopped"  # {reason, code}: stopped by the node
+    ETCD_HEALTH = "etcd.health"  # {healthy, reason, member_id}: the quorum read's result, on change
+    ETCD_BOOTSTRAPPED = "etcd.bootstrapped"  # {member_id, name}: a new one-member cluster
+    ETCD_JOINED = "etcd.joined"  # {member_id, as: learner, through}: added itself to the cluster
+    ETCD_PROMOTED = "etcd.promoted"  # {member_id}: a voting member promoted it
+    ETCD_LEFT = "etcd.left"  # {member_id}: removed itself from the cluster (etcd leave, graceful reset)

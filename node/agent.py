@@ -46,6 +46,7 @@ from sequencer.tasks.state import CONFIG, PENDING
 from storage import DiskBase, LmdbEventLog, LogRing
 
 from ._disk import open_disk
+from ._etcd_node import EtcdNode, settings_for
 from ._identity import FileIdentity, node_name
 from ._log import NodeLog
 from ._logging import AGENT, setup_agent_logging
@@ -113,6 +114,8 @@ class Agent:
         self.metrics = NodeMetrics(read_raw=self.log.read_raw, view=self._metrics_view)
         self.log.on_durable = self.metrics.observe_append
         self._metrics_endpoint: MetricsEndpoint | None = None
+        self.etcd = EtcdNode(self._emit, lambda: settings_for(self._config, ephemeral=self.spool_dir.parent,
+                                                              listen=self.listen))
 
     # -- the log and identity ------------------------------------------------------------------------------
     def _open_log(self) -> NodeLog:
@@ -239,6 +242,9 @@ class Agent:
             server = Server(self, self.listen, creds2.credentials(), observe=self.metrics.observe_call)
             await server.start()
             AGENT.info(f"serving the API with mutual TLS on {self.listen}")
+        elif name == "etcd":
+            await self.etcd.start()
+            return
         else:
             return
         self._servers[name] = server
@@ -246,6 +252,8 @@ class Agent:
             await self._sync_metrics()
 
     async def stop_service(self, name: str) -> None:
+        if name == "etcd":
+            await self.etcd.stop("the node stops its services")
         server = self._servers.pop(name, None)
         if name == "api":
             await self._sync_metrics()
@@ -508,6 +516,23 @@ class Agent:
         await self.seq.record(Kind.API_REFUSED, {"method": "rollback", "request_seq": request_seq,
                                                  "reason": reason, "code": "NOT_FOUND"}, actor)
         raise NotFound(reason)
+
+    async def etcd_action(self, action: str, args: dict[str, Any], actor: Actor, *, manage: bool) -> dict[str, Any]:
+        """``gravenctl bootstrap`` and ``gravenctl etcd ...``; a management action is recorded, and so is its
+        refusal (with the reason) when the node refuses it."""
+        if not manage:
+            return await self.etcd.query(action, args)
+        method = f"etcd.{action}"
+        event = await self.seq.record(Kind.API_REQUEST, {"method": method, "args": _plain(args)}, actor)
+        try:
+            return await self.etcd.manage(action, args)
+        except GravenError as exc:
+            await self.seq.record(Kind.API_REFUSED, {"method": method, "request_seq": event.seq,
+                                                     "reason": exc.message, "code": exc.code.name}, actor)
+            raise
+
+    async def etcd_snapshot(self) -> Path:
+        return await self.etcd.snapshot(self.spool_dir)
 
     async def record_denied(self, method: str, actor: Actor, reason: str) -> None:
         await self.seq.record(Kind.API_DENIED, {"method": method, "subject": actor.id, "roles": list(actor.roles),

@@ -78,7 +78,7 @@ INITIALIZE = Sequence(SequenceName.INITIALIZE, stages=_in("booting"), phases=(
 BOOT = Sequence(SequenceName.BOOT, stages=_in("booting"), done=Trigger.BOOTED, phases=(
     Phase("image", (image.measure_image,)),
     Phase("network", (network.configure_links, network.set_hostname, network.set_resolvers)),
-    Phase("services", (services.start_api, services.start_health)),
+    Phase("services", (services.start_api, services.start_health, services.start_etcd)),
     Phase("ready", (services.wait_healthy,)),
     Phase("commit", (meta.commit_boot,)),
 ), summary="bring the node up and, once healthy, mark the boot good")

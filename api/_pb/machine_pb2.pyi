@@ -348,3 +348,17 @@ class NetworkResponse(_message.Message):
     JSON_FIELD_NUMBER: _ClassVar[int]
     json: str
     def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class EtcdRequest(_message.Message):
+    __slots__ = ("action", "args_json")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    args_json: str
+    def __init__(self, action: _Optional[str] = ..., args_json: _Optional[str] = ...) -> None: ...
+
+class EtcdResponse(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...

@@ -109,6 +109,21 @@ class MachineServiceStub:
                 request_serializer=machine__pb2.LogsRequest.SerializeToString,
                 response_deserializer=machine__pb2.LogBatch.FromString,
                 _registered_method=True)
+        self.EtcdQuery = channel.unary_unary(
+                '/graven.machine.v1.MachineService/EtcdQuery',
+                request_serializer=machine__pb2.EtcdRequest.SerializeToString,
+                response_deserializer=machine__pb2.EtcdResponse.FromString,
+                _registered_method=True)
+        self.EtcdManage = channel.unary_unary(
+                '/graven.machine.v1.MachineService/EtcdManage',
+                request_serializer=machine__pb2.EtcdRequest.SerializeToString,
+                response_deserializer=machine__pb2.EtcdResponse.FromString,
+                _registered_method=True)
+        self.EtcdSnapshot = channel.unary_stream(
+                '/graven.machine.v1.MachineService/EtcdSnapshot',
+                request_serializer=machine__pb2.EtcdRequest.SerializeToString,
+                response_deserializer=machine__pb2.Chunk.FromString,
+                _registered_method=True)
 
 
 class MachineServiceServicer:
@@ -204,6 +219,27 @@ class MachineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EtcdQuery(self, request, context):
+        """read-only, any role
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EtcdManage(self, request, context):
+        """os:admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EtcdSnapshot(self, request, context):
+        """os:admin; the bytes etcd streams, SHA-256 trailer included
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MachineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +317,21 @@ def add_MachineServiceServicer_to_server(servicer, server):
                     servicer.Logs,
                     request_deserializer=machine__pb2.LogsRequest.FromString,
                     response_serializer=machine__pb2.LogBatch.SerializeToString,
+            ),
+            'EtcdQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.EtcdQuery,
+                    request_deserializer=machine__pb2.EtcdRequest.FromString,
+                    response_serializer=machine__pb2.EtcdResponse.SerializeToString,
+            ),
+            'EtcdManage': grpc.unary_unary_rpc_method_handler(
+                    servicer.EtcdManage,
+                    request_deserializer=machine__pb2.EtcdRequest.FromString,
+                    response_serializer=machine__pb2.EtcdResponse.SerializeToString,
+            ),
+            'EtcdSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.EtcdSnapshot,
+                    request_deserializer=machine__pb2.EtcdRequest.FromString,
+                    response_serializer=machine__pb2.Chunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -688,6 +739,87 @@ class MachineService:
             '/graven.machine.v1.MachineService/Logs',
             machine__pb2.LogsRequest.SerializeToString,
             machine__pb2.LogBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EtcdQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/graven.machine.v1.MachineService/EtcdQuery',
+            machine__pb2.EtcdRequest.SerializeToString,
+            machine__pb2.EtcdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EtcdManage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/graven.machine.v1.MachineService/EtcdManage',
+            machine__pb2.EtcdRequest.SerializeToString,
+            machine__pb2.EtcdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EtcdSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/graven.machine.v1.MachineService/EtcdSnapshot',
+            machine__pb2.EtcdRequest.SerializeToString,
+            machine__pb2.Chunk.FromString,
             options,
             channel_credentials,
             insecure,

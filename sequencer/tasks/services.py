@@ -10,6 +10,7 @@ from .._model import OnError, task
 MAINTENANCE = "maintenance-api"  # insecure apply-config only, as Talos's maintenance service
 API = "api"
 HEALTH = "health"
+ETCD = "etcd"
 POLL = 0.02
 
 
@@ -34,6 +35,17 @@ async def start_api(ctx: Context) -> None:
 @task(timeout=30)
 async def start_health(ctx: Context) -> None:
     await _start(ctx, HEALTH)
+
+
+@task(timeout=30, on_error=OnError.CONTINUE)
+async def start_etcd(ctx: Context) -> None:
+    """Controlplane nodes with ``cluster.etcd.ca``: etcd, which then waits for bootstrap or joins on its own. Its
+    health does not hold the boot (the cluster may not exist yet); an etcd that cannot start fails this task
+    with the reason and the boot goes on."""
+    cfg = ctx.runtime.config
+    if cfg is None or cfg.machine.type != "controlplane" or cfg.cluster.etcd is None:
+        return
+    await _start(ctx, ETCD)
 
 
 @task(timeout=120)

@@ -1,0 +1,185 @@
+"""``gravenctl bootstrap`` and ``gravenctl etcd members|status|leave|forfeit-leadership|remove-member|snapshot``.
+
+``bootstrap`` talks to one controlplane node and returns once etcd there is a healthy one-member cluster, or
+fails at once with the node's reason (a worker, etcd already running, a data folder that is not empty, a node
+not configured yet). ``etcd snapshot FILE`` streams the local member's snapshot into ``FILE.part``, checks the
+SHA-256 trailer etcd ends it with, fsyncs and renames it to ``FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from events.errors import InvalidRequest
+
+from ._client import GravenClient
+from ._output import add_output_flag, print_json, table
+from ._pb import machine_pb2 as pb
+from ._remote import connect, fanout, single_target, targets
+
+__all__ = ["etcd_call", "etcd_snapshot", "register"]
+
+
+def etcd_call(client: GravenClient, action: str, args: dict[str, Any] | None = None, *,
+              manage: bool = False, timeout: float | None = None) -> dict[str, Any]:
+    req = pb.EtcdRequest(action=action, args_json=json.dumps(args or {}))
+    resp = client._unary("EtcdManage" if manage else "EtcdQuery", req, timeout=timeout)
+    out: dict[str, Any] = json.loads(resp.json) if resp.json else {}
+    return out
+
+
+def etcd_snapshot(client: GravenClient, path: Path) -> tuple[int, str]:
+    """Stream the node's etcd snapshot into ``path`` atomically; (size, sha256 of the database)."""
+    from storage._etcd import SnapshotCheck
+
+    part = path.with_name(path.name + ".part")
+    check = SnapshotCheck()
+    try:
+        with part.open("wb") as f:
+            try:
+                for chunk in client._stub.EtcdSnapshot(pb.EtcdRequest(action="snapshot"), timeout=600):
+                    f.write(chunk.data)
+                    check.update(chunk.data)
+            except grpc.RpcError as exc:
+                raise client._error(exc, "EtcdSnapshot") from exc
+            digest = check.verify()
+            f.flush()
+            os.fsync(f.fileno())
+        part.rename(path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return check.size, digest
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "bootstrap", help="create the etcd cluster on one controlplane node",
+        description="Make etcd on the target controlplane node a new one-member cluster; the other controlplane "
+                    "nodes then join it on their own as learners and are promoted. Refused at once, with the "
+                    "reason, when the node is a worker, is not configured yet, already runs etcd or has etcd data.")
+    add_output_flag(p)
+    p.set_defaults(func=_bootstrap)
+
+    etcd = subparsers.add_parser("etcd", help="the etcd cluster of the controlplane nodes",
+                                 description="Inspect and manage etcd on controlplane nodes.")
+    cmds = etcd.add_subparsers(dest="etcd_command", metavar="COMMAND", required=True)
+    p = cmds.add_parser("members", help="the cluster's members (as the target node sees them)",
+                        description="The etcd members: id, name, learner or voting, peer and client URLs.")
+    add_output_flag(p)
+    p.set_defaults(func=_members)
+    p = cmds.add_parser("status", help="each target node's etcd service and member status",
+                        description="Per node: the etcd service's state and health, and its member's status "
+                                    "(leader, raft term and index, database size).")
+    add_output_flag(p)
+    p.set_defaults(func=_status)
+    p = cmds.add_parser("leave", help="remove the target node's member from the cluster",
+                        description="The node removes its own member (retrying while the cluster is briefly "
+                                    "unhealthy), stops etcd and empties its data folder. Refused for the last "
+                                    "voting member.")
+    add_output_flag(p)
+    p.set_defaults(func=_manage, action="leave")
+    p = cmds.add_parser("forfeit-leadership", help="hand the leadership to another voting member",
+                        description="When the target node's member leads, it hands leadership to another "
+                                    "voting member.")
+    add_output_flag(p)
+    p.set_defaults(func=_manage, action="forfeit-leadership")
+    p = cmds.add_parser("remove-member", help="remove another (broken) member by its id",
+                        description="Remove a member by id (hexadecimal, as `etcd members` shows it), asked "
+                                    "of the target node. For a member that is gone; a live node should "
+                                    "`etcd leave` itself.")
+    p.add_argument("member_id", metavar="ID", help="the member id (hex)")
+    add_output_flag(p)
+    p.set_defaults(func=_manage, action="remove-member")
+    p = cmds.add_parser("snapshot", help="save a snapshot of the target node's member",
+                        description="Stream a snapshot of the node's etcd member into FILE (written as "
+                                    "FILE.part, its SHA-256 trailer checked, then renamed).")
+    p.add_argument("file", metavar="FILE", help="where to write the snapshot")
+    add_output_flag(p)
+    p.set_defaults(func=_snapshot)
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    node = single_target(args, "bootstrap")
+    sys.stderr.write(f"{node}: bootstrapping etcd (waits until it is healthy)\n")
+    with connect(args, node, timeout=60) as c:
+        out = etcd_call(c, "bootstrap", manage=True, timeout=60)
+    if args.output == "json":
+        print_json({"node": node, **out})
+    else:
+        table([{"node": node, **out}], ("node", "name", "member_id", "client_url"))
+    return 0
+
+
+def _members(args: argparse.Namespace) -> int:
+    node = single_target(args, "etcd members")
+    with connect(args, node) as c:
+        members = etcd_call(c, "members")["members"]
+    if args.output == "json":
+        print_json({"node": node, "members": members})
+        return 0
+    for m in members:
+        m["learner"] = "yes" if m["learner"] else "no"
+    table(members, ("id", "name", "learner", "peer_urls", "client_urls"))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    def one(node: str) -> dict[str, Any]:
+        with connect(args, node) as c:
+            return etcd_call(c, "status")
+
+    results = fanout(targets(args), one)
+    if args.output == "json":
+        print_json([{"node": n, **r} if isinstance(r, dict) else {"node": n, "error": r.to_dict()}
+                    for n, r in results])
+    else:
+        rows: list[dict[str, Any]] = []
+        for n, r in results:
+            if not isinstance(r, dict):
+                rows.append({"node": n, "state": "error", "reason": f"[{r.code.name}] {r.message}"})
+                continue
+            svc, st = r["service"], r.get("status") or {}
+            rows.append({"node": n, "state": svc["state"], "healthy": "yes" if svc["healthy"] else "no",
+                         "member_id": st.get("member_id", svc["member_id"]), "leader": st.get("leader"),
+                         "learner": None if not st else ("yes" if st["learner"] else "no"),
+                         "raft_term": st.get("raft_term"), "raft_index": st.get("raft_index"),
+                         "db_size": st.get("db_size"), "reason": svc["reason"]})
+        table(rows, ("node", "state", "healthy", "member_id", "leader", "learner", "raft_term", "raft_index",
+                     "db_size", "reason"))
+    return 1 if any(not isinstance(r, dict) for _, r in results) else 0
+
+
+def _manage(args: argparse.Namespace) -> int:
+    node = single_target(args, f"etcd {args.action}")
+    extra = {"member_id": args.member_id} if args.action == "remove-member" else {}
+    with connect(args, node, timeout=90) as c:
+        out = etcd_call(c, args.action, extra, manage=True, timeout=90)
+    if args.output == "json":
+        print_json({"node": node, **out})
+    else:
+        table([{"node": node, **{k: v for k, v in out.items() if k != "members"}}],
+              ["node", *[k for k in out if k != "members"]])
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    node = single_target(args, "etcd snapshot")
+    path = Path(args.file)
+    if path.is_dir():
+        raise InvalidRequest(f"{path} is a folder; give a file name", path=str(path))
+    with connect(args, node) as c:
+        size, digest = etcd_snapshot(c, path)
+    row = {"node": node, "file": str(path), "size": size, "sha256": digest}
+    if args.output == "json":
+        print_json(row)
+    else:
+        table([row], ("node", "file", "size", "sha256"))
+    return 0

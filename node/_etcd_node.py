@@ -1,0 +1,173 @@
+"""The agent's side of etcd: which nodes run it, with what settings, and the API's etcd actions.
+
+A controlplane node whose config has ``cluster.etcd.ca`` runs etcd from ``PATH`` (process and netns machines
+take Debian's binary from the host) with its data and certificates under EPHEMERAL's ``etcd/`` folder, as Talos
+keeps ``/var/lib/etcd`` on EPHEMERAL: a reset that wipes EPHEMERAL leaves no member behind.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import config
+from api._etcd_pki import EtcdCA
+from events.errors import InvalidRequest, NotFound, TransitionRejected, Unavailable
+from storage._etcd import EtcdClient
+
+from ._etcd_args import CLIENT_PORT, EtcdFiles, client_url
+from ._etcd_service import EtcdService, EtcdSettings
+from ._identity import node_name
+
+__all__ = ["MANAGE", "QUERIES", "EtcdNode", "node_address", "settings_for"]
+
+QUERIES = ("members", "status")
+MANAGE = ("bootstrap", "leave", "forfeit-leadership", "remove-member")
+
+
+def _routable(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not (ip.is_loopback or ip.is_unspecified)
+
+
+def node_address(cfg: config.MachineConfig, listen: str) -> str:
+    """The address etcd advertises: the API's listen address when routable, else the first routable address in
+    ``certSANs`` or the interfaces, else loopback (a lone sandbox node)."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if _routable(host):
+        return host
+    for san in cfg.machine.cert_sans:
+        if _routable(san):
+            return san
+    for iface in cfg.machine.network.interfaces:
+        for addr in iface.addresses:
+            if _routable(addr.split("/", 1)[0]):
+                return addr.split("/", 1)[0]
+    return "127.0.0.1"
+
+
+def _etcd_endpoint(endpoint: str) -> str:
+    """``HOST[:PORT]`` or ``https://HOST[:PORT]`` of a controlplane node: its etcd client URL (port 2379 unless
+    given)."""
+    parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+    host = parts.hostname or endpoint
+    return client_url(host, CLIENT_PORT)
+
+
+def settings_for(cfg: config.MachineConfig | None, *, ephemeral: Path, listen: str) -> EtcdSettings:
+    """The etcd settings of this node; ``TransitionRejected`` naming why it runs no etcd."""
+    if cfg is None:
+        raise TransitionRejected("this node is not configured yet (maintenance mode): apply a config first")
+    if cfg.machine.type != "controlplane":
+        raise TransitionRejected("this node is a worker: only controlplane nodes run etcd")
+    etcd = cfg.cluster.etcd
+    if etcd is None:
+        raise TransitionRejected("cluster.etcd.ca is not set in this node's config: it runs no etcd")
+    key = etcd.ca.key_pem()
+    if key is None:
+        raise TransitionRejected("cluster.etcd.ca.key is not set: this node cannot issue its etcd certificates")
+    binary = shutil.which("etcd")
+    if binary is None:
+        raise Unavailable("etcd is not installed on this machine (Debian package etcd-server)")
+    address = node_address(cfg, listen)
+    mine = client_url(address, CLIENT_PORT)
+    targets = etcd.endpoints or (cfg.cluster.endpoint,)
+    join = tuple(u for u in dict.fromkeys(_etcd_endpoint(e) for e in targets) if u != mine)
+    return EtcdSettings(name=node_name(cfg), address=address, ca=EtcdCA.load(etcd.ca.crt_pem(), key),
+                        files=EtcdFiles(ephemeral / "etcd"), binary=binary, join_through=join)
+
+
+class EtcdNode:
+    """Holds the node's etcd service between its start and its stop; answers the API's etcd actions."""
+
+    def __init__(self, emit: Callable[[str, dict[str, Any]], None], settings: Callable[[], EtcdSettings]) -> None:
+        self._emit = emit
+        self._settings = settings
+        self.service: EtcdService | None = None
+
+    async def start(self) -> None:
+        self.service = EtcdService(self._settings(), self._emit)
+        await self.service.start()
+
+    async def stop(self, reason: str) -> None:
+        if self.service is not None:
+            await self.service.stop(reason)
+
+    def _svc(self) -> EtcdService:
+        if self.service is None:
+            self._settings()  # raises why this node runs no etcd (a worker, no config, no etcd CA)
+            raise TransitionRejected("etcd has not started on this node yet (it starts at boot)")
+        return self.service
+
+    async def query(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        svc = self._svc()
+        if action == "members":
+            return {"members": [m.to_dict() for m in await svc.members()]}
+        if action == "status":
+            out: dict[str, Any] = {"service": svc.describe()}
+            if svc.describe()["pid"] is not None:
+                async with svc.local_client() as c:
+                    out["status"] = (await c.status(svc.s.client_url)).to_dict()
+            return out
+        raise InvalidRequest(f"unknown etcd query {action!r} (queries: {', '.join(QUERIES)})", action=action)
+
+    async def manage(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        svc = self._svc()
+        if action == "bootstrap":
+            return await svc.bootstrap()
+        if action == "leave":
+            return await svc.leave()
+        if action == "remove-member":
+            return await self._remove(svc, args)
+        if action == "forfeit-leadership":
+            return await self._forfeit(svc)
+        raise InvalidRequest(f"unknown etcd action {action!r} (actions: {', '.join(MANAGE)})", action=action)
+
+    async def _remove(self, svc: EtcdService, args: dict[str, Any]) -> dict[str, Any]:
+        raw = str(args.get("member_id", ""))
+        try:
+            member_id = int(raw, 16)
+        except ValueError:
+            raise InvalidRequest(f"member id {raw!r} is not hexadecimal (as etcd members lists it)") from None
+        async with svc.local_client() as c:
+            members = await c.members()
+            if member_id not in {m.id for m in members}:
+                raise NotFound(f"no etcd member {member_id:016x}", member_id=f"{member_id:016x}")
+            if member_id == (await c.status(svc.s.client_url)).member_id:
+                raise TransitionRejected("this is the node's own member: use gravenctl etcd leave on it instead")
+            left = await c.member_remove(member_id)
+        return {"removed": f"{member_id:016x}", "members": [m.to_dict() for m in left]}
+
+    async def _forfeit(self, svc: EtcdService) -> dict[str, Any]:
+        async with svc.local_client() as c:
+            st = await c.status(svc.s.client_url)
+            if st.leader != st.member_id:
+                return {"leader": f"{st.leader:016x}", "moved": False, "why": "this member is not the leader"}
+            voters = [m for m in await c.members() if not m.is_learner and m.id != st.member_id and m.started]
+            if not voters:
+                raise TransitionRejected("this is the only voting member: there is no one to hand leadership to")
+            await c.move_leader(svc.s.client_url, voters[0].id)
+        return {"leader": f"{voters[0].id:016x}", "moved": True}
+
+    async def snapshot(self, folder: Path) -> Path:
+        """A snapshot of the local member, written to a file in ``folder`` (the caller streams and deletes it)."""
+        svc = self._svc()
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="etcd-", suffix=".snapshot", dir=folder)
+        path = Path(name)
+        try:
+            with open(fd, "wb") as f:
+                async with EtcdClient([svc.s.client_url], svc.tls(), timeout=30.0) as c:
+                    await c.snapshot(f)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path

@@ -1,0 +1,184 @@
+"""etcd on a local cluster of three controlplane nodes and a worker, each in its network namespace (root):
+``gravenctl bootstrap`` and its refusals, the two other controlplane nodes joining on their own as learners
+and promoted, Debian's ``etcdctl`` with the certificate ``gen etcd-client`` writes, a snapshot streamed with its
+checksum, an etcd killed and restarted by its node, and a member that leaves while the others keep quorum.
+
+Everything goes through ``gravenctl`` against real agents; the etcd binary is the host's (Debian etcd-server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from machinekit import gravenctl
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _netns_problem() -> str | None:
+    from api._cli_cluster import netns_problem
+
+    return netns_problem()
+
+
+_PROBLEM = _netns_problem()
+ETCDCTL = shutil.which("etcdctl")
+requires = pytest.mark.skipif(_PROBLEM is not None or ETCDCTL is None or shutil.which("etcd") is None,
+                              reason=f"needs root, `ip netns` and Debian's etcd-server/etcd-client: {_PROBLEM}")
+
+
+@dataclass
+class Cluster:
+    name: str
+    state: Path
+    data: dict[str, Any]
+
+    @property
+    def cps(self) -> list[dict[str, Any]]:
+        return [n for n in self.data["nodes"] if n["type"] == "controlplane"]
+
+    @property
+    def worker(self) -> dict[str, Any]:
+        return next(n for n in self.data["nodes"] if n["type"] == "worker")
+
+    def ctl(self, *args: str, node: dict[str, Any], timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return gravenctl("--gravenconfig", self.data["gravenconfig"], "--nodes", node["endpoint"], *args,
+                         timeout=timeout)
+
+    def json(self, *args: str, node: dict[str, Any], timeout: float = 90) -> Any:
+        r = self.ctl(*args, "-o", "json", node=node, timeout=timeout)
+        assert r.returncode == 0, f"gravenctl {' '.join(args)}: {r.stdout}\n{r.stderr}\n{self.logs()}"
+        return json.loads(r.stdout)
+
+    def status(self, node: dict[str, Any]) -> dict[str, Any]:
+        rows = self.json("etcd", "status", node=node)
+        row: dict[str, Any] = rows[0]
+        return row
+
+    def events(self, node: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+        r = self.ctl("events", "--kind", kind, "-o", "json", node=node)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+    def logs(self, lines: int = 12) -> str:
+        out = []
+        for n in self.data["nodes"]:
+            try:
+                text = Path(n["log"]).read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                text = ["(no log)"]
+            out.append(f"--- {n['name']} ---\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def until(self, what: Any, timeout: float = 60, why: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while not what():
+            assert time.monotonic() < deadline, f"not within {timeout} s: {why}\n{self.logs()}"
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if _PROBLEM is not None or ETCDCTL is None:
+        pytest.skip(f"needs root, `ip netns` and Debian's etcd: {_PROBLEM}")
+    state = tmp_path_factory.mktemp("clusters")
+    name = f"etcd-{os.getpid() % 100000}"
+    try:
+        r = gravenctl("cluster", "create", "--name", name, "--state", str(state), "--nodes", "4", "--controlplanes",
+                      "3", "--network", "netns", "--health-timeout", "10", "--timeout", "90", "--no-merge", "-o",
+                      "json", timeout=240)
+        assert r.returncode == 0, r.stderr
+        yield Cluster(name, state, json.loads(r.stdout))
+    finally:
+        d = gravenctl("cluster", "destroy", "--name", name, "--state", str(state), timeout=120)
+        assert d.returncode == 0, d.stderr
+
+
+@requires
+def test_bootstrap_join_etcdctl_snapshot_restart_leave(cluster: Cluster, tmp_path: Path) -> None:
+    cp1, cp2, cp3 = cluster.cps
+    # before bootstrap every controlplane node's etcd waits, and says what for
+    for n in (cp1, cp2, cp3):
+        assert cluster.status(n)["service"]["state"] == "waiting"
+    assert any(e["payload"]["for"] == "bootstrap" for e in cluster.events(cp1, "etcd.waiting"))
+
+    # refusals, at once and with the reason
+    r = cluster.ctl("bootstrap", node=cluster.worker)
+    assert r.returncode == 1 and "worker" in r.stderr, r.stderr
+    t0 = time.monotonic()
+    out = cluster.json("bootstrap", node=cp1, timeout=90)
+    assert out["name"] == cp1["name"]
+    r = cluster.ctl("bootstrap", node=cp1)
+    assert r.returncode == 1 and "already running" in r.stderr, r.stderr
+    refused = [e for e in cluster.events(cp1, "api.refused") if e["payload"]["method"] == "etcd.bootstrap"]
+    assert refused and "already running" in refused[-1]["payload"]["reason"]
+
+    # the two others join on their own as learners and are promoted
+    def voting() -> bool:
+        members = cluster.json("etcd", "members", node=cp1)["members"]
+        return len(members) == 3 and not any(m["learner"] for m in members)
+
+    cluster.until(voting, 90, "three voting members")
+    elapsed = time.monotonic() - t0
+    print(f"\nbootstrap to three voting members: {elapsed:.1f} s")
+    for n in (cp2, cp3):
+        assert cluster.events(n, "etcd.joined") and cluster.events(n, "etcd.promoted")
+        cluster.until(lambda n=n: cluster.status(n)["service"]["healthy"], 30, f"{n['name']} healthy")
+    r = cluster.ctl("bootstrap", node=cp2)
+    assert r.returncode == 1 and "already running" in r.stderr, r.stderr
+
+    # Debian's etcdctl with the certificate gen etcd-client writes, from the cluster's secrets
+    client = tmp_path / "etcd-client"
+    g = gravenctl("gen", "etcd-client", "--secrets", cluster.data["state_dir"], "-o", str(client))
+    assert g.returncode == 0, g.stderr
+    endpoints = ",".join(f"https://{n['address']}:2379" for n in (cp1, cp2, cp3))
+    base = [str(ETCDCTL), f"--cacert={client / 'ca.crt'}", f"--cert={client / 'client.crt'}",
+            f"--key={client / 'client.key'}", f"--endpoints={endpoints}", "--command-timeout=10s"]
+    env = {"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "")}
+
+    def etcdctl(*args: str) -> str:
+        done = subprocess.run(["ip", "netns", "exec", cp1["netns"], *base, *args], env=env, capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert etcdctl("put", "/e2e/key", "value").strip() == "OK"
+    assert etcdctl("get", "/e2e/key", "--print-value-only").strip() == "value"
+    health = etcdctl("endpoint", "health", "-w", "json")
+    assert len(json.loads(health)) == 3 and all(h["health"] for h in json.loads(health))
+
+    # a snapshot streamed from cp2, its checksum checked, written atomically
+    snap = tmp_path / "etcd.snapshot"
+    row = cluster.json("etcd", "snapshot", str(snap), node=cp2)
+    data = snap.read_bytes()
+    assert row["size"] == len(data) and hashlib.sha256(data[:-32]).hexdigest() == row["sha256"]
+    assert not snap.with_name(snap.name + ".part").exists()
+    st = subprocess.run([str(ETCDCTL), "snapshot", "status", str(snap), "-w", "json"], env=env,
+                        capture_output=True, text=True, timeout=30)
+    assert st.returncode == 0 and json.loads(st.stdout)["totalKey"] >= 1, st.stderr
+
+    # the node restarts an etcd that dies
+    pid = cluster.status(cp2)["service"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    cluster.until(lambda: cluster.status(cp2)["service"]["pid"] not in (None, pid)
+                  and cluster.status(cp2)["service"]["healthy"], 60, "cp2's etcd restarted and healthy")
+    assert any(e["payload"]["code"] == -signal.SIGKILL for e in cluster.events(cp2, "etcd.exited"))
+
+    # cp3 leaves; the two others keep quorum and still write
+    left = cluster.json("etcd", "leave", node=cp3, timeout=120)
+    assert left["left"] is True
+    assert sorted(m["name"] for m in cluster.json("etcd", "members", node=cp1)["members"]) == sorted(
+        [cp1["name"], cp2["name"]])
+    assert cluster.status(cp3)["service"]["state"] == "waiting"
+    assert etcdctl("put", "/e2e/after-leave", "ok").strip() == "OK"

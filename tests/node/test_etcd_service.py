@@ -1,0 +1,120 @@
+"""The etcd service of controlplane nodes, three of them on loopback ports, with Debian's etcd: bootstrap and its
+refusals, learners that join on their own and are promoted, a killed etcd restarted, a port taken is a failure
+with etcd's reason, a member that leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from etcdkit import ETCD, MISSING, free_port
+
+from api._etcd_pki import EtcdCA
+from events import Kind
+from events.errors import TransitionRejected, Unavailable
+from node._etcd_args import EtcdFiles
+from node._etcd_service import EtcdService, EtcdSettings
+
+pytestmark = pytest.mark.skipif(ETCD is None, reason=MISSING)
+
+
+class Node:
+    def __init__(self, name: str, root: Path, ca: EtcdCA, join: tuple[str, ...] = (), port: int | None = None):
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.settings = EtcdSettings(name=name, address="127.0.0.1", ca=ca, files=EtcdFiles(root / name),
+                                     binary=str(ETCD), join_through=join, client_port=port or free_port(),
+                                     peer_port=free_port(), health_every=0.5)
+        self.svc = EtcdService(self.settings, lambda k, p: self.events.append((k, p)))
+
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.events]
+
+    async def until(self, what: Callable[[], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not what():
+            assert time.monotonic() < deadline, f"{self.settings.name}: {self.svc.describe()} {self.events[-5:]}"
+            await asyncio.sleep(0.1)
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(asyncio.wait_for(_await(coro), 120))
+
+
+async def _await(coro: Awaitable[None]) -> None:
+    await coro
+
+
+def test_three_controlplanes_bootstrap_join_restart_leave(tmp_path: Path) -> None:
+    ca = EtcdCA.generate()
+
+    async def body() -> None:
+        cp1 = Node("cp1", tmp_path, ca)
+        join = (cp1.settings.client_url,)
+        cp2, cp3 = Node("cp2", tmp_path, ca, join), Node("cp3", tmp_path, ca, join)
+        nodes = [cp1, cp2, cp3]
+        try:
+            for n in nodes:
+                await n.svc.start()
+            assert cp1.svc.state == "waiting" and cp1.kinds() == [Kind.ETCD_WAITING]
+            t0 = time.monotonic()
+            out = await cp1.svc.bootstrap()
+            assert out["name"] == "cp1" and cp1.svc.healthy
+            with pytest.raises(TransitionRejected, match="already running"):
+                await cp1.svc.bootstrap()
+            for n in (cp2, cp3):
+                await n.until(lambda n=n: Kind.ETCD_PROMOTED in n.kinds() and n.svc.healthy)
+            elapsed = time.monotonic() - t0
+            members = await cp1.svc.members()
+            assert sorted((m.name, m.is_learner) for m in members) == [("cp1", False), ("cp2", False), ("cp3", False)]
+            print(f"bootstrap to three healthy voting members: {elapsed:.2f} s")
+            k2 = cp2.kinds()
+            assert k2.index(Kind.ETCD_JOINED) < k2.index(Kind.ETCD_STARTED) < k2.index(Kind.ETCD_PROMOTED)
+            with pytest.raises(TransitionRejected, match=r"not empty|already running"):
+                await cp2.svc.bootstrap()
+
+            # a killed etcd is restarted and healthy again
+            pid = cp2.svc.describe()["pid"]
+            os.kill(pid, signal.SIGKILL)
+            await cp2.until(lambda: Kind.ETCD_EXITED in cp2.kinds())
+            await cp2.until(lambda: cp2.svc.healthy and cp2.svc.describe()["pid"] not in (None, pid))
+            exited = next(p for k, p in cp2.events if k == Kind.ETCD_EXITED)
+            assert exited["code"] == -signal.SIGKILL
+
+            # a member leaves: the others keep quorum
+            await cp3.svc.leave()
+            assert Kind.ETCD_LEFT in cp3.kinds() and cp3.svc.state == "waiting"
+            assert not (cp3.settings.files.data).exists()
+            assert sorted(m.name for m in await cp1.svc.members()) == ["cp1", "cp2"]
+        finally:
+            for n in nodes:
+                await n.svc.stop()
+
+    run(body())
+
+
+def test_a_port_taken_is_a_failure_with_the_reason(tmp_path: Path) -> None:
+    ca = EtcdCA.generate()
+
+    async def body() -> None:
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen()
+            n = Node("cp1", tmp_path, ca, port=squatter.getsockname()[1])
+            try:
+                await n.svc.start()
+                with pytest.raises(Unavailable, match=r"not healthy|failed"):
+                    await n.svc.bootstrap()
+                await n.until(lambda: n.svc.state == "failed", timeout=90)
+                failed = next(p for k, p in n.events if k == Kind.ETCD_FAILED)
+                assert "address already in use" in failed["reason"], failed
+            finally:
+                await n.svc.stop()
+
+    run(body())

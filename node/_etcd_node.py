@@ -10,14 +10,15 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import config
 from api._etcd_pki import EtcdCA
-from events.errors import InvalidRequest, NotFound, TransitionRejected, Unavailable
+from events import Actor, Kind
+from events.errors import GravenError, InvalidRequest, NotFound, TransitionRejected, Unavailable
 from storage._etcd import EtcdClient
 
 from ._etcd_args import CLIENT_PORT, EtcdFiles, client_url
@@ -106,6 +107,21 @@ class EtcdNode:
             self._settings()  # raises why this node runs no etcd (a worker, no config, no etcd CA)
             raise TransitionRejected("etcd has not started on this node yet (it starts at boot)")
         return self.service
+
+    async def action(self, action: str, args: dict[str, Any], actor: Actor, *, manage: bool,
+                     record: Callable[[str, dict[str, Any], Actor], Awaitable[Any]]) -> dict[str, Any]:
+        """``gravenctl bootstrap`` and ``gravenctl etcd ...``; a management action is recorded (``record``, the
+        sequencer's), and so is its refusal with the reason."""
+        if not manage:
+            return await self.query(action, args)
+        method = f"etcd.{action}"
+        event = await record(Kind.API_REQUEST, {"method": method, "args": dict(args)}, actor)
+        try:
+            return await self.manage(action, args)
+        except GravenError as exc:
+            await record(Kind.API_REFUSED, {"method": method, "request_seq": event.seq, "reason": exc.message,
+                                            "code": exc.code.name}, actor)
+            raise
 
     async def query(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
         svc = self._svc()

@@ -518,18 +518,7 @@ class Agent:
         raise NotFound(reason)
 
     async def etcd_action(self, action: str, args: dict[str, Any], actor: Actor, *, manage: bool) -> dict[str, Any]:
-        """``gravenctl bootstrap`` and ``gravenctl etcd ...``; a management action is recorded, and so is its
-        refusal (with the reason) when the node refuses it."""
-        if not manage:
-            return await self.etcd.query(action, args)
-        method = f"etcd.{action}"
-        event = await self.seq.record(Kind.API_REQUEST, {"method": method, "args": _plain(args)}, actor)
-        try:
-            return await self.etcd.manage(action, args)
-        except GravenError as exc:
-            await self.seq.record(Kind.API_REFUSED, {"method": method, "request_seq": event.seq,
-                                                     "reason": exc.message, "code": exc.code.name}, actor)
-            raise
+        return await self.etcd.action(action, args, actor, manage=manage, record=self.seq.record)
 
     async def etcd_snapshot(self) -> Path:
         return await self.etcd.snapshot(self.spool_dir)

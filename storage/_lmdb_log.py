@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from events import NODE, Actor, ChainWriter, Clock, CompactRange, Event, Signed, Signer
 from events._chain import Prepared
@@ -51,10 +53,12 @@ from ._lmdb_errors import lmdb_errors, translate
 from ._lmdb_reader import DB_NAME, DEFAULT_MAP_SIZE, WRITER_ENVS, LogReader, open_env, seq_key
 from ._lmdb_tail import Tail, dummy_frontier, read_tail
 from ._lmdb_waiters import STOP, AsyncWaiter, Batch, Ctl, Req, SignerThread, ThreadWaiter, Waiter, settle
+from ._sign_child import ChildSigner
 
 __all__ = ["RECOVERED", "LmdbEventLog", "LogReader", "seq_key"]
 
 SMALL_BATCH = 4  # events the sequencer writes itself when the committer is idle
+CHILD_BATCH = 64  # events in a batch from which part is signed by the signing process (_sign_child)
 
 RECOVERED = "recovered: the previous boot ended unsealed"
 
@@ -101,6 +105,8 @@ class LmdbEventLog:
         self._durable_next = 0
         self._failing: GravenError | None = None
         self._chain_lock = threading.Lock()  # held while events are prepared and completed, see the module's doc
+        self._child = ChildSigner()  # started by the sequencer on the first big batch
+        self._child_share = 0.6  # of a big batch, adjusted so that the child and the sequencer finish together
         self._sent = 0  # batches and markers handed to the committer (written by the sequencer only)
         self._done = 0  # and handled by it (written by the committer only)
         tail = self._load_tail()
@@ -310,6 +316,7 @@ class LmdbEventLog:
             if batch.waiters:
                 self._hand_over(batch)
         signer.stop()
+        self._child.close()
         self._commits.put(STOP)
 
     def _build(self, items: list[Req | Ctl | object], signer: SignerThread) -> Batch:
@@ -353,14 +360,35 @@ class LmdbEventLog:
         if not pending:
             return
         sign = self._chain.signer.sign
-        half = len(pending) // 2 if len(pending) >= 4 else 0
-        other = signer.sign(sign, [p[2] for p, _ in pending[:half]]) if half else None
-        mine = [sign(p[2]) for p, _ in pending[half:]]
-        sigs: list[bytes] = (other.result() if other else []) + mine
+        key_raw = _raw_private_key(self._chain.signer) if len(pending) >= CHILD_BATCH else None
+        sigs: list[bytes] | None = None
+        if key_raw is not None:
+            sigs = self._sign_with_child(key_raw, [p[2] for p, _ in pending])
+        if sigs is None:
+            half = len(pending) // 2 if len(pending) >= 4 else 0
+            other = signer.sign(sign, [p[2] for p, _ in pending[:half]]) if half else None
+            mine = [sign(p[2]) for p, _ in pending[half:]]
+            sigs = (other.result() if other else []) + mine
         for (prepared, fut), sig in zip(pending, sigs, strict=True):
             signed = self._chain.complete(prepared, sig)
             batch.signed.append(signed)
             batch.waiters.append((fut, signed[0]))
+
+    def _sign_with_child(self, key_raw: bytes, digests: list[bytes]) -> list[bytes] | None:
+        """The child signs the first part of ``digests`` while this thread signs the rest; None if it failed."""
+        k = min(len(digests) - 1, max(1, int(len(digests) * self._child_share)))
+        if not self._child.send(key_raw, digests[:k]):
+            return None
+        sign = self._chain.signer.sign
+        mine = [sign(d) for d in digests[k:]]
+        t = time.perf_counter()
+        theirs = self._child.receive()
+        if theirs is None:
+            return None
+        # waited for the child: give it less next time; it was done already: give it more
+        waited = time.perf_counter() - t > 50e-6
+        self._child_share = min(0.9, max(0.3, self._child_share + (-0.02 if waited else 0.02)))
+        return theirs + mine
 
     def _control_item(self, item: Ctl, batch: Batch) -> None:
         try:
@@ -491,3 +519,12 @@ def _out_of_space(path: Path, exc: BaseException, signed: list[Signed]) -> bool:
         return False
     needed = 2 * sum(len(raw) for _, raw in signed) + (1 << 20)
     return st.f_bavail * st.f_frsize < needed
+
+
+def _raw_private_key(signer: Signer) -> bytes | None:
+    """The raw Ed25519 private key of an in-memory signer (the signing process needs it); None for others."""
+    key = getattr(signer, "private_key", None)
+    if not isinstance(key, Ed25519PrivateKey):
+        return None
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())

@@ -1,0 +1,123 @@
+"""A signing process beside the writer, so that signing uses both cores without waiting for the GIL.
+
+Ed25519 in ``cryptography`` releases the GIL while it signs, but a signing thread needs the GIL back between two
+signatures; while the sequencer, the committer and the callers' threads run Python, it waits for it, and two
+signing threads reach well under twice one core. A child process has no such wait: the sequencer sends it part of a
+big batch's hashes, signs the rest itself, and reads the child's signatures back. Ed25519 is deterministic, so the
+signatures are the ones the sequencer would have made; the bytes on disk do not change.
+
+The child is started on the first big batch (a node at rest never starts it), holds the log key only in memory,
+and exits when its pipe closes (the log closed, or the writer died). Any failure (it died, a short read) stops
+its use for this log's life: the batch is signed in the writer's process instead, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+__all__ = ["ChildSigner"]
+
+_CODE = r"""
+import os, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+def readn(n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(0, n - len(buf))
+        if not chunk:
+            sys.exit(0)
+        buf += chunk
+    return bytes(buf)
+
+key_raw = key = None
+while True:
+    head = readn(36)
+    if head[:32] != key_raw:
+        key_raw, key = head[:32], Ed25519PrivateKey.from_private_bytes(head[:32])
+    n = int.from_bytes(head[32:], "big")
+    data = readn(32 * n)
+    sign = key.sign
+    out = memoryview(n.to_bytes(4, "big") + b"".join([sign(data[i:i + 32]) for i in range(0, 32 * n, 32)]))
+    while out:
+        out = out[os.write(1, out):]
+"""
+
+
+class ChildSigner:
+    """One request at a time: ``send`` the hashes, sign others meanwhile, then ``receive`` the signatures."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pending = 0
+        self.failed = False
+        self._lock = threading.Lock()
+
+    def send(self, key_raw: bytes, digests: list[bytes]) -> bool:
+        """Hand ``digests`` (32 bytes each) to the child; False when it cannot take them (sign them here)."""
+        if self.failed or len(key_raw) != 32 or any(len(d) != 32 for d in digests):
+            return False
+        try:
+            proc = self._start()
+            assert proc.stdin is not None
+            out = memoryview(key_raw + len(digests).to_bytes(4, "big") + b"".join(digests))
+            while out:
+                out = out[proc.stdin.write(out) or 0 :]
+            self._pending = len(digests)
+            return True
+        except (OSError, ValueError):
+            self._fail()
+            return False
+
+    def receive(self) -> list[bytes] | None:
+        """The signatures for the last ``send``, in order; None when the child failed (sign them here)."""
+        n, self._pending = self._pending, 0
+        proc = self._proc
+        if proc is None or proc.stdout is None or self.failed:
+            return None
+        try:
+            data = _read_exactly(proc.stdout.fileno(), 4 + 64 * n)
+        except OSError:
+            data = b""
+        if len(data) != 4 + 64 * n or int.from_bytes(data[:4], "big") != n:
+            self._fail()
+            return None
+        return [data[i : i + 64] for i in range(4, 4 + 64 * n, 64)]
+
+    def close(self) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None:
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._proc is None:
+                self._proc = subprocess.Popen([sys.executable, "-I", "-c", _CODE], stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
+                                              close_fds=True)
+            return self._proc
+
+    def _fail(self) -> None:
+        self.failed = True
+        self.close()
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)

@@ -1,0 +1,126 @@
+"""Big batches are partly signed by a child process (storage/_sign_child.py): the log it helps write verifies, a
+child that dies mid-way costs no append, and the child goes away with the log (or with the writer's process)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from events import Event, Kind, verify_items
+from events._pki import private_key_pem
+from storage import LmdbEventLog, LogReader
+from storage._sign_child import ChildSigner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _burst(log: LmdbEventLog, tasks: int, each: int, during: Any = None) -> list[Event]:
+    """``tasks`` asyncio tasks appending ``each`` events at once (batches well over CHILD_BATCH)."""
+
+    async def main() -> list[Event]:
+        async def worker(t: int) -> list[Event]:
+            out = []
+            for i in range(each):
+                out.append(await log.append_async(Kind.TASK_STARTED, {"t": t, "i": i}))
+                if during is not None and t == 0 and i == each // 2:
+                    during()
+            return out
+
+        return [e for r in await asyncio.gather(*(worker(t) for t in range(tasks))) for e in r]
+
+    return asyncio.run(main())
+
+
+def _child_pid(log: LmdbEventLog) -> int | None:
+    proc = log._child._proc
+    return None if proc is None else proc.pid
+
+
+def test_big_batches_signed_by_the_child_verify(tmp_path: Path, pki: Any) -> None:
+    log = LmdbEventLog(tmp_path / "log", pki.signer, boot_id="b", cert_der=pki.cert_der, checkpoint_every=300)
+    try:
+        acked = _burst(log, 256, 12)
+        pid = _child_pid(log)
+        assert pid is not None and not log._child.failed, "no batch went to the signing process"
+        assert len({e.seq for e in acked}) == 256 * 12
+    finally:
+        log.close()
+    assert not Path(f"/proc/{pid}").exists() or _zombie(pid), "the signing process outlived its log"
+    with LogReader(tmp_path / "log") as reader:
+        report = verify_items(reader.read_raw(), pki.ca_cert)
+        stored = {e.seq: e for e in reader.read()}
+    assert report.events == len(stored) and all(stored[e.seq] == e for e in acked)
+
+
+def test_a_child_that_dies_costs_no_append(tmp_path: Path, pki: Any) -> None:
+    log = LmdbEventLog(tmp_path / "log", pki.signer, boot_id="b", cert_der=pki.cert_der)
+    try:
+        acked = _burst(log, 256, 4)
+        pid = _child_pid(log)
+        assert pid is not None
+        acked += _burst(log, 256, 8, during=lambda: os.kill(pid, signal.SIGKILL))
+        assert log._child.failed  # it was noticed, and the rest was signed in the writer's process
+        acked += _burst(log, 256, 2)
+    finally:
+        log.close()
+    with LogReader(tmp_path / "log") as reader:
+        report = verify_items(reader.read_raw(), pki.ca_cert)
+        stored = {e.seq: e for e in reader.read()}
+    assert report.events == len(stored) and len(acked) == 256 * 14
+    assert all(stored[e.seq] == e for e in acked)
+
+
+def test_the_child_ends_with_the_writers_process(tmp_path: Path, pki: Any) -> None:
+    key = tmp_path / "key.pem"
+    key.write_bytes(private_key_pem(pki.signer.private_key))
+    (tmp_path / "cert.der").write_bytes(pki.cert_der)
+    code = textwrap.dedent(f"""
+        import asyncio, sys, time
+        from pathlib import Path
+        from events import Ed25519Signer, Kind
+        from events._pki import load_private_key
+        from storage import LmdbEventLog
+        signer = Ed25519Signer(load_private_key(Path({str(key)!r}).read_bytes()))
+        log = LmdbEventLog({str(tmp_path / "log")!r}, signer, boot_id="b",
+                           cert_der=Path({str(tmp_path / "cert.der")!r}).read_bytes())
+        async def main():
+            await asyncio.gather(*(log.append_async(Kind.TASK_STARTED, {{"i": i}}) for i in range(512)))
+        asyncio.run(main())
+        print(log._child._proc.pid, flush=True)
+        time.sleep(60)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    assert Path(f"/proc/{child}").exists()
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and not _zombie(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists() or _zombie(child), "the signing process outlived the writer"
+
+
+def test_child_signer_refuses_what_it_cannot_sign() -> None:
+    child = ChildSigner()
+    try:
+        assert not child.send(b"short key", [b"\x00" * 32])
+        assert not child.send(b"\x01" * 32, [b"not 32 bytes"])
+        assert child.receive() is None
+    finally:
+        child.close()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return False

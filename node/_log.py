@@ -39,6 +39,7 @@ class NodeLog:
         self._clock = clock
         self._lock = threading.RLock()
         self._durable = durable
+        self._path: Path | None = durable.path if durable is not None else None
         self._memory: MemoryEventLog | None = None
         self.on_durable: Callable[[float], None] | None = None  # told each append's time to durability
         if durable is None:
@@ -68,7 +69,7 @@ class NodeLog:
             futures = [log.submit(e.kind, e.payload, e.actor) for e in held]
             for f in futures:
                 f.result()
-            self._durable, self._memory = log, None
+            self._durable, self._memory, self._path = log, None, path
 
     # -- the EventLog port -----------------------------------------------------------------------------------
     def submit(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Future[Event]:
@@ -103,6 +104,11 @@ class NodeLog:
 
     def next_seq(self) -> int:
         return self.backend.next_seq()
+
+    def disk_bytes(self) -> int:
+        """The size of the durable log's files (0 while it is held in memory)."""
+        path = self._path
+        return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path is not None else 0
 
     def wait_for(self, seq: int, timeout: float | None = None) -> bool:
         return self.backend.wait_for(seq, timeout)

@@ -22,7 +22,7 @@ from typing import Any
 
 import config
 import image
-from api._pki import check_roles, issue_client_certificate, issue_server_certificate
+from api._pki import check_roles, issue_client_certificate
 from api._server import Server
 from api._tls import MaintenanceCredentials, ServingCredentials
 from events import Actor, Ed25519Signer, Kind, NodeState, SystemClock, fold
@@ -50,7 +50,8 @@ from ._etcd_node import EtcdNode, settings_for
 from ._identity import FileIdentity, node_name
 from ._log import NodeLog
 from ._logging import AGENT, setup_agent_logging
-from ._metrics import MetricsEndpoint, NodeMetrics, NodeView
+from ._metrics import NodeMetrics, NodeView
+from ._metrics_service import MetricsService
 from ._network import NetlinkNetwork, plan_rows, select_network
 from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort, PlanNetwork
 from ._wipe import finish_pending_wipe, request_wipe
@@ -60,7 +61,6 @@ __all__ = ["EXIT_BOOT_FAILED", "EXIT_POWER_OFF", "EXIT_REBOOT", "Agent", "BootIn
 EXIT_POWER_OFF, EXIT_REBOOT, EXIT_BOOT_FAILED, EXIT_LOG_BROKEN = 0, 10, 20, 30
 BOOTLOADER = Actor("bootloader")
 DEFAULT_LISTEN = "127.0.0.1:50000"
-METRICS_CERT_TTL = dt.timedelta(days=365)  # prometheus_client loads its certificate once, at start
 
 
 @dataclass
@@ -113,7 +113,7 @@ class Agent:
         self.version_string = image.running_version()
         self.metrics = NodeMetrics(read_raw=self.log.read_raw, view=self._metrics_view)
         self.log.on_durable = self.metrics.observe_append
-        self._metrics_endpoint: MetricsEndpoint | None = None
+        self._metrics_service = MetricsService(self.metrics, self._emit)
         self.etcd = EtcdNode(self._emit, lambda: settings_for(self._config, ephemeral=self.spool_dir.parent,
                                                               listen=self.listen))
 
@@ -261,42 +261,14 @@ class Agent:
             await server.stop(0.5)
 
     async def _sync_metrics(self) -> None:
-        """Serve metrics while the API is served and the config enables them, on the port it names; a port that
-        cannot be bound is a ``service.failed`` event, and the node goes on without metrics."""
-        cfg = self._config
-        want = cfg.machine.metrics if cfg is not None and "api" in self._servers else None
-        host = self.listen.rsplit(":", 1)[0].strip("[]")
-        address = f"{host}:{want.port}" if want is not None and want.enabled else None
-        current = self._metrics_endpoint
-        if current is not None and current.address == address:
-            return
-        if current is not None:
-            self._metrics_endpoint = None
-            await asyncio.to_thread(current.close)
-            if not self._stopped.is_set():  # at power off the log is already sealed
-                self._emit(Kind.SERVICE_STOPPED, {"service": "metrics", "address": current.address})
-        if address is None or cfg is None or want is None:
-            return
-        ca_key = load_private_key(cfg.machine.ca.key_pem() or b"")
-        ca_cert = load_certificate(cfg.machine.ca.crt_pem())
-        cert_pem, key_pem = issue_server_certificate(ca_key, ca_cert, cn=node_name(cfg), sans=self._sans(),
-                                                     ttl=METRICS_CERT_TTL)
-        try:
-            self._metrics_endpoint = await asyncio.to_thread(
-                MetricsEndpoint, self.metrics.registry, host, want.port, ca_pem=cfg.machine.ca.crt_pem(),
-                cert_pem=cert_pem, key_pem=key_pem)
-        except GravenError as exc:
-            _say(f"metrics: {exc.message}")
-            self._emit(Kind.SERVICE_FAILED, {"service": "metrics", "address": address, "reason": exc.message})
-            return
-        self._emit(Kind.SERVICE_STARTED, {"service": "metrics", "address": address})
+        served = self._config if "api" in self._servers else None
+        await self._metrics_service.sync(served, host=self.listen.rsplit(":", 1)[0].strip("[]"), sans=self._sans(),
+                                         quiet=self._stopped.is_set())
 
     def _metrics_view(self) -> NodeView:
         fsm = getattr(self, "fsm", None)
-        log_dir = self._log_dir() if self.log.durable else None
-        size = sum(f.stat().st_size for f in log_dir.iterdir() if f.is_file()) if log_dir is not None else 0
         return NodeView(stage=fsm.stage.value if fsm is not None else Stage.BOOTING.value,
-                        boot_id=self.boot.boot_id, next_seq=self.log.next_seq(), log_bytes=size)
+                        boot_id=self.boot.boot_id, next_seq=self.log.next_seq(), log_bytes=self.log.disk_bytes())
 
     def healthy(self, name: str) -> bool:
         if name == "health" and self._fault == "health-fail":
@@ -547,7 +519,6 @@ class Agent:
         return json.dumps(render_chrome(trace) if fmt == "chrome" else render_json(trace)).encode()
 
     def client_config(self, roles: list[str], ttl_seconds: int, name: str) -> tuple[bytes, bytes, bytes]:
-        import datetime as dt
 
         cfg = self._config
         if cfg is None or cfg.machine.ca.key_pem() is None:

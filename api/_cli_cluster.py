@@ -45,6 +45,7 @@ from ._client import GravenClient
 from ._clientconfig import ClientConfig, atomic_write
 from ._output import add_output_flag, print_json, table
 from ._pki import ClusterSecrets
+from ._provisioner import PROVISIONERS, choose_provisioner
 
 __all__ = ["create_cluster", "destroy_cluster", "load_cluster", "register"]
 
@@ -95,6 +96,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="netns: each node in its own network namespace with its own address from 198.18.0.0/15, on "
                         "a bridge (root); loopback: 127.0.0.1 ports (default: netns when root and `ip netns` works, "
                         "else loopback)")
+    p.add_argument("--provisioner", choices=PROVISIONERS, default=None,
+                   help="container: each agent is PID 1 of its own pid, mount, uts and ipc namespaces with the slot's "
+                        "squashfs as / (default as root); process: a child process on this host's root (no root "
+                        "needed; also the only one for --disk block)")
+    p.add_argument("--memory", default="512M", metavar="SIZE", help="container: each machine's memory limit "
+                   "(default 512M)")
     p.add_argument("--controlplanes", type=int, default=1, metavar="N",
                    help="with --network netns: how many of the nodes are control planes (default 1; the rest "
                         "are workers)")
@@ -210,9 +217,11 @@ def _check_new(name: str, directory: Path, state: Path | None, nodes: int, disk:
 
 def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk: str = "sandbox",
                    port: int = FIRST_PORT, timeout: float = 120.0, health_timeout: float | None = None,
-                   merge_into: Path | bool | None = None, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   merge_into: Path | bool | None = None, say: Callable[[str], None] | None = None,
+                   machines: dict[str, str] | None = None) -> dict[str, Any]:
     """Create and boot the cluster; returns its ``cluster.json``. ``merge_into``: client config path to merge the
-    context into (None: the default path; False: none)."""
+    context into (None: the default path; False: none). ``machines``: ``provisioner`` (default process) and
+    ``memory``, recorded in ``cluster.json`` and passed to every ``graven machine``."""
     import image
 
     report = say or _Progress()
@@ -238,6 +247,7 @@ def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk
         **{k: str(directory / v[0]) for k, v in files.items()},
         "image": str(img), "image_version": manifest.version,
         "client_config": None, "context": None, "nodes": [], "network": "loopback",
+        "provisioner": "process", "memory": None, **(machines or {}),
     }
     ports = [port or _free_port()] + [_free_port() for _ in range(nodes - 1)]
     for i in range(nodes):
@@ -298,6 +308,8 @@ def _start_machine(node: dict[str, Any], data: dict[str, Any], health_timeout: f
         cmd += ["--disk", node["disk"]]
     if health_timeout is not None:
         cmd += ["--health-timeout", f"{health_timeout:g}"]
+    if data.get("provisioner") == "container":
+        cmd += ["--provisioner", "container", "--memory", str(data.get("memory") or "512M")]
     with open(node["log"], "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=node["root"], env=_child_env(), start_new_session=True)
@@ -361,11 +373,12 @@ def _create(args: argparse.Namespace) -> int:
     merge_into: Path | bool | None = False if args.no_merge else \
         (Path(args.gravenconfig) if args.gravenconfig else None)
     say = _Progress()
+    machines = {"provisioner": choose_provisioner(args.provisioner, args.disk, say), "memory": args.memory}
     if choose_network(args.network, args.name, say) == "netns":
         data = create_cluster_netns(args.name, state=args.state, nodes=_node_count(args),
                                     controlplanes=args.controlplanes, disk=args.disk, port=args.port or FIRST_PORT,
                                     timeout=args.timeout, health_timeout=args.health_timeout,
-                                    merge_into=merge_into, say=say)
+                                    merge_into=merge_into, say=say, machines=machines)
         if args.output == "json":
             print_json(data)
         else:
@@ -373,7 +386,7 @@ def _create(args: argparse.Namespace) -> int:
         return 0
     data = create_cluster(args.name, state=args.state, nodes=_node_count(args), disk=args.disk, port=args.port,
                           timeout=args.timeout, health_timeout=args.health_timeout,
-                          merge_into=merge_into, say=say)
+                          merge_into=merge_into, say=say, machines=machines)
     if args.output == "json":
         print_json(data)
     else:
@@ -610,7 +623,8 @@ def _netns_node_names(name: str, nodes: int, controlplanes: int) -> list[tuple[s
 def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3, controlplanes: int = 1,
                          disk: str = "sandbox", port: int = FIRST_PORT, timeout: float = 120.0,
                          health_timeout: float | None = None, merge_into: Path | bool | None = None,
-                         say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                         say: Callable[[str], None] | None = None,
+                         machines: dict[str, str] | None = None) -> dict[str, Any]:
     """Like ``create_cluster``, but every node runs in a network namespace of its own (and a UTS namespace, for
     its hostname) with its own address from 198.18.0.0/15 on the cluster's bridge, its API on ``ADDRESS:port``.
     The machines install at the same time. ``cluster.json`` records ``network: netns``, the subnet and each
@@ -649,6 +663,7 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
         "state_dir": str(directory), "gravenconfig": str(directory / "gravenconfig"),
         **{k: str(directory / v[0]) for k, v in files.items()},
         "image": None, "image_version": None, "client_config": None, "context": None, "nodes": [],
+        "provisioner": "process", "memory": None, **(machines or {}),
     }
     _save(directory, data)  # from here on, destroy finds everything (and the namespaces by their names)
     img = directory / "images" / f"{IMAGE_VERSION}.img"

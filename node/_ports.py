@@ -127,6 +127,21 @@ class BootEnvPort:
         self.disk.write_boot_env(to_meta(state, self.disk.read_boot_env()))
 
 
+HOST_VIEW_ENV = "GRAVEN_HOST_VIEW"
+
+
+def host_path(path: Path) -> Path:
+    """A host path named in the config (an install image, an audit sink), as this agent reaches it: inside a
+    container machine the host directories shared with it appear under ``$GRAVEN_HOST_VIEW`` at their host
+    paths (``node._launch``); elsewhere, the path itself."""
+    view = os.environ.get(HOST_VIEW_ENV)
+    if not view or not path.is_absolute():
+        return path
+    inside = Path(view + str(path))
+    shared = next((p for p in (inside, *inside.parents) if p.exists()), None)
+    return inside if shared is not None and shared != Path(view) and Path(view) in shared.parents else path
+
+
 class ImagesPort:
     """Images from a path, ``file://`` or ``https://`` URL; only ``image.verify`` makes what gets installed."""
 
@@ -145,7 +160,7 @@ class ImagesPort:
     def _fetch(self, source: str) -> Path:
         url = urllib.parse.urlparse(source)
         if url.scheme in ("", "file"):
-            path = Path(urllib.parse.unquote(url.path) if url.scheme else source)
+            path = host_path(Path(urllib.parse.unquote(url.path) if url.scheme else source))
             if not path.is_file():
                 raise BadImage(f"image {source}: no such file", source=source)
             return path
@@ -203,7 +218,7 @@ class DirSinks:
             raise InvalidRequest("cannot verify shipped logs without machine.ca")
         ca = load_certificate(ca_pem)
         for sink in sinks:
-            target = Path(sink.removeprefix("file://"))
+            target = host_path(Path(sink.removeprefix("file://")))
             if "://" in sink and not sink.startswith("file://"):
                 raise InvalidRequest(f"audit sink {sink!r}: only directories are supported", sink=sink)
             target.mkdir(parents=True, exist_ok=True)

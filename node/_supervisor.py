@@ -49,6 +49,7 @@ from events import Kind
 from events.errors import GravenError, InvalidRequest, StorageError, VerificationError
 from storage import BootEnv, DiskBase, Slot
 
+from . import _launch
 from ._disk import open_disk
 from ._wipe import finish_pending_wipe
 
@@ -73,6 +74,9 @@ class MachineOptions:
     grace: float = 30.0  # seconds the agent has to shut down on SIGTERM
     max_failed_boots: int = 10  # failed boots in a row (good slots retried) before the machine gives up
     python: str = sys.executable
+    provisioner: str = "process"  # or "container": the agent as PID 1 of its own namespaces (node._launch)
+    memory: int = _launch.DEFAULT_MEMORY  # container: the machine's memory cgroup limit
+    shares: list[Path] = field(default_factory=list)  # container: host directories the node may write (sinks)
 
 
 @dataclass
@@ -365,14 +369,31 @@ class Machine:
         cwd.mkdir(parents=True, exist_ok=True)
         self.disk.release()  # the agent owns the disk now (it may repartition, format, mount)
         self._kill_at = None
-        self._agent = subprocess.Popen(agent_command(self.opts), env=agent_env(code_root, boot_file), cwd=cwd,
-                                       stdin=subprocess.DEVNULL, start_new_session=True,
+        result = None
+        if self.opts.provisioner == "container":
+            try:
+                spec, spec_path = _launch.prepare(
+                    boot.root, self.root, self.run_dir, agent_command(self.opts)[8:], memory=self.opts.memory,
+                    platform=_platform(), hostname=self.root.name, shares=self._shares())
+            except FileNotFoundError as exc:
+                self.pending = handed + self.pending
+                boot_file.unlink(missing_ok=True)
+                return 1, str(exc)
+            result = Path(spec.result)
+            result.unlink(missing_ok=True)
+            cmd, env = [self.opts.python, "-m", "node._launch", str(spec_path)], dict(os.environ)
+        else:
+            cmd, env = agent_command(self.opts), agent_env(code_root, boot_file)
+        self._agent = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True,
                                        preexec_fn=_die_with_parent)
         (self.run_dir / "agent.pid").write_text(f"{self._agent.pid}\n")
         try:
             while True:
                 try:
-                    return self._agent.wait(timeout=0.25), None
+                    code = self._agent.wait(timeout=0.25)
+                    if result is None:
+                        return code, None
+                    return _launch.classify(_launch.read_result(result), code)
                 except subprocess.TimeoutExpired:
                     if self._kill_at is not None and time.monotonic() >= self._kill_at:
                         self.say(f"the agent did not shut down within {self.opts.grace:g} s; killing it")
@@ -384,6 +405,12 @@ class Machine:
                 boot_file.unlink()
                 self.pending = handed + self.pending
 
+    def _shares(self) -> list[tuple[str, bool]]:
+        """What of the host a container machine sees (under /machine/host): the installer image's folder, read
+        only (a config's machine.install.image names it), and the --share folders, writable (audit sinks)."""
+        shared = [(str(self.opts.boot_from.absolute().parent), False)] if self.opts.boot_from else []
+        return shared + [(str(p), True) for p in self.opts.shares]
+
     def _after(self, boot: _Boot) -> None:
         self.pending += finish_pending_wipe(self.disk, self.say)  # a reset's wipe, now that the log is closed
         self.disk.release()
@@ -392,6 +419,17 @@ class Machine:
                 self.disk.unmount_slot(boot.slot)
             else:
                 self.disk.unmount_image()
+
+
+def _platform() -> str:
+    """What the agent inside a container is told about its network: the node's own namespace (netns cluster) or
+    the host's (the sandbox plan); inside, as PID 1, it can no longer compare itself with the host's PID 1."""
+    from ._network import PLATFORM_ENV, in_own_namespace
+
+    forced = os.environ.get(PLATFORM_ENV)
+    if forced:
+        return forced
+    return "netns" if in_own_namespace("net") else "sandbox"
 
 
 def load_trusted_keys(paths: Sequence[Path]) -> list[bytes]:
@@ -403,6 +441,13 @@ def load_trusted_keys(paths: Sequence[Path]) -> list[bytes]:
 
 def run_machine(opts: MachineOptions) -> int:
     """``graven machine``: open the disk, power the machine on, unmount and detach on the way out."""
+    if opts.provisioner == "container":
+        problem = _launch.container_problem()
+        if problem:
+            raise InvalidRequest(f"--provisioner container: {problem}; use --provisioner process")
+        if opts.device is not None:
+            raise InvalidRequest("--provisioner container runs sandbox disks only; a block disk (--disk) needs "
+                                 "--provisioner process")
     if opts.device is None and opts.boot_from is None and not (opts.root / "disk").exists():
         raise InvalidRequest(f"{opts.root}: an empty disk and no installer image: pass --boot-from IMAGE")
     disk = open_disk(opts.root, opts.device, opts.root.absolute() / "run")

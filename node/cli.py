@@ -46,14 +46,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM, how long the agent has to shut down before it is killed (default 30)")
     m.add_argument("--max-failed-boots", type=int, default=10, metavar="N",
                    help="stop after N failed boots in a row (default 10)")
+    m.add_argument("--provisioner", choices=["process", "container"], default="process",
+                   help="process: the agent is a child process on the host's root (no root needed); container: the "
+                        "agent is PID 1 of its own pid, mount, uts and ipc namespaces with the slot's squashfs as /, "
+                        "in a memory cgroup (root; default %(default)s)")
+    m.add_argument("--memory", default="512M", metavar="SIZE",
+                   help="container: the machine's memory limit (cgroup), e.g. 512M or 1G (default %(default)s)")
+    m.add_argument("--share", type=Path, action="append", default=[], metavar="DIR",
+                   help="container: a host folder the node may write, at its host path (audit sinks; repeat)")
     m.set_defaults(func=_machine)
     return parser
 
 
 def _agent(args: argparse.Namespace) -> int:
+    from . import _pid1
     from .agent import run_agent
 
-    return run_agent(args.root, args.listen, device=args.disk, health_timeout=args.health_timeout)
+    if not _pid1.is_pid1():
+        return run_agent(args.root, args.listen, device=args.disk, health_timeout=args.health_timeout)
+    _pid1.start_reaper()  # PID 1 of a container machine: reap orphans, end through reboot(2)
+    return _pid1.power(run_agent(args.root, args.listen, device=args.disk, health_timeout=args.health_timeout))
 
 
 def _machine(args: argparse.Namespace) -> int:
@@ -62,8 +74,20 @@ def _machine(args: argparse.Namespace) -> int:
     opts = MachineOptions(root=args.root, device=args.disk, boot_from=args.boot_from,
                           trusted_keys=load_trusted_keys(args.trusted_key), listen=args.listen,
                           health_timeout=args.health_timeout, grace=args.grace,
-                          max_failed_boots=args.max_failed_boots)
+                          max_failed_boots=args.max_failed_boots, provisioner=args.provisioner,
+                          memory=_size(args.memory), shares=args.share)
     return run_machine(opts)
+
+
+def _size(text: str) -> int:
+    from events.errors import InvalidRequest
+
+    from ._launch import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -169,7 +169,8 @@ class Machine:
 
     def __init__(self, root: Path, secrets: Secrets, *, disk: str = "sandbox", boot_from: Path | None = None,
                  port: int | None = None, health_timeout: float | None = HEALTH_TIMEOUT,
-                 max_failed_boots: int = 10) -> None:
+                 max_failed_boots: int = 10, provisioner: str = "process", memory: str | None = None,
+                 shares: Sequence[Path] = ()) -> None:
         self.root = root
         self.secrets = secrets
         self.disk = disk
@@ -179,6 +180,7 @@ class Machine:
         self.device = root / "disk.img" if disk == "block" else None
         self.health_timeout = health_timeout
         self.max_failed_boots = max_failed_boots
+        self.provisioner, self.memory, self.shares = provisioner, memory, list(shares)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "machine.log"
         root.mkdir(parents=True, exist_ok=True)
@@ -200,6 +202,9 @@ class Machine:
             cmd += ["--disk", str(self.device)]
         if self.health_timeout is not None:
             cmd += ["--health-timeout", f"{self.health_timeout:g}"]
+        if self.provisioner != "process":
+            cmd += ["--provisioner", self.provisioner, *(["--memory", self.memory] if self.memory else [])]
+            cmd += [a for p in self.shares for a in ("--share", str(p))]
         return cmd
 
     def start(self) -> Machine:
@@ -224,6 +229,13 @@ class Machine:
         except ProcessLookupError:
             return None
         return pid
+
+    def pid1(self) -> int | None:
+        """Container machines: the host's pid of the machine's PID 1 (the agent), while it runs."""
+        try:
+            return int((self.root / "run" / "pid1.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     def kill_agent(self) -> bool:
         pid = self.agent_pid()

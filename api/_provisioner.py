@@ -1,0 +1,39 @@
+"""Which provisioner makes a local cluster's machines: ``container`` (the agent as PID 1 of its own namespaces, the
+slot's squashfs as ``/``; root) or ``process`` (the agent as a child process on the host's root; no root needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from events.errors import InvalidRequest, Unavailable
+
+__all__ = ["PROVISIONERS", "choose_provisioner"]
+
+PROVISIONERS = ("container", "process")
+
+
+def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None],
+                       problem: Callable[[], str | None] | None = None) -> str:
+    """``wanted`` if it can work here (else a refusal naming the way out), else container where root and
+    namespaces allow it and the disk is a sandbox one, else process."""
+    if problem is None:
+        from node._launch import container_problem
+
+        problem = container_problem
+    why = problem()
+    if wanted == "container":
+        if why:
+            raise Unavailable(f"--provisioner container: {why}; use --provisioner process")
+        if disk == "block":
+            raise InvalidRequest("--provisioner container runs sandbox disks only; use --provisioner process with "
+                                 "--disk block")
+    if wanted == "process":
+        say("provisioner: process (--provisioner process): each agent a child process on this host's root")
+        return "process"
+    if wanted is None and (why or disk == "block"):
+        reason = why or "--disk block"
+        say(f"provisioner: process ({reason}; --provisioner container needs root and sandbox disks)")
+        return "process"
+    say("provisioner: container: each agent PID 1 of its own namespaces, the slot's squashfs as /, in a memory "
+        "cgroup" + ("" if wanted else " (root; --provisioner process for the old way)"))
+    return "container"

@@ -1,0 +1,409 @@
+"""The container provisioner's launcher: starts the agent as PID 1 of a machine made of namespaces.
+
+The supervisor (firmware and bootloader) has verified and mounted the slot's squashfs; for the boot it runs
+``python -m node._launch SPEC.json`` with the host's interpreter (this module imports the standard library only,
+so it starts in a few milliseconds). The launcher
+1. makes the machine's memory cgroup (v2 ``memory.max``, or v1 ``memory.limit_in_bytes`` where the memory
+   controller is still on the v1 hierarchy) and enters it;
+2. unshares new pid, mount, uts and ipc namespaces (the network namespace is the supervisor's: the node's own in
+   a netns cluster, made by ``node._netns``) and forks: the child is PID 1 of the new pid namespace;
+3. in the child: makes every mount private, binds the slot's root onto itself read-only, mounts a fresh
+   ``/proc``, a read-only ``/sys``, a minimal ``/dev`` (null, zero, full, random, urandom, tty; fd links) and
+   ``/run`` and ``/tmp`` on tmpfs, and under ``/machine`` (a tmpfs) the machine's disk (``/machine/disk``, which
+   holds STATE and EPHEMERAL) and run directory (``/machine/run``); then ``pivot_root`` into the slot's root,
+   detaches the old root and execs the image's own interpreter with ``-m node agent``;
+4. waits. The agent, as PID 1, ends only through reboot(2): the kernel turns that into SIGHUP (reboot) or SIGINT
+   (power off) of PID 1, seen here as its death by that signal. Anything else is a failed boot; an OOM kill in the
+   cgroup is named as such. The launcher writes what it saw to ``RESULT`` (JSON) and exits 10 (reboot), 0
+   (power off) or 1 (failed), so that the supervisor's rule book (``classify``) stays the same for both provisioners.
+
+``SIGTERM`` to the launcher is passed on to PID 1 (the agent then shuts down and powers off). The launcher and PID
+1 die with the supervisor (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ContainerResult", "ContainerSpec", "classify", "container_problem", "memory_cgroup_root", "memory_current",
+           "parse_size", "prepare", "read_result"]
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, \
+    0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, \
+    1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG = 1
+EXIT_POWER_OFF, EXIT_REBOOT, EXIT_FAILED, EXIT_SETUP = 0, 10, 1, 126
+DEFAULT_MEMORY = 512 << 20
+MACHINE = "/machine"  # where the disk and run directory appear inside
+HOST_VIEW = f"{MACHINE}/host"  # where shared host directories appear, at their host paths
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+CGROUP_FS = Path("/sys/fs/cgroup")
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+
+
+@dataclass
+class ContainerSpec:
+    root: str  # the slot's mounted (or unpacked) squashfs on the host
+    machine_dir: str  # the machine's directory on the host (DIR: DIR/disk, DIR/run)
+    argv: list[str]  # the agent's command line inside (the image's interpreter first)
+    env: dict[str, str]
+    result: str  # where the launcher writes what it saw (JSON)
+    pid_file: str  # where the launcher writes PID 1's host pid while it runs
+    cgroup: str  # the machine's cgroup directory (created, limited, removed)
+    memory: int = DEFAULT_MEMORY
+    hostname: str = "graven"
+    cgroup_version: int = 2
+    shares: list[tuple[str, bool]] = field(default_factory=list)  # host directories shown inside (path, writable)
+
+    @classmethod
+    def load(cls, path: str) -> ContainerSpec:
+        return cls(**json.loads(Path(path).read_text()))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)))
+
+
+@dataclass
+class ContainerResult:
+    pid1: int | None = None  # PID 1's pid as the host sees it
+    exit_code: int | None = None
+    signal: str | None = None
+    oom_kills: int = 0
+    memory_peak: int | None = None
+    memory_limit: int | None = None
+    setup_error: str | None = None  # the machine could not be made (before the agent ran)
+    notes: list[str] = field(default_factory=list)
+
+
+def classify(result: ContainerResult | None, launcher_code: int) -> tuple[int, str | None]:
+    """The supervisor's reading of one container boot: (the agent's exit code as the process provisioner gives it:
+    10 reboot, 0 power off, else failed; why the boot failed, when it did)."""
+    if result is None:
+        return (launcher_code or EXIT_FAILED), f"the container launcher ended with code {launcher_code} and no result"
+    if result.setup_error:
+        return EXIT_SETUP, f"the container could not start: {result.setup_error}"
+    if result.oom_kills:
+        limit = f"{result.memory_limit >> 20} MiB" if result.memory_limit else "its limit"
+        return -signal.SIGKILL, (f"the machine exceeded its memory limit ({limit}): the kernel's OOM killer "
+                                 f"killed {result.oom_kills} process(es)")
+    if result.signal == "SIGHUP":
+        return EXIT_REBOOT, None
+    if result.signal == "SIGINT":
+        return EXIT_POWER_OFF, None
+    if result.signal is not None:
+        return -signal.Signals[result.signal].value, None
+    code = result.exit_code if result.exit_code is not None else EXIT_FAILED
+    if code in (EXIT_POWER_OFF, EXIT_REBOOT):
+        return EXIT_FAILED, f"PID 1 (the agent) exited with code {code} instead of calling reboot(2)"
+    return code, None
+
+
+# -- the host's side ---------------------------------------------------------------------------------------
+PYTHON = "usr/bin/python{}.{}".format(*sys.version_info[:2])  # as image._runtime lays it out
+SITE = "usr/lib/python{}.{}/site-packages".format(*sys.version_info[:2])
+
+
+def agent_env(platform: str, passed: dict[str, str] | None = None) -> dict[str, str]:
+    """PID 1's whole environment: the image's interpreter, code and dependencies, nothing of the host."""
+    env = {"PATH": "/usr/bin", "HOME": "/run", "LANG": "C.UTF-8", "PYTHONHOME": "/usr",
+           "PYTHONPATH": f"/usr/lib/graven:/{SITE}", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONSAFEPATH": "1",
+           "GRAVEN_BOOT": f"{MACHINE}/run/boot.json", "GRAVEN_PLATFORM": platform, "GRAVEN_HOST_VIEW": HOST_VIEW}
+    env.update({k: v for k, v in (passed or {}).items() if k.startswith(("GRAVEN_", "GRPC_")) and k not in env})
+    return env
+
+
+def prepare(slot_root: Path, machine_dir: Path, run_dir: Path, agent_args: list[str], *, memory: int,
+            platform: str, hostname: str, shares: list[tuple[str, bool]]) -> tuple[ContainerSpec, Path]:
+    """The launcher's spec for one boot (written to ``run_dir/container.json``, which also tells observers the
+    machine's cgroup), and its path. Raises ``FileNotFoundError`` naming what the image lacks to boot."""
+    if not (slot_root / PYTHON).is_file():
+        raise FileNotFoundError(f"the image holds no interpreter (/{PYTHON}): a --code-only image boots only with "
+                                "--provisioner process")
+    found = memory_cgroup_root()
+    if found is None:
+        raise FileNotFoundError("no writable memory cgroup for the machine")
+    base, version = found
+    tag = hashlib.sha256(str(machine_dir).encode()).hexdigest()[:8]
+    spec = ContainerSpec(root=str(slot_root), machine_dir=str(machine_dir),
+                         argv=[f"/{PYTHON}", "-S", "-P", "-m", "node", "agent", "--root", MACHINE, *agent_args],
+                         env=agent_env(platform, dict(os.environ)), result=str(run_dir / "container-result.json"),
+                         pid_file=str(run_dir / "pid1.pid"), cgroup=str(base / f"{hostname}-{tag}"), memory=memory,
+                         hostname=hostname, cgroup_version=version,
+                         shares=[(str(Path(p).absolute()), w) for p, w in shares if Path(p).is_dir()])
+    path = run_dir / "container.json"
+    spec.save(path)
+    return spec, path
+
+
+def memory_cgroup_root() -> tuple[Path, int] | None:
+    """Where machines' memory cgroups go, and the cgroup version: v2 when its memory controller is enabled,
+    else the v1 memory hierarchy (hybrid hosts); None when neither is writable."""
+    for base in (CGROUP_FS, CGROUP_FS / "unified"):
+        with contextlib.suppress(OSError):
+            if "memory" in (base / "cgroup.controllers").read_text().split() and os.access(base, os.W_OK):
+                return base / "graven", 2
+    v1 = CGROUP_FS / "memory"
+    if (v1 / "memory.limit_in_bytes").exists() and os.access(v1, os.W_OK):
+        return v1 / "graven", 1
+    return None
+
+
+def container_problem() -> str | None:
+    """Why this host cannot run container machines (None: it can)."""
+    if os.geteuid() != 0:
+        return "container machines need root (namespaces, mounts, a memory cgroup)"
+    for kind in ("pid", "mnt", "uts", "ipc"):
+        if not os.path.exists(f"/proc/self/ns/{kind}"):
+            return f"the kernel has no {kind} namespaces"
+    if _libc() is None:
+        return "no C library to call unshare(2) and mount(2) through"
+    if memory_cgroup_root() is None:
+        return "no writable memory cgroup (v2 memory controller or v1 memory hierarchy)"
+    return None
+
+
+def parse_size(text: str) -> int:
+    """``512M``, ``1G``, ``300MiB``, or bytes."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    num = t[:-1] if t[-1:] in "KMG" and t else t
+    try:
+        value = int(float(num) * mult)
+    except ValueError:
+        raise ValueError(f"--memory {text!r}: a size such as 512M or 1G") from None
+    if value < 32 << 20:
+        raise ValueError(f"--memory {text!r}: at least 32M (the agent alone needs more)")
+    return value
+
+
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL | None:
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            return None
+    return _LIBC
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    libc = _libc()
+    assert libc is not None
+    _check(libc.mount(_enc(source), target.encode(), _enc(fstype), ctypes.c_ulong(flags), _enc(data)),
+           f"mount {fstype or 'bind'} {source or ''} on {target}")
+
+
+def _enc(s: str | None) -> bytes | None:
+    return s.encode() if s is not None else None
+
+
+def _cgroup_files(version: int) -> dict[str, str]:
+    if version == 2:
+        return {"limit": "memory.max", "current": "memory.current", "peak": "memory.peak", "procs": "cgroup.procs"}
+    return {"limit": "memory.limit_in_bytes", "current": "memory.usage_in_bytes", "peak": "memory.max_usage_in_bytes",
+            "procs": "cgroup.procs"}
+
+
+def memory_current(cgroup: str | Path, version: int) -> int | None:
+    """The machine's memory use now (the cgroup's ``memory.current`` / ``memory.usage_in_bytes``)."""
+    try:
+        return int((Path(cgroup) / _cgroup_files(version)["current"]).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _oom_kills(cgroup: Path, version: int) -> int:
+    name = "memory.events" if version == 2 else "memory.oom_control"
+    with contextlib.suppress(OSError, ValueError):
+        for line in (cgroup / name).read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    return 0
+
+
+def _enter_cgroup(spec: ContainerSpec, result: ContainerResult) -> Path:
+    cg = Path(spec.cgroup)
+    files = _cgroup_files(spec.cgroup_version)
+    with contextlib.suppress(OSError):
+        cg.rmdir()  # a stale, empty one from a launcher that was killed
+    cg.mkdir(parents=True, exist_ok=True)
+    if spec.cgroup_version == 2:
+        with contextlib.suppress(OSError):  # the parent must delegate the memory controller to its children
+            (cg.parent / "cgroup.subtree_control").write_text("+memory")
+    (cg / files["limit"]).write_text(str(spec.memory))
+    if spec.cgroup_version == 1:
+        with contextlib.suppress(OSError):  # no swap to escape to
+            (cg / "memory.memsw.limit_in_bytes").write_text(str(spec.memory))
+    (cg / files["procs"]).write_text(str(os.getpid()))
+    result.memory_limit = spec.memory
+    return cg
+
+
+def _leave_cgroup(cg: Path, spec: ContainerSpec, result: ContainerResult) -> None:
+    files = _cgroup_files(spec.cgroup_version)
+    result.oom_kills = _oom_kills(cg, spec.cgroup_version)
+    with contextlib.suppress(OSError, ValueError):
+        result.memory_peak = int((cg / files["peak"]).read_text())
+    top = Path(CGROUP_FS / "memory") if spec.cgroup_version == 1 else cg.parent.parent
+    with contextlib.suppress(OSError):
+        (top / "cgroup.procs").write_text(str(os.getpid()))
+    for _ in range(50):  # the namespace's processes are being killed; the cgroup empties in a moment
+        try:
+            cg.rmdir()
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
+# -- PID 1's side, before exec -------------------------------------------------------------------------------
+def _make_root(spec: ContainerSpec) -> None:
+    """Runs in the child (PID 1 of the new namespaces): the mounts, pivot_root, then exec the agent."""
+    libc = _libc()
+    assert libc is not None
+    root = spec.root
+    # here, not in the launcher: a mount namespace takes effect at once, and pivot_root would move the launcher too
+    _check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC), "unshare mount, uts and ipc namespaces")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount(root, root, None, MS_BIND | MS_REC)  # a mount point of its own, whatever the slot's mount strategy
+    _mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV | MS_NOSUID)
+    _mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("sysfs", f"{root}/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("tmpfs", f"{root}/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k")
+    for name, (major, minor) in DEVICES.items():
+        os.mknod(f"{root}/dev/{name}", 0o666 | 0o020000, os.makedev(major, minor))
+        os.chmod(f"{root}/dev/{name}", 0o666)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{root}/dev/{name}")
+    _mount("tmpfs", f"{root}/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=64m")
+    _mount("tmpfs", f"{root}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
+    _mount("tmpfs", f"{root}{MACHINE}", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+    for name in ("disk", "run"):
+        host = Path(spec.machine_dir) / name
+        host.mkdir(parents=True, exist_ok=True)
+        os.mkdir(f"{root}{MACHINE}/{name}")
+        _mount(str(host), f"{root}{MACHINE}/{name}", None, MS_BIND)
+    for host_dir, writable in spec.shares:
+        inside = f"{root}{HOST_VIEW}{os.path.abspath(host_dir)}"
+        os.makedirs(inside, exist_ok=True)
+        _mount(host_dir, inside, None, MS_BIND)
+        if not writable:
+            _mount(None, inside, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    _mount(None, f"{root}{MACHINE}", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    hn = spec.hostname.encode()
+    libc.sethostname(hn, len(hn))
+    os.chdir(root)
+    # pivot_root(".", "."): the old root ends up stacked under the new one, then is detached (no put_old
+    # directory is needed in the read-only image)
+    _check(libc.syscall(_SYS_PIVOT_ROOT[os.uname().machine], b".", b"."), "pivot_root")
+    _check(libc.umount2(b".", MNT_DETACH), "detach the old root")
+    os.chdir("/")
+
+
+def _child(spec: ContainerSpec, setup_error_path: str) -> None:  # pragma: no cover - PID 1 until exec
+    try:
+        libc = _libc()
+        assert libc is not None
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _make_root(spec)
+        os.closerange(3, 65536)
+        os.execve(spec.argv[0], spec.argv, spec.env)
+    except BaseException as exc:  # anything here is the reason the machine could not start
+        with contextlib.suppress(OSError):
+            Path(setup_error_path).write_text(f"{exc}")
+        os._exit(EXIT_SETUP)
+
+
+def launch(spec: ContainerSpec) -> int:
+    """The launcher process: cgroup, namespaces, fork; wait for PID 1; report. Returns the exit code."""
+    result = ContainerResult()
+    libc = _libc()
+    setup_error = spec.result + ".setup"
+    with contextlib.suppress(OSError):
+        os.unlink(setup_error)
+    if libc is None:
+        result.setup_error = "no C library"
+        return _finish(spec, result)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    try:
+        cg = _enter_cgroup(spec, result)
+    except OSError as exc:
+        result.setup_error = f"memory cgroup {spec.cgroup}: {exc.strerror or exc}"
+        return _finish(spec, result)
+    try:
+        _check(libc.unshare(CLONE_NEWPID), "unshare the pid namespace")  # for the child, not this process
+    except OSError as exc:
+        result.setup_error = str(exc)
+        _leave_cgroup(cg, spec, result)
+        return _finish(spec, result)
+    pid = os.fork()
+    if pid == 0:
+        _child(spec, setup_error)
+    result.pid1 = pid
+    signal.signal(signal.SIGTERM, lambda *_: _forward(pid, signal.SIGTERM))
+    signal.signal(signal.SIGINT, lambda *_: _forward(pid, signal.SIGTERM))
+    Path(spec.pid_file).write_text(f"{pid}\n")
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        result.signal = signal.Signals(sig).name if sig in signal.valid_signals() else f"signal {sig}"
+    else:
+        result.exit_code = os.WEXITSTATUS(status)
+        with contextlib.suppress(OSError):
+            result.setup_error = Path(setup_error).read_text() or None if result.exit_code == EXIT_SETUP else None
+    _leave_cgroup(cg, spec, result)
+    with contextlib.suppress(OSError):
+        os.unlink(spec.pid_file)
+    return _finish(spec, result)
+
+
+def _forward(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _finish(spec: ContainerSpec, result: ContainerResult) -> int:
+    tmp = spec.result + ".tmp"
+    Path(tmp).write_text(json.dumps(asdict(result)))
+    os.replace(tmp, spec.result)
+    code, _why = classify(result, 0)
+    return code if code >= 0 else EXIT_FAILED
+
+
+def read_result(path: Path) -> ContainerResult | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return ContainerResult(**data)
+
+
+if __name__ == "__main__":  # pragma: no cover - the launcher process
+    sys.exit(launch(ContainerSpec.load(sys.argv[1])))

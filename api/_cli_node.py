@@ -29,7 +29,7 @@ import config
 from events import Event
 from events.errors import GravenError, InvalidConfig, InvalidRequest, NotFound
 
-from . import _clientconfig, _pki
+from . import _cli_resources, _clientconfig, _pki
 from ._cli_audit import summarize
 from ._cli_config import _cell, _report_invalid, config_subparsers
 from ._client import Accepted, GravenClient, client_version
@@ -86,6 +86,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                         "recorded instead (PLANNED).")
         add_output_flag(p)
         p.set_defaults(func=_get_network, what=what)
+    _cli_resources.register_get(gets)
+    _cli_resources.register(subparsers)
 
     p = subparsers.add_parser(
         "apply-config", aliases=["apply"], help="apply a machine config to nodes (or --dry-run: show the diff)",
@@ -246,9 +248,11 @@ def _version(args: argparse.Namespace) -> int:
     mine = client_version()
     if args.output != "json":
         print(f"client: gravenctl {mine}")
-    return _emit(args, results, ("node", "version", "slot", "image_digest", "boot_id"),
+    return _emit(args, results, ("node", "version", "slot", "image_digest", "os_image", "kernel", "provisioner",
+                                 "boot_id"),
                  lambda n, r: {**r, "node": n, "image_digest": (r["image_digest"] or "")[:16] or None,
-                               "slot": r["slot"] or None},
+                               "slot": r["slot"] or None, "os_image": r.get("os_image") or None,
+                               "kernel": r.get("kernel") or None, "provisioner": r.get("provisioner") or None},
                  lambda n, r: {"node": n, "client": {"version": mine}, "server": r})
 
 

@@ -416,7 +416,7 @@ class GravenClient:
     def version(self) -> dict[str, Any]:
         r = self._unary("Version", pb.Empty())
         return {"version": r.version, "image_digest": r.image_digest, "slot": r.slot, "boot_id": r.boot_id,
-                "node": r.node}
+                "node": r.node, "kernel": r.kernel, "os_image": r.os_image, "provisioner": r.provisioner}
 
     def status(self) -> dict[str, Any]:
         r = self._unary("MachineStatus", pb.Empty())
@@ -445,6 +445,11 @@ class GravenClient:
     def boot_trace(self, *, boot: int = -1, boot_id: str = "", fmt: str = "json") -> bytes:
         r = self._unary("BootTrace", pb.BootTraceRequest(boot=boot, boot_id=boot_id, format=fmt))
         return bytes(r.data)
+
+    def resources(self, kind: str) -> Any:
+        """``processes`` or ``mounts``, as the node sees them from inside."""
+        r = self._unary("Resources", pb.ResourcesRequest(kind=kind))
+        return json.loads(r.json) if r.json else []
 
     def network(self, what: str) -> Any:
         r = self._unary("Network", pb.NetworkRequest(what=what))

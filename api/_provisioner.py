@@ -10,6 +10,7 @@ from events.errors import InvalidRequest, Unavailable
 __all__ = ["PROVISIONERS", "choose_provisioner"]
 
 PROVISIONERS = ("container", "process")
+DEFAULT_CONTAINER = False  # container becomes the default where it can work once its e2e suite is green here
 
 
 def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None],
@@ -30,8 +31,8 @@ def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None]
     if wanted == "process":
         say("provisioner: process (--provisioner process): each agent a child process on this host's root")
         return "process"
-    if wanted is None and (why or disk == "block"):
-        reason = why or "--disk block"
+    if wanted is None and (why or disk == "block" or not DEFAULT_CONTAINER):
+        reason = why or ("--disk block" if disk == "block" else "the default for now")
         say(f"provisioner: process ({reason}; --provisioner container needs root and sandbox disks)")
         return "process"
     say("provisioner: container: each agent PID 1 of its own namespaces, the slot's squashfs as /, in a memory "

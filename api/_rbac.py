@@ -22,6 +22,7 @@ RULES: Mapping[str, frozenset[str]] = {
     "Network": _ALL,
     "Logs": _ALL,
     "EtcdQuery": _ALL,
+    "Resources": _ALL,
     "Reboot": _MANAGE,
     "Shutdown": _MANAGE,
     "Upgrade": _MANAGE,

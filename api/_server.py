@@ -86,6 +86,8 @@ class NodeApi(Protocol):
 
     def network(self, what: str) -> list[dict[str, Any]]: ...
 
+    def resources(self, kind: str) -> list[dict[str, Any]]: ...
+
     async def etcd_action(self, action: str, args: dict[str, Any], actor: Actor, *,
                           manage: bool) -> dict[str, Any]: ...
 
@@ -412,6 +414,11 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
     @rpc("Network")
     async def Network(self, request: pb.NetworkRequest, context: Any, actor: Actor) -> pb.NetworkResponse:
         return pb.NetworkResponse(json=json.dumps(self.node.network(request.what), default=str))
+
+    @rpc("Resources")
+    async def Resources(self, request: pb.ResourcesRequest, context: Any, actor: Actor) -> pb.ResourcesResponse:
+        rows = await asyncio.to_thread(self.node.resources, request.kind)
+        return pb.ResourcesResponse(json=json.dumps(rows, default=str))
 
     @rpc("EtcdQuery")
     async def EtcdQuery(self, request: pb.EtcdRequest, context: Any, actor: Actor) -> pb.EtcdResponse:

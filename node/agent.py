@@ -45,6 +45,7 @@ from sequencer.ports import RunningImage, other_slot
 from sequencer.tasks.state import CONFIG, PENDING
 from storage import DiskBase, LmdbEventLog, LogRing
 
+from . import _resources
 from ._disk import open_disk
 from ._etcd_node import EtcdNode, settings_for
 from ._identity import FileIdentity, node_name
@@ -324,7 +325,10 @@ class Agent:
     def version(self) -> dict[str, str]:
         cfg = self._config
         return {"version": self.version_string, "image_digest": self.boot.digest, "slot": self.boot.slot or "",
-                "boot_id": self.boot.boot_id, "node": node_name(cfg) if cfg else "graven"}
+                "boot_id": self.boot.boot_id, "node": node_name(cfg) if cfg else "graven", **_resources.about()}
+
+    def resources(self, kind: str) -> list[dict[str, Any]]:
+        return _resources.read(kind)
 
     def status(self) -> dict[str, Any]:
         state = self.live_state()

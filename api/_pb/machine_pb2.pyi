@@ -90,18 +90,24 @@ class Actor(_message.Message):
     def __init__(self, id: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VersionResponse(_message.Message):
-    __slots__ = ("version", "image_digest", "slot", "boot_id", "node")
+    __slots__ = ("version", "image_digest", "slot", "boot_id", "node", "kernel", "os_image", "provisioner")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    OS_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONER_FIELD_NUMBER: _ClassVar[int]
     version: str
     image_digest: str
     slot: str
     boot_id: str
     node: str
-    def __init__(self, version: _Optional[str] = ..., image_digest: _Optional[str] = ..., slot: _Optional[str] = ..., boot_id: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+    kernel: str
+    os_image: str
+    provisioner: str
+    def __init__(self, version: _Optional[str] = ..., image_digest: _Optional[str] = ..., slot: _Optional[str] = ..., boot_id: _Optional[str] = ..., node: _Optional[str] = ..., kernel: _Optional[str] = ..., os_image: _Optional[str] = ..., provisioner: _Optional[str] = ...) -> None: ...
 
 class Fallback(_message.Message):
     __slots__ = ("from_slot", "to_slot", "reason", "seq")
@@ -332,6 +338,18 @@ class ConfigNewResponse(_message.Message):
     def __init__(self, ca_crt: _Optional[bytes] = ..., crt: _Optional[bytes] = ..., key: _Optional[bytes] = ...) -> None: ...
 
 class NetworkResource(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class ResourcesRequest(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+
+class ResourcesResponse(_message.Message):
     __slots__ = ("json",)
     JSON_FIELD_NUMBER: _ClassVar[int]
     json: str

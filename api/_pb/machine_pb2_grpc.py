@@ -124,6 +124,11 @@ class MachineServiceStub:
                 request_serializer=machine__pb2.EtcdRequest.SerializeToString,
                 response_deserializer=machine__pb2.Chunk.FromString,
                 _registered_method=True)
+        self.Resources = channel.unary_unary(
+                '/graven.machine.v1.MachineService/Resources',
+                request_serializer=machine__pb2.ResourcesRequest.SerializeToString,
+                response_deserializer=machine__pb2.ResourcesResponse.FromString,
+                _registered_method=True)
 
 
 class MachineServiceServicer:
@@ -240,6 +245,12 @@ class MachineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Resources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MachineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -332,6 +343,11 @@ def add_MachineServiceServicer_to_server(servicer, server):
                     servicer.EtcdSnapshot,
                     request_deserializer=machine__pb2.EtcdRequest.FromString,
                     response_serializer=machine__pb2.Chunk.SerializeToString,
+            ),
+            'Resources': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resources,
+                    request_deserializer=machine__pb2.ResourcesRequest.FromString,
+                    response_serializer=machine__pb2.ResourcesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -820,6 +836,33 @@ class MachineService:
             '/graven.machine.v1.MachineService/EtcdSnapshot',
             machine__pb2.EtcdRequest.SerializeToString,
             machine__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/graven.machine.v1.MachineService/Resources',
+            machine__pb2.ResourcesRequest.SerializeToString,
+            machine__pb2.ResourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,

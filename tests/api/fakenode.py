@@ -90,7 +90,23 @@ class FakeServicer(pbg.MachineServiceServicer):
     def Version(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.VersionResponse:
         self._check("Version", context)
         return pb.VersionResponse(version=self.node.version, image_digest="ab" * 32, slot=self.node.slot,
-                                  boot_id=self.node.log.boot_id, node="node1")
+                                  boot_id=self.node.log.boot_id, node="node1", kernel="6.1.0-test",
+                                  os_image="Graven v1", provisioner="container")
+
+    def Resources(self, request: pb.ResourcesRequest, context: grpc.ServicerContext) -> pb.ResourcesResponse:
+        self._check("Resources", context)
+        rows = {"processes": [
+            {"pid": 1, "ppid": 0, "state": "S", "threads": 9, "rss_bytes": 60 << 20, "cpu_seconds": 1.5,
+             "command": "/usr/bin/python3.11 -S -P -m node agent --root /machine"},
+            {"pid": 7, "ppid": 1, "state": "S", "threads": 1, "rss_bytes": 2 << 20, "cpu_seconds": 9.0,
+             "command": "etcd"}],
+            "mounts": [{"mountpoint": "/", "fstype": "squashfs", "source": "/dev/loop3", "read_only": True,
+                        "options": "ro,nodev"},
+                       {"mountpoint": "/tmp", "fstype": "tmpfs", "source": "tmpfs", "read_only": False,
+                        "options": "rw"}]}
+        if request.kind not in rows:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown resource {request.kind!r}")
+        return pb.ResourcesResponse(json=json.dumps(rows[request.kind]))
 
     def MachineStatus(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.MachineStatusResponse:
         self._check("MachineStatus", context)

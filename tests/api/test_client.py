@@ -37,7 +37,8 @@ def client(fake_node: FakeNode, cluster: Cluster):
 
 def test_version_and_status_over_mutual_tls(client: GravenClient, fake_node: FakeNode) -> None:
     v = client.version()
-    assert v == {"version": "v1", "image_digest": "ab" * 32, "slot": "A", "boot_id": "boot-0", "node": "node1"}
+    assert v == {"version": "v1", "image_digest": "ab" * 32, "slot": "A", "boot_id": "boot-0", "node": "node1",
+                 "kernel": "6.1.0-test", "os_image": "Graven v1", "provisioner": "container"}
     s = client.status()
     assert (s["stage"], s["ready"], s["slot"], s["sequence"], s["last_fallback"]) == ("running", True, "A", None, None)
 

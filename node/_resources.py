@@ -1,0 +1,93 @@
+"""What the node sees from inside: its processes and its mounts, read from its own ``/proc`` (in a container
+machine the agent is PID 1 and ``/`` is the slot's squashfs, read-only), and the kernel and OS it runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+from events.errors import InvalidRequest
+
+__all__ = ["KINDS", "about", "kernel", "mounts", "os_image", "processes", "read"]
+
+KINDS = ("processes", "mounts")
+
+
+def _clk_tck() -> int:
+    try:
+        return os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError):
+        return 100
+
+
+def processes(proc: str = "/proc") -> list[dict[str, Any]]:
+    """One row per process: pid, ppid, state, threads, resident memory, CPU seconds, command line."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    tck = _clk_tck()
+    rows = []
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"{proc}/{name}/stat").read_bytes()
+            cmdline = Path(f"{proc}/{name}/cmdline").read_bytes()
+            statm = Path(f"{proc}/{name}/statm").read_text().split()
+        except OSError:
+            continue  # it ended while we looked
+        comm = stat[stat.find(b"(") + 1:stat.rfind(b")")].decode(errors="replace")
+        fields = stat[stat.rfind(b")") + 2:].split()
+        args = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
+        rows.append({"pid": int(name), "ppid": int(fields[1]), "state": fields[0].decode(),
+                     "threads": int(fields[17]), "rss_bytes": int(statm[1]) * page,
+                     "cpu_seconds": round((int(fields[11]) + int(fields[12])) / tck, 2),
+                     "command": " ".join(args) if args else f"[{comm}]"})
+    return sorted(rows, key=lambda r: r["pid"])
+
+
+def _unescape(path: str) -> str:
+    return path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def mounts(mountinfo: str = "/proc/self/mountinfo") -> list[dict[str, Any]]:
+    """One row per mount: mount point, file system type, source, read-only or not, options."""
+    rows = []
+    for line in Path(mountinfo).read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if len(fields) < 6 or len(rest) < 2:
+            continue
+        options = fields[5].split(",")
+        rows.append({"mountpoint": _unescape(fields[4]), "fstype": rest[0], "source": _unescape(rest[1]),
+                     "read_only": "ro" in options, "options": fields[5]})
+    return rows
+
+
+def kernel() -> str:
+    return os.uname().release
+
+
+def os_image(os_release: str = "/etc/os-release") -> str:
+    """The running root's PRETTY_NAME (the image's, in a container machine; the host's for a process one)."""
+    with contextlib.suppress(OSError):
+        for line in Path(os_release).read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == "PRETTY_NAME":
+                return value.strip().strip('"')
+    return ""
+
+
+def about() -> dict[str, str]:
+    """For ``version``: the kernel, the running root's OS, and whether the agent is PID 1 of its own machine."""
+    from ._pid1 import is_pid1
+
+    return {"kernel": kernel(), "os_image": os_image(), "provisioner": "container" if is_pid1() else "process"}
+
+
+def read(kind: str) -> list[dict[str, Any]]:
+    if kind == "processes":
+        return processes()
+    if kind == "mounts":
+        return mounts()
+    raise InvalidRequest(f"unknown resource {kind!r} (resources: {', '.join(KINDS)})", kind=kind)

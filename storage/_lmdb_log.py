@@ -58,6 +58,7 @@ from ._sign_child import ChildSigner
 __all__ = ["RECOVERED", "LmdbEventLog", "LogReader", "seq_key"]
 
 SMALL_BATCH = 4  # events the sequencer writes itself when the committer is idle
+CROWDED_S = 0.05  # no lone-appender path for this long after an appender queued behind one
 CHILD_BATCH = 64  # events in a batch from which part is signed by the signing process (_sign_child)
 
 RECOVERED = "recovered: the previous boot ended unsealed"
@@ -105,8 +106,10 @@ class LmdbEventLog:
         self._durable_next = 0
         self._failing: GravenError | None = None
         self._chain_lock = threading.Lock()  # held while events are prepared and completed, see the module's doc
+        self._crowded_until = 0.0
         self._child = ChildSigner()  # started by the sequencer on the first big batch
         self._child_share = 0.6  # of a big batch, adjusted so that the child and the sequencer finish together
+        self._child_key: tuple[Signer | None, bytes | None] = (None, None)  # the signer and its raw key
         self._sent = 0  # batches and markers handed to the committer (written by the sequencer only)
         self._done = 0  # and handled by it (written by the committer only)
         tail = self._load_tail()
@@ -274,9 +277,10 @@ class LmdbEventLog:
 
     # -- a lone appender ---------------------------------------------------------------------------------
     def _idle(self) -> bool:
-        """Under the chain lock: everything prepared is durable, nothing fails and nothing is queued."""
+        """Under the chain lock: everything prepared is durable, nothing fails and nothing is queued, and no other
+        appender queued behind the last lone append lately (then group commits serve them better)."""
         return (self._failing is None and bool(self._threads) and self._chain.next_seq == self._durable_next
-                and self._queue.empty())
+                and self._queue.empty() and time.monotonic() >= self._crowded_until)
 
     def _append_here(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> Event:
         """The whole append in the caller's thread, under the chain lock: no hand-off to the pipeline's threads."""
@@ -295,6 +299,8 @@ class LmdbEventLog:
         except BaseException:
             self._reload_chain()  # the events just completed are not on disk: continue from what is
             raise
+        if not self._queue.empty():  # others waited for this write: leave the next ones to the pipeline
+            self._crowded_until = time.monotonic() + CROWDED_S
         return signed[0][0]
 
     # -- the pipeline ------------------------------------------------------------------------------------
@@ -320,11 +326,15 @@ class LmdbEventLog:
         self._commits.put(STOP)
 
     def _build(self, items: list[Req | Ctl | object], signer: SignerThread) -> Batch:
-        """Under the chain lock: the next events, signed and completed, with their callers' waiters."""
+        """Under the chain lock: the next events, signed and completed, with their callers' waiters.
+
+        In a big batch the child's share is handed to it as soon as it is prepared: it signs while the rest is
+        prepared here."""
         if self._failing is not None:
             self._resync()
         batch = Batch()
         pending: list[tuple[Prepared, Waiter]] = []
+        early, sent = self._early_share(items), 0
         for item in items:
             if isinstance(item, Req):
                 try:
@@ -334,15 +344,17 @@ class LmdbEventLog:
                         exc if isinstance(exc, InvalidEvent) else InvalidEvent(f"cannot append {item.kind}: {exc}"))
                     continue
                 pending.append((prepared, item.future))
+                if len(pending) == early:
+                    sent, early = self._send_to_child(pending), 0
                 if self._chain.checkpoint_due():
-                    self._complete(pending, batch, signer)
-                    pending = []
+                    self._complete(pending, batch, signer, sent)
+                    pending, sent = [], 0
                     batch.signed.append(self._chain.checkpoint())
             elif isinstance(item, Ctl):
-                self._complete(pending, batch, signer)
-                pending = []
+                self._complete(pending, batch, signer, sent)
+                pending, sent = [], 0
                 self._control_item(item, batch)
-        self._complete(pending, batch, signer)
+        self._complete(pending, batch, signer, sent)
         return batch
 
     def _hand_over(self, batch: Batch) -> None:
@@ -354,17 +366,20 @@ class LmdbEventLog:
             self._sent += 1
             self._commits.put(batch)
 
-    def _complete(self, pending: list[tuple[Prepared, Waiter]], batch: Batch, signer: SignerThread) -> None:
-        """Sign the prepared events, half on the signer thread and half here (Ed25519 releases the GIL), then
-        chain them."""
+    def _complete(self, pending: list[tuple[Prepared, Waiter]], batch: Batch, signer: SignerThread,
+                  sent: int = 0) -> None:
+        """Sign the prepared events, then chain them. The first ``sent`` are being signed by the child process;
+        other big batches are shared with it here; smaller ones are signed half on the signer thread and half here
+        (Ed25519 releases the GIL)."""
         if not pending:
             return
-        sign = self._chain.signer.sign
-        key_raw = _raw_private_key(self._chain.signer) if len(pending) >= CHILD_BATCH else None
-        sigs: list[bytes] | None = None
-        if key_raw is not None:
-            sigs = self._sign_with_child(key_raw, [p[2] for p, _ in pending])
-        if sigs is None:
+        if not sent and len(pending) >= CHILD_BATCH:
+            k = min(len(pending) - 1, max(1, int(len(pending) * self._child_share)))
+            sent = self._send_to_child(pending[:k])
+        if sent:
+            sigs = self._sign_with_child(pending, sent)
+        else:
+            sign = self._chain.signer.sign
             half = len(pending) // 2 if len(pending) >= 4 else 0
             other = signer.sign(sign, [p[2] for p, _ in pending[:half]]) if half else None
             mine = [sign(p[2]) for p, _ in pending[half:]]
@@ -374,17 +389,32 @@ class LmdbEventLog:
             batch.signed.append(signed)
             batch.waiters.append((fut, signed[0]))
 
-    def _sign_with_child(self, key_raw: bytes, digests: list[bytes]) -> list[bytes] | None:
-        """The child signs the first part of ``digests`` while this thread signs the rest; None if it failed."""
-        k = min(len(digests) - 1, max(1, int(len(digests) * self._child_share)))
-        if not self._child.send(key_raw, digests[:k]):
-            return None
+    def _early_share(self, items: list[Req | Ctl | object]) -> int:
+        """How many of a batch's events to hand to the child as soon as they are prepared (0: none)."""
+        if self._child.failed:
+            return 0
+        n = sum(1 for item in items if isinstance(item, Req))
+        return max(1, int(n * self._child_share)) if n >= CHILD_BATCH else 0
+
+    def _send_to_child(self, pending: list[tuple[Prepared, Waiter]]) -> int:
+        """Hand these events' hashes to the child; how many it took (0: it cannot sign them)."""
+        signer = self._chain.signer
+        if self._child_key[0] is not signer:
+            self._child_key = (signer, _raw_private_key(signer))
+        key_raw = self._child_key[1]
+        if key_raw is None or not self._child.send(key_raw, [p[2] for p, _ in pending]):
+            return 0
+        return len(pending)
+
+    def _sign_with_child(self, pending: list[tuple[Prepared, Waiter]], sent: int) -> list[bytes]:
+        """Sign the events after the first ``sent`` here while the child signs those, then collect its signatures
+        (made here too if it failed)."""
         sign = self._chain.signer.sign
-        mine = [sign(d) for d in digests[k:]]
+        mine = [sign(p[2]) for p, _ in pending[sent:]]
         t = time.perf_counter()
         theirs = self._child.receive()
         if theirs is None:
-            return None
+            return [sign(p[2]) for p, _ in pending[:sent]] + mine
         # waited for the child: give it less next time; it was done already: give it more
         waited = time.perf_counter() - t > 50e-6
         self._child_share = min(0.9, max(0.3, self._child_share + (-0.02 if waited else 0.02)))

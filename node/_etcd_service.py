@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
-import signal
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ HEALTH_KEY = b"/graven/health"
 QUICK_EXIT = 5.0  # an exit this soon after the start counts towards "will not start"
 QUICK_EXITS = 5
 JOIN_EVERY = 1.0
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -175,8 +173,8 @@ class EtcdService:
         log = self.s.files.root / "etcd.log"
         try:
             with log.open("ab") as out:
-                proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
-                                                            stderr=out, preexec_fn=_die_with_parent)
+                proc = await asyncio.create_subprocess_exec(*_with_parent(argv), stdin=asyncio.subprocess.DEVNULL,
+                                                            stdout=out, stderr=out)
         except OSError as exc:
             self._set("failed", f"cannot start {self.s.binary}: {exc.strerror}")
             self._emit(Kind.ETCD_FAILED, {"reason": self.reason})
@@ -305,7 +303,7 @@ class EtcdService:
                     return
             except GravenError as exc:
                 self._wait("promotion", exc.message)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
 
     # -- queries and management ----------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -348,14 +346,13 @@ class EtcdService:
         return {"member_id": f"{me:016x}", "left": True}
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """etcd dies with its agent: a crashed agent leaves no etcd holding the ports of the next boot's."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _with_parent(argv: list[str]) -> list[str]:
+    """etcd dies with its agent (a crashed agent leaves no etcd holding the next boot's ports): util-linux's
+    ``setpriv --pdeathsig`` sets that and execs etcd, as a ``preexec_fn`` cannot safely do in a threaded agent."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", *argv] if setpriv else argv
 
 
 def _empty(folder: Path) -> None:
-    import shutil
-
     if folder.exists():
         shutil.rmtree(folder)

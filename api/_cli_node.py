@@ -113,6 +113,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("-i", "--image", required=True, metavar="FILE|URL", help="the image file or URL")
     p.add_argument("--stage", action="store_true", help="only stage it: it boots at the next reboot")
+    p.add_argument("--force", action="store_true",
+                   help="even if it leaves etcd without quorum (a controlplane node's upgrade is refused otherwise)")
     p.add_argument("--rolling", action="store_true",
                    help="one node at a time, in the order given (implies --wait): the next only after the previous "
                         "is Running and committed on the new version; stops at the first node that falls back or "
@@ -143,13 +145,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_reset)
 
     p = subparsers.add_parser("reboot", help="stop services, seal the log, reboot",
-                              description="Reboot the nodes; with --wait, until each is up again.")
+                              description="Reboot the nodes; with --wait, until each is up again. Refused "
+                                          "(QUORUM_AT_RISK) for a controlplane node whose reboot would leave etcd "
+                                          "without quorum, unless --force.")
     _wait_flags(p)
+    p.add_argument("--force", action="store_true", help="even if it leaves etcd without quorum")
     p.set_defaults(func=_simple("reboot"))
 
     p = subparsers.add_parser("shutdown", help="stop services, seal the log, power off",
-                              description="Power the nodes off; with --wait, until each has gone.")
+                              description="Power the nodes off; with --wait, until each has gone. Refused "
+                                          "(QUORUM_AT_RISK) for a controlplane node whose shutdown would leave etcd "
+                                          "without quorum, unless --force.")
     _wait_flags(p)
+    p.add_argument("--force", action="store_true", help="even if it leaves etcd without quorum")
     p.set_defaults(func=_simple("shutdown"))
 
     p = subparsers.add_parser(
@@ -406,7 +414,8 @@ def _print_dry_run(results: list[tuple[str, Any]]) -> int:
 # -- lifecycle requests and --wait -----------------------------------------------------------------------
 def _simple(method: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        return _lifecycle(args, lambda client, progress: getattr(client, method)())
+        extra = {"force": True} if getattr(args, "force", False) else {}
+        return _lifecycle(args, lambda client, progress: getattr(client, method)(**extra))
     return handler
 
 
@@ -432,7 +441,7 @@ def _upgrade(args: argparse.Namespace) -> int:
                 shown[0] = step
                 progress.line(client.endpoint, f"upload {sent / 2**20:.1f}/{total / 2**20:.1f} MiB ({step}%)")
 
-        return client.upgrade(args.image, stage=args.stage, progress=uploaded)
+        return client.upgrade(args.image, stage=args.stage, progress=uploaded, force=args.force)
 
     return _lifecycle(args, request)
 

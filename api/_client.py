@@ -472,11 +472,14 @@ class GravenClient:
                 "reboot_required": r.reboot_required, "warnings": list(r.warnings)}
 
     def upgrade(self, image: str | os.PathLike[str], *, stage: bool = False,
-                progress: Callable[[int, int], None] | None = None, timeout: float | None = None) -> Accepted:
-        """Upgrade from an image file (streamed in 1 MiB chunks; ``progress(sent, total)``) or a URL."""
+                progress: Callable[[int, int], None] | None = None, timeout: float | None = None,
+                force: bool = False) -> Accepted:
+        """Upgrade from an image file (streamed in 1 MiB chunks; ``progress(sent, total)``) or a URL; ``force``:
+        even if it leaves etcd without quorum."""
         text = os.fspath(image)
         if "://" in text:
-            return self._accepted(self._call_upgrade(iter([pb.UpgradeRequest(url=text, stage=stage)]), timeout))
+            req = pb.UpgradeRequest(url=text, stage=stage, force=force)
+            return self._accepted(self._call_upgrade(iter([req]), timeout))
         with contextlib.ExitStack() as stack:
             try:
                 f = stack.enter_context(open(text, "rb"))
@@ -485,11 +488,11 @@ class GravenClient:
                 raise NotFound(f"image {text}: no such file", path=text) from None
             except OSError as exc:
                 raise InvalidRequest(f"image {text}: cannot read: {exc.strerror}", path=text) from None
-            return self._accepted(self._call_upgrade(self._chunks(f, size, stage, progress), timeout))
+            return self._accepted(self._call_upgrade(self._chunks(f, size, stage, progress, force), timeout))
 
     @staticmethod
     def _chunks(f: IO[bytes], size: int, stage: bool,
-                progress: Callable[[int, int], None] | None) -> Iterator[pb.UpgradeRequest]:
+                progress: Callable[[int, int], None] | None, force: bool = False) -> Iterator[pb.UpgradeRequest]:
         """The image in 1 MiB messages; the first carries the options (an empty file still sends one)."""
         sent = 0
         while True:
@@ -498,7 +501,7 @@ class GravenClient:
                 return
             first = sent == 0
             sent += len(data)
-            yield pb.UpgradeRequest(chunk=data, stage=stage, total_size=size) if first else \
+            yield pb.UpgradeRequest(chunk=data, stage=stage, total_size=size, force=force) if first else \
                 pb.UpgradeRequest(chunk=data)
             if progress is not None:
                 progress(sent, size)
@@ -520,11 +523,11 @@ class GravenClient:
         req = pb.ResetRequest(wipe=list(wipe), graceful=graceful, reboot=reboot, force=force)
         return self._accepted(self._unary("Reset", req))
 
-    def reboot(self) -> Accepted:
-        return self._accepted(self._unary("Reboot", pb.RebootRequest()))
+    def reboot(self, *, force: bool = False) -> Accepted:
+        return self._accepted(self._unary("Reboot", pb.RebootRequest(force=force)))
 
-    def shutdown(self) -> Accepted:
-        return self._accepted(self._unary("Shutdown", pb.ShutdownRequest()))
+    def shutdown(self, *, force: bool = False) -> Accepted:
+        return self._accepted(self._unary("Shutdown", pb.ShutdownRequest(force=force)))
 
     def generate_client_configuration(self, roles: Sequence[str], ttl_seconds: int, name: str = "") -> dict[str, bytes]:
         r = self._unary("GenerateClientConfiguration",

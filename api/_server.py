@@ -297,7 +297,7 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
     @rpc("Upgrade")
     async def Upgrade(self, request_iterator: AsyncIterator[pb.UpgradeRequest], context: Any,
                       actor: Actor) -> pb.SequenceAccepted:
-        url, stage, spool = "", False, None
+        url, stage, force, spool = "", False, False, None
         self.node.spool_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.node.spool_dir, prefix="upgrade-", suffix=".img",
                                          delete=False) as f:
@@ -305,6 +305,7 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
             async for msg in request_iterator:
                 url = url or msg.url
                 stage = stage or msg.stage
+                force = force or msg.force
                 if msg.chunk:
                     f.write(msg.chunk)
         source = url or str(spool)
@@ -313,7 +314,8 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
         elif spool.stat().st_size == 0:
             spool.unlink(missing_ok=True)
             raise InvalidRequest("upgrade needs an image (streamed chunks) or a url")
-        return await self._sequence("stage-upgrade" if stage else "upgrade", {"source": source, "stage": stage}, actor)
+        return await self._sequence("stage-upgrade" if stage else "upgrade",
+                                    {"source": source, "stage": stage, "force": force}, actor)
 
     @rpc("Rollback")
     async def Rollback(self, request: pb.RollbackRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
@@ -327,11 +329,11 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
 
     @rpc("Reboot")
     async def Reboot(self, request: pb.RebootRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
-        return await self._sequence("reboot", {}, actor)
+        return await self._sequence("reboot", {"force": request.force} if request.force else {}, actor)
 
     @rpc("Shutdown")
     async def Shutdown(self, request: pb.ShutdownRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
-        return await self._sequence("shutdown", {}, actor)
+        return await self._sequence("shutdown", {"force": request.force} if request.force else {}, actor)
 
     async def Events(self, request: pb.EventsRequest, context: Ctx) -> AsyncIterator[pb.EventBatch]:
         await self.authorize("Events", context)

@@ -17,7 +17,8 @@
     │   ├── TaskTimeout
     │   ├── NotFound
     │   ├── Unavailable             the node cannot be reached, or is not ready
-    │   └── PermissionDenied
+    │   ├── PermissionDenied
+    │   └── QuorumAtRisk            a controlplane node going down would leave etcd without quorum
     ├── InvalidRequest              bad input
     │   ├── InvalidConfig           carries every problem with its path
     │   ├── InvalidEvent            an append that would break the chain
@@ -49,6 +50,7 @@ __all__ = [
     "NotFound",
     "OperationalError",
     "PermissionDenied",
+    "QuorumAtRisk",
     "StorageError",
     "TamperedLog",
     "TaskTimeout",
@@ -80,6 +82,7 @@ class Code(enum.IntEnum):
     NOT_FOUND = 34
     UNAVAILABLE = 35
     PERMISSION_DENIED = 36
+    QUORUM_AT_RISK = 37
     INVALID_REQUEST = 40
     INVALID_CONFIG = 41
     INVALID_EVENT = 42
@@ -185,6 +188,13 @@ class Unavailable(OperationalError):
 
 class PermissionDenied(OperationalError):
     code = Code.PERMISSION_DENIED
+
+
+class QuorumAtRisk(OperationalError):
+    """Taking this controlplane node down would leave etcd without quorum; ``details['down']`` names the members
+    that are down or unhealthy (``--force`` goes ahead anyway)."""
+
+    code = Code.QUORUM_AT_RISK
 
 
 class InvalidRequest(GravenError):

@@ -7,6 +7,7 @@ keeps ``/var/lib/etcd`` on EPHEMERAL: a reset that wipes EPHEMERAL leaves no mem
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import shutil
 import tempfile
@@ -18,17 +19,18 @@ from urllib.parse import urlsplit
 import config
 from api._etcd_pki import EtcdCA
 from events import Actor, Kind
-from events.errors import GravenError, InvalidRequest, NotFound, TransitionRejected, Unavailable
+from events.errors import GravenError, InvalidRequest, NotFound, QuorumAtRisk, TransitionRejected, Unavailable
 from storage._etcd import EtcdClient
 
 from ._etcd_args import CLIENT_PORT, EtcdFiles, client_url
 from ._etcd_service import EtcdService, EtcdSettings
 from ._identity import node_name
 
-__all__ = ["MANAGE", "QUERIES", "EtcdNode", "node_address", "settings_for"]
+__all__ = ["MANAGE", "QUERIES", "QUORUM_SEQUENCES", "EtcdNode", "node_address", "settings_for"]
 
 QUERIES = ("members", "status")
 MANAGE = ("bootstrap", "leave", "forfeit-leadership", "remove-member")
+QUORUM_SEQUENCES = ("upgrade", "reboot", "shutdown", "reset")  # each takes the node down
 
 
 def _routable(host: str) -> bool:
@@ -98,9 +100,20 @@ class EtcdNode:
         self.service = EtcdService(self._settings(), self._emit)
         await self.service.start()
 
-    async def stop(self, reason: str) -> None:
-        if self.service is not None:
-            await self.service.stop(reason)
+    async def stop(self, reason: str, *, leave: bool = False) -> None:
+        """Stop etcd; with ``leave`` (a graceful reset) remove this member from the cluster first. A leave that
+        fails is raised after etcd is stopped, so the reset goes on and its task says why it did not leave."""
+        svc = self.service
+        if svc is None:
+            return
+        if leave and svc.describe()["pid"] is not None:
+            try:
+                await svc.leave(retry_for=20.0)
+            except GravenError:
+                await svc.stop(reason)
+                raise
+            return
+        await svc.stop(reason)
 
     def _svc(self) -> EtcdService:
         if self.service is None:
@@ -122,6 +135,24 @@ class EtcdNode:
             await record(Kind.API_REFUSED, {"method": method, "request_seq": event.seq, "reason": exc.message,
                                             "code": exc.code.name}, actor)
             raise
+
+    async def check_quorum(self, what: str, actor: Actor, request_seq: int,
+                           record: Callable[[str, dict[str, Any], Actor], Awaitable[Any]]) -> None:
+        """Refuse (``QuorumAtRisk``, recorded with the reason) a request that takes this node down when the voting
+        members that would stay up and healthy are fewer than a quorum."""
+        svc = self.service
+        if svc is None or svc.describe()["pid"] is None:
+            return  # not a running member: its going down changes nothing
+        try:
+            problem = await _quorum_problem(svc, what)
+        except GravenError as exc:
+            problem = QuorumAtRisk(f"{what} refused: etcd's quorum cannot be checked ({exc.message}); use --force "
+                                   "to go ahead anyway", down=[], reason=exc.message)
+        if problem is None:
+            return
+        await record(Kind.API_REFUSED, {"method": what, "request_seq": request_seq, "reason": problem.message,
+                                        "code": problem.code.name, **problem.details}, actor)
+        raise problem
 
     async def query(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
         svc = self._svc()
@@ -187,3 +218,37 @@ class EtcdNode:
             path.unlink(missing_ok=True)
             raise
         return path
+
+
+async def _member_healthy(svc: EtcdService, url: str) -> bool:
+    try:
+        async with EtcdClient([url], svc.tls(), timeout=2.0) as c:
+            await c.get(b"/graven/health")  # linearizable: answered only with a quorum behind it
+        return True
+    except GravenError:
+        return False
+
+
+async def _quorum_problem(svc: EtcdService, what: str) -> QuorumAtRisk | None:
+    async with svc.local_client(timeout=2.0) as c:
+        me = (await c.status(svc.s.client_url)).member_id
+        members = await c.members()
+    voters = [m for m in members if not m.is_learner]
+    if me not in {m.id for m in voters}:
+        return None  # a learner does not count towards quorum
+    others = [m for m in voters if m.id != me]
+    up = await asyncio.gather(*(_member_healthy(svc, m.client_urls[0]) if m.client_urls else _false()
+                                for m in others))
+    down = [m.name or f"{m.id:016x}" for m, ok in zip(others, up, strict=True) if not ok]
+    needed = len(voters) // 2 + 1
+    staying = len(others) - len(down)
+    if staying >= needed:
+        return None
+    why = f"; down or unhealthy: {', '.join(down)}" if down else ""
+    return QuorumAtRisk(f"{what} would leave etcd without quorum: {staying} of {len(voters)} voting members would "
+                        f"stay up and {needed} are needed{why}; use --force to go ahead anyway",
+                        down=down, voting=len(voters), needed=needed)
+
+
+async def _false() -> bool:
+    return False

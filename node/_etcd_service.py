@@ -320,11 +320,11 @@ class EtcdService:
         async with self.local_client() as c:
             return await c.members()
 
-    async def leave(self) -> dict[str, Any]:
-        """Remove this member from the cluster (retried while the cluster is briefly unhealthy), stop etcd and
-        empty its data folder."""
+    async def leave(self, retry_for: float = 60.0) -> dict[str, Any]:
+        """Remove this member from the cluster (retried for ``retry_for`` seconds while the cluster is briefly
+        unhealthy), stop etcd and empty its data folder."""
         self._need_running()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + retry_for
         while True:
             try:
                 async with self.local_client() as c:

@@ -47,7 +47,7 @@ from storage import DiskBase, LmdbEventLog, LogRing
 
 from . import _resources
 from ._disk import open_disk
-from ._etcd_node import EtcdNode, settings_for
+from ._etcd_node import QUORUM_SEQUENCES, EtcdNode, settings_for
 from ._identity import FileIdentity, node_name
 from ._log import NodeLog
 from ._logging import AGENT, setup_agent_logging
@@ -253,8 +253,9 @@ class Agent:
             await self._sync_metrics()
 
     async def stop_service(self, name: str) -> None:
-        if name == "etcd":
-            await self.etcd.stop("the node stops its services")
+        if name == "etcd":  # a graceful reset leaves the cluster first
+            await self.etcd.stop("the node stops its services", leave=self.fsm.stage is Stage.RESETTING
+                                 and bool(self._reset_args.get("graceful")))
         server = self._servers.pop(name, None)
         if name == "api":
             await self._sync_metrics()
@@ -453,6 +454,8 @@ class Agent:
         if name is SequenceName.RESET:
             self._reset_args = dict(args)
         event = await self.seq.record(Kind.API_REQUEST, {"method": name.value, "args": _plain(args)}, actor)
+        if name.value in QUORUM_SEQUENCES and not args.get("force"):
+            await self.etcd.check_quorum(name.value, actor, event.seq, self.seq.record)
         if name is SequenceName.RESET:
             await self._check_shipped(args, actor, event.seq)
         if name is SequenceName.ROLLBACK:

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rmachine.proto\x12\x11graven.machine.v1\"[\n\x0b\x45rrorDetail\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.graven.machine.v1.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x03 \x01(\t\"\x07\n\x05\x45mpty\"\"\n\x05\x41\x63tor\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\"\x9c\x01\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x14\n\x0cimage_digest\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x04 \x01(\t\x12\x0c\n\x04node\x18\x05 \x01(\t\x12\x0e\n\x06kernel\x18\x06 \x01(\t\x12\x10\n\x08os_image\x18\x07 \x01(\t\x12\x13\n\x0bprovisioner\x18\x08 \x01(\t\"K\n\x08\x46\x61llback\x12\x11\n\tfrom_slot\x18\x01 \x01(\t\x12\x0f\n\x07to_slot\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\"]\n\x0fRunningSequence\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x18.graven.machine.v1.Actor\x12\x13\n\x0bstarted_seq\x18\x03 \x01(\x04\"\xbe\x02\n\x15MachineStatusResponse\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08\x12\x0c\n\x04slot\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x34\n\x08sequence\x18\x05 \x01(\x0b\x32\".graven.machine.v1.RunningSequence\x12\x32\n\rlast_fallback\x18\x06 \x01(\x0b\x32\x1b.graven.machine.v1.Fallback\x12\x0f\n\x07\x62oot_id\x18\x07 \x01(\t\x12\x14\n\x0clog_next_seq\x18\x08 \x01(\x04\x12\x15\n\rconfig_digest\x18\t \x01(\t\x12\x1c\n\x14staged_config_digest\x18\n \x01(\t\x12\x0c\n\x04node\x18\x0b \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x0c \x01(\t\"\x83\x01\n\x19\x41pplyConfigurationRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12*\n\x04mode\x18\x02 \x01(\x0e\x32\x1c.graven.machine.v1.ApplyMode\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\x1b\n\x13try_timeout_seconds\x18\x04 \x01(\r\"\xa3\x01\n\x1a\x41pplyConfigurationResponse\x12*\n\x04mode\x18\x01 \x01(\x0e\x32\x1c.graven.machine.v1.ApplyMode\x12\x11\n\tdiff_json\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x17\n\x0freboot_required\x18\x05 \x01(\x08\x12\x10\n\x08warnings\x18\x06 \x03(\t\"J\n\x18GetConfigurationResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x10\n\x08redacted\x18\x03 \x01(\x08\"Z\n\x10SequenceAccepted\x12\x10\n\x08sequence\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\'\n\x05\x61\x63tor\x18\x03 \x01(\x0b\x32\x18.graven.machine.v1.Actor\"O\n\x0eUpgradeRequest\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\x08\x12\x12\n\ntotal_size\x18\x04 \x01(\x04\"\x11\n\x0fRollbackRequest\"M\n\x0cResetRequest\x12\x0c\n\x04wipe\x18\x01 \x03(\t\x12\x10\n\x08graceful\x18\x02 \x01(\x08\x12\x0e\n\x06reboot\x18\x03 \x01(\x08\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\"\x0f\n\rRebootRequest\"\x11\n\x0fShutdownRequest\"e\n\rEventsRequest\x12\x11\n\tsince_seq\x18\x01 \x01(\x03\x12\x13\n\x0btail_events\x18\x02 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\r\n\x05kinds\x18\x04 \x03(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\"+\n\nEventBatch\x12\x0b\n\x03raw\x18\x01 \x03(\x0c\x12\x10\n\x08next_seq\x18\x02 \x01(\x04\"K\n\x0bLogsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\x03\x12\x0c\n\x04tail\x18\x03 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\"H\n\x08LogBatch\x12\r\n\x05lines\x18\x01 \x03(\x0c\x12\x16\n\x0e\x66irst_position\x18\x02 \x01(\x04\x12\x15\n\rnext_position\x18\x03 \x01(\x04\"6\n\x12\x41uditExportRequest\x12\x10\n\x08\x66rom_seq\x18\x01 \x01(\x04\x12\x0e\n\x06to_seq\x18\x02 \x01(\x03\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"A\n\x10\x42ootTraceRequest\x12\x0c\n\x04\x62oot\x18\x01 \x01(\x05\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\"!\n\x11\x42ootTraceResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"D\n\x10\x43onfigNewRequest\x12\r\n\x05roles\x18\x01 \x03(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\"=\n\x11\x43onfigNewResponse\x12\x0e\n\x06\x63\x61_crt\x18\x01 \x01(\x0c\x12\x0b\n\x03\x63rt\x18\x02 \x01(\x0c\x12\x0b\n\x03key\x18\x03 \x01(\x0c\"\x1f\n\x0fNetworkResource\x12\x0c\n\x04json\x18\x01 \x01(\t\" \n\x10ResourcesRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\"!\n\x11ResourcesResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x1e\n\x0eNetworkRequest\x12\x0c\n\x04what\x18\x01 \x01(\t\"\x1f\n\x0fNetworkResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\"0\n\x0b\x45tcdRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x11\n\targs_json\x18\x02 \x01(\t\"\x1c\n\x0c\x45tcdResponse\x12\x0c\n\x04json\x18\x01 \x01(\t*\x83\x03\n\x04\x43ode\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07STORAGE\x10\n\x12\r\n\tDISK_FULL\x10\x0b\x12\x0e\n\nLOG_LOCKED\x10\x0c\x12\x11\n\rLOG_READ_ONLY\x10\r\x12\x10\n\x0cVERIFICATION\x10\x14\x12\x10\n\x0cTAMPERED_LOG\x10\x15\x12\x11\n\rUNTRUSTED_KEY\x10\x16\x12\r\n\tBAD_IMAGE\x10\x17\x12\x17\n\x13TRANSITION_REJECTED\x10\x1e\x12\n\n\x06LOCKED\x10\x1f\x12\r\n\tCANCELLED\x10 \x12\x10\n\x0cTASK_TIMEOUT\x10!\x12\r\n\tNOT_FOUND\x10\"\x12\x0f\n\x0bUNAVAILABLE\x10#\x12\x15\n\x11PERMISSION_DENIED\x10$\x12\x13\n\x0fINVALID_REQUEST\x10(\x12\x12\n\x0eINVALID_CONFIG\x10)\x12\x11\n\rINVALID_EVENT\x10*\x12\x12\n\x0eLIMIT_EXCEEDED\x10+\x12\r\n\tTOO_LARGE\x10,\x12\r\n\tINVARIANT\x10\x32*E\n\tApplyMode\x12\x08\n\x04\x41UTO\x10\x00\x12\r\n\tNO_REBOOT\x10\x01\x12\n\n\x06REBOOT\x10\x02\x12\n\n\x06STAGED\x10\x03\x12\x07\n\x03TRY\x10\x04\x32\xd6\x0c\n\x0eMachineService\x12G\n\x07Version\x12\x18.graven.machine.v1.Empty\x1a\".graven.machine.v1.VersionResponse\x12S\n\rMachineStatus\x12\x18.graven.machine.v1.Empty\x1a(.graven.machine.v1.MachineStatusResponse\x12q\n\x12\x41pplyConfiguration\x12,.graven.machine.v1.ApplyConfigurationRequest\x1a-.graven.machine.v1.ApplyConfigurationResponse\x12Y\n\x10GetConfiguration\x12\x18.graven.machine.v1.Empty\x1a+.graven.machine.v1.GetConfigurationResponse\x12S\n\x07Upgrade\x12!.graven.machine.v1.UpgradeRequest\x1a#.graven.machine.v1.SequenceAccepted(\x01\x12S\n\x08Rollback\x12\".graven.machine.v1.RollbackRequest\x1a#.graven.machine.v1.SequenceAccepted\x12M\n\x05Reset\x12\x1f.graven.machine.v1.ResetRequest\x1a#.graven.machine.v1.SequenceAccepted\x12O\n\x06Reboot\x12 .graven.machine.v1.RebootRequest\x1a#.graven.machine.v1.SequenceAccepted\x12S\n\x08Shutdown\x12\".graven.machine.v1.ShutdownRequest\x1a#.graven.machine.v1.SequenceAccepted\x12K\n\x06\x45vents\x12 .graven.machine.v1.EventsRequest\x1a\x1d.graven.machine.v1.EventBatch0\x01\x12P\n\x0b\x41uditExport\x12%.graven.machine.v1.AuditExportRequest\x1a\x18.graven.machine.v1.Chunk0\x01\x12V\n\tBootTrace\x12#.graven.machine.v1.BootTraceRequest\x1a$.graven.machine.v1.BootTraceResponse\x12h\n\x1bGenerateClientConfiguration\x12#.graven.machine.v1.ConfigNewRequest\x1a$.graven.machine.v1.ConfigNewResponse\x12P\n\x07Network\x12!.graven.machine.v1.NetworkRequest\x1a\".graven.machine.v1.NetworkResponse\x12\x45\n\x04Logs\x12\x1e.graven.machine.v1.LogsRequest\x1a\x1b.graven.machine.v1.LogBatch0\x01\x12L\n\tEtcdQuery\x12\x1e.graven.machine.v1.EtcdRequest\x1a\x1f.graven.machine.v1.EtcdResponse\x12M\n\nEtcdManage\x12\x1e.graven.machine.v1.EtcdRequest\x1a\x1f.graven.machine.v1.EtcdResponse\x12J\n\x0c\x45tcdSnapshot\x12\x1e.graven.machine.v1.EtcdRequest\x1a\x18.graven.machine.v1.Chunk0\x01\x12V\n\tResources\x12#.graven.machine.v1.ResourcesRequest\x1a$.graven.machine.v1.ResourcesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rmachine.proto\x12\x11graven.machine.v1\"[\n\x0b\x45rrorDetail\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.graven.machine.v1.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x03 \x01(\t\"\x07\n\x05\x45mpty\"\"\n\x05\x41\x63tor\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\"\x9c\x01\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x14\n\x0cimage_digest\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x04 \x01(\t\x12\x0c\n\x04node\x18\x05 \x01(\t\x12\x0e\n\x06kernel\x18\x06 \x01(\t\x12\x10\n\x08os_image\x18\x07 \x01(\t\x12\x13\n\x0bprovisioner\x18\x08 \x01(\t\"K\n\x08\x46\x61llback\x12\x11\n\tfrom_slot\x18\x01 \x01(\t\x12\x0f\n\x07to_slot\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\"]\n\x0fRunningSequence\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x18.graven.machine.v1.Actor\x12\x13\n\x0bstarted_seq\x18\x03 \x01(\x04\"\xbe\x02\n\x15MachineStatusResponse\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08\x12\x0c\n\x04slot\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x34\n\x08sequence\x18\x05 \x01(\x0b\x32\".graven.machine.v1.RunningSequence\x12\x32\n\rlast_fallback\x18\x06 \x01(\x0b\x32\x1b.graven.machine.v1.Fallback\x12\x0f\n\x07\x62oot_id\x18\x07 \x01(\t\x12\x14\n\x0clog_next_seq\x18\x08 \x01(\x04\x12\x15\n\rconfig_digest\x18\t \x01(\t\x12\x1c\n\x14staged_config_digest\x18\n \x01(\t\x12\x0c\n\x04node\x18\x0b \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x0c \x01(\t\"\x83\x01\n\x19\x41pplyConfigurationRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12*\n\x04mode\x18\x02 \x01(\x0e\x32\x1c.graven.machine.v1.ApplyMode\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\x1b\n\x13try_timeout_seconds\x18\x04 \x01(\r\"\xa3\x01\n\x1a\x41pplyConfigurationResponse\x12*\n\x04mode\x18\x01 \x01(\x0e\x32\x1c.graven.machine.v1.ApplyMode\x12\x11\n\tdiff_json\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x17\n\x0freboot_required\x18\x05 \x01(\x08\x12\x10\n\x08warnings\x18\x06 \x03(\t\"J\n\x18GetConfigurationResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x10\n\x08redacted\x18\x03 \x01(\x08\"Z\n\x10SequenceAccepted\x12\x10\n\x08sequence\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\'\n\x05\x61\x63tor\x18\x03 \x01(\x0b\x32\x18.graven.machine.v1.Actor\"^\n\x0eUpgradeRequest\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\x08\x12\x12\n\ntotal_size\x18\x04 \x01(\x04\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\"\x11\n\x0fRollbackRequest\"M\n\x0cResetRequest\x12\x0c\n\x04wipe\x18\x01 \x03(\t\x12\x10\n\x08graceful\x18\x02 \x01(\x08\x12\x0e\n\x06reboot\x18\x03 \x01(\x08\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\"\x1e\n\rRebootRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\" \n\x0fShutdownRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\"e\n\rEventsRequest\x12\x11\n\tsince_seq\x18\x01 \x01(\x03\x12\x13\n\x0btail_events\x18\x02 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\r\n\x05kinds\x18\x04 \x03(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\"+\n\nEventBatch\x12\x0b\n\x03raw\x18\x01 \x03(\x0c\x12\x10\n\x08next_seq\x18\x02 \x01(\x04\"K\n\x0bLogsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\x03\x12\x0c\n\x04tail\x18\x03 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\"H\n\x08LogBatch\x12\r\n\x05lines\x18\x01 \x03(\x0c\x12\x16\n\x0e\x66irst_position\x18\x02 \x01(\x04\x12\x15\n\rnext_position\x18\x03 \x01(\x04\"6\n\x12\x41uditExportRequest\x12\x10\n\x08\x66rom_seq\x18\x01 \x01(\x04\x12\x0e\n\x06to_seq\x18\x02 \x01(\x03\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"A\n\x10\x42ootTraceRequest\x12\x0c\n\x04\x62oot\x18\x01 \x01(\x05\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\"!\n\x11\x42ootTraceResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"D\n\x10\x43onfigNewRequest\x12\r\n\x05roles\x18\x01 \x03(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\"=\n\x11\x43onfigNewResponse\x12\x0e\n\x06\x63\x61_crt\x18\x01 \x01(\x0c\x12\x0b\n\x03\x63rt\x18\x02 \x01(\x0c\x12\x0b\n\x03key\x18\x03 \x01(\x0c\"\x1f\n\x0fNetworkResource\x12\x0c\n\x04json\x18\x01 \x01(\t\" \n\x10ResourcesRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\"!\n\x11ResourcesResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x1e\n\x0eNetworkRequest\x12\x0c\n\x04what\x18\x01 \x01(\t\"\x1f\n\x0fNetworkResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\"0\n\x0b\x45tcdRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x11\n\targs_json\x18\x02 \x01(\t\"\x1c\n\x0c\x45tcdResponse\x12\x0c\n\x04json\x18\x01 \x01(\t*\x97\x03\n\x04\x43ode\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07STORAGE\x10\n\x12\r\n\tDISK_FULL\x10\x0b\x12\x0e\n\nLOG_LOCKED\x10\x0c\x12\x11\n\rLOG_READ_ONLY\x10\r\x12\x10\n\x0cVERIFICATION\x10\x14\x12\x10\n\x0cTAMPERED_LOG\x10\x15\x12\x11\n\rUNTRUSTED_KEY\x10\x16\x12\r\n\tBAD_IMAGE\x10\x17\x12\x17\n\x13TRANSITION_REJECTED\x10\x1e\x12\n\n\x06LOCKED\x10\x1f\x12\r\n\tCANCELLED\x10 \x12\x10\n\x0cTASK_TIMEOUT\x10!\x12\r\n\tNOT_FOUND\x10\"\x12\x0f\n\x0bUNAVAILABLE\x10#\x12\x15\n\x11PERMISSION_DENIED\x10$\x12\x12\n\x0eQUORUM_AT_RISK\x10%\x12\x13\n\x0fINVALID_REQUEST\x10(\x12\x12\n\x0eINVALID_CONFIG\x10)\x12\x11\n\rINVALID_EVENT\x10*\x12\x12\n\x0eLIMIT_EXCEEDED\x10+\x12\r\n\tTOO_LARGE\x10,\x12\r\n\tINVARIANT\x10\x32*E\n\tApplyMode\x12\x08\n\x04\x41UTO\x10\x00\x12\r\n\tNO_REBOOT\x10\x01\x12\n\n\x06REBOOT\x10\x02\x12\n\n\x06STAGED\x10\x03\x12\x07\n\x03TRY\x10\x04\x32\xd6\x0c\n\x0eMachineService\x12G\n\x07Version\x12\x18.graven.machine.v1.Empty\x1a\".graven.machine.v1.VersionResponse\x12S\n\rMachineStatus\x12\x18.graven.machine.v1.Empty\x1a(.graven.machine.v1.MachineStatusResponse\x12q\n\x12\x41pplyConfiguration\x12,.graven.machine.v1.ApplyConfigurationRequest\x1a-.graven.machine.v1.ApplyConfigurationResponse\x12Y\n\x10GetConfiguration\x12\x18.graven.machine.v1.Empty\x1a+.graven.machine.v1.GetConfigurationResponse\x12S\n\x07Upgrade\x12!.graven.machine.v1.UpgradeRequest\x1a#.graven.machine.v1.SequenceAccepted(\x01\x12S\n\x08Rollback\x12\".graven.machine.v1.RollbackRequest\x1a#.graven.machine.v1.SequenceAccepted\x12M\n\x05Reset\x12\x1f.graven.machine.v1.ResetRequest\x1a#.graven.machine.v1.SequenceAccepted\x12O\n\x06Reboot\x12 .graven.machine.v1.RebootRequest\x1a#.graven.machine.v1.SequenceAccepted\x12S\n\x08Shutdown\x12\".graven.machine.v1.ShutdownRequest\x1a#.graven.machine.v1.SequenceAccepted\x12K\n\x06\x45vents\x12 .graven.machine.v1.EventsRequest\x1a\x1d.graven.machine.v1.EventBatch0\x01\x12P\n\x0b\x41uditExport\x12%.graven.machine.v1.AuditExportRequest\x1a\x18.graven.machine.v1.Chunk0\x01\x12V\n\tBootTrace\x12#.graven.machine.v1.BootTraceRequest\x1a$.graven.machine.v1.BootTraceResponse\x12h\n\x1bGenerateClientConfiguration\x12#.graven.machine.v1.ConfigNewRequest\x1a$.graven.machine.v1.ConfigNewResponse\x12P\n\x07Network\x12!.graven.machine.v1.NetworkRequest\x1a\".graven.machine.v1.NetworkResponse\x12\x45\n\x04Logs\x12\x1e.graven.machine.v1.LogsRequest\x1a\x1b.graven.machine.v1.LogBatch0\x01\x12L\n\tEtcdQuery\x12\x1e.graven.machine.v1.EtcdRequest\x1a\x1f.graven.machine.v1.EtcdResponse\x12M\n\nEtcdManage\x12\x1e.graven.machine.v1.EtcdRequest\x1a\x1f.graven.machine.v1.EtcdResponse\x12J\n\x0c\x45tcdSnapshot\x12\x1e.graven.machine.v1.EtcdRequest\x1a\x18.graven.machine.v1.Chunk0\x01\x12V\n\tResources\x12#.graven.machine.v1.ResourcesRequest\x1a$.graven.machine.v1.ResourcesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'machine_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODE']._serialized_start=2370
-  _globals['_CODE']._serialized_end=2757
-  _globals['_APPLYMODE']._serialized_start=2759
-  _globals['_APPLYMODE']._serialized_end=2828
+  _globals['_CODE']._serialized_start=2415
+  _globals['_CODE']._serialized_end=2822
+  _globals['_APPLYMODE']._serialized_start=2824
+  _globals['_APPLYMODE']._serialized_end=2893
   _globals['_ERRORDETAIL']._serialized_start=36
   _globals['_ERRORDETAIL']._serialized_end=127
   _globals['_EMPTY']._serialized_start=129
@@ -58,49 +58,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEQUENCEACCEPTED']._serialized_start=1202
   _globals['_SEQUENCEACCEPTED']._serialized_end=1292
   _globals['_UPGRADEREQUEST']._serialized_start=1294
-  _globals['_UPGRADEREQUEST']._serialized_end=1373
-  _globals['_ROLLBACKREQUEST']._serialized_start=1375
-  _globals['_ROLLBACKREQUEST']._serialized_end=1392
-  _globals['_RESETREQUEST']._serialized_start=1394
-  _globals['_RESETREQUEST']._serialized_end=1471
-  _globals['_REBOOTREQUEST']._serialized_start=1473
-  _globals['_REBOOTREQUEST']._serialized_end=1488
-  _globals['_SHUTDOWNREQUEST']._serialized_start=1490
-  _globals['_SHUTDOWNREQUEST']._serialized_end=1507
-  _globals['_EVENTSREQUEST']._serialized_start=1509
-  _globals['_EVENTSREQUEST']._serialized_end=1610
-  _globals['_EVENTBATCH']._serialized_start=1612
-  _globals['_EVENTBATCH']._serialized_end=1655
-  _globals['_LOGSREQUEST']._serialized_start=1657
-  _globals['_LOGSREQUEST']._serialized_end=1732
-  _globals['_LOGBATCH']._serialized_start=1734
-  _globals['_LOGBATCH']._serialized_end=1806
-  _globals['_AUDITEXPORTREQUEST']._serialized_start=1808
-  _globals['_AUDITEXPORTREQUEST']._serialized_end=1862
-  _globals['_CHUNK']._serialized_start=1864
-  _globals['_CHUNK']._serialized_end=1885
-  _globals['_BOOTTRACEREQUEST']._serialized_start=1887
-  _globals['_BOOTTRACEREQUEST']._serialized_end=1952
-  _globals['_BOOTTRACERESPONSE']._serialized_start=1954
-  _globals['_BOOTTRACERESPONSE']._serialized_end=1987
-  _globals['_CONFIGNEWREQUEST']._serialized_start=1989
-  _globals['_CONFIGNEWREQUEST']._serialized_end=2057
-  _globals['_CONFIGNEWRESPONSE']._serialized_start=2059
-  _globals['_CONFIGNEWRESPONSE']._serialized_end=2120
-  _globals['_NETWORKRESOURCE']._serialized_start=2122
-  _globals['_NETWORKRESOURCE']._serialized_end=2153
-  _globals['_RESOURCESREQUEST']._serialized_start=2155
-  _globals['_RESOURCESREQUEST']._serialized_end=2187
-  _globals['_RESOURCESRESPONSE']._serialized_start=2189
-  _globals['_RESOURCESRESPONSE']._serialized_end=2222
-  _globals['_NETWORKREQUEST']._serialized_start=2224
-  _globals['_NETWORKREQUEST']._serialized_end=2254
-  _globals['_NETWORKRESPONSE']._serialized_start=2256
-  _globals['_NETWORKRESPONSE']._serialized_end=2287
-  _globals['_ETCDREQUEST']._serialized_start=2289
-  _globals['_ETCDREQUEST']._serialized_end=2337
-  _globals['_ETCDRESPONSE']._serialized_start=2339
-  _globals['_ETCDRESPONSE']._serialized_end=2367
-  _globals['_MACHINESERVICE']._serialized_start=2831
-  _globals['_MACHINESERVICE']._serialized_end=4453
+  _globals['_UPGRADEREQUEST']._serialized_end=1388
+  _globals['_ROLLBACKREQUEST']._serialized_start=1390
+  _globals['_ROLLBACKREQUEST']._serialized_end=1407
+  _globals['_RESETREQUEST']._serialized_start=1409
+  _globals['_RESETREQUEST']._serialized_end=1486
+  _globals['_REBOOTREQUEST']._serialized_start=1488
+  _globals['_REBOOTREQUEST']._serialized_end=1518
+  _globals['_SHUTDOWNREQUEST']._serialized_start=1520
+  _globals['_SHUTDOWNREQUEST']._serialized_end=1552
+  _globals['_EVENTSREQUEST']._serialized_start=1554
+  _globals['_EVENTSREQUEST']._serialized_end=1655
+  _globals['_EVENTBATCH']._serialized_start=1657
+  _globals['_EVENTBATCH']._serialized_end=1700
+  _globals['_LOGSREQUEST']._serialized_start=1702
+  _globals['_LOGSREQUEST']._serialized_end=1777
+  _globals['_LOGBATCH']._serialized_start=1779
+  _globals['_LOGBATCH']._serialized_end=1851
+  _globals['_AUDITEXPORTREQUEST']._serialized_start=1853
+  _globals['_AUDITEXPORTREQUEST']._serialized_end=1907
+  _globals['_CHUNK']._serialized_start=1909
+  _globals['_CHUNK']._serialized_end=1930
+  _globals['_BOOTTRACEREQUEST']._serialized_start=1932
+  _globals['_BOOTTRACEREQUEST']._serialized_end=1997
+  _globals['_BOOTTRACERESPONSE']._serialized_start=1999
+  _globals['_BOOTTRACERESPONSE']._serialized_end=2032
+  _globals['_CONFIGNEWREQUEST']._serialized_start=2034
+  _globals['_CONFIGNEWREQUEST']._serialized_end=2102
+  _globals['_CONFIGNEWRESPONSE']._serialized_start=2104
+  _globals['_CONFIGNEWRESPONSE']._serialized_end=2165
+  _globals['_NETWORKRESOURCE']._serialized_start=2167
+  _globals['_NETWORKRESOURCE']._serialized_end=2198
+  _globals['_RESOURCESREQUEST']._serialized_start=2200
+  _globals['_RESOURCESREQUEST']._serialized_end=2232
+  _globals['_RESOURCESRESPONSE']._serialized_start=2234
+  _globals['_RESOURCESRESPONSE']._serialized_end=2267
+  _globals['_NETWORKREQUEST']._serialized_start=2269
+  _globals['_NETWORKREQUEST']._serialized_end=2299
+  _globals['_NETWORKRESPONSE']._serialized_start=2301
+  _globals['_NETWORKRESPONSE']._serialized_end=2332
+  _globals['_ETCDREQUEST']._serialized_start=2334
+  _globals['_ETCDREQUEST']._serialized_end=2382
+  _globals['_ETCDRESPONSE']._serialized_start=2384
+  _globals['_ETCDRESPONSE']._serialized_end=2412
+  _globals['_MACHINESERVICE']._serialized_start=2896
+  _globals['_MACHINESERVICE']._serialized_end=4518
 # @@protoc_insertion_point(module_scope)

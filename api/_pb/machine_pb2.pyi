@@ -25,6 +25,7 @@ class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOT_FOUND: _ClassVar[Code]
     UNAVAILABLE: _ClassVar[Code]
     PERMISSION_DENIED: _ClassVar[Code]
+    QUORUM_AT_RISK: _ClassVar[Code]
     INVALID_REQUEST: _ClassVar[Code]
     INVALID_CONFIG: _ClassVar[Code]
     INVALID_EVENT: _ClassVar[Code]
@@ -55,6 +56,7 @@ TASK_TIMEOUT: Code
 NOT_FOUND: Code
 UNAVAILABLE: Code
 PERMISSION_DENIED: Code
+QUORUM_AT_RISK: Code
 INVALID_REQUEST: Code
 INVALID_CONFIG: Code
 INVALID_EVENT: Code
@@ -208,16 +210,18 @@ class SequenceAccepted(_message.Message):
     def __init__(self, sequence: _Optional[str] = ..., seq: _Optional[int] = ..., actor: _Optional[_Union[Actor, _Mapping]] = ...) -> None: ...
 
 class UpgradeRequest(_message.Message):
-    __slots__ = ("chunk", "url", "stage", "total_size")
+    __slots__ = ("chunk", "url", "stage", "total_size", "force")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     chunk: bytes
     url: str
     stage: bool
     total_size: int
-    def __init__(self, chunk: _Optional[bytes] = ..., url: _Optional[str] = ..., stage: _Optional[bool] = ..., total_size: _Optional[int] = ...) -> None: ...
+    force: bool
+    def __init__(self, chunk: _Optional[bytes] = ..., url: _Optional[str] = ..., stage: _Optional[bool] = ..., total_size: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
     __slots__ = ()
@@ -236,12 +240,16 @@ class ResetRequest(_message.Message):
     def __init__(self, wipe: _Optional[_Iterable[str]] = ..., graceful: _Optional[bool] = ..., reboot: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class RebootRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("force",)
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    force: bool
+    def __init__(self, force: _Optional[bool] = ...) -> None: ...
 
 class ShutdownRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("force",)
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    force: bool
+    def __init__(self, force: _Optional[bool] = ...) -> None: ...
 
 class EventsRequest(_message.Message):
     __slots__ = ("since_seq", "tail_events", "follow", "kinds", "actor")

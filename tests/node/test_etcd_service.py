@@ -17,9 +17,10 @@ import pytest
 from etcdkit import ETCD, MISSING, free_port
 
 from api._etcd_pki import EtcdCA
-from events import Kind
-from events.errors import TransitionRejected, Unavailable
+from events import Actor, Kind
+from events.errors import QuorumAtRisk, TransitionRejected, Unavailable
 from node._etcd_args import EtcdFiles
+from node._etcd_node import EtcdNode
 from node._etcd_service import EtcdService, EtcdSettings
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason=MISSING)
@@ -87,11 +88,33 @@ def test_three_controlplanes_bootstrap_join_restart_leave(tmp_path: Path) -> Non
             exited = next(p for k, p in cp2.events if k == Kind.ETCD_EXITED)
             assert exited["code"] == -signal.SIGKILL
 
-            # a member leaves: the others keep quorum
+            # three healthy voting members: any one may go down
+            refusals: list[dict[str, Any]] = []
+
+            async def record(kind: str, payload: dict[str, Any], actor: Actor) -> None:
+                refusals.append({"kind": kind, **payload})
+
+            def node_of(n: Node) -> EtcdNode:
+                en = EtcdNode(lambda k, p: None, lambda: n.settings)
+                en.service = n.svc
+                return en
+
+            await node_of(cp1).check_quorum("reboot", Actor("test"), 1, record)
+            assert refusals == []
+
+            # a member leaves: the others keep quorum, but now neither may go down
             await cp3.svc.leave()
             assert Kind.ETCD_LEFT in cp3.kinds() and cp3.svc.state == "waiting"
             assert not (cp3.settings.files.data).exists()
             assert sorted(m.name for m in await cp1.svc.members()) == ["cp1", "cp2"]
+            await node_of(cp3).check_quorum("reboot", Actor("test"), 1, record)  # not a member: nothing to keep
+            with pytest.raises(QuorumAtRisk, match=r"1 of 2 voting members would stay up and 2 are needed") as r:
+                await node_of(cp2).check_quorum("upgrade", Actor("test"), 7, record)
+            assert r.value.code.name == "QUORUM_AT_RISK" and r.value.details["down"] == []
+            assert refusals[-1]["kind"] == Kind.API_REFUSED and refusals[-1]["request_seq"] == 7
+            await cp1.svc.stop()
+            with pytest.raises(QuorumAtRisk, match=r"down or unhealthy: cp1"):
+                await node_of(cp2).check_quorum("reboot", Actor("test"), 8, record)
         finally:
             for n in nodes:
                 await n.svc.stop()

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from ._output import add_output_flag, print_json, table
 from ._pb import machine_pb2 as pb
 from ._remote import connect, fanout, single_target, targets
 
-__all__ = ["etcd_call", "etcd_snapshot", "register"]
+__all__ = ["etcd_call", "etcd_recover", "etcd_snapshot", "register"]
 
 
 def etcd_call(client: GravenClient, action: str, args: dict[str, Any] | None = None, *,
@@ -59,12 +60,34 @@ def etcd_snapshot(client: GravenClient, path: Path) -> tuple[int, str]:
     return check.size, digest
 
 
+def etcd_recover(client: GravenClient, snapshot: Path) -> dict[str, Any]:
+    """Bootstrap the node's etcd from ``snapshot``, streamed in 1 MiB chunks."""
+    try:
+        f = snapshot.open("rb")
+    except OSError as exc:
+        raise InvalidRequest(f"{snapshot}: cannot read the snapshot: {exc.strerror}", path=str(snapshot)) from None
+
+    def chunks() -> Iterator[pb.Chunk]:
+        with f:
+            while data := f.read(1 << 20):
+                yield pb.Chunk(data=data)
+
+    try:
+        resp = client._stub.EtcdRecover(chunks(), timeout=180)
+    except grpc.RpcError as exc:
+        raise client._error(exc, "EtcdRecover") from exc
+    out: dict[str, Any] = json.loads(resp.json) if resp.json else {}
+    return out
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "bootstrap", help="create the etcd cluster on one controlplane node",
         description="Make etcd on the target controlplane node a new one-member cluster; the other controlplane "
                     "nodes then join it on their own as learners and are promoted. Refused at once, with the "
                     "reason, when the node is a worker, is not configured yet, already runs etcd or has etcd data.")
+    p.add_argument("--recover-from", metavar="SNAPSHOT", type=Path,
+                   help="restore this snapshot (as `gravenctl etcd snapshot` or etcdctl wrote it) first")
     add_output_flag(p)
     p.set_defaults(func=_bootstrap)
 
@@ -110,11 +133,13 @@ def _bootstrap(args: argparse.Namespace) -> int:
     node = single_target(args, "bootstrap")
     sys.stderr.write(f"{node}: bootstrapping etcd (waits until it is healthy)\n")
     with connect(args, node, timeout=60) as c:
-        out = etcd_call(c, "bootstrap", manage=True, timeout=60)
+        out = etcd_recover(c, args.recover_from) if args.recover_from else \
+            etcd_call(c, "bootstrap", manage=True, timeout=60)
     if args.output == "json":
         print_json({"node": node, **out})
     else:
-        table([{"node": node, **out}], ("node", "name", "member_id", "client_url"))
+        table([{"node": node, **out}], ("node", "name", "member_id", "client_url",
+                                         *(("recovered_from",) if "recovered_from" in out else ())))
     return 0
 
 

@@ -92,6 +92,8 @@ class NodeApi(Protocol):
                           manage: bool) -> dict[str, Any]: ...
 
     async def etcd_snapshot(self) -> Path: ...
+
+    async def etcd_recover(self, snapshot: Path, actor: Actor) -> dict[str, Any]: ...
     @property
     def logs(self) -> LogSource: ...
 
@@ -445,6 +447,22 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
                     yield pb.Chunk(data=chunk)
         finally:
             path.unlink(missing_ok=True)
+
+    @rpc("EtcdRecover")
+    async def EtcdRecover(self, request_iterator: AsyncIterator[pb.Chunk], context: Any,
+                          actor: Actor) -> pb.EtcdResponse:
+        self.node.spool_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.node.spool_dir, prefix="etcd-recover-", suffix=".snapshot",
+                                         delete=False) as f:
+            spool = Path(f.name)
+        try:
+            with spool.open("wb") as out:
+                async for msg in request_iterator:
+                    out.write(msg.data)
+            out_json = await self.node.etcd_recover(spool, actor)
+        finally:
+            spool.unlink(missing_ok=True)
+        return pb.EtcdResponse(json=json.dumps(out_json, default=str))
 
 
 def _json_args(text: str) -> dict[str, Any]:

@@ -169,7 +169,8 @@ class EtcdNode:
     async def manage(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
         svc = self._svc()
         if action == "bootstrap":
-            return await svc.bootstrap()
+            recover = args.get("recover_from")
+            return await svc.bootstrap(Path(recover) if recover else None)
         if action == "leave":
             return await svc.leave()
         if action == "remove-member":

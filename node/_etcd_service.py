@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +30,8 @@ from typing import Any
 
 from api._etcd_pki import EtcdCA
 from events import Kind
-from events.errors import GravenError, TransitionRejected, Unavailable
-from storage._etcd import EtcdClient, EtcdRefused, EtcdTLS, Member
+from events.errors import GravenError, InvalidRequest, TransitionRejected, Unavailable
+from storage._etcd import EtcdClient, EtcdRefused, EtcdTLS, Member, SnapshotCheck
 
 from ._etcd_args import CLIENT_PORT, PEER_PORT, EtcdFiles, client_url, etcd_argv, peer_url
 from ._etcd_pki_files import issue_node_pki, node_client_tls
@@ -236,8 +238,9 @@ class EtcdService:
             await asyncio.sleep(0.1)
 
     # -- bootstrap and join --------------------------------------------------------------------------------------
-    async def bootstrap(self) -> dict[str, Any]:
-        """Make this node a new one-member cluster; refused at once with the reason when it cannot be."""
+    async def bootstrap(self, recover_from: Path | None = None) -> dict[str, Any]:
+        """Make this node a new one-member cluster, from a snapshot when ``recover_from`` is given; refused at once
+        with the reason when it cannot be."""
         async with self._lock:
             if self._proc is not None or self.state in ("running", "starting"):
                 raise TransitionRejected("etcd is already running on this node: the cluster exists (bootstrap "
@@ -247,10 +250,43 @@ class EtcdService:
                                          "member already", path=str(self.s.files.data))
             if self.state == "stopped":
                 raise Unavailable("etcd is not running on this node", state=self.state)
-            await self._launch("new", {self.s.name: [self.s.peer_url]}, why="bootstrap")
+            digest = None
+            if recover_from is not None:
+                digest = await asyncio.to_thread(self._restore, recover_from)
+            await self._launch("new", {self.s.name: [self.s.peer_url]},
+                               why="bootstrap" if digest is None else "bootstrap from a snapshot")
         await self.wait_healthy(30)
-        self._emit(Kind.ETCD_BOOTSTRAPPED, {"member_id": f"{self.member_id:016x}", "name": self.s.name})
-        return {"member_id": f"{self.member_id:016x}", "name": self.s.name, "client_url": self.s.client_url}
+        out = {"member_id": f"{self.member_id:016x}", "name": self.s.name, "client_url": self.s.client_url}
+        if digest is not None:
+            out["recovered_from"] = digest
+        self._emit(Kind.ETCD_BOOTSTRAPPED, out)
+        return out
+
+    def _restore(self, snapshot: Path) -> str:
+        """Check the snapshot's SHA-256 trailer, then restore it into the empty data folder as a one-member
+        cluster of this node (``etcdctl snapshot restore``); the database's SHA-256."""
+        check = SnapshotCheck()
+        with snapshot.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                check.update(chunk)
+        digest = check.verify()
+        etcdctl = shutil.which("etcdctl")
+        if etcdctl is None:
+            raise Unavailable("etcdctl is not installed on this machine (Debian package etcd-client): it restores "
+                              "snapshots")
+        if self.s.files.data.exists():
+            shutil.rmtree(self.s.files.data)
+        done = subprocess.run(
+            [etcdctl, "snapshot", "restore", str(snapshot), f"--name={self.s.name}",
+             f"--initial-cluster={self.s.name}={self.s.peer_url}", f"--initial-advertise-peer-urls={self.s.peer_url}",
+             f"--data-dir={self.s.files.data}"],
+            env={"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "")}, capture_output=True, text=True,
+            timeout=120, check=False)
+        if done.returncode != 0:
+            if self.s.files.data.exists():
+                shutil.rmtree(self.s.files.data)
+            raise InvalidRequest(f"the snapshot does not restore: {done.stderr.strip()[-500:]}")
+        return digest
 
     async def _join_loop(self) -> None:
         endpoints = list(self.s.join_through)

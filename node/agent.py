@@ -502,6 +502,10 @@ class Agent:
     async def etcd_snapshot(self) -> Path:
         return await self.etcd.snapshot(self.spool_dir)
 
+    async def etcd_recover(self, snapshot: Path, actor: Actor) -> dict[str, Any]:
+        return await self.etcd.action("bootstrap", {"recover_from": str(snapshot)}, actor, manage=True,
+                                      record=self.seq.record)
+
     async def record_denied(self, method: str, actor: Actor, reason: str) -> None:
         await self.seq.record(Kind.API_DENIED, {"method": method, "subject": actor.id, "roles": list(actor.roles),
                                                 "reason": reason}, actor)

@@ -129,6 +129,11 @@ class MachineServiceStub:
                 request_serializer=machine__pb2.ResourcesRequest.SerializeToString,
                 response_deserializer=machine__pb2.ResourcesResponse.FromString,
                 _registered_method=True)
+        self.EtcdRecover = channel.stream_unary(
+                '/graven.machine.v1.MachineService/EtcdRecover',
+                request_serializer=machine__pb2.Chunk.SerializeToString,
+                response_deserializer=machine__pb2.EtcdResponse.FromString,
+                _registered_method=True)
 
 
 class MachineServiceServicer:
@@ -251,6 +256,13 @@ class MachineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EtcdRecover(self, request_iterator, context):
+        """os:admin; bootstrap from this snapshot (as EtcdSnapshot wrote it)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MachineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -348,6 +360,11 @@ def add_MachineServiceServicer_to_server(servicer, server):
                     servicer.Resources,
                     request_deserializer=machine__pb2.ResourcesRequest.FromString,
                     response_serializer=machine__pb2.ResourcesResponse.SerializeToString,
+            ),
+            'EtcdRecover': grpc.stream_unary_rpc_method_handler(
+                    servicer.EtcdRecover,
+                    request_deserializer=machine__pb2.Chunk.FromString,
+                    response_serializer=machine__pb2.EtcdResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -863,6 +880,33 @@ class MachineService:
             '/graven.machine.v1.MachineService/Resources',
             machine__pb2.ResourcesRequest.SerializeToString,
             machine__pb2.ResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EtcdRecover(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/graven.machine.v1.MachineService/EtcdRecover',
+            machine__pb2.Chunk.SerializeToString,
+            machine__pb2.EtcdResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ with etcd's reason, a member that leaves."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ from etcdkit import ETCD, MISSING, free_port
 
 from api._etcd_pki import EtcdCA
 from events import Actor, Kind
-from events.errors import QuorumAtRisk, TransitionRejected, Unavailable
+from events.errors import QuorumAtRisk, TransitionRejected, Unavailable, VerificationError
 from node._etcd_args import EtcdFiles
 from node._etcd_node import EtcdNode
 from node._etcd_service import EtcdService, EtcdSettings
@@ -139,5 +140,40 @@ def test_a_port_taken_is_a_failure_with_the_reason(tmp_path: Path) -> None:
                 assert "address already in use" in failed["reason"], failed
             finally:
                 await n.svc.stop()
+
+    run(body())
+
+
+def test_bootstrap_recovers_from_a_snapshot_and_refuses_a_corrupt_one(tmp_path: Path) -> None:
+    ca = EtcdCA.generate()
+
+    async def body() -> None:
+        old = Node("old", tmp_path, ca)
+        try:
+            await old.svc.start()
+            await old.svc.bootstrap()
+            async with old.svc.local_client() as c:
+                await c.put(b"/kept", b"across the recovery")
+                with (tmp_path / "snap.db").open("wb") as f:
+                    await c.snapshot(f)
+        finally:
+            await old.svc.stop()
+        data = (tmp_path / "snap.db").read_bytes()
+        (tmp_path / "bad.db").write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+        new = Node("new", tmp_path, ca)
+        try:
+            await new.svc.start()
+            with pytest.raises(VerificationError, match="checksum"):
+                await new.svc.bootstrap(tmp_path / "bad.db")
+            assert new.svc.state == "waiting" and not new.settings.files.data.exists()
+            out = await new.svc.bootstrap(tmp_path / "snap.db")
+            assert out["recovered_from"] == hashlib.sha256(data[:-32]).hexdigest()
+            async with new.svc.local_client() as c:
+                kv = await c.get(b"/kept")
+                assert kv is not None and kv.value == b"across the recovery"
+                (m,) = await c.members()
+                assert m.name == "new" and m.peer_urls == (new.settings.peer_url,)
+        finally:
+            await new.svc.stop()
 
     run(body())

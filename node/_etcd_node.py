@@ -235,8 +235,8 @@ async def _quorum_problem(svc: EtcdService, what: str) -> QuorumAtRisk | None:
         me = (await c.status(svc.s.client_url)).member_id
         members = await c.members()
     voters = [m for m in members if not m.is_learner]
-    if me not in {m.id for m in voters}:
-        return None  # a learner does not count towards quorum
+    if me not in {m.id for m in voters} or len(voters) == 1:
+        return None  # a learner does not count towards quorum; a lone member is the whole cluster (as in Talos)
     others = [m for m in voters if m.id != me]
     up = await asyncio.gather(*(_member_healthy(svc, m.client_urls[0]) if m.client_urls else _false()
                                 for m in others))

@@ -1,4 +1,5 @@
-"""``gravenctl logs [SERVICE]``: a service's log lines (the agent's own by default), streamed from the node."""
+"""``gravenctl logs [SERVICE]``: a service's log lines (the agent's own by default), streamed from the node;
+``gravenctl dmesg``: the kernel's log of a node with a kernel of its own."""
 
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ def register(sub: Any) -> None:
     add_output_flag(p)
     p.set_defaults(func=_logs)
 
+    d = sub.add_parser(
+        "dmesg", help="the kernel's log of a node with a kernel of its own (a virtual machine)",
+        description="The kernel's records (/dev/kmsg) of a node that runs its own kernel: a virtual machine. A process "
+                    "or container machine shares its host's kernel and is refused (NOT_FOUND). -o json: one JSON "
+                    "object per record (seq, time_s, level, facility, msg).")
+    d.add_argument("--tail", type=int, default=None, metavar="N", help="start with the last N records")
+    d.add_argument("-f", "--follow", action="store_true", help="keep streaming new records")
+    add_output_flag(d)
+    d.set_defaults(func=_dmesg)
+
 
 def _logs(args: argparse.Namespace) -> int:
     node = single_target(args, "logs")
@@ -34,6 +45,22 @@ def _logs(args: argparse.Namespace) -> int:
         try:
             for _, raw in client.logs(args.service, since=args.since, tail=args.tail, follow=args.follow):
                 sys.stdout.write(raw.decode(errors="replace") + "\n" if args.output == "json" else _human(raw))
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return 130
+    return 0
+
+
+def _dmesg(args: argparse.Namespace) -> int:
+    node = single_target(args, "dmesg")
+    with connect(args, node) as client:
+        try:
+            for raw in client.dmesg(tail=args.tail, follow=args.follow):
+                if args.output == "json":
+                    sys.stdout.write(raw.decode(errors="replace") + "\n")
+                else:
+                    r = json.loads(raw)
+                    sys.stdout.write(f"[{r['time_s']:12.6f}] {r['level']:<{LEVEL_WIDTH}} {r['msg']}\n")
                 sys.stdout.flush()
         except KeyboardInterrupt:
             return 130

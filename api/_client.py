@@ -601,6 +601,18 @@ class GravenClient:
                 call.cancel()
             sleep(_BACKOFF_MAX)
 
+    def dmesg(self, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
+        """The kernel's records (JSON lines) of a node with a kernel of its own."""
+        call = self._stub.Dmesg(pb.DmesgRequest(tail=tail or 0, follow=follow),
+                                timeout=None if follow else UPLOAD_TIMEOUT)
+        try:
+            for batch in call:
+                yield from (bytes(line) for line in batch.lines)
+        except grpc.RpcError as exc:
+            raise self._error(exc, "Dmesg") from exc
+        finally:
+            call.cancel()
+
     def follow(self, since: int = 0, *, tail: int | None = None, kinds: Sequence[str] = (), actor: str | None = None,
                deadline: float | None = None, retry_for: float = 600.0,
                on_disconnect: Callable[[GravenError], bool] | None = None,

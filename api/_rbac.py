@@ -21,6 +21,7 @@ RULES: Mapping[str, frozenset[str]] = {
     "BootTrace": _ALL,
     "Network": _ALL,
     "Logs": _ALL,
+    "Dmesg": _ALL,
     "EtcdQuery": _ALL,
     "Resources": _ALL,
     "Reboot": _MANAGE,

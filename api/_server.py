@@ -13,7 +13,7 @@ import functools
 import io
 import json
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -96,6 +96,8 @@ class NodeApi(Protocol):
     async def etcd_recover(self, snapshot: Path, actor: Actor) -> dict[str, Any]: ...
     @property
     def logs(self) -> LogSource: ...
+
+    def kernel_log(self, tail: int | None, follow: bool) -> Generator[bytes | None, None, None]: ...
 
 
 class LogSource(Protocol):
@@ -381,6 +383,28 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
                 return
             await loop.run_in_executor(None, ring.wait_for, service, start, 1.0)
 
+    async def Dmesg(self, request: pb.DmesgRequest, context: Ctx) -> AsyncIterator[pb.LogBatch]:
+        await self.authorize("Dmesg", context)
+        loop = asyncio.get_running_loop()
+        try:
+            records = self.node.kernel_log(request.tail or None, request.follow)
+        except GravenError as exc:
+            await context.abort_with_status(error_status(exc))
+            return
+        position = 0
+        try:
+            while True:
+                lines, more = await loop.run_in_executor(None, _next_lines, records)
+                if lines:
+                    yield pb.LogBatch(lines=lines, first_position=position, next_position=position + len(lines))
+                    position += len(lines)
+                if not more:
+                    return
+        except GravenError as exc:
+            await context.abort_with_status(error_status(exc))
+        finally:
+            records.close()
+
     async def AuditExport(self, request: pb.AuditExportRequest, context: Ctx
                             ) -> AsyncIterator[pb.Chunk]:
         await self.authorize("AuditExport", context)
@@ -484,6 +508,18 @@ def _read_batch(node: NodeApi, start: int) -> list[tuple[int, bytes]]:
         if len(out) >= EVENTS_PER_MESSAGE:
             break
     return out
+
+
+def _next_lines(records: Iterator[bytes | None]) -> tuple[list[bytes], bool]:
+    """The records ready now (up to a message's worth), and whether the stream goes on."""
+    lines: list[bytes] = []
+    for line in records:
+        if line is None:
+            return lines, True
+        lines.append(line)
+        if len(lines) >= LOG_LINES_PER_MESSAGE:
+            return lines, True
+    return lines, False
 
 
 def _wanted(raw: bytes, kinds: list[str], actor_glob: str) -> bool:

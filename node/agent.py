@@ -15,7 +15,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from . import _resources
 from ._disk import open_disk
 from ._etcd_node import QUORUM_SEQUENCES, EtcdNode, settings_for
 from ._identity import FileIdentity, node_name
+from ._kmsg import kernel_records, own_kernel
 from ._log import NodeLog
 from ._logging import AGENT, setup_agent_logging
 from ._metrics import NodeMetrics, NodeView
@@ -509,6 +510,12 @@ class Agent:
     async def record_denied(self, method: str, actor: Actor, reason: str) -> None:
         await self.seq.record(Kind.API_DENIED, {"method": method, "subject": actor.id, "roles": list(actor.roles),
                                                 "reason": reason}, actor)
+
+    def kernel_log(self, tail: int | None, follow: bool) -> Generator[bytes | None, None, None]:
+        if not own_kernel():
+            raise NotFound("this node shares its host's kernel (a process or container machine): it has no kernel "
+                           "log of its own; the host's is read on the host (dmesg)")
+        return kernel_records(tail=tail, follow=follow)
 
     def read_raw(self, start: int, end: int | None = None) -> Any:
         return self.log.read_raw(start, end)

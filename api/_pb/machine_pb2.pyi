@@ -295,6 +295,14 @@ class LogBatch(_message.Message):
     next_position: int
     def __init__(self, lines: _Optional[_Iterable[bytes]] = ..., first_position: _Optional[int] = ..., next_position: _Optional[int] = ...) -> None: ...
 
+class DmesgRequest(_message.Message):
+    __slots__ = ("tail", "follow")
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    tail: int
+    follow: bool
+    def __init__(self, tail: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
 class AuditExportRequest(_message.Message):
     __slots__ = ("from_seq", "to_seq")
     FROM_SEQ_FIELD_NUMBER: _ClassVar[int]

@@ -109,6 +109,11 @@ class MachineServiceStub:
                 request_serializer=machine__pb2.LogsRequest.SerializeToString,
                 response_deserializer=machine__pb2.LogBatch.FromString,
                 _registered_method=True)
+        self.Dmesg = channel.unary_stream(
+                '/graven.machine.v1.MachineService/Dmesg',
+                request_serializer=machine__pb2.DmesgRequest.SerializeToString,
+                response_deserializer=machine__pb2.LogBatch.FromString,
+                _registered_method=True)
         self.EtcdQuery = channel.unary_unary(
                 '/graven.machine.v1.MachineService/EtcdQuery',
                 request_serializer=machine__pb2.EtcdRequest.SerializeToString,
@@ -229,6 +234,14 @@ class MachineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Dmesg(self, request, context):
+        """the kernel's log of a node with a kernel of its own (a virtual machine); LogBatch lines are JSON records
+        {seq, time_s, level, facility, msg}; a node that shares its host's kernel is NOT_FOUND
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EtcdQuery(self, request, context):
         """read-only, any role
         """
@@ -339,6 +352,11 @@ def add_MachineServiceServicer_to_server(servicer, server):
             'Logs': grpc.unary_stream_rpc_method_handler(
                     servicer.Logs,
                     request_deserializer=machine__pb2.LogsRequest.FromString,
+                    response_serializer=machine__pb2.LogBatch.SerializeToString,
+            ),
+            'Dmesg': grpc.unary_stream_rpc_method_handler(
+                    servicer.Dmesg,
+                    request_deserializer=machine__pb2.DmesgRequest.FromString,
                     response_serializer=machine__pb2.LogBatch.SerializeToString,
             ),
             'EtcdQuery': grpc.unary_unary_rpc_method_handler(
@@ -771,6 +789,33 @@ class MachineService:
             target,
             '/graven.machine.v1.MachineService/Logs',
             machine__pb2.LogsRequest.SerializeToString,
+            machine__pb2.LogBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Dmesg(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/graven.machine.v1.MachineService/Dmesg',
+            machine__pb2.DmesgRequest.SerializeToString,
             machine__pb2.LogBatch.FromString,
             options,
             channel_credentials,

@@ -76,5 +76,7 @@ def test_gravenctl_logs_tail_json_and_an_unknown_service(tmp_path: Path, secrets
         assert len(lines) == 2 and all(x["level"] in ("info", "warning", "error") for x in lines)
         human = subprocess.run([*base, "logs"], capture_output=True, text=True, env=env(), timeout=60, check=False)
         assert human.returncode == 0 and " info    serving the API with mutual TLS" in human.stdout
+        dmesg = subprocess.run([*base, "dmesg"], capture_output=True, text=True, env=env(), timeout=60, check=False)
+        assert dmesg.returncode != 0 and "shares its host's kernel" in dmesg.stderr  # a process machine
     finally:
         agent.kill()

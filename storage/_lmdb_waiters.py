@@ -17,7 +17,7 @@ from events import Actor, Event, Signed
 
 __all__ = ["STOP", "AsyncWaiter", "Batch", "Ctl", "Req", "SignerThread", "ThreadWaiter", "Waiter", "settle"]
 
-@dataclass
+@dataclass(slots=True)
 class AsyncWaiter:
     """An asyncio caller's future; the committer resolves all of one loop's waiters with one wake-up."""
 
@@ -66,7 +66,7 @@ def settle(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
             fut.set_result(value)
 
 
-@dataclass
+@dataclass(slots=True)
 class Req:
     kind: str
     payload: Mapping[str, Any]
@@ -74,14 +74,14 @@ class Req:
     future: Waiter
 
 
-@dataclass
+@dataclass(slots=True)
 class Ctl:
     op: str  # "seal" | "flush" | "rotate"
     future: Future[Event | None]
     args: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Batch:
     signed: list[Signed] = field(default_factory=list)
     waiters: list[tuple[Waiter, Event | None]] = field(default_factory=list)

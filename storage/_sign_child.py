@@ -14,11 +14,15 @@ its use for this log's life: the batch is signed in the writer's process instead
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
 
-__all__ = ["ChildSigner"]
+__all__ = ["TIMEOUT_S", "ChildSigner"]
+
+TIMEOUT_S = 5.0  # a child that takes longer to take or return a batch is given up (the batch is signed here)
 
 _CODE = r"""
 import os, sys
@@ -63,12 +67,10 @@ class ChildSigner:
         try:
             proc = self._start()
             assert proc.stdin is not None
-            out = memoryview(key_raw + len(digests).to_bytes(4, "big") + b"".join(digests))
-            while out:
-                out = out[proc.stdin.write(out) or 0 :]
+            _write_all(proc.stdin.fileno(), key_raw + len(digests).to_bytes(4, "big") + b"".join(digests))
             self._pending = len(digests)
             return True
-        except (OSError, ValueError):
+        except (OSError, ValueError, TimeoutError):
             self._fail()
             return False
 
@@ -80,7 +82,7 @@ class ChildSigner:
             return None
         try:
             data = _read_exactly(proc.stdout.fileno(), 4 + 64 * n)
-        except OSError:
+        except (OSError, TimeoutError):
             data = b""
         if len(data) != 4 + 64 * n or int.from_bytes(data[:4], "big") != n:
             self._fail()
@@ -106,16 +108,37 @@ class ChildSigner:
                 self._proc = subprocess.Popen([sys.executable, "-I", "-c", _CODE], stdin=subprocess.PIPE,
                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
                                               close_fds=True)
+                assert self._proc.stdin is not None
+                os.set_blocking(self._proc.stdin.fileno(), False)  # a stuck child times out, see _write_all
             return self._proc
 
     def _fail(self) -> None:
         self.failed = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()  # given up: no grace period for a child that may be stuck
         self.close()
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    out = memoryview(data)
+    while out:
+        if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
+            raise TimeoutError(f"the signing process took no data for {TIMEOUT_S} s")
+        try:
+            out = out[os.write(fd, out) :]
+        except BlockingIOError:
+            continue
+
+
 def _read_exactly(fd: int, n: int) -> bytes:
+    """``n`` bytes, or fewer if the child closed its end; TimeoutError if it sends nothing for too long."""
+    deadline = time.monotonic() + TIMEOUT_S
     buf = bytearray()
     while len(buf) < n:
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise TimeoutError(f"the signing process returned nothing for {TIMEOUT_S} s")
         chunk = os.read(fd, n - len(buf))
         if not chunk:
             break

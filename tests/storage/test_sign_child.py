@@ -15,7 +15,7 @@ from typing import Any
 
 from events import Event, Kind, verify_items
 from events._pki import private_key_pem
-from storage import LmdbEventLog, LogReader
+from storage import LmdbEventLog, LogReader, _sign_child
 from storage._sign_child import ChildSigner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +75,26 @@ def test_a_child_that_dies_costs_no_append(tmp_path: Path, pki: Any) -> None:
         stored = {e.seq: e for e in reader.read()}
     assert report.events == len(stored) and len(acked) == 256 * 14
     assert all(stored[e.seq] == e for e in acked)
+
+
+def test_a_stuck_child_is_given_up_and_the_batch_signed_here(tmp_path: Path, pki: Any,
+                                                              monkeypatch: Any) -> None:
+    monkeypatch.setattr(_sign_child, "TIMEOUT_S", 0.5)
+    log = LmdbEventLog(tmp_path / "log", pki.signer, boot_id="b", cert_der=pki.cert_der)
+    try:
+        acked = _burst(log, 256, 2)
+        pid = _child_pid(log)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        t = time.monotonic()
+        acked += _burst(log, 256, 4)
+        assert log._child.failed and time.monotonic() - t < 30
+    finally:
+        log.close()
+    with LogReader(tmp_path / "log") as reader:
+        report = verify_items(reader.read_raw(), pki.ca_cert)
+        stored = {e.seq: e for e in reader.read()}
+    assert report.events == len(stored) and all(stored[e.seq] == e for e in acked)
 
 
 def test_the_child_ends_with_the_writers_process(tmp_path: Path, pki: Any) -> None:

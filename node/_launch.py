@@ -183,8 +183,8 @@ def parse_size(text: str) -> int:
         value = int(float(num) * mult)
     except ValueError:
         raise ValueError(f"--memory {text!r}: a size such as 512M or 1G") from None
-    if value < 32 << 20:
-        raise ValueError(f"--memory {text!r}: at least 32M (the agent alone needs more)")
+    if value < 8 << 20:
+        raise ValueError(f"--memory {text!r}: at least 8M")
     return value
 
 

@@ -77,9 +77,15 @@ class SandboxDisk(DiskBase):
             ],
         }
         with os_errors(f"partition sandbox disk {self.disk_dir}"):
-            if self.disk_dir.exists():
+            if os.path.ismount(self.disk_dir):  # a container machine's disk, bound in: emptied in place
+                for child in self.disk_dir.iterdir():
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+            elif self.disk_dir.exists():
                 shutil.rmtree(self.disk_dir)
-            self.disk_dir.mkdir(parents=True)
+            self.disk_dir.mkdir(parents=True, exist_ok=True)
             for label in ALL_LABELS:
                 p = self.disk_dir / label.value
                 if label.is_raw:

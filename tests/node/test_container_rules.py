@@ -52,7 +52,7 @@ def test_parse_size(text: str, size: int):
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["lots", "1M", "", "-5G"])
+@pytest.mark.parametrize("text", ["lots", "4M", "", "-5G"])
 def test_parse_size_refuses(text: str):
     with pytest.raises(ValueError, match="--memory"):
         parse_size(text)

@@ -230,7 +230,7 @@ def test_image_changed_after_verification_is_caught(disk: DiskBase, built: Built
 
 
 def test_image_too_big_for_slot(make_disk: MakeDisk, built: Built):
-    d = make_disk(slot_mib=1)
+    d = make_disk(slot_mib=2)  # the code-only v1 is ~1.1 MiB, big ~3.1 MiB
     d.partition()
     d.format()
     with pytest.raises(DiskFull, match=r"does not fit slot BOOT-A"):

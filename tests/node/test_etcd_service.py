@@ -19,7 +19,14 @@ from etcdkit import ETCD, MISSING, free_port
 
 from api._etcd_pki import EtcdCA
 from events import Actor, Kind
-from events.errors import QuorumAtRisk, TransitionRejected, Unavailable, VerificationError
+from events.errors import (
+    InvalidRequest,
+    NotFound,
+    QuorumAtRisk,
+    TransitionRejected,
+    Unavailable,
+    VerificationError,
+)
 from node._etcd_args import EtcdFiles
 from node._etcd_node import EtcdNode
 from node._etcd_service import EtcdService, EtcdSettings
@@ -102,6 +109,22 @@ def test_three_controlplanes_bootstrap_join_restart_leave(tmp_path: Path) -> Non
 
             await node_of(cp1).check_quorum("reboot", Actor("test"), 1, record)
             assert refusals == []
+
+            # the leader hands leadership over; a follower has nothing to hand
+            async with cp1.svc.local_client() as c:
+                leader = (await c.status(cp1.settings.client_url)).leader
+            by_id = {n.svc.member_id: n for n in nodes}
+            moved = await node_of(by_id[leader]).manage("forfeit-leadership", {})
+            assert moved["moved"] is True and int(moved["leader"], 16) != leader
+            follower = next(n for n in nodes if n.svc.member_id not in (leader, int(moved["leader"], 16)))
+            assert (await node_of(follower).manage("forfeit-leadership", {}))["moved"] is False
+            # remove-member refuses the node's own member and an unknown id, by name
+            with pytest.raises(TransitionRejected, match="etcd leave"):
+                await node_of(cp1).manage("remove-member", {"member_id": f"{cp1.svc.member_id:x}"})
+            with pytest.raises(NotFound, match="no etcd member"):
+                await node_of(cp1).manage("remove-member", {"member_id": "abc"})
+            with pytest.raises(InvalidRequest, match="not hexadecimal"):
+                await node_of(cp1).manage("remove-member", {"member_id": "xyz"})
 
             # a member leaves: the others keep quorum, but now neither may go down
             await cp3.svc.leave()

@@ -61,3 +61,5 @@ class Kind:
     ETCD_JOINED = "etcd.joined"  # {member_id, as: learner, through}: added itself to the cluster
     ETCD_PROMOTED = "etcd.promoted"  # {member_id}: a voting member promoted it
     ETCD_LEFT = "etcd.left"  # {member_id}: removed itself from the cluster (etcd leave, graceful reset)
+    ETCD_LOCKED = "etcd.locked"  # {lock, holder, ttl}: this node took a lease-backed lock (the upgrade lock)
+    ETCD_UNLOCKED = "etcd.unlocked"  # {lock, holder}: it released it (healthy again after the upgrade)

@@ -8,9 +8,12 @@ keeps ``/var/lib/etcd`` on EPHEMERAL: a reset that wipes EPHEMERAL leaves no mem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import json
 import shutil
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,15 @@ from urllib.parse import urlsplit
 import config
 from api._etcd_pki import EtcdCA
 from events import Actor, Kind
-from events.errors import GravenError, InvalidRequest, NotFound, QuorumAtRisk, TransitionRejected, Unavailable
+from events.errors import (
+    GravenError,
+    InvalidRequest,
+    Locked,
+    NotFound,
+    QuorumAtRisk,
+    TransitionRejected,
+    Unavailable,
+)
 from storage._etcd import EtcdClient
 
 from ._etcd_args import CLIENT_PORT, EtcdFiles, client_url
@@ -31,6 +42,8 @@ __all__ = ["MANAGE", "QUERIES", "QUORUM_SEQUENCES", "EtcdNode", "node_address", 
 QUERIES = ("members", "status")
 MANAGE = ("bootstrap", "leave", "forfeit-leadership", "remove-member")
 QUORUM_SEQUENCES = ("upgrade", "reboot", "shutdown", "reset")  # each takes the node down
+UPGRADE_LOCK = b"/graven/locks/upgrade"
+UPGRADE_LOCK_TTL = 120  # seconds: long enough for an upgrade's reboot, short after a crash
 
 
 def _routable(host: str) -> bool:
@@ -95,10 +108,57 @@ class EtcdNode:
         self._emit = emit
         self._settings = settings
         self.service: EtcdService | None = None
+        self._release: asyncio.Task[None] | None = None
+        self.upgrade_lock_ttl = UPGRADE_LOCK_TTL
 
     async def start(self) -> None:
         self.service = EtcdService(self._settings(), self._emit)
         await self.service.start()
+        self._release = asyncio.create_task(self._release_upgrade_lock(self.service))
+
+    # -- the upgrade lock -----------------------------------------------------------------------------------------
+    async def take_upgrade_lock(self, actor: Actor, request_seq: int,
+                                record: Callable[[str, dict[str, Any], Actor], Awaitable[Any]]) -> None:
+        """Before a controlplane node upgrades: take ``/graven/locks/upgrade`` under a lease of
+        ``UPGRADE_LOCK_TTL`` seconds, so that two controlplane nodes never upgrade at once. Held by another node:
+        refused (``Locked``, recorded) naming the holder. Released by this node once its etcd is healthy again
+        after the upgrade's reboot; a holder that crashed loses it when its lease expires."""
+        svc = self.service
+        if svc is None or svc.describe()["pid"] is None:
+            return
+        me = svc.s.name
+        value = json.dumps({"holder": me, "actor": actor.id, "request_seq": request_seq, "since": time.time()})
+        async with svc.local_client() as c:
+            lease = await c.lease_grant(self.upgrade_lock_ttl)
+            if await c.put_if_mod_revision(UPGRADE_LOCK, value.encode(), 0, lease=lease):
+                self._emit(Kind.ETCD_LOCKED, {"lock": UPGRADE_LOCK.decode(), "holder": me,
+                                              "ttl": self.upgrade_lock_ttl})
+                return
+            await c.lease_revoke(lease)
+            held = await c.get(UPGRADE_LOCK)
+        holder = _holder(held.value if held else b"")
+        if holder.get("holder") == me:
+            return  # this node's own upgrade, asked again
+        who = holder.get("holder", "another node")
+        exc = Locked(f"another controlplane node is upgrading: {who} holds the etcd upgrade lock (asked by "
+                     f"{holder.get('actor', '?')}); it is released when {who} is healthy again, or when its lease "
+                     f"expires ({self.upgrade_lock_ttl} s) if {who} crashed", holder=who, lock=UPGRADE_LOCK.decode())
+        await record(Kind.API_REFUSED, {"method": "upgrade", "request_seq": request_seq, "reason": exc.message,
+                                        "code": exc.code.name, "holder": who}, actor)
+        raise exc
+
+    async def _release_upgrade_lock(self, svc: EtcdService) -> None:
+        """Once this node's etcd is healthy (after an upgrade's reboot), drop the upgrade lock if it holds it."""
+        while not svc.healthy:
+            if svc.state in ("failed", "stopped"):
+                return
+            await asyncio.sleep(0.5)
+        with contextlib.suppress(GravenError):
+            async with svc.local_client() as c:
+                held = await c.get(UPGRADE_LOCK)
+                if held is not None and _holder(held.value).get("holder") == svc.s.name and \
+                        await c.delete_if_mod_revision(UPGRADE_LOCK, held.mod_revision):
+                    self._emit(Kind.ETCD_UNLOCKED, {"lock": UPGRADE_LOCK.decode(), "holder": svc.s.name})
 
     async def stop(self, reason: str, *, leave: bool = False) -> None:
         """Stop etcd; with ``leave`` (a graceful reset) remove this member from the cluster first. A leave that
@@ -106,6 +166,8 @@ class EtcdNode:
         svc = self.service
         if svc is None:
             return
+        if self._release is not None:
+            self._release.cancel()
         if leave and svc.describe()["pid"] is not None:
             try:
                 await svc.leave(retry_for=20.0)
@@ -249,6 +311,14 @@ async def _quorum_problem(svc: EtcdService, what: str) -> QuorumAtRisk | None:
     return QuorumAtRisk(f"{what} would leave etcd without quorum: {staying} of {len(voters)} voting members would "
                         f"stay up and {needed} are needed{why}; use --force to go ahead anyway",
                         down=down, voting=len(voters), needed=needed)
+
+
+def _holder(value: bytes) -> dict[str, Any]:
+    try:
+        out = json.loads(value)
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
 
 
 async def _false() -> bool:

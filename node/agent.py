@@ -457,6 +457,8 @@ class Agent:
         event = await self.seq.record(Kind.API_REQUEST, {"method": name.value, "args": _plain(args)}, actor)
         if name.value in QUORUM_SEQUENCES and not args.get("force"):
             await self.etcd.check_quorum(name.value, actor, event.seq, self.seq.record)
+        if name is SequenceName.UPGRADE and not args.get("force"):
+            await self.etcd.take_upgrade_lock(actor, event.seq, self.seq.record)
         if name is SequenceName.RESET:
             await self._check_shipped(args, actor, event.seq)
         if name is SequenceName.ROLLBACK:

@@ -21,6 +21,7 @@ from api._etcd_pki import EtcdCA
 from events import Actor, Kind
 from events.errors import (
     InvalidRequest,
+    Locked,
     NotFound,
     QuorumAtRisk,
     TransitionRejected,
@@ -109,6 +110,30 @@ def test_three_controlplanes_bootstrap_join_restart_leave(tmp_path: Path) -> Non
 
             await node_of(cp1).check_quorum("reboot", Actor("test"), 1, record)
             assert refusals == []
+
+            # the upgrade lock: one holder at a time, named in the refusal; released when healthy; a lease
+            n1, n2 = node_of(cp1), node_of(cp2)
+            await n1.take_upgrade_lock(Actor("alice"), 3, record)
+            await n1.take_upgrade_lock(Actor("alice"), 4, record)  # its own upgrade asked again
+            with pytest.raises(Locked, match=r"cp1 holds the etcd upgrade lock \(asked by alice\)"):
+                await n2.take_upgrade_lock(Actor("bob"), 5, record)
+            assert refusals[-1]["holder"] == "cp1" and refusals[-1]["code"] == "LOCKED"
+            await n1._release_upgrade_lock(cp1.svc)
+            quick = node_of(cp3)
+            quick.upgrade_lock_ttl = 1
+            await quick.take_upgrade_lock(Actor("carol"), 6, record)
+            with pytest.raises(Locked, match="cp3 holds"):
+                await n2.take_upgrade_lock(Actor("bob"), 7, record)
+            deadline = time.monotonic() + 10
+            while True:  # cp3 "crashed" while holding it: its lease expires
+                try:
+                    await n2.take_upgrade_lock(Actor("bob"), 8, record)
+                    break
+                except Locked:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.5)
+            await n2._release_upgrade_lock(cp2.svc)
+            refusals.clear()
 
             # the leader hands leadership over; a follower has nothing to hand
             async with cp1.svc.local_client() as c:

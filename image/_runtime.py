@@ -56,8 +56,9 @@ _STDLIB_DROP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to
 # ... and extension modules that need a terminal, a database or NIS (and pull their libraries into the closure)
 _DYNLOAD_DROP = re.compile(r"^(_test|_tkinter|_ctypes_test|xxlimited|xxsubtype|_xxtestfuzz|_xxsubinterpreters|_curses"
                            r"|readline|_dbm|_gdbm|nis|_crypt)")
-# distributions never shipped: installers and build-time tools
-_DIST_DROP = {"pip", "setuptools", "wheel", "grpcio-tools", "distribute"}
+# distributions never shipped: installers, build-time tools, and what only gravenctl uses (the dashboard's rich)
+_DIST_DROP = {"pip", "setuptools", "wheel", "grpcio-tools", "distribute", "rich", "pygments", "markdown-it-py",
+              "mdurl"}
 _TREE_DROP = {"__pycache__", "tests", "test"}
 # names in a squashfs listing that must never be in an image: shells, busybox, package managers, pip
 FORBIDDEN = re.compile(r"(^|/)(sh|bash|dash|ash|zsh|busybox|toybox|apt|apt-get|dpkg|rpm|yum|dnf|apk|pip|pip3"

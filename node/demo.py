@@ -1,8 +1,9 @@
 """``make run``: a one-node sandbox cluster named ``demo`` (a previous one is destroyed first), then what to try.
 
 It runs ``gravenctl cluster destroy --name demo`` and ``gravenctl cluster create --name demo`` (the machine
-keeps running in the background), and prints the commands that show the node: status, version, events, the
-audit verdict, an upgrade to a v2 image built with the cluster's key, and the boot trace.
+keeps running in the background; as root, a container machine: the agent is PID 1 of its own namespaces), and
+prints the commands that show the node: status, version, events, the audit verdict, its processes and mounts, an
+upgrade to a v2 image built with the cluster's key, and the boot trace.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ Its client config is the current context of your gravenconfig. Try:
   {g} events --tail 30            # the signed event log (add -f to follow)
   {g} audit verify --ca {cdir / 'ca.crt'}   # fetch the log, verify it with the CA alone
   {g} trace boot                  # per-phase timings of the last boot
+  {g} processes                   # the node's processes from inside (a container machine: PID 1 is the agent)
+  {g} get mounts                  # its mounts: / is the booted slot's squashfs, read-only
 
 Upgrade to a v2 image signed with the cluster's key (the node verifies, writes slot B, reboots into it):
 

@@ -159,7 +159,7 @@ def signed_bytes(unsigned: bytes, event: Event) -> bytes:
     n = len(unsigned)
     if (len(event.sig) == 64 and event.time_ns >= 1 << 32 and unsigned[:1] == b"\x89"
             and unsigned[n - 17 : n - 8] == _TIME64):
-        return b"\x8a" + unsigned[1 : n - 17] + _SIG64 + event.sig + unsigned[n - 17 :]
+        return b"".join((b"\x8a", unsigned[1 : n - 17], _SIG64, event.sig, unsigned[n - 17 :]))
     return _encoder.encode(event)
 
 

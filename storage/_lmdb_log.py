@@ -3,8 +3,10 @@
 Writes go through a two-stage pipeline so signing overlaps with fsync:
 
     appenders ──queue──▶ sequencer thread ──batches──▶ committer thread ──▶ futures resolved
-                         (seq, prev, sign              (one txn, fsync)
-                          on two threads)
+                         (seq, prev, sign;             (one txn, fsync)
+                          part of a batch on a
+                          signer thread, or of a big
+                          batch in a child process)
 
 Concurrent appenders share a transaction (group commit); a future resolves only after its transaction is
 durable. If a commit fails (disk full), every batch built on it fails too and the chain is re-read from disk,

@@ -623,14 +623,19 @@ def run_agent(root: Path, listen: str, *, device: Path | str | None = None,
 
     gc.freeze()  # the import-time objects never die; keep the collector off them
     gc.set_threshold(50_000, 50, 100)
+    from . import _guest
+
     disk = open_disk(root, device, Path(root).absolute() / "run" / "agent")
     try:
         boot = BootInfo.from_env()
         logs = LogRing()
         setup_agent_logging(logs, boot.boot_id)
+        if _guest.in_guest():
+            _guest.prepare(_say)
         boot.events = finish_pending_wipe(disk, _say) + boot.events  # a reset's wipe the supervisor did not do
         _clear_spool(disk)
         agent = Agent(disk, listen=listen, boot=boot, health_timeout=health_timeout, logs=logs)
-        return asyncio.run(agent.run())
+        code = asyncio.run(agent.run())
     finally:
         disk.close()
+    return _guest.power(code)  # PID 1 of a qemu machine ends through reboot(2); elsewhere this returns code

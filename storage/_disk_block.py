@@ -26,6 +26,7 @@ from typing import Any
 from events.errors import StorageError
 
 from ._disk import ALL_LABELS, FS_LABELS, DiskBase, parse_labels
+from ._guest import mount, sysfs_partitions, umount
 from ._meta import META_SIZE, MetaStore
 from ._mount import MountStrategy
 from ._slot import Label, Slot
@@ -192,6 +193,9 @@ class BlockDisk(DiskBase):
 
     def _partitions(self) -> dict[str, _Part]:
         if self._parts is None:
+            if not have("sfdisk"):  # inside a machine: the kernel's view of the table
+                self._parts = {n: _Part(n, *p) for n, p in sysfs_partitions(self.device).items()}
+                return self._parts
             try:
                 out = run(["sfdisk", "--json", str(self.device)])
             except StorageError as exc:
@@ -254,7 +258,7 @@ class BlockDisk(DiskBase):
         """Unmount the filesystems this object mounted."""
         for target in list(reversed(self._owned_mounts)):
             if os.path.ismount(target):
-                run(["umount", str(target)])
+                umount(target)
             self._owned_mounts.remove(target)
 
     def _sync_kernel_table(self) -> None:
@@ -370,7 +374,7 @@ class BlockDisk(DiskBase):
         with os_errors(f"create mount point {target}"):
             target.mkdir(parents=True, exist_ok=True)
         try:
-            run(["mount", str(node), str(target)])
+            mount(node, target)
         except StorageError as exc:
             raise StorageError(f"cannot mount {parsed.value} of {self.source} (formatted?): {exc.message}",
                                label=parsed.value) from exc
@@ -389,7 +393,7 @@ class BlockDisk(DiskBase):
         node = self._node(label)
         target = self.run_dir / "mnt" / label.value
         if target in self._owned_mounts or self._mounted_at(node) == str(target):
-            run(["umount", str(target)])
+            umount(target)
             with contextlib.suppress(ValueError):
                 self._owned_mounts.remove(target)
         where = self._mounted_at(node)
@@ -434,10 +438,10 @@ class BlockDisk(DiskBase):
             errors.append(exc.message)
         for target in reversed(self._owned_mounts):
             try:
-                run(["umount", str(target)])
+                umount(target)
             except StorageError:
                 try:
-                    run(["umount", "-l", str(target)])
+                    umount(target, lazy=True)
                 except StorageError as exc:
                     errors.append(exc.message)
         self._owned_mounts.clear()

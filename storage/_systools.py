@@ -9,15 +9,20 @@ name the package of a tool they could not find. On a machine where everything is
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["TOOLS", "Tool", "install_command", "missing", "needed", "package_of", "plan_messages"]
+__all__ = ["KERNEL_META", "KERNEL_PACKAGE", "TOOLS", "Tool", "ensure_kernel", "install_command", "kernel_cache",
+           "missing", "needed", "package_of", "plan_messages"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,9 @@ TOOLS: tuple[Tool, ...] = (
     Tool("etcd", "etcd-server", "the controlplane's etcd (process and netns machines take it from the host)"),
     Tool("etcdctl", "etcd-client", "etcd's own client: tests check that it accepts Graven's etcd certificates"),
     Tool("prometheus", "prometheus", "scrapes a real node's metrics in the end-to-end tests", tests_only=True),
+    Tool("qemu-system-x86_64", "qemu-system-x86", "runs qemu machines (the tests boot one)", tests_only=True),
+    Tool("gcc", "gcc", "compiles the initramfs's init (static) for qemu machines", tests_only=True),
+    Tool("dpkg-deb", "dpkg", "unpacks Debian's cloud kernel for qemu machines", tests_only=True),
 )
 
 
@@ -147,12 +155,86 @@ def ensure(*, install: bool, out: Callable[[str], None], root: bool | None = Non
     return 2
 
 
+# -- the kernel of qemu machines -------------------------------------------------------------------------------
+KERNEL_PACKAGE = "linux-image-cloud-amd64"  # Debian's metapackage; it depends on the versioned kernel package
+KERNEL_META = "kernel.json"
+KERNEL_SETUP = "python3 storage/_systools.py kernel"
+
+
+def kernel_cache() -> Path:
+    """Where fetched kernels live: ``$GRAVEN_KERNEL_CACHE``, else ``~/.cache/graven/kernel``; one folder per
+    Debian package version, each with ``kernel.json`` saying what it holds."""
+    env = os.environ.get("GRAVEN_KERNEL_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "graven" / "kernel"
+
+
+def _kernel_package() -> tuple[str, str] | None:
+    """The versioned package the metapackage depends on and its candidate version, from apt's cache."""
+    dep = subprocess.run(["apt-cache", "depends", KERNEL_PACKAGE], capture_output=True, text=True, check=False)
+    name = next((line.split(":", 1)[1].strip() for line in dep.stdout.splitlines()
+                 if line.strip().startswith("Depends:") and "linux-image-" in line), None)
+    if not name:
+        return None
+    pol = subprocess.run(["apt-cache", "policy", name], capture_output=True, text=True, check=False)
+    version = next((line.split(":", 1)[1].strip() for line in pol.stdout.splitlines()
+                    if line.strip().startswith("Candidate:")), None)
+    return (name, version) if version and version != "(none)" else None
+
+
+def ensure_kernel(out: Callable[[str], None], *, cache: Path | None = None) -> int:
+    """Fetch Debian's cloud kernel into the cache (``apt-get download`` + ``dpkg-deb -x``, nothing installed)
+    unless the candidate version is there already; 0 when a kernel is cached, else 2 with the reason."""
+    cache = cache or kernel_cache()
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        out("graven set-up: the qemu machines' kernel comes from Debian (apt-get download "
+            f"{KERNEL_PACKAGE}); this machine has no apt-get/dpkg-deb")
+        return 2
+    found = _kernel_package()
+    if found is None:
+        _apt(["update", "-qq"], dict(os.environ, DEBIAN_FRONTEND="noninteractive"), out)
+        found = _kernel_package()
+    if found is None:
+        out(f"graven set-up: apt knows no package {KERNEL_PACKAGE} (is this Debian with main enabled?)")
+        return 2
+    name, version = found
+    dest = cache / version
+    if (dest / KERNEL_META).is_file():
+        return 0
+    out(f"graven set-up: fetching the qemu machines' kernel {name} {version} into {dest}")
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
+        done = subprocess.run(["apt-get", "download", "-q", f"{name}={version}"], cwd=tmp, check=False,
+                              capture_output=True, text=True)
+        debs = sorted(Path(tmp).glob("*.deb"))
+        if done.returncode != 0 or not debs:
+            out(f"graven set-up: apt-get download {name}={version} failed: {done.stderr.strip()[-300:]}")
+            return 2
+        root = Path(tmp) / "root"
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
+        vmlinuz = sorted((root / "boot").glob("vmlinuz-*"))
+        if not vmlinuz:
+            out(f"graven set-up: {debs[0].name} holds no boot/vmlinuz-*")
+            return 2
+        release = vmlinuz[0].name.removeprefix("vmlinuz-")
+        meta = {"package": name, "version": version, "release": release,
+                "vmlinuz": f"boot/{vmlinuz[0].name}", "modules": f"lib/modules/{release}",
+                "sha256": hashlib.sha256(vmlinuz[0].read_bytes()).hexdigest()}
+        (root / KERNEL_META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        root.rename(dest)
+    out(f"graven set-up: kernel {release} ({name} {version}) ready")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python3 storage/_systools.py",
         description="Check that the system tools Graven runs are installed; 'ensure' installs the missing ones "
                     "with apt-get when run as root.")
-    parser.add_argument("action", choices=("check", "ensure", "list"), help="check only, install, or list them")
+    parser.add_argument("action", choices=("check", "ensure", "list", "kernel"),
+                        help="check only, install, list them, or fetch the qemu machines' kernel (also done by "
+                             "'ensure --tests')")
     parser.add_argument("--tests", action="store_true", help="also the tools only the test suite runs")
     args = parser.parse_args(argv)
     if args.action == "list":
@@ -165,7 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def err(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    return ensure(install=args.action == "ensure", out=err, tests=args.tests)
+    if args.action == "kernel":
+        return ensure_kernel(err)
+    rc = ensure(install=args.action == "ensure", out=err, tests=args.tests)
+    if rc == 0 and args.action == "ensure" and args.tests and os.geteuid() == 0:
+        rc = ensure_kernel(err)
+    return rc
 
 
 if __name__ == "__main__":

@@ -1,0 +1,235 @@
+"""The host's side of a qemu machine: the disk image file, qemu's command line, one boot from start to its
+ending as QMP reports it.
+
+The machine is Debian's cloud kernel (``image._kernel``) with Graven's initramfs (``image._initramfs``) and one
+raw GPT disk image (the block disk's layout) as virtio-blk; the slot to boot is on the kernel command line
+(``graven.slot=BOOT-A``). The serial console is appended to a log file. A lone machine uses qemu's user-mode
+network with the API's port forwarded to the host's loopback.
+
+Accelerator: KVM only when a smoke boot under KVM proves it (``kvm_works``; the paravirtual KVM of some
+hosts cannot run a stock kernel: qemu aborts or hangs), else TCG, software emulation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from events.errors import StorageError
+from image._initramfs import build_initramfs
+from image._kernel import Kernel
+
+from ._qmp import Ending, Qmp, classify
+
+__all__ = ["QEMU", "Boot", "QemuSpec", "free_port", "kvm_works", "qemu_argv", "qemu_problem", "start"]
+
+QEMU = "qemu-system-x86_64"
+GUEST_API_PORT = 50000
+INIT_STARTED = b"graven-init: started"
+
+
+def qemu_problem() -> str | None:
+    """Why qemu machines cannot run here, naming the set-up that fixes it; None when they can."""
+    if shutil.which(QEMU) is None:
+        return (f"{QEMU} is not installed (Debian package qemu-system-x86): run `make system-test` or "
+                "`python3 storage/_systools.py ensure --tests`")
+    try:
+        from image._kernel import find_kernel
+
+        find_kernel()
+    except StorageError as exc:
+        return exc.message
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class QemuSpec:
+    kernel: Kernel
+    initramfs: Path
+    disk: Path  # raw GPT disk image file
+    slot: str  # the GPT name of the slot partition to boot: BOOT-A or BOOT-B
+    console: Path  # the serial console is appended here
+    qmp: Path  # unix socket
+    forwards: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, guest port)
+    memory_mib: int = 512
+    accel: str = "tcg"
+    cmdline: tuple[str, ...] = field(default_factory=tuple)  # more kernel parameters
+
+
+def qemu_argv(spec: QemuSpec) -> list[str]:
+    fwd = "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in spec.forwards)
+    append = " ".join(["console=ttyS0", "quiet", "loglevel=4", f"graven.slot={spec.slot}", *spec.cmdline])
+    return [
+        QEMU, "-name", spec.disk.stem, "-accel", spec.accel, "-cpu", "max" if spec.accel == "tcg" else "host",
+        "-m", str(spec.memory_mib), "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
+        "-no-reboot", "-action", "panic=shutdown", "-device", "pvpanic",
+        "-chardev", f"file,id=console,path={spec.console},append=on", "-serial", "chardev:console",
+        "-kernel", str(spec.kernel.vmlinuz), "-initrd", str(spec.initramfs), "-append", append,
+        "-drive", f"file={spec.disk},format=raw,if=virtio,cache=writeback,discard=unmap",
+        "-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0",
+        "-qmp", f"unix:{spec.qmp},server=on,wait=off",
+    ]
+
+
+@dataclass
+class Boot:
+    """One run of qemu: its process and QMP connection, until it ends."""
+
+    spec: QemuSpec
+    proc: subprocess.Popen[bytes]
+    qmp: Qmp
+    started: float  # time.monotonic() when qemu was started
+
+    def wait(self, timeout: float | None = None) -> Ending:
+        """The ending of this boot (QMP's events), killing qemu when it outlives ``timeout``."""
+        timed_out = False
+        if timeout is not None:
+            self.qmp_timeout(timeout)
+        try:
+            for _ in self.qmp.follow():
+                pass
+        except TimeoutError:
+            timed_out = True
+        if timed_out or self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.qmp.command("quit")
+        try:
+            rc = self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.qmp.close()
+        with contextlib.suppress(OSError):
+            self.spec.qmp.unlink()
+        return classify(self.qmp.events, timed_out=timed_out, qemu_rc=rc)
+
+    def qmp_timeout(self, seconds: float) -> None:
+        self.qmp._sock.settimeout(seconds)
+
+    def stop(self) -> Ending:
+        """Power the machine off from the host (QMP ``quit``) and wait for qemu to exit."""
+        with contextlib.suppress(Exception):
+            self.qmp.command("quit")
+        return self.wait(timeout=30)
+
+    def console_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.spec.console.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def start(spec: QemuSpec, *, stderr: Path | None = None) -> Boot:
+    """Start qemu for one boot; raises naming the cause when qemu refuses (e.g. the disk image in use)."""
+    problem = qemu_problem()
+    if problem:
+        raise StorageError(problem)
+    spec.qmp.unlink(missing_ok=True)
+    err_path = stderr or spec.console.with_suffix(".qemu.err")
+    with open(err_path, "ab") as err:
+        proc = subprocess.Popen(qemu_argv(spec), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                start_new_session=True)
+    started = time.monotonic()
+    deadline = started + 30
+    while not spec.qmp.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            raise StorageError(_refusal(err_path.read_text(errors="replace"), spec), path=str(spec.disk))
+        time.sleep(0.02)
+    return Boot(spec, proc, Qmp(spec.qmp), started)
+
+
+def _refusal(stderr: str, spec: QemuSpec) -> str:
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+    if "lock" in last:
+        return f"disk image {spec.disk} is in use by another running machine (qemu: {last})"
+    return f"qemu would not start: {last}"
+
+
+def initramfs_for(kernel: Kernel, cache: Path, *, listen: str = f"0.0.0.0:{GUEST_API_PORT}") -> Path:
+    """The machine's initramfs (rebuilt each time: it takes ~0.1 s and follows the kernel and the code)."""
+    return build_initramfs(kernel, cache / f"initramfs-{kernel.release}.img", listen=listen)
+
+
+# -- which accelerator ------------------------------------------------------------------------------------------
+def _accel_cache() -> Path:
+    return Path.home() / ".cache" / "graven" / "qemu-accel.json"
+
+
+def kvm_works(kernel: Kernel, initramfs: Path, work: Path, *, timeout: float = 15.0) -> bool:
+    """Boot the kernel under KVM until the initramfs's init prints its first line; remembered per host kernel
+    and guest kernel (the answer does not change between runs, and a hanging probe costs ``timeout``)."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK) or shutil.which(QEMU) is None:
+        return False
+    key = f"{os.uname().release}/{kernel.release}"
+    cache = _accel_cache()
+    with contextlib.suppress(OSError, ValueError):
+        known = json.loads(cache.read_text())
+        if key in known:
+            return bool(known[key])
+    work.mkdir(parents=True, exist_ok=True)
+    console = work / "kvm-probe.console"
+    console.unlink(missing_ok=True)
+    argv = [QEMU, "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-no-user-config", "-display", "none",
+            "-no-reboot", "-chardev", f"file,id=c,path={console}", "-serial", "chardev:c",
+            "-kernel", str(kernel.vmlinuz), "-initrd", str(initramfs), "-append", "console=ttyS0 quiet"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ok = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if INIT_STARTED in console.read_bytes():
+                ok = True
+                break
+        time.sleep(0.2)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    with contextlib.suppress(OSError, ValueError):
+        known = json.loads(cache.read_text()) if cache.is_file() else {}
+        known[key] = ok
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+    return ok
+
+
+def choose_accel(kernel: Kernel, initramfs: Path, work: Path, wanted: str | None = None) -> str:
+    """``wanted`` (kvm or tcg) when given (GRAVEN_QEMU_ACCEL too), else kvm when it proves itself, else tcg."""
+    wanted = wanted or os.environ.get("GRAVEN_QEMU_ACCEL") or None
+    if wanted is not None:
+        if wanted not in ("kvm", "tcg"):
+            raise StorageError(f"accelerator {wanted!r}: kvm or tcg")
+        return wanted
+    return "kvm" if kvm_works(kernel, initramfs, work) else "tcg"
+
+
+# -- the disk image -------------------------------------------------------------------------------------------
+def make_disk(path: Path, size: int, *, run_dir: Path) -> None:
+    """A sparse raw disk image file with the block disk's GPT layout, STATE and EPHEMERAL formatted, META and
+    both slots empty (a machine's blank disk: the first boot is the installer's)."""
+    from storage import BlockDisk
+
+    if path.exists():
+        raise StorageError(f"disk image {path} exists already", path=str(path))
+    with open(path, "wb") as f:
+        f.truncate(size)
+    disk = BlockDisk(path, run_dir=run_dir)
+    try:
+        disk.partition()
+        disk.format()
+    finally:
+        disk.close()

@@ -1,0 +1,55 @@
+"""The host's view of a qemu machine without booting one: its command line, how QMP endings are read, and the
+guest's tool-free partition discovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from image._kernel import Kernel
+from node._qemu import QemuSpec, qemu_argv
+from node._qmp import EXIT_FAILED, EXIT_POWER_OFF, EXIT_REBOOT, classify
+from storage._guest import sysfs_partitions
+
+
+def _shutdown(reason: str) -> dict[str, object]:
+    return {"event": "SHUTDOWN", "data": {"guest": True, "reason": reason}}
+
+
+def test_classify_endings() -> None:
+    assert classify([_shutdown("guest-reset")]).code == EXIT_REBOOT
+    assert classify([_shutdown("guest-shutdown")]).code == EXIT_POWER_OFF
+    assert classify([{"event": "GUEST_PANICKED", "data": {"action": "pause"}}, _shutdown("guest-panic")]).code \
+        == EXIT_FAILED
+    assert classify([{"event": "GUEST_PANICKED"}, _shutdown("guest-reset")]).code == EXIT_FAILED  # panic wins
+    assert classify([], timed_out=True).reason == "the guest did not come up in time"
+    assert classify([], qemu_rc=1).code == EXIT_FAILED
+    assert classify([_shutdown("host-qmp-quit")]).code == EXIT_FAILED
+
+
+def test_qemu_argv(tmp_path: Path) -> None:
+    k = Kernel(tmp_path, "linux-image-x", "6.1.1-1", "6.1.0-1-cloud-amd64", "00")
+    spec = QemuSpec(k, tmp_path / "initrd", tmp_path / "disk.raw", "BOOT-B", tmp_path / "c.log", tmp_path / "q.sock",
+                    ((4000, 50000),))
+    argv = qemu_argv(spec)
+    append = argv[argv.index("-append") + 1]
+    assert "graven.slot=BOOT-B" in append.split() and "console=ttyS0" in append.split()
+    assert "-no-reboot" in argv and "pvpanic" in argv
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    assert f"file={tmp_path / 'disk.raw'},format=raw,if=virtio" in argv[argv.index("-drive") + 1]
+    assert "hostfwd=tcp:127.0.0.1:4000-:50000" in argv[argv.index("-netdev") + 1]
+    assert str(k.vmlinuz).endswith("boot/vmlinuz-6.1.0-1-cloud-amd64")
+
+
+def test_sysfs_partitions(tmp_path: Path) -> None:
+    for i, (name, start, size) in enumerate((("EFI", 2048, 8192), ("BOOT-A", 10240, 65536)), start=1):
+        d = tmp_path / "vda" / f"vda{i}"
+        d.mkdir(parents=True)
+        (d / "uevent").write_text(f"MAJOR=254\nMINOR={i}\nDEVNAME=vda{i}\nDEVTYPE=partition\nPARTN={i}\n"
+                                  f"PARTNAME={name}\n")
+        (d / "start").write_text(f"{start}\n")
+        (d / "size").write_text(f"{size}\n")
+    (tmp_path / "vda" / "queue").mkdir()
+    (tmp_path / "vda" / "vda3").mkdir()  # a partition without a GPT name is left out
+    (tmp_path / "vda" / "vda3" / "uevent").write_text("DEVNAME=vda3\n")
+    parts = sysfs_partitions(Path("/dev/vda"), sys_block=tmp_path)
+    assert parts == {"EFI": ("/dev/vda1", 2048 * 512, 8192 * 512), "BOOT-A": ("/dev/vda2", 10240 * 512, 65536 * 512)}

@@ -246,6 +246,14 @@ def _own_cert_problems(crt_pem: bytes | None) -> list[str]:
     return problems
 
 
+def _issuer(cert: x509.Certificate | bytes | None) -> str:
+    try:
+        c = x509.load_pem_x509_certificate(cert) if isinstance(cert, bytes) else cert
+    except ValueError:
+        return ""
+    return c.issuer.rfc4514_string() if c is not None else ""
+
+
 def _ed25519_leaf(peer: x509.Certificate | None, crt_pem: bytes | None) -> str | None:
     if peer is not None and isinstance(peer.public_key(), Ed25519PublicKey):
         return "its serving certificate has an Ed25519 key"
@@ -310,9 +318,14 @@ def probe_tls(node: str, ca_pem: bytes, crt_pem: bytes | None, key_pem: bytes | 
         if not crt_pem:
             return PermissionDenied(f"node {node} requires a client certificate and none was presented "
                                     "(--insecure works only while the node is in maintenance mode)", node=node)
+        ours, theirs = _issuer(crt_pem), _issuer(peer_cert)
+        if ours and theirs and ours != theirs:
+            # gRPC's server closes TLS without an alert: the probe's handshake is what tells this from a node down
+            return PermissionDenied(f"node {node}: the node rejected this client certificate (issued by {ours}, the "
+                                    f"node trusts {theirs})", node=node, issuer=ours, node_ca=theirs)
         why = "; ".join(_own_cert_problems(crt_pem)) or "it was not issued by the node's CA"
-        return PermissionDenied(f"node {node} refused our client certificate (it closed the connection after the "
-                                f"TLS handshake): {why}", node=node)
+        return PermissionDenied(f"node {node}: the node rejected this client certificate (it closed the connection "
+                                f"after the TLS handshake): {why}", node=node)
     want = server_name or host
     if names and not _name_matches(want, names):
         return UntrustedKey(f"the certificate of node {node} is not valid for {want!r} (it names {', '.join(names)}); "

@@ -24,15 +24,17 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from config.limits import clip_utf8
+from config.limits import LIMITS, clip_utf8
 from events import Actor, decode_event
 from events._pki import cert_subject
-from events.errors import Code, GravenError, InvalidRequest, NotFound, PermissionDenied
+from events.errors import Code, GravenError, InvalidRequest, NotFound, PermissionDenied, TooLarge
 
 from ._calls import CallObserver, Observe
+from ._guard import add_service, checked_stream, guarded, guarded_stream
 from ._pb import machine_pb2 as pb
 from ._pb import machine_pb2_grpc as pb_grpc
 from ._rbac import ADMIN, MAINTENANCE_METHODS, allowed
+from ._upload import Upload
 
 __all__ = ["NodeApi", "Server"]
 
@@ -48,6 +50,8 @@ _GRPC_CODE = {
     Code.TASK_TIMEOUT: code_pb2.DEADLINE_EXCEEDED,
     Code.DISK_FULL: code_pb2.RESOURCE_EXHAUSTED,
     Code.TOO_LARGE: code_pb2.RESOURCE_EXHAUSTED,
+    Code.BAD_IMAGE: code_pb2.INVALID_ARGUMENT,  # in a reply, always the image the client gave
+    Code.UNTRUSTED_KEY: code_pb2.INVALID_ARGUMENT,
     Code.INVARIANT: code_pb2.INTERNAL,
 }
 
@@ -212,22 +216,13 @@ T = TypeVar("T")
 Handler = Callable[..., Awaitable[T]]
 
 
+async def _abort(context: Ctx, exc: GravenError) -> None:
+    await context.abort_with_status(error_status(exc))
+
+
 def rpc(method: str) -> Callable[[Handler[T]], Handler[T]]:
-    """Authenticate, authorize and translate errors for one RPC; the handler gets the actor."""
-
-    def wrap(fn: Handler[T]) -> Handler[T]:
-        @functools.wraps(fn)
-        async def handler(self: MachineServicer, request: Any, context: Ctx) -> T:
-            actor = await self.authorize(method, context)
-            try:
-                return await fn(self, request, context, actor)
-            except GravenError as exc:
-                await context.abort_with_status(error_status(exc))
-                raise AssertionError("unreachable") from exc
-
-        return handler
-
-    return wrap
+    """Authenticate, authorize, check the request and translate errors for one RPC; the handler gets the actor."""
+    return guarded(method, _abort)
 
 
 class MachineServicer(pb_grpc.MachineServiceServicer):
@@ -235,15 +230,14 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
         self.node = node
 
     async def authorize(self, method: str, context: Ctx) -> Actor:
+        """The caller, or ``PermissionDenied`` (recorded as ``api.denied`` when a certificate was presented)."""
         if self.node.maintenance:
             if method not in MAINTENANCE_METHODS:
-                exc = PermissionDenied(f"{method} is not available in maintenance mode; apply a config first")
-                await context.abort_with_status(error_status(exc))
+                raise PermissionDenied(f"{method} is not available in maintenance mode; apply a config first")
             return Actor("maintenance", ())
         actor, client_ok = caller(context)
         if actor is None:
-            await context.abort_with_status(error_status(PermissionDenied("a client certificate is required")))
-            raise AssertionError("unreachable")
+            raise PermissionDenied("a client certificate is required")
         reason = ""
         if not client_ok:
             reason = "certificate is not valid for client authentication"
@@ -251,8 +245,7 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
             reason = f"roles {list(actor.roles) or '[]'} may not call {method}"
         if reason:
             await self.node.record_denied(method, actor, reason)
-            await context.abort_with_status(error_status(PermissionDenied(f"{actor.id}: {reason}",
-                                                                          method=method)))
+            raise PermissionDenied(f"{actor.id}: {reason}", method=method)
         return actor
 
     @rpc("Version")
@@ -301,25 +294,16 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
     @rpc("Upgrade")
     async def Upgrade(self, request_iterator: AsyncIterator[pb.UpgradeRequest], context: Any,
                       actor: Actor) -> pb.SequenceAccepted:
-        url, stage, force, spool = "", False, False, None
-        self.node.spool_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self.node.spool_dir, prefix="upgrade-", suffix=".img",
-                                         delete=False) as f:
-            spool = Path(f.name)
-            async for msg in request_iterator:
-                url = url or msg.url
-                stage = stage or msg.stage
-                force = force or msg.force
-                if msg.chunk:
-                    f.write(msg.chunk)
-        source = url or str(spool)
-        if url:
-            spool.unlink(missing_ok=True)
-        elif spool.stat().st_size == 0:
-            spool.unlink(missing_ok=True)
-            raise InvalidRequest("upgrade needs an image (streamed chunks) or a url")
-        return await self._sequence("stage-upgrade" if stage else "upgrade",
-                                    {"source": source, "stage": stage, "force": force}, actor)
+        upload = Upload(self.node.spool_dir)
+        try:
+            await upload.receive(checked_stream(request_iterator))
+            name = "stage-upgrade" if upload.stage else "upgrade"
+            # the node verifies the image before it accepts: a refused upload is deleted here, at once
+            return await self._sequence(name, {"source": upload.source, "stage": upload.stage,
+                                               "force": upload.force}, actor)
+        except BaseException:
+            upload.discard()
+            raise
 
     @rpc("Rollback")
     async def Rollback(self, request: pb.RollbackRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
@@ -339,10 +323,13 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
     async def Shutdown(self, request: pb.ShutdownRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
         return await self._sequence("shutdown", {"force": request.force} if request.force else {}, actor)
 
-    async def Events(self, request: pb.EventsRequest, context: Ctx) -> AsyncIterator[pb.EventBatch]:
-        await self.authorize("Events", context)
+    @guarded_stream("Events", _abort)
+    async def Events(self, request: pb.EventsRequest, context: Ctx, actor: Actor) -> AsyncIterator[pb.EventBatch]:
         node, loop = self.node, asyncio.get_running_loop()
         start = request.since_seq
+        if start < -1:
+            raise InvalidRequest(f"since_seq {start} is out of range: a seq (0 or more), or -1 with tail_events "
+                                 f"for the last N events", field="since_seq", value=start)
         if request.tail_events or start < 0:
             start = max(0, node.next_seq() - (request.tail_events or 0))
         kinds, actor_glob = list(request.kinds), request.actor
@@ -358,17 +345,16 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
                 return
             await loop.run_in_executor(None, node.wait_for, start, 1.0)
 
-    async def Logs(self, request: pb.LogsRequest, context: Ctx) -> AsyncIterator[pb.LogBatch]:
-        await self.authorize("Logs", context)
+    @guarded_stream("Logs", _abort)
+    async def Logs(self, request: pb.LogsRequest, context: Ctx, actor: Actor) -> AsyncIterator[pb.LogBatch]:
         ring, loop = self.node.logs, asyncio.get_running_loop()
         service = request.service or "agent"
         if service not in ring.services() and service != "agent":
             known = ", ".join(ring.services()) or "none yet"
-            await context.abort_with_status(error_status(
-                NotFound(f"no service {service!r} on this node (services with logs: {known})")))
+            raise NotFound(f"no service {service!r} on this node (services with logs: {known})")
         if request.since < -1:
-            await context.abort_with_status(error_status(
-                InvalidRequest(f"since must be a position (>= 0) or -1 with tail, not {request.since}")))
+            raise InvalidRequest(f"since must be a position (>= 0) or -1 with tail, not {request.since}",
+                                 field="since", value=request.since)
         start = request.since
         if request.tail or start < 0:
             start = max(0, ring.next_position(service) - request.tail)
@@ -383,14 +369,10 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
                 return
             await loop.run_in_executor(None, ring.wait_for, service, start, 1.0)
 
-    async def Dmesg(self, request: pb.DmesgRequest, context: Ctx) -> AsyncIterator[pb.LogBatch]:
-        await self.authorize("Dmesg", context)
+    @guarded_stream("Dmesg", _abort)
+    async def Dmesg(self, request: pb.DmesgRequest, context: Ctx, actor: Actor) -> AsyncIterator[pb.LogBatch]:
         loop = asyncio.get_running_loop()
-        try:
-            records = self.node.kernel_log(request.tail or None, request.follow)
-        except GravenError as exc:
-            await context.abort_with_status(error_status(exc))
-            return
+        records = self.node.kernel_log(request.tail or None, request.follow)
         position = 0
         try:
             while True:
@@ -400,20 +382,17 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
                     position += len(lines)
                 if not more:
                     return
-        except GravenError as exc:
-            await context.abort_with_status(error_status(exc))
         finally:
             records.close()
 
-    async def AuditExport(self, request: pb.AuditExportRequest, context: Ctx
-                            ) -> AsyncIterator[pb.Chunk]:
-        await self.authorize("AuditExport", context)
+    @guarded_stream("AuditExport", _abort)
+    async def AuditExport(self, request: pb.AuditExportRequest, context: Ctx, actor: Actor
+                          ) -> AsyncIterator[pb.Chunk]:
+        if request.to_seq < -1 or 0 <= request.to_seq < request.from_seq:
+            raise InvalidRequest(f"to_seq {request.to_seq} is out of range: a seq from from_seq "
+                                 f"({request.from_seq}) on, or -1 for the last", field="to_seq", value=request.to_seq)
         loop = asyncio.get_running_loop()
-        try:
-            data = await loop.run_in_executor(None, self._bundle_bytes, request)
-        except GravenError as exc:
-            await context.abort_with_status(error_status(exc))
-            return
+        data = await loop.run_in_executor(None, self._bundle_bytes, request)
         for i in range(0, len(data), 1 << 20):
             yield pb.Chunk(data=data[i: i + (1 << 20)])
 
@@ -427,6 +406,11 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
 
     @rpc("BootTrace")
     async def BootTrace(self, request: pb.BootTraceRequest, context: Any, actor: Actor) -> pb.BootTraceResponse:
+        if request.boot < -1:
+            raise InvalidRequest(f"boot {request.boot} is out of range: an index from 0, or -1 for the last",
+                                 field="boot", value=request.boot)
+        if request.format not in ("", "json", "chrome", "svg"):
+            raise InvalidRequest(f"format {request.format!r} is not one of json, chrome, svg", field="format")
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(None, self.node.boot_trace, request.boot, request.boot_id,
                                           request.format or "json")
@@ -458,13 +442,9 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
         out = await self.node.etcd_action(request.action, _json_args(request.args_json), actor, manage=True)
         return pb.EtcdResponse(json=json.dumps(out, default=str))
 
-    async def EtcdSnapshot(self, request: pb.EtcdRequest, context: Ctx) -> AsyncIterator[pb.Chunk]:
-        await self.authorize("EtcdSnapshot", context)
-        try:
-            path = await self.node.etcd_snapshot()
-        except GravenError as exc:
-            await context.abort_with_status(error_status(exc))
-            return
+    @guarded_stream("EtcdSnapshot", _abort)
+    async def EtcdSnapshot(self, request: pb.EtcdRequest, context: Ctx, actor: Actor) -> AsyncIterator[pb.Chunk]:
+        path = await self.node.etcd_snapshot()
         try:
             with path.open("rb") as f:
                 while chunk := await asyncio.to_thread(f.read, 1 << 20):
@@ -481,7 +461,12 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
             spool = Path(f.name)
         try:
             with spool.open("wb") as out:
-                async for msg in request_iterator:
+                size = 0
+                async for msg in checked_stream(request_iterator):
+                    size += len(msg.data)
+                    if size > LIMITS.upload_bytes:
+                        raise TooLarge(f"the snapshot upload passed {LIMITS.upload_bytes} bytes (limit upload_bytes)",
+                                       limit="upload_bytes", value=size, max=LIMITS.upload_bytes)
                     out.write(msg.data)
             out_json = await self.node.etcd_recover(spool, actor)
         finally:
@@ -531,29 +516,37 @@ def _wanted(raw: bytes, kinds: list[str], actor_glob: str) -> bool:
 
 
 REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
+# v1 is v1alpha under a new package name, message for message: what current grpcurl asks first
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 class _LazyReflection:  # a grpc.GenericRpcHandler: grpc asks only for its ``service`` method
-    """Server reflection (what grpcurl asks), loaded by its first call: its descriptor modules would cost every
-    agent at rest about 1 MiB, and most nodes are never asked."""
+    """Server reflection (what grpcurl asks), v1 and v1alpha, loaded by its first call: its descriptor modules
+    would cost every agent at rest about 1 MiB, and most nodes are never asked."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self._names = tuple(names)
-        self._handler: Any = None
+        self._handlers: dict[str, Any] = {}
 
     def service(self, handler_call_details: Any) -> Any:
-        if not handler_call_details.method.startswith(f"/{REFLECTION}/"):
+        method = handler_call_details.method
+        name = next((n for n in (REFLECTION_V1, REFLECTION) if method.startswith(f"/{n}/")), None)
+        if name is None:
             return None
-        if self._handler is None:
+        if name not in self._handlers:
             from grpc_reflection.v1alpha import reflection, reflection_pb2
 
             servicer = reflection.aio.ReflectionServicer(self._names)
-            self._handler = grpc.method_handlers_generic_handler(REFLECTION, {
+            self._handlers[name] = grpc.method_handlers_generic_handler(name, {
                 "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
                     servicer.ServerReflectionInfo,
                     request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
                     response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)})
-        return self._handler.service(handler_call_details)
+        return self._handlers[name].service(handler_call_details)
+
+
+def _message_class(desc: Any) -> Any:
+    return getattr(pb, desc.name)
 
 
 class Server:
@@ -564,15 +557,18 @@ class Server:
         self.address = address
         self.server = grpc.aio.server(interceptors=[CallObserver(observe)] if observe else None, options=[
             ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", 64 << 20),
+            # a larger message is refused by gRPC before it is read into memory (limit message_bytes)
+            ("grpc.max_receive_message_length", LIMITS.message_bytes),
             # clients ping idle streams (events -f, --wait) every 30 s; allow it
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ])
-        pb_grpc.add_MachineServiceServicer_to_server(MachineServicer(node), self.server)
+        add_service(MachineServicer(node), self.server, pb.DESCRIPTOR.services_by_name["MachineService"],
+                    _message_class)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        names = (pb.DESCRIPTOR.services_by_name["MachineService"].full_name, health.SERVICE_NAME, REFLECTION)
+        names = (pb.DESCRIPTOR.services_by_name["MachineService"].full_name, health.SERVICE_NAME, REFLECTION_V1,
+                 REFLECTION)
         self.server.add_generic_rpc_handlers((_LazyReflection(names),))
         self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:

@@ -155,7 +155,13 @@ class ImagesPort:
     def verify(self, source: str, trusted_keys: Sequence[bytes]) -> image.VerifiedImage:
         if not trusted_keys:
             raise BadImage("no trusted image keys: machine.install.trustedKeys is empty", source=source)
-        return image.verify(self._fetch(source), list(trusted_keys))
+        path = self._fetch(source)
+        try:
+            return image.verify(path, list(trusted_keys))
+        except BaseException:
+            if path.parent == self._spool():  # fetched or uploaded here: a refused image is not kept
+                path.unlink(missing_ok=True)
+            raise
 
     def _fetch(self, source: str) -> Path:
         url = urllib.parse.urlparse(source)

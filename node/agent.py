@@ -22,6 +22,7 @@ from typing import Any
 
 import config
 import image
+from api._memory import tune_allocator
 from api._pki import check_roles, issue_client_certificate
 from api._server import Server
 from api._tls import MaintenanceCredentials, ServingCredentials
@@ -109,6 +110,7 @@ class Agent:
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._try_task: asyncio.Task[None] | None = None
+        self._parsing = asyncio.Semaphore(2)
         self.log = self._open_log()
         if self.log.durable:
             self.logs.attach(self._logs_dir())
@@ -365,7 +367,9 @@ class Agent:
 
     async def apply_config(self, data: bytes, mode: str, dry_run: bool, try_timeout: float,
                            actor: Actor) -> dict[str, Any]:
-        new = config.load(data, name="the applied config")
+        # off the event loop, one at a time: the loader's limits bound each parse, this bounds how many run
+        async with self._parsing:
+            new = await asyncio.to_thread(config.load, data, name="the applied config")
         if self.maintenance and new.machine.install is not None:  # refused before anything is kept or recorded
             await asyncio.to_thread(self.seq.ports.disk.check_install_disk, new.machine.install.disk)
         rt = self.seq.runtime
@@ -451,7 +455,6 @@ class Agent:
                                                      wipe=tuple(args.get("wipe") or ("STATE", "EPHEMERAL"))),
             SequenceName.REBOOT: RebootRequest, SequenceName.SHUTDOWN: ShutdownRequest,
         }
-        req: object | None = builders[name]() if name in builders else None
         if name is SequenceName.RESET:
             self._reset_args = dict(args)
         event = await self.seq.record(Kind.API_REQUEST, {"method": name.value, "args": _plain(args)}, actor)
@@ -463,6 +466,9 @@ class Agent:
             await self._check_shipped(args, actor, event.seq)
         if name is SequenceName.ROLLBACK:
             await self._check_rollback(actor, event.seq)
+        if name in (SequenceName.UPGRADE, SequenceName.STAGE_UPGRADE):
+            args = {**args, "source": await self._check_image(name.value, str(args["source"]), actor, event.seq)}
+        req: object | None = builders[name]() if name in builders else None
         try:
             self.seq.request(name, req, actor=actor)
         except GravenError as exc:
@@ -483,6 +489,21 @@ class Agent:
         await self.seq.record(Kind.API_REFUSED, {"method": "reset", "request_seq": request_seq, "reason": reason,
                                                  "code": "INVALID_REQUEST"}, actor)
         raise InvalidRequest(reason)
+
+    async def _check_image(self, method: str, source: str, actor: Actor, request_seq: int) -> str:
+        """An upgrade's image is verified (format, size, digest, signature, trusted key) before the request is
+        accepted: a bad one is refused at once, as a signed ``api.refused``. Returns the verified file (an
+        https image is fetched once, here)."""
+        install = self._config.machine.install if self._config is not None else None
+        keys = install.trusted_public_keys() if install is not None else ()
+        try:
+            verified = await asyncio.to_thread(self.seq.ports.images.verify, source, keys)
+        except GravenError as exc:
+            await self.seq.record(Kind.API_REFUSED, {"method": method, "request_seq": request_seq,
+                                                     "reason": exc.message, "code": exc.code.name}, actor)
+            raise
+        path = getattr(verified, "path", None)
+        return str(path) if path is not None else source
 
     async def _check_rollback(self, actor: Actor, request_seq: int) -> None:
         """A rollback needs the other slot to have booted good: refuse it at once, not after acceptance."""
@@ -623,6 +644,7 @@ def run_agent(root: Path, listen: str, *, device: Path | str | None = None,
 
     gc.freeze()  # the import-time objects never die; keep the collector off them
     gc.set_threshold(50_000, 50, 100)
+    tune_allocator()  # what a hostile request made the agent allocate goes back after it
     from . import _guest
 
     disk = open_disk(root, device, Path(root).absolute() / "run" / "agent")

@@ -94,8 +94,9 @@ def test_certificate_from_another_ca_is_refused(fake_node: FakeNode, cluster: Cl
     with GravenClient(fake_node.endpoint, cluster.secrets.ca_crt_pem, crt, key, timeout=5) as c, \
             pytest.raises(PermissionDenied) as info:
         c.version()
-    assert f"node {fake_node.endpoint} refused our client certificate" in info.value.message
-    assert "not issued by the node's CA" in info.value.message
+    assert f"node {fake_node.endpoint}: the node rejected this client certificate (issued by CN=other" \
+        in info.value.message
+    assert f"the node trusts {cluster.secrets.ca_cert.subject.rfc4514_string()})" in info.value.message
     assert "Version" not in fake_node.calls
 
 

@@ -15,7 +15,7 @@ from agentproc import AgentProc, env
 
 from api._client import GravenClient
 from api._pki import ClusterSecrets, issue_client_certificate
-from events.errors import GravenError, InvalidRequest, Locked, PermissionDenied, Unavailable, UntrustedKey
+from events.errors import BadImage, GravenError, InvalidRequest, Locked, PermissionDenied, Unavailable, UntrustedKey
 
 ADMIN, OPERATOR, READER = ("os:admin",), ("os:operator",), ("os:reader",)
 
@@ -80,9 +80,8 @@ def test_roles_against_every_rpc(node: AgentProc) -> None:
             c.reset()  # admin may reset, but not destroy unshipped events without --force
         issued = c.generate_client_configuration(["os:reader"], 600, "bob")
         assert b"BEGIN CERTIFICATE" in issued["crt"]
-    with node.client(OPERATOR) as c:
-        accepted = c.upgrade("file:///nonexistent.img")  # operator may ask; the verify phase then fails
-        assert accepted.sequence == "upgrade" and accepted.actor == "tester"
+    with node.client(OPERATOR) as c, pytest.raises(BadImage, match="no trusted image keys"):
+        c.upgrade("file:///nonexistent.img")  # operator may ask; the image is verified before acceptance
     assert [e for e in events_of(node, "api.refused") if "never shipped" in e.payload["reason"]]
 
 
@@ -255,6 +254,7 @@ def test_health_and_reflection_answer_standard_tools(node: AgentProc, secrets: C
                 health_pb2.HealthCheckResponse.SERVING
         db = ProtoReflectionDescriptorDatabase(ch)
         assert set(db.get_services()) == {"graven.machine.v1.MachineService", "grpc.health.v1.Health",
+                                          "grpc.reflection.v1.ServerReflection",
                                           "grpc.reflection.v1alpha.ServerReflection"}
         methods = {m.name for m in DescriptorPool(db).FindServiceByName("graven.machine.v1.MachineService").methods}
         assert {"Version", "MachineStatus", "ApplyConfiguration", "Upgrade", "Events", "AuditExport"} <= methods

@@ -1,0 +1,43 @@
+"""The agent's allocator, tuned so that memory a hostile request made the agent allocate goes back to the
+system after it: few malloc arenas (each thread that parses would otherwise keep its own 64 MiB arena), a fixed
+mmap threshold (glibc raises it after every large free, so that later large buffers land in the heap and stay),
+and ``malloc_trim`` after a large request. Each step is a no-op where the C library is not glibc."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+from typing import Any
+
+__all__ = ["BIG_REQUEST", "trim", "tune_allocator"]
+
+BIG_REQUEST = 256 << 10  # a request this large is followed by a trim
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+
+
+@functools.cache
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        lib = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return lib if lib is not None and hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
+
+
+def tune_allocator(arenas: int = 2, mmap_threshold: int = 128 << 10) -> bool:
+    """Few arenas and a fixed mmap threshold; True when the C library took them."""
+    lib = _libc()
+    if lib is None:
+        return False
+    ok = lib.mallopt(_M_ARENA_MAX, arenas) == 1
+    ok = lib.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1 and ok
+    return bool(lib.mallopt(_M_TRIM_THRESHOLD, 4 * mmap_threshold) == 1 and ok)
+
+
+def trim() -> None:
+    """Give free heap memory back to the system (ctypes releases the GIL while it runs)."""
+    lib = _libc()
+    if lib is not None:
+        lib.malloc_trim(0)

@@ -98,17 +98,20 @@ class SignerThread:
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[bytes], bytes], list[bytes], ThreadWaiter] | None] = (
             queue.SimpleQueue())
-        self._thread = threading.Thread(target=self._run, name="log-signer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started by the first batch it signs (not at rest)
 
     def sign(self, sign: Callable[[bytes], bytes], digests: list[bytes]) -> ThreadWaiter:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="log-signer", daemon=True)
+            self._thread.start()
         waiter = ThreadWaiter()
         self._jobs.put((sign, digests, waiter))
         return waiter
 
     def stop(self) -> None:
-        self._jobs.put(None)
-        self._thread.join()
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import config
+from config.limits import LIMITS
 from events.errors import InvalidConfig, InvalidRequest, NotFound
 
 from ._output import add_output_flag, print_json, table
@@ -41,6 +42,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     add_output_flag(p)
     p.set_defaults(func=_validate)
+
+    p = subparsers.add_parser(
+        "limits",
+        help="the named limits every node applies to what a request may ask (specs/limits.md)",
+        description="The limits on requests (config size, YAML aliases, depth and nodes, upload size, ...), with "
+        "their values: a refusal names the limit it hit.",
+    )
+    add_output_flag(p)
+    p.set_defaults(func=_limits)
 
     cmds = config_subparsers(subparsers)
     p = cmds.add_parser(
@@ -135,6 +145,14 @@ def _report_invalid(exc: InvalidConfig, name: str) -> int:
 
 def _load(path: str) -> config.MachineConfig:
     return config.load(_read(path), name=path)
+
+
+def _limits(args: argparse.Namespace) -> int:
+    if args.output == "json":
+        print_json(LIMITS.as_dict())
+    else:
+        table(LIMITS.rows(), ("name", "value", "what"))
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:

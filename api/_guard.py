@@ -29,7 +29,6 @@ log = logging.getLogger("graven.api")
 
 # Fields whose strings are not short names: the config document, upload chunks, the upgrade URL, JSON arguments.
 _LONG_FIELDS = {"data", "chunk", "url", "args_json", "json"}
-URL_BYTES = 4096
 
 
 class Undecodable:
@@ -69,9 +68,10 @@ def check_request(msg: message.Message, limits: Limits = LIMITS) -> None:
     for field, value in msg.ListFields():
         where = f"{msg.DESCRIPTOR.name}.{field.name}"
         if field.name in _LONG_FIELDS:
-            if field.name == "url" and len(value.encode()) > URL_BYTES:
-                raise LimitExceeded(f"{where} is {len(value.encode())} bytes; the limit is {URL_BYTES}",
-                                    limit="url_bytes", value=len(value.encode()), max=URL_BYTES, field=where)
+            if field.name == "url" and len(value.encode()) > limits.url_bytes:
+                raise LimitExceeded(f"{where} is {len(value.encode())} bytes; the limit is {limits.url_bytes} "
+                                    f"(limit url_bytes)", limit="url_bytes", value=len(value.encode()),
+                                    max=limits.url_bytes, field=where)
             continue
         if field.is_repeated:
             if len(value) > limits.list_items:

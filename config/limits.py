@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["LIMITS", "Limits", "clip_utf8"]
+__all__ = ["LIMITS", "WHAT", "Limits", "clip_utf8"]
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -22,37 +22,45 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     before it costs the node more than a few MiB or a few hundred milliseconds."""
 
     config_bytes: int = 1 * MiB
-    """A machine config document (real ones are a few KiB; the certificates inside are the bulk)."""
     yaml_aliases: int = 0
-    """YAML anchors and aliases: a machine config has no use for them, and they make billion-laughs bombs."""
     yaml_depth: int = 32
-    """Nesting depth of the YAML document (the schema nests 6 levels deep)."""
     yaml_nodes: int = 20_000
-    """Scalars, sequences and mappings in one document."""
     parse_seconds: float = 2.0
-    """Time budget for parsing one document."""
     reported_errors: int = 20
-    """Config problems reported one by one; the rest are counted (``and N more``)."""
     status_bytes: int = 8 * KiB
-    """The whole gRPC status (message, details) a refusal sends; grpcio refuses metadata over 16 KiB."""
     message_bytes: int = 4 * MiB
-    """One gRPC message received (a config, or one chunk of an upload): larger ones are refused by gRPC before
-    they are read into memory."""
     upload_bytes: int = 2 * GiB
-    """An image streamed to Upgrade (the spool is on EPHEMERAL)."""
     upload_free_bytes: int = 64 * MiB
-    """Free space EPHEMERAL must keep after an upload (the event log lives there too)."""
     url_schemes: tuple[str, ...] = ("file", "https")
-    """Schemes an Upgrade URL may use."""
+    url_bytes: int = 4096
     name_bytes: int = 256
-    """A short string in a request: a name, a glob, a role, a partition label."""
     list_items: int = 64
-    """Items in a short list in a request (kinds, roles, partitions)."""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = msgspec.to_builtins(self)
         return out
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per limit: name, value, what it bounds (``gravenctl limits``)."""
+        return [{"name": k, "value": v, "what": WHAT[k]} for k, v in self.as_dict().items()]
+
+
+WHAT: dict[str, str] = {  # what each limit bounds (``gravenctl limits``, specs/limits.md)
+    "config_bytes": "a machine config document (real ones are a few KiB)",
+    "yaml_aliases": "YAML aliases: a machine config has no use for them; they make billion-laughs bombs",
+    "yaml_depth": "nesting depth of a YAML document (the schema nests 6 levels deep)",
+    "yaml_nodes": "scalars, sequences and mappings in one document",
+    "parse_seconds": "time to parse one document",
+    "reported_errors": "config problems reported one by one; the rest are counted (and N more)",
+    "status_bytes": "the whole gRPC status a refusal sends (grpcio refuses metadata over 16 KiB)",
+    "message_bytes": "one gRPC message received: larger ones are refused by gRPC before they are read",
+    "upload_bytes": "an image streamed to Upgrade or fetched from its URL",
+    "upload_free_bytes": "free space EPHEMERAL keeps after an upload (the event log lives there too)",
+    "url_schemes": "schemes an Upgrade URL may use",
+    "url_bytes": "an Upgrade URL",
+    "name_bytes": "any other string in a request: a name, a glob, a role, a partition label",
+    "list_items": "items in a list in a request (kinds, roles, partitions)",
+}
 
 LIMITS = Limits()
 

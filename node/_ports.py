@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
@@ -18,9 +17,10 @@ import msgspec
 
 import image
 from config import install_disk_mismatch
+from config.limits import LIMITS
 from events import Event, Kind, encode_event
 from events._pki import load_certificate
-from events.errors import BadImage, InvalidRequest, StorageError
+from events.errors import BadImage, DiskFull, InvalidRequest, StorageError, TooLarge
 from sequencer.ports import BootState, RunningImage
 from sequencer.ports import SlotBoot as CoreSlotBoot
 from storage import BootEnv, DiskBase, Slot, write_durably
@@ -142,6 +142,23 @@ def host_path(path: Path) -> Path:
     return inside if shared is not None and shared != Path(view) and Path(view) in shared.parents else path
 
 
+def _copy_bounded(src: Any, dst: Any, spool: Path, source: str) -> None:
+    """A fetched image within the upload limits: its size (``upload_bytes``) and the free space it leaves on
+    EPHEMERAL (``upload_free_bytes``), checked as it arrives."""
+    size = 0
+    while chunk := src.read(1 << 20):
+        size += len(chunk)
+        if size > LIMITS.upload_bytes:
+            raise TooLarge(f"image {source} is larger than {LIMITS.upload_bytes} bytes (limit upload_bytes)",
+                           limit="upload_bytes", value=size, max=LIMITS.upload_bytes, source=source)
+        st = os.statvfs(spool)
+        if st.f_bavail * st.f_frsize - len(chunk) < LIMITS.upload_free_bytes:
+            raise DiskFull(f"fetching image {source} would leave less than {LIMITS.upload_free_bytes} bytes free "
+                           f"on EPHEMERAL (limit upload_free_bytes)", limit="upload_free_bytes",
+                           value=st.f_bavail * st.f_frsize, max=LIMITS.upload_free_bytes, source=source)
+        dst.write(chunk)
+
+
 class ImagesPort:
     """Images from a path, ``file://`` or ``https://`` URL; only ``image.verify`` makes what gets installed."""
 
@@ -179,10 +196,13 @@ class ImagesPort:
 
         try:
             with urlopen(source, timeout=60) as resp, dest.open("wb") as f:
-                shutil.copyfileobj(resp, f, 1 << 20)
+                _copy_bounded(resp, f, spool, source)
         except OSError as exc:
             dest.unlink(missing_ok=True)
             raise BadImage(f"image {source}: cannot fetch: {exc}", source=source) from exc
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
         return dest
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -107,3 +108,11 @@ def test_clip_utf8_fits_and_keeps_a_prefix(text, size):
 def test_a_real_config_is_far_inside_the_limits(text):
     assert len(text.encode()) * 20 < LIMITS.config_bytes
     config.load(text)
+
+
+def test_every_limit_is_described_for_operators():
+    from config.limits import WHAT
+
+    assert set(WHAT) == set(Limits.__struct_fields__)
+    text = (Path(__file__).resolve().parents[2] / "specs" / "limits.md").read_text()
+    assert all(f"`{name}`" in text for name in WHAT)

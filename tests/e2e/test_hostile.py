@@ -337,3 +337,18 @@ def test_version_answers_during_a_storm_and_memory_comes_back(node: Machine, cha
     # and the node still verifies its log
     r = node.audit_verify()
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_reflection_answers_v1_as_current_grpcurl_asks(channel: grpc.Channel) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2 as r
+
+    for version in ("v1", "v1alpha"):
+        info = channel.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=r.ServerReflectionRequest.SerializeToString,
+                                     response_deserializer=r.ServerReflectionResponse.FromString)
+        replies = list(info(iter([r.ServerReflectionRequest(list_services="")]), timeout=5))
+        names = {s.name for s in replies[0].list_services_response.service}
+        assert {"graven.machine.v1.MachineService", "grpc.reflection.v1.ServerReflection"} <= names, version
+        described = list(info(iter([r.ServerReflectionRequest(
+            file_containing_symbol="graven.machine.v1.MachineService")]), timeout=5))
+        assert described[0].file_descriptor_response.file_descriptor_proto, version

@@ -19,6 +19,7 @@ Waits poll the node in-process with ``api``'s client (cheap); every action goes 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -431,3 +432,19 @@ def machines(tmp_path: Path, secrets: Secrets, images: Images) -> Iterator[Machi
 
 def kinds(events: Sequence[dict[str, Any]]) -> list[str]:
     return [e["kind"] for e in events]
+
+
+def unsealed_boots(events: Sequence[dict[str, Any]]) -> list[str]:
+    """Where the log breaks the crash rule: a boot whose previous boot ended on anything but a checkpoint must
+    begin with the sealed checkpoint that covers it (reason ``recovered: ...``), and only such a boot."""
+    problems = []
+    for before, after in itertools.pairwise(events):
+        if before["boot_id"] == after["boot_id"]:
+            continue
+        p = after["payload"]
+        recovered = after["kind"] == "log.checkpoint" and p.get("sealed") and p.get("reason", "").startswith(
+            "recovered:")
+        if (before["kind"] != "log.checkpoint") != bool(recovered):
+            problems.append(f"seq {before['seq']} {before['kind']} ({before['boot_id'][:8]}) -> seq {after['seq']} "
+                            f"{after['kind']} {p.get('reason', '')!r} ({after['boot_id'][:8]})")
+    return problems

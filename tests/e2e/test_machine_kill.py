@@ -1,7 +1,8 @@
 """Pull the plug during upgrades: SIGKILL the agent or the supervisor at random moments (at least 20 kills), on one
 machine going back and forth between a prepared v1 and v2 (16 MiB of incompressible data each, so that writing a
 slot takes a while). After every kill the machine boots a slot that is good (its boot committed, META says so,
-the slot holds the image the node reports), and the log always verifies.
+the slot holds the image the node reports), the log always verifies, and every boot after a kill begins by sealing
+the dead boot's tail.
 
 The moments: a random event of the upgrade sequence as the node streams it (verify, write, the slot written,
 the bootloader, the stop) plus a few milliseconds; the new slot's boot (a new agent process) plus up to 0.6 s;
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from machinekit import PY, Images, Machine, Machines, _env
+from machinekit import PY, Images, Machine, Machines, _env, unsealed_boots
 
 from storage import SandboxDisk, Slot
 
@@ -137,6 +138,8 @@ def test_sigkill_during_upgrades_always_leaves_a_good_slot_and_a_valid_log(machi
     ended = {e["boot_id"] for e in events if e["kind"] in ("sequence.stopped", "sequence.failed")
              and e["payload"]["sequence"] == "upgrade"}
     failed = [e["payload"] for e in events if e["kind"] == "boot.failed"]
+    assert not unsealed_boots(events), f"a crashed boot's tail was not sealed first (seed {seed}):\n" + "\n".join(
+        unsealed_boots(events))
     print(f"\n{len(kills)} kills in {rounds} rounds, seed {seed}: {len(started - ended)} upgrades cut off "
           f"mid-sequence, {len(failed)} failed boots logged, "
           f"{sum(1 for e in events if e['kind'] == 'boot.fallback')} fallbacks")

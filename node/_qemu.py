@@ -18,7 +18,10 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,11 +31,13 @@ from image._kernel import Kernel
 
 from ._qmp import Ending, Qmp, classify
 
-__all__ = ["QEMU", "Boot", "QemuSpec", "free_port", "kvm_works", "qemu_argv", "qemu_problem", "start"]
+__all__ = ["QEMU", "Boot", "QemuRunner", "QemuSpec", "free_port", "kvm_works", "qemu_argv", "qemu_problem", "start"]
 
 QEMU = "qemu-system-x86_64"
 GUEST_API_PORT = 50000
+GUEST_DISK_SIZE = 512 << 20  # slots of ~196 MiB, EPHEMERAL ~100 MiB: room for an OS image upgrade's spool
 INIT_STARTED = b"graven-init: started"
+BOOT_FW_CFG = "opt/graven/boot"  # node._guest reads it under /sys/firmware/qemu_fw_cfg/by_name/
 
 
 def qemu_problem() -> str | None:
@@ -67,6 +72,7 @@ class QemuSpec:
     memory_mib: int = 512
     accel: str = "tcg"
     cmdline: tuple[str, ...] = field(default_factory=tuple)  # more kernel parameters
+    boot_file: Path | None = None  # the bootloader's boot.json, handed to the agent through fw_cfg
 
 
 def qemu_argv(spec: QemuSpec) -> list[str]:
@@ -81,6 +87,7 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
         "-drive", f"file={spec.disk},format=raw,if=virtio,cache=writeback,discard=unmap",
         "-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0",
         "-qmp", f"unix:{spec.qmp},server=on,wait=off",
+        *(["-fw_cfg", f"name={BOOT_FW_CFG},file={spec.boot_file}"] if spec.boot_file is not None else []),
     ]
 
 
@@ -138,9 +145,16 @@ def start(spec: QemuSpec, *, stderr: Path | None = None) -> Boot:
         raise StorageError(problem)
     spec.qmp.unlink(missing_ok=True)
     err_path = stderr or spec.console.with_suffix(".qemu.err")
+    err_from = err_path.stat().st_size if err_path.exists() else 0
+
+    def said() -> str:  # what this qemu wrote
+        with open(err_path, "rb") as f:
+            f.seek(err_from)
+            return f.read().decode(errors="replace")
+
     with open(err_path, "ab") as err:
         proc = subprocess.Popen(qemu_argv(spec), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
     started = time.monotonic()
     deadline = started + 30
     while not spec.qmp.exists():
@@ -148,15 +162,36 @@ def start(spec: QemuSpec, *, stderr: Path | None = None) -> Boot:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-            raise StorageError(_refusal(err_path.read_text(errors="replace"), spec), path=str(spec.disk))
+            raise StorageError(_refusal(said(), spec), path=str(spec.disk))
         time.sleep(0.02)
-    return Boot(spec, proc, Qmp(spec.qmp), started)
+    try:  # qemu opens its QMP socket before the disk: a refused disk closes the connection at once
+        qmp = Qmp(spec.qmp)
+    except (OSError, EOFError, ValueError) as exc:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        spec.qmp.unlink(missing_ok=True)
+        raise StorageError(_refusal(said() or str(exc), spec), path=str(spec.disk)) from exc
+    return Boot(spec, proc, qmp, started)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """The VM dies with its supervisor, as a machine loses power with its firmware (no orphaned qemu)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _refusal(stderr: str, spec: QemuSpec) -> str:
-    last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
-    if "lock" in last:
-        return f"disk image {spec.disk} is in use by another running machine (qemu: {last})"
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else "no message"
+    locked = next((line for line in lines if '"write" lock' in line or "Failed to get" in line), None)
+    if locked:
+        return f"disk image {spec.disk} is in use by another running machine (qemu: {locked})"
     return f"qemu would not start: {last}"
 
 
@@ -233,3 +268,105 @@ def make_disk(path: Path, size: int, *, run_dir: Path) -> None:
         disk.format()
     finally:
         disk.close()
+
+
+def preinstalled_disk(path: Path, size: int, image_file: Path, trusted_pem: bytes, *, run_dir: Path) -> None:
+    """A machine's disk image as a vendor ships it (Talos's ``metal-amd64.raw``): partitioned and formatted,
+    ``image_file`` verified and written to slot A, committed; STATE empty, so the machine boots into
+    maintenance and an applied config only writes STATE (the install sequence's path for an installed disk)."""
+    import image
+    from storage import BlockDisk, BootEnv, Slot
+
+    make_disk(path, size, run_dir=run_dir)
+    disk = BlockDisk(path, run_dir=run_dir)
+    try:
+        verified = image.verify(image_file, [image.load_public_key(trusted_pem)])
+        image.install(disk, image.plan_install(disk.read_boot_env(), verified))
+        env, _ = image.mark_good(disk.read_boot_env() or BootEnv(), Slot.A)
+        disk.write_boot_env(env)
+    finally:
+        disk.close()
+
+
+# -- the bootloader's side: one boot of a machine's slot ------------------------------------------------------
+class QemuRunner:
+    """Boots a machine's disk image in qemu, one slot at a time, for the supervisor (``node._supervisor``):
+    kernel and initramfs chosen once, the accelerator proven once, the console appended to ``console.log``
+    and copied to the supervisor's own log as it comes."""
+
+    def __init__(self, disk: Path, run_dir: Path, listen: str, *, memory_mib: int = 512,
+                 say: Callable[[str], None] = print) -> None:
+        from image._kernel import find_kernel
+
+        problem = qemu_problem()
+        if problem:
+            raise StorageError(f"--provisioner qemu: {problem}")
+        self.disk = disk
+        self.run_dir = run_dir
+        self.say = say
+        host, _, port = listen.rpartition(":")
+        if host not in ("127.0.0.1", "localhost", ""):
+            raise StorageError(f"--provisioner qemu: a lone machine answers on the host's loopback (user-mode "
+                               f"networking); --listen {listen} names another address")
+        self.port = int(port)
+        self.memory_mib = memory_mib
+        self.kernel = find_kernel()
+        self.initramfs = initramfs_for(self.kernel, run_dir)
+        self.accel = choose_accel(self.kernel, self.initramfs, run_dir)
+        self.console = run_dir / "console.log"
+        self.boot: Boot | None = None
+
+    def spec(self, slot: str, boot_file: Path | None) -> QemuSpec:
+        return QemuSpec(self.kernel, self.initramfs, self.disk, slot, self.console, self.run_dir / "qmp.sock",
+                        ((self.port, GUEST_API_PORT),), memory_mib=self.memory_mib, accel=self.accel,
+                        boot_file=boot_file)
+
+    def run(self, slot: str, boot_file: Path | None, on_start: Callable[[subprocess.Popen[bytes]], None]) -> Ending:
+        spec = self.spec(slot, boot_file)
+        self.say(f"qemu: {self.kernel.release} ({self.accel.upper()}), {slot} of {self.disk}, API on "
+                 f"127.0.0.1:{self.port}, console {self.console}")
+        start_at = self.console.stat().st_size if self.console.exists() else 0
+        boot = start(spec)
+        self.boot = boot
+        on_start(boot.proc)
+        stop = threading.Event()
+        copier = threading.Thread(target=_copy_console, args=(self.console, start_at, stop), daemon=True)
+        copier.start()
+        try:
+            ending = boot.wait()
+        finally:
+            stop.set()
+            copier.join(timeout=2)
+            self.boot = None
+        if ending.code not in (0, 10):
+            tail = _console_tail(self.console, start_at)
+            if tail:
+                ending = Ending(ending.code, f"{ending.reason}; the console's last lines:\n{tail}")
+        return ending
+
+
+def _console_tail(console: Path, start_at: int, lines: int = 12) -> str:
+    with contextlib.suppress(OSError), open(console, "rb") as f:
+        f.seek(start_at)
+        text = f.read().decode(errors="replace")
+        return "\n".join("    " + line for line in text.splitlines()[-lines:])
+    return ""
+
+
+def _copy_console(console: Path, start_at: int, stop: threading.Event) -> None:
+    """The machine's serial console into the supervisor's log (stderr), line by line, prefixed."""
+    pos, pending = start_at, b""
+    while True:
+        done = stop.is_set()
+        with contextlib.suppress(OSError), open(console, "rb") as f:
+            f.seek(pos)
+            chunk = f.read()
+            pos += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                sys.stderr.write(f"console: {line.decode(errors='replace').rstrip()}\n")
+            sys.stderr.flush()
+        if done:
+            return
+        stop.wait(0.2)

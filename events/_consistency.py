@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._checkpoint import Checkpoint, verify_note
 from ._kinds import Kind
-from ._merkle import MerkleLevels, leaf_hash, verify_consistency
+from ._merkle import MerkleLevels, verify_consistency
 from ._record import decode_event
 from .errors import InvalidRequest, TamperedLog, VerificationError
 
@@ -58,8 +58,8 @@ def prove(raw_items: Sequence[tuple[int, bytes]], from_size: int, to_size: int |
     if not 0 <= from_size <= to_size <= size:
         raise InvalidRequest(f"no consistency proof from size {from_size} to {to_size}: the log has {size} events "
                              "and sizes must satisfy 0 <= --from-size <= --to-size <= that")
-    levels = MerkleLevels([leaf_hash(r) for _, r in raw_items[:to_size]])
-    old = MerkleLevels(levels.levels[0][:from_size]).root()
+    levels = MerkleLevels.of_data([r for _, r in raw_items[:to_size]])
+    old = levels.prefix_root(from_size)
     genesis = decode_event(raw_items[0][1], seq=0)
     return {
         "format": CONSISTENCY_FORMAT,
@@ -88,7 +88,7 @@ def bundle_consistency(raw_items: Sequence[tuple[int, bytes]], to_seq: int) -> d
     checkpoint of the log to it (an auditor holding any of them checks the anchor extends it)."""
     checkpoints = checkpoints_of(raw_items[: to_seq + 1])
     anchor_seq = checkpoints[to_seq][0]
-    levels = MerkleLevels([leaf_hash(r) for _, r in raw_items[:to_seq]])
+    levels = MerkleLevels.of_data([r for _, r in raw_items[:to_seq]])
     entries = []
     for size, (seq, raw) in sorted(checkpoints.items()):
         if size >= to_seq:

@@ -35,7 +35,8 @@ def test_any_prefix_proves_consistent_and_agrees_with_the_rfc_recursion(mn: tupl
     levels = MerkleLevels(LEAVES[:n])
     proof = levels.consistency_proof(m)
     assert proof == consistency_proof(LEAVES, m, n)
-    assert verify_consistency(m, n, MerkleLevels(LEAVES[:m]).root(), levels.root(), proof)
+    assert levels.prefix_root(m) == MerkleLevels(LEAVES[:m]).root()
+    assert verify_consistency(m, n, levels.prefix_root(m), levels.root(), proof)
 
 
 @settings(max_examples=300, deadline=None)

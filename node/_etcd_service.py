@@ -196,6 +196,10 @@ class EtcdService:
         quick = time.monotonic() - p.started < QUICK_EXIT
         self._quick_exits = self._quick_exits + 1 if quick else 0
         reason = await asyncio.to_thread(_last_error, self.s.files.root / "etcd.log")
+        if "cannot fetch cluster info from peer urls" in reason:
+            reason += (f"; the members refused this node's peer connection: its peer certificate names "
+                       f"{self.s.address} and {self.s.name}, the members check it against the address they see "
+                       "it connect from (their logs say 'rejected connection')")
         self._emit(Kind.ETCD_EXITED, {"code": code, "reason": reason, "quick_exits": self._quick_exits})
         if code == 0 and not self._has_data():  # removed from the cluster: it stops by itself and leaves no data
             self._set("waiting", "this member was removed from the cluster")

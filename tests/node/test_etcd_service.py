@@ -5,6 +5,7 @@ with etcd's reason, a member that leaves."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import signal
@@ -223,5 +224,32 @@ def test_bootstrap_recovers_from_a_snapshot_and_refuses_a_corrupt_one(tmp_path: 
                 assert m.name == "new" and m.peer_urls == (new.settings.peer_url,)
         finally:
             await new.svc.stop()
+
+    run(body())
+
+
+def test_a_peer_certificate_that_does_not_name_its_address_is_refused_and_says_so(tmp_path: Path) -> None:
+    """cp2 advertises 127.0.0.2 (its certificates name that) but reaches cp1 from 127.0.0.1: cp1 refuses it."""
+    ca = EtcdCA.generate()
+
+    async def body() -> None:
+        cp1 = Node("cp1", tmp_path, ca)
+        cp2 = Node("cp2", tmp_path, ca, (cp1.settings.client_url,))
+        cp2.settings = dataclasses.replace(cp2.settings, address="127.0.0.2")
+        cp2.svc = EtcdService(cp2.settings, lambda k, p: cp2.events.append((k, p)))
+        try:
+            await cp1.svc.start()
+            await cp1.svc.bootstrap()
+            await cp2.svc.start()
+            await cp2.until(lambda: cp2.svc.state == "failed", timeout=60)
+            failed = next(p for k, p in cp2.events if k == Kind.ETCD_FAILED)
+            assert "refused this node's peer connection" in failed["reason"], failed
+            log = (cp1.settings.files.root / "etcd.log").read_text()
+            assert "rejected connection" in log and "127.0.0.1" in log
+            members = await cp1.svc.members()
+            assert [m.name for m in members if m.started] == ["cp1"]  # never got in
+        finally:
+            await cp2.svc.stop()
+            await cp1.svc.stop()
 
     run(body())

@@ -454,6 +454,9 @@ def _stop_machine(node: dict[str, Any], grace: float, report: Callable[[str], No
         pids.append(int((Path(root) / "run" / "agent.pid").read_text().strip()))
     live = [p for p in pids if p and _alive(p, root)]
     if not live:
+        from node._launch import forget
+
+        forget(Path(root))
         return
     for pid in live:
         _signal_group(pid, signal.SIGTERM)
@@ -467,6 +470,9 @@ def _stop_machine(node: dict[str, Any], grace: float, report: Callable[[str], No
         if not any(_alive(p, root) for p in left):
             break
         time.sleep(0.02)
+    from node._launch import forget
+
+    forget(Path(root))  # a container machine: what still runs in its cgroup, and the cgroup
     report(f"{node['name']}: machine stopped" + (" (killed)" if left else ""))
 
 

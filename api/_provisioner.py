@@ -10,7 +10,7 @@ from events.errors import InvalidRequest, Unavailable
 __all__ = ["PROVISIONERS", "choose_provisioner"]
 
 PROVISIONERS = ("container", "process")
-DEFAULT_CONTAINER = False  # container becomes the default where it can work once its e2e suite is green here
+DEFAULT_CONTAINER = True  # where root and namespaces allow it (and the disk is a sandbox one)
 
 
 def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None],
@@ -32,7 +32,7 @@ def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None]
         say("provisioner: process (--provisioner process): each agent a child process on this host's root")
         return "process"
     if wanted is None and (why or disk == "block" or not DEFAULT_CONTAINER):
-        reason = why or ("--disk block" if disk == "block" else "the default for now")
+        reason = why or "--disk block"
         say(f"provisioner: process ({reason}; --provisioner container needs root and sandbox disks)")
         return "process"
     say("provisioner: container: each agent PID 1 of its own namespaces, the slot's squashfs as /, in a memory "

@@ -35,8 +35,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ContainerResult", "ContainerSpec", "classify", "container_problem", "memory_cgroup_root", "memory_current",
-           "parse_size", "prepare", "read_result"]
+__all__ = [
+    "ContainerResult",
+    "ContainerSpec",
+    "classify",
+    "container_problem",
+    "forget",
+    "memory_cgroup_root",
+    "memory_current",
+    "parse_size",
+    "prepare",
+    "read_result",
+]
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, \
     0x40000000
@@ -395,6 +405,28 @@ def _finish(spec: ContainerSpec, result: ContainerResult) -> int:
     os.replace(tmp, spec.result)
     code, _why = classify(result, 0)
     return code if code >= 0 else EXIT_FAILED
+
+
+def forget(machine_dir: Path) -> None:
+    """After a machine was stopped (or killed): SIGKILL whatever still runs in its cgroup and remove the cgroup."""
+    try:
+        spec = json.loads((machine_dir / "run" / "container.json").read_text())
+    except (OSError, ValueError):
+        return
+    cg = Path(spec.get("cgroup") or "/nonexistent")
+    for _ in range(50):
+        try:
+            pids = [int(p) for p in (cg / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            cg.rmdir()
+            return
+        except OSError:
+            time.sleep(0.05)
 
 
 def read_result(path: Path) -> ContainerResult | None:

@@ -87,8 +87,14 @@ def in_own_namespace(kind: str) -> bool:
     Where PID 1's namespace can be read (root, with ptrace rights over it), that is the comparison. Where it
     cannot (some VMs deny it even to root): a network namespace is the node's when it is a named one
     (``ip netns``, ``/run/netns``); a UTS namespace when it is not the kernel's first one and the network
-    namespace is the node's. Anything else is the host's: the sandbox.
+    namespace is the node's. Anything else is the host's: the sandbox. PID 1 of a container machine
+    (``node._launch``) always has its own UTS namespace; its network is what the supervisor says (GRAVEN_PLATFORM).
     """
+    if kind == "uts" and os.getpid() == 1:
+        from ._pid1 import is_pid1
+
+        if is_pid1():
+            return True
     try:
         return os.readlink(f"/proc/self/ns/{kind}") != os.readlink(f"/proc/1/ns/{kind}")
     except OSError:

@@ -286,6 +286,9 @@ class Machine:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         from api._cli_cluster import _loops_below, _mounts_below
+        from node._launch import forget
+
+        forget(self.root)
 
         for point in _mounts_below(self.root):
             if subprocess.run(["umount", point], capture_output=True, check=False).returncode != 0:

@@ -1,0 +1,42 @@
+"""``cluster create --provisioner``: container where root and namespaces allow it, else process; a refusal that
+names ``--provisioner process`` where container cannot work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from api._provisioner import choose_provisioner
+from events.errors import InvalidRequest, Unavailable
+
+
+def _said() -> tuple[list[str], Callable[[str], None]]:
+    lines: list[str] = []
+    return lines, lines.append
+
+
+def test_default_is_container_where_it_can_work():
+    lines, say = _said()
+    assert choose_provisioner(None, "sandbox", say, problem=lambda: None) == "container"
+    assert "PID 1" in lines[0] and "--provisioner process" in lines[0]
+
+
+def test_default_falls_back_to_process_and_says_why():
+    lines, say = _said()
+    got = choose_provisioner(None, "sandbox", say, problem=lambda: "container machines need root")
+    assert got == "process" and "need root" in lines[0]
+    lines.clear()
+    assert choose_provisioner(None, "block", say, problem=lambda: None) == "process"
+    assert "--disk block" in lines[0]
+
+
+def test_asking_for_container_where_it_cannot_work_names_the_way_out():
+    with pytest.raises(Unavailable, match=r"need root; use --provisioner process"):
+        choose_provisioner("container", "sandbox", print, problem=lambda: "container machines need root")
+    with pytest.raises(InvalidRequest, match=r"sandbox disks only; use --provisioner process"):
+        choose_provisioner("container", "block", print, problem=lambda: None)
+
+
+def test_process_is_always_possible():
+    assert choose_provisioner("process", "block", print, problem=lambda: "no root") == "process"

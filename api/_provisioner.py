@@ -3,6 +3,7 @@ slot's squashfs as ``/``; root) or ``process`` (the agent as a child process on 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from events.errors import InvalidRequest, Unavailable
@@ -10,13 +11,16 @@ from events.errors import InvalidRequest, Unavailable
 __all__ = ["PROVISIONERS", "choose_provisioner"]
 
 PROVISIONERS = ("container", "process")
-DEFAULT_CONTAINER = True  # where root and namespaces allow it (and the disk is a sandbox one)
+DEFAULT_CONTAINER = False  # True once the cluster e2e suite has run green on container machines here
+DEFAULT_ENV = "GRAVEN_PROVISIONER"  # container | process: the default when --provisioner is not given
 
 
 def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None],
-                       problem: Callable[[], str | None] | None = None) -> str:
-    """``wanted`` if it can work here (else a refusal naming the way out), else container where root and
-    namespaces allow it and the disk is a sandbox one, else process."""
+                       problem: Callable[[], str | None] | None = None, prefer: str | None = None) -> str:
+    """``wanted`` if it can work here (else a refusal naming the way out); else ``prefer`` (default
+    ``$GRAVEN_PROVISIONER``): container where root and namespaces allow it and the disk is a sandbox one, else
+    process."""
+    prefer = prefer or os.environ.get(DEFAULT_ENV) or ("container" if DEFAULT_CONTAINER else "process")
     if problem is None:
         from node._launch import container_problem
 
@@ -31,8 +35,9 @@ def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None]
     if wanted == "process":
         say("provisioner: process (--provisioner process): each agent a child process on this host's root")
         return "process"
-    if wanted is None and (why or disk == "block" or not DEFAULT_CONTAINER):
-        reason = why or "--disk block"
+    if wanted is None and (why or disk == "block" or prefer != "container"):
+        reason = why or ("--disk block" if disk == "block" else f"the default; {DEFAULT_ENV}=container or "
+                         "--provisioner container for the other")
         say(f"provisioner: process ({reason}; --provisioner container needs root and sandbox disks)")
         return "process"
     say("provisioner: container: each agent PID 1 of its own namespaces, the slot's squashfs as /, in a memory "

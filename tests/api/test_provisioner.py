@@ -18,16 +18,17 @@ def _said() -> tuple[list[str], Callable[[str], None]]:
 
 def test_default_is_container_where_it_can_work():
     lines, say = _said()
-    assert choose_provisioner(None, "sandbox", say, problem=lambda: None) == "container"
+    assert choose_provisioner(None, "sandbox", say, problem=lambda: None, prefer="container") == "container"
     assert "PID 1" in lines[0] and "--provisioner process" in lines[0]
 
 
 def test_default_falls_back_to_process_and_says_why():
     lines, say = _said()
-    got = choose_provisioner(None, "sandbox", say, problem=lambda: "container machines need root")
+    got = choose_provisioner(None, "sandbox", say, problem=lambda: "container machines need root",
+                             prefer="container")
     assert got == "process" and "need root" in lines[0]
     lines.clear()
-    assert choose_provisioner(None, "block", say, problem=lambda: None) == "process"
+    assert choose_provisioner(None, "block", say, problem=lambda: None, prefer="container") == "process"
     assert "--disk block" in lines[0]
 
 
@@ -40,3 +41,10 @@ def test_asking_for_container_where_it_cannot_work_names_the_way_out():
 
 def test_process_is_always_possible():
     assert choose_provisioner("process", "block", print, problem=lambda: "no root") == "process"
+
+
+def test_the_default_follows_graven_provisioner(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("GRAVEN_PROVISIONER", "container")
+    assert choose_provisioner(None, "sandbox", print, problem=lambda: None) == "container"
+    monkeypatch.setenv("GRAVEN_PROVISIONER", "process")
+    assert choose_provisioner(None, "sandbox", print, problem=lambda: None) == "process"

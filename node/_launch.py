@@ -134,6 +134,14 @@ def agent_env(platform: str, passed: dict[str, str] | None = None) -> dict[str, 
     return env
 
 
+def _share_dir(path: Path, writable: bool) -> bool:
+    """A folder to show inside: it must exist (a writable one, an audit sink, is made on first use)."""
+    if writable:
+        with contextlib.suppress(OSError):
+            path.mkdir(parents=True, exist_ok=True)
+    return path.is_dir()
+
+
 def prepare(slot_root: Path, machine_dir: Path, run_dir: Path, agent_args: list[str], *, memory: int,
             platform: str, hostname: str, shares: list[tuple[str, bool]]) -> tuple[ContainerSpec, Path]:
     """The launcher's spec for one boot (written to ``run_dir/container.json``, which also tells observers the
@@ -151,7 +159,7 @@ def prepare(slot_root: Path, machine_dir: Path, run_dir: Path, agent_args: list[
                          env=agent_env(platform, dict(os.environ)), result=str(run_dir / "container-result.json"),
                          pid_file=str(run_dir / "pid1.pid"), cgroup=str(base / f"{hostname}-{tag}"), memory=memory,
                          hostname=hostname, cgroup_version=version,
-                         shares=[(str(Path(p).absolute()), w) for p, w in shares if Path(p).is_dir()])
+                         shares=[(str(Path(p).absolute()), w) for p, w in shares if _share_dir(Path(p), w)])
     path = run_dir / "container.json"
     spec.save(path)
     return spec, path

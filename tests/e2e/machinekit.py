@@ -170,7 +170,7 @@ class Machine:
 
     def __init__(self, root: Path, secrets: Secrets, *, disk: str = "sandbox", boot_from: Path | None = None,
                  port: int | None = None, health_timeout: float | None = HEALTH_TIMEOUT,
-                 max_failed_boots: int = 10, provisioner: str = "process", memory: str | None = None,
+                 max_failed_boots: int = 10, provisioner: str | None = None, memory: str | None = None,
                  shares: Sequence[Path] = ()) -> None:
         self.root = root
         self.secrets = secrets
@@ -181,7 +181,9 @@ class Machine:
         self.device = root / "disk.img" if disk == "block" else None
         self.health_timeout = health_timeout
         self.max_failed_boots = max_failed_boots
-        self.provisioner, self.memory, self.shares = provisioner, memory, list(shares)
+        # $GRAVEN_PROVISIONER=container runs the machine tests on container machines (sandbox disks only)
+        default = os.environ.get("GRAVEN_PROVISIONER", "process") if disk == "sandbox" else "process"
+        self.provisioner, self.memory, self.shares = provisioner or default, memory, list(shares)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "machine.log"
         root.mkdir(parents=True, exist_ok=True)
@@ -413,6 +415,7 @@ class Machines:
                   timeout: float = 60, **kwargs: Any) -> Machine:
         """Empty disk → installer (v1) in maintenance → apply-config → install → Running v1 from slot A."""
         v1 = self.images.v1
+        kwargs.setdefault("shares", [Path(s.removeprefix("file://")) for s in sinks])  # container machines
         m = self.new(name, disk=disk, boot_from=v1, **kwargs).start()
         m.wait_maintenance(timeout)
         m.apply(m.config(install_image=v1, sinks=sinks))

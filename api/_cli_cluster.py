@@ -705,7 +705,11 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
         if node["disk"]:
             with open(node["disk"], "wb") as f:
                 f.truncate(DISK_SIZE)
-        node["pid"] = _start_machine(node, data, health_timeout, prefix=net.exec_prefix())
+        # a container machine makes its own UTS namespace, and its supervisor needs the host's /sys (the memory
+        # cgroup), which `ip netns exec` would hide behind the namespace's own sysfs: nsenter joins the network alone
+        prefix = ["nsenter", f"--net={_netns.NETNS_DIR / net.netns}", "--"] \
+            if data.get("provisioner") == "container" else net.exec_prefix()
+        node["pid"] = _start_machine(node, data, health_timeout, prefix=prefix)
         _save(directory, data)
         report(f"{node['name']}: machine started in {net.netns} (pid {node['pid']}), API on {node['endpoint']}; "
                f"log {node['log']}")

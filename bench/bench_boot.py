@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -191,7 +192,7 @@ def floor_import(node: Node) -> float:
             from node._launch import agent_env as container_env
 
             env = container_env("sandbox")
-            cmd = ["chroot", str(Path(tmp) / "root"), f"/{PYTHON}", *cmd[1:]]
+            cmd = [shutil.which("chroot") or "chroot", str(Path(tmp) / "root"), f"/{PYTHON}", *cmd[1:]]
         times = []
         for _ in range(5):
             t = time.perf_counter()

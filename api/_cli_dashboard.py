@@ -33,10 +33,48 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_dashboard)
 
 
-def _watch(args: argparse.Namespace, board: NodeBoard, stop: threading.Event, first: threading.Event) -> None:
+class _Watchers:
+    """The watcher threads and their open clients: stopping closes every channel, which ends the streams they
+    block in (a thread left in a grpc stream can hold up the interpreter's exit)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._clients: set[Any] = set()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, args: argparse.Namespace, board: NodeBoard, first: threading.Event) -> None:
+        t = threading.Thread(target=_watch, args=(args, board, self, first), daemon=True,
+                             name=f"watch {board.endpoint}")
+        self._threads.append(t)
+        t.start()
+
+    def opened(self, client: Any) -> None:
+        with self._lock:
+            self._clients.add(client)
+
+    def closed(self, client: Any) -> None:
+        with self._lock:
+            self._clients.discard(client)
+
+    def close(self) -> None:
+        self.stop.set()
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:
+            client.close()
+        for t in self._threads:
+            t.join(timeout=2.0)
+
+
+def _watch(args: argparse.Namespace, board: NodeBoard, watchers: _Watchers, first: threading.Event) -> None:
+    stop = watchers.stop
     while not stop.is_set():
         try:
             with connect(args, board.endpoint) as client:
+                watchers.opened(client)
+                if stop.is_set():
+                    return
                 board.status(client.status())
                 first.set()
 
@@ -54,9 +92,16 @@ def _watch(args: argparse.Namespace, board: NodeBoard, stop: threading.Event, fi
                     if board.link != "online":
                         board.status(client.status())
                     board.event(e)
+            watchers.closed(client)
         except GravenError as exc:
+            if stop.is_set():
+                return
             board.lost(exc.message, unreachable=board.link in ("connecting", "unreachable"))
             first.set()
+        except Exception:
+            if stop.is_set():  # the channel was closed under the stream on the way out
+                return
+            raise
         stop.wait(RETRY_S)
 
 
@@ -82,10 +127,10 @@ def _render(boards: list[NodeBoard]) -> Any:
 
 def _dashboard(args: argparse.Namespace) -> int:
     boards = [NodeBoard(node) for node in targets(args)]
-    stop = threading.Event()
+    watchers = _Watchers()
     firsts = [threading.Event() for _ in boards]
     for b, f in zip(boards, firsts, strict=True):
-        threading.Thread(target=_watch, args=(args, b, stop, f), daemon=True, name=f"watch {b.endpoint}").start()
+        watchers.start(args, b, f)
     try:
         if args.once:
             deadline = time.monotonic() + 15
@@ -106,4 +151,4 @@ def _dashboard(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        stop.set()
+        watchers.close()

@@ -17,37 +17,57 @@ All netlink work runs on one worker thread per adapter: pyroute2's synchronous A
 which may not run on a thread that already runs one (the agent's API handlers), and one thread keeps a status
 read from interleaving with an apply.
 
-``select_network`` picks the platform: this adapter when the agent runs as root in a network namespace that is
-not the host's (``GRAVEN_PLATFORM=netns`` forces it, ``GRAVEN_PLATFORM=sandbox`` forbids it), else the
-sandbox's ``PlanNetwork``, which only records the plan.
+``select_network`` (``_net_platform``) picks the platform; ``_net_live`` is the netlink boundary and the live
+state as plain values; ``_net_plan`` the wanted state and the record, with no I/O.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno as errno_mod
-import ipaddress
 import json
-import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 import config
 from events import Kind
 from events.errors import (
-    GravenError,
     InvalidRequest,
     NotFound,
     OperationalError,
-    PermissionDenied,
     TaskTimeout,
 )
 from storage import write_durably
+
+from ._net_live import (
+    _FAMILY,
+    _PROTO,
+    _RTN,
+    _SCOPE,
+    MAIN_TABLE,
+    RTPROT_GRAVEN,
+    _dump,
+    _Failure,
+    _Link,
+    _netlink,
+    _Route,
+    _translate,
+)
+from ._net_plan import (
+    Emit,
+    PathSource,
+    _read_resolvers,
+    _Record,
+    _resolve,
+    _want_addresses,
+    _want_routes,
+    _WantRoute,
+    plan_rows,
+)
+from ._net_platform import PLATFORM_ENV, NetworkChoice, in_own_namespace, select_network
 
 __all__ = [
     "PLATFORM_ENV",
@@ -59,334 +79,8 @@ __all__ = [
     "select_network",
 ]
 
-Emit = Callable[[str, dict[str, Any]], None]
-PathSource = Path | Callable[[], Path | None] | None
 T = TypeVar("T")
-
-RTPROT_GRAVEN = 71  # the routing protocol number on what Graven adds (unused by iproute2's rt_protos)
-PLATFORM_ENV = "GRAVEN_PLATFORM"  # netns | sandbox | auto (default)
-MAIN_TABLE = 254
-IFF_UP = 1
 CALL_TIMEOUT = 30.0  # a netlink call that takes longer than this is stuck
-_FAMILY: dict[int, str] = {int(socket.AF_INET): "inet", int(socket.AF_INET6): "inet6"}
-_SCOPE = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
-_PROTO = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 16: "dhcp", 9: "ra",
-          RTPROT_GRAVEN: "graven"}
-_RTN = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole",
-        7: "unreachable", 8: "prohibit"}
-
-
-# -- platform choice -----------------------------------------------------------------------------------------
-_INIT_INO = {"uts": 0xEFFFFFFE, "net": 0xEFFFFFF9}  # the kernel's fixed inode numbers of its first namespaces
-NETNS_DIR = Path("/run/netns")
-
-
-def in_own_namespace(kind: str) -> bool:
-    """True when this process's ``kind`` namespace (``net`` or ``uts``) is provably not the host's.
-
-    Where PID 1's namespace can be read (root, with ptrace rights over it), that is the comparison. Where it
-    cannot (some VMs deny it even to root): a network namespace is the node's when it is a named one
-    (``ip netns``, ``/run/netns``); a UTS namespace when it is not the kernel's first one and the network
-    namespace is the node's. Anything else is the host's: the sandbox. PID 1 of a container machine
-    (``node._launch``) always has its own UTS namespace; its network is what the supervisor says (GRAVEN_PLATFORM).
-    """
-    if kind == "uts" and os.getpid() == 1:
-        from ._pid1 import is_pid1
-
-        if is_pid1():
-            return True
-    try:
-        return os.readlink(f"/proc/self/ns/{kind}") != os.readlink(f"/proc/1/ns/{kind}")
-    except OSError:
-        pass
-    try:
-        mine = os.stat(f"/proc/self/ns/{kind}")
-    except OSError:
-        return False
-    if kind == "net":
-        return _named_netns(mine)
-    return mine.st_ino != _INIT_INO.get(kind) and in_own_namespace("net")
-
-
-def _named_netns(mine: os.stat_result) -> bool:
-    try:
-        entries = list(NETNS_DIR.iterdir())
-    except OSError:
-        return False
-    for entry in entries:
-        try:
-            st = entry.stat()
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class NetworkChoice:
-    """The ``Network`` port the agent uses, which platform it is, and why (the agent prints it at boot)."""
-
-    port: Any
-    platform: str  # "netns" or "sandbox"
-    reason: str
-
-
-def select_network(emit: Emit, *, resolv_conf: PathSource, record: PathSource = None,
-                   platform: str | None = None) -> NetworkChoice:
-    """The netlink adapter where the node owns its links, else the sandbox ``PlanNetwork``.
-
-    ``platform`` (default: ``$GRAVEN_PLATFORM``, else ``auto``): ``netns`` forces netlink, ``sandbox`` the plan;
-    ``auto`` takes netlink only as root in a network namespace that is not PID 1's.
-    """
-    from ._ports import PlanNetwork
-
-    wanted = (platform or os.environ.get(PLATFORM_ENV) or "auto").strip().lower()
-    if wanted not in ("auto", "netns", "sandbox"):
-        raise InvalidRequest(f"{PLATFORM_ENV}={wanted!r}: expected netns, sandbox or auto", platform=wanted)
-    root = os.geteuid() == 0
-    own_net = root and in_own_namespace("net")
-    if wanted == "netns" or (wanted == "auto" and root and own_net):
-        why = (f"netns platform: links, addresses and routes applied with netlink in network namespace "
-               f"{_ns_id('net')}" + (f" ({PLATFORM_ENV}=netns)" if wanted == "netns" else ""))
-        if not root:
-            why += "; not root: changes will be refused"
-        return NetworkChoice(NetlinkNetwork(emit, resolv_conf=resolv_conf, record=record), "netns", why)
-    if wanted == "sandbox":
-        why = f"sandbox platform ({PLATFORM_ENV}=sandbox): the network plan is recorded, not applied"
-    elif not root:
-        why = "sandbox platform (not root): the network plan is recorded, not applied"
-    else:
-        why = ("sandbox platform (root, but in the host's network namespace): the network plan is recorded, "
-               "not applied")
-    return NetworkChoice(PlanNetwork(emit), "sandbox", why)
-
-
-def _ns_id(kind: str) -> str:
-    try:
-        return os.readlink(f"/proc/self/ns/{kind}")
-    except OSError:
-        return "?"
-
-
-def plan_rows(plan: dict[str, Any], what: str) -> list[dict[str, Any]]:
-    """The sandbox's answer to the ``Network`` RPC: the recorded plan (``PlanNetwork.state``) in the shape of the
-    live rows, each marked ``planned`` (nothing was applied); no drift can be read there."""
-    links = [i for i in plan.get("links") or [] if isinstance(i, dict)]
-    if what == "links":
-        return [{"interface": i.get("interface"), "up": None, "mtu": i.get("mtu"), "planned": True} for i in links]
-    if what == "addresses":
-        return [{"interface": i.get("interface"), "address": a, "planned": True}
-                for i in links for a in i.get("addresses") or []]
-    if what == "routes":
-        return [{"interface": i.get("interface"), "network": r.get("network"), "gateway": r.get("gateway"),
-                 "metric": r.get("metric"), "planned": True} for i in links for r in i.get("routes") or []]
-    if what == "drift":
-        return []
-    raise InvalidRequest(f"network resource {what!r}: expected links, addresses or routes", what=what)
-
-
-# -- the netlink boundary ------------------------------------------------------------------------------------
-class _Failure(Exception):
-    """One change the kernel refused (internal: ``configure`` collects them, then raises one ``GravenError``)."""
-
-    def __init__(self, interface: str, op: str, target: str, error: GravenError) -> None:
-        super().__init__(error.message)
-        self.interface, self.op, self.target, self.error = interface, op, target, error
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"interface": self.interface, "op": self.op, "target": self.target, "error": self.error.message,
-                "code": self.error.code.name, "errno": self.error.details.get("errno")}
-
-
-def _translate(exc: BaseException, interface: str, what: str) -> GravenError:
-    """A ``NetlinkError`` (or ``OSError``) as the error tree's leaf, naming the interface and the error."""
-    code = int(getattr(exc, "code", 0) or getattr(exc, "errno", 0) or 0)
-    text = os.strerror(code) if code > 0 else str(exc)
-    name = errno_mod.errorcode.get(code, str(code))
-    message = f"{interface}: {what}: {text} (netlink error {name})"
-    details = {"interface": interface, "errno": code, "errno_name": name}
-    if code in (errno_mod.ENODEV, errno_mod.ENOENT, errno_mod.ESRCH, errno_mod.EADDRNOTAVAIL):
-        return NotFound(message, **details)
-    if code in (errno_mod.EPERM, errno_mod.EACCES):
-        return PermissionDenied(message, **details)
-    if code in (errno_mod.EINVAL, errno_mod.ERANGE, errno_mod.ENETUNREACH, errno_mod.EHOSTUNREACH,
-                errno_mod.EOPNOTSUPP, errno_mod.EAFNOSUPPORT, errno_mod.EEXIST):
-        return InvalidRequest(message, **details)
-    return OperationalError(message, **details)
-
-
-@contextlib.contextmanager
-def _netlink(interface: str, op: str, target: str) -> Iterator[None]:
-    """The one place where pyroute2's errors become Graven's: raises ``_Failure`` naming what failed."""
-    from pyroute2 import NetlinkError
-
-    try:
-        yield
-    except (NetlinkError, OSError) as exc:
-        raise _Failure(interface, op, target, _translate(exc, interface, f"{op} {target}".strip())) from exc
-
-
-# -- live state as plain values ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Link:
-    index: int
-    name: str
-    up: bool
-    mtu: int
-    operstate: str
-    mac: str | None
-    kind: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "interface": self.name, "up": self.up, "mtu": self.mtu,
-                "operstate": self.operstate, "mac": self.mac, "kind": self.kind}
-
-
-@dataclass(frozen=True)
-class _Addr:
-    index: int
-    ip: str
-    prefixlen: int
-    family: int
-    scope: int
-    proto: int
-
-    @property
-    def cidr(self) -> str:
-        return f"{self.ip}/{self.prefixlen}"
-
-
-@dataclass(frozen=True)
-class _Route:
-    family: int
-    dst: str  # network/len
-    gateway: str | None
-    metric: int
-    oif: int | None
-    table: int
-    proto: int
-    scope: int
-    type: int
-
-    def plain(self) -> dict[str, Any]:
-        return {"network": self.dst, "gateway": self.gateway, "metric": self.metric}
-
-
-@dataclass
-class _Live:
-    links: dict[str, _Link]
-    addrs: list[_Addr]
-    routes: list[_Route]
-
-    def by_index(self) -> dict[int, str]:
-        return {link.index: name for name, link in self.links.items()}
-
-
-def _dump(ipr: Any) -> _Live:
-    links: dict[str, _Link] = {}
-    for msg in ipr.link("dump"):
-        name = msg.get_attr("IFLA_IFNAME")
-        kind = None
-        info = msg.get_attr("IFLA_LINKINFO")
-        if info is not None:
-            kind = info.get_attr("IFLA_INFO_KIND")
-        links[name] = _Link(index=msg["index"], name=name, up=bool(msg["flags"] & IFF_UP),
-                            mtu=int(msg.get_attr("IFLA_MTU") or 0), operstate=str(msg.get_attr("IFLA_OPERSTATE")),
-                            mac=msg.get_attr("IFLA_ADDRESS"), kind=kind)
-    addrs = []
-    for msg in ipr.addr("dump"):
-        ip = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-        if ip is None:
-            continue
-        addrs.append(_Addr(index=msg["index"], ip=str(ipaddress.ip_address(ip)), prefixlen=msg["prefixlen"],
-                           family=msg["family"], scope=msg["scope"], proto=int(msg.get_attr("IFA_PROTO") or 0)))
-    routes = []
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for msg in ipr.route("dump", family=family):
-            table = msg.get_attr("RTA_TABLE") or msg["table"]
-            dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if family == socket.AF_INET else "::")
-            net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False)
-            routes.append(_Route(family=family, dst=str(net), gateway=msg.get_attr("RTA_GATEWAY"),
-                                 metric=int(msg.get_attr("RTA_PRIORITY") or 0), oif=msg.get_attr("RTA_OIF"),
-                                 table=int(table), proto=int(msg["proto"]), scope=int(msg["scope"]),
-                                 type=int(msg["type"])))
-    return _Live(links, addrs, routes)
-
-
-# -- the wanted state ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _WantRoute:
-    dst: str
-    gateway: str | None
-    metric: int | None
-    family: int
-
-    def plain(self) -> dict[str, Any]:
-        return {"network": self.dst, "gateway": self.gateway, "metric": self.metric}
-
-    def matches(self, r: _Route, oif: int) -> bool:
-        metric = self.metric
-        if metric == 0 and self.family == socket.AF_INET6:
-            metric = 1024  # the kernel's IPv6 default: it turns a metric of 0 into this
-        return (r.table == MAIN_TABLE and r.oif == oif and r.dst == self.dst and r.gateway == self.gateway
-                and (metric is None or r.metric == metric))
-
-
-def _want_addresses(iface: config.Interface) -> list[tuple[str, int, int]]:
-    out: list[tuple[str, int, int]] = []
-    for a in iface.addresses:
-        try:
-            i = ipaddress.ip_interface(a)
-        except ValueError as exc:
-            raise InvalidRequest(f"{iface.interface}: address {a!r}: {exc}", interface=iface.interface) from exc
-        out.append((str(i.ip), i.network.prefixlen, socket.AF_INET if i.version == 4 else socket.AF_INET6))
-    return out
-
-
-def _want_routes(iface: config.Interface) -> list[_WantRoute]:
-    out = []
-    for r in iface.routes:
-        try:
-            net = ipaddress.ip_network(r.network, strict=False)
-            gw = str(ipaddress.ip_address(r.gateway)) if r.gateway else None
-        except ValueError as exc:
-            raise InvalidRequest(f"{iface.interface}: route {r.network}: {exc}", interface=iface.interface) from exc
-        out.append(_WantRoute(str(net), gw, r.metric, socket.AF_INET if net.version == 4 else socket.AF_INET6))
-    return out
-
-
-# -- what Graven added and the kernel cannot remember --------------------------------------------------------
-@dataclass
-class _Record:
-    mtu: dict[str, int] = field(default_factory=dict)  # link -> its MTU before Graven changed it
-    up: list[str] = field(default_factory=list)  # links Graven brought up (they were down)
-    addresses: list[list[str]] = field(default_factory=list)  # [link, cidr] Graven added
-
-    def to_json(self) -> dict[str, Any]:
-        return {"mtu": self.mtu, "up": sorted(self.up), "addresses": sorted(self.addresses)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> _Record:
-        return cls(mtu={str(k): int(v) for k, v in (data.get("mtu") or {}).items()},
-                   up=[str(x) for x in data.get("up") or []],
-                   addresses=[[str(a), str(b)] for a, b in data.get("addresses") or []])
-
-
-def _resolve(source: PathSource) -> Path | None:
-    if source is None or isinstance(source, Path):
-        return source
-    return source()
-
-
-def _read_resolvers(path: Path | None) -> list[str]:
-    if path is None:
-        return []
-    try:
-        text = path.read_text()
-    except OSError:
-        return []
-    return [line.split()[1] for line in text.splitlines() if line.startswith("nameserver ") and len(line.split()) > 1]
 
 
 class _Apply:

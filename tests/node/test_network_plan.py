@@ -10,7 +10,8 @@ import pytest
 
 from api._cli_node import _drift_cell
 from events.errors import InvalidRequest, NotFound, OperationalError, PermissionDenied
-from node._network import _translate, plan_rows, select_network
+from node._net_live import _translate
+from node._network import plan_rows, select_network
 from node._ports import PlanNetwork
 
 PLAN = {"links": [{"interface": "eth0", "addresses": ["198.18.0.2/24"], "mtu": 1400, "dhcp": False,

@@ -1,0 +1,115 @@
+"""The pure side of the network: the wanted state from ``machine.network``, what Graven added and the kernel cannot
+remember (``_Record``), and the sandbox's plan as the ``Network`` RPC's rows."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import config
+from events.errors import (
+    InvalidRequest,
+)
+
+from ._net_live import MAIN_TABLE, _Route
+
+__all__ = ["Emit", "PathSource", "plan_rows"]
+
+Emit = Callable[[str, dict[str, Any]], None]
+PathSource = Path | Callable[[], Path | None] | None
+
+
+def plan_rows(plan: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """The sandbox's answer to the ``Network`` RPC: the recorded plan (``PlanNetwork.state``) in the shape of the
+    live rows, each marked ``planned`` (nothing was applied); no drift can be read there."""
+    links = [i for i in plan.get("links") or [] if isinstance(i, dict)]
+    if what == "links":
+        return [{"interface": i.get("interface"), "up": None, "mtu": i.get("mtu"), "planned": True} for i in links]
+    if what == "addresses":
+        return [{"interface": i.get("interface"), "address": a, "planned": True}
+                for i in links for a in i.get("addresses") or []]
+    if what == "routes":
+        return [{"interface": i.get("interface"), "network": r.get("network"), "gateway": r.get("gateway"),
+                 "metric": r.get("metric"), "planned": True} for i in links for r in i.get("routes") or []]
+    if what == "drift":
+        return []
+    raise InvalidRequest(f"network resource {what!r}: expected links, addresses or routes", what=what)
+
+
+# -- the wanted state ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _WantRoute:
+    dst: str
+    gateway: str | None
+    metric: int | None
+    family: int
+
+    def plain(self) -> dict[str, Any]:
+        return {"network": self.dst, "gateway": self.gateway, "metric": self.metric}
+
+    def matches(self, r: _Route, oif: int) -> bool:
+        metric = self.metric
+        if metric == 0 and self.family == socket.AF_INET6:
+            metric = 1024  # the kernel's IPv6 default: it turns a metric of 0 into this
+        return (r.table == MAIN_TABLE and r.oif == oif and r.dst == self.dst and r.gateway == self.gateway
+                and (metric is None or r.metric == metric))
+
+
+def _want_addresses(iface: config.Interface) -> list[tuple[str, int, int]]:
+    out: list[tuple[str, int, int]] = []
+    for a in iface.addresses:
+        try:
+            i = ipaddress.ip_interface(a)
+        except ValueError as exc:
+            raise InvalidRequest(f"{iface.interface}: address {a!r}: {exc}", interface=iface.interface) from exc
+        out.append((str(i.ip), i.network.prefixlen, socket.AF_INET if i.version == 4 else socket.AF_INET6))
+    return out
+
+
+def _want_routes(iface: config.Interface) -> list[_WantRoute]:
+    out = []
+    for r in iface.routes:
+        try:
+            net = ipaddress.ip_network(r.network, strict=False)
+            gw = str(ipaddress.ip_address(r.gateway)) if r.gateway else None
+        except ValueError as exc:
+            raise InvalidRequest(f"{iface.interface}: route {r.network}: {exc}", interface=iface.interface) from exc
+        out.append(_WantRoute(str(net), gw, r.metric, socket.AF_INET if net.version == 4 else socket.AF_INET6))
+    return out
+
+
+# -- what Graven added and the kernel cannot remember --------------------------------------------------------
+@dataclass
+class _Record:
+    mtu: dict[str, int] = field(default_factory=dict)  # link -> its MTU before Graven changed it
+    up: list[str] = field(default_factory=list)  # links Graven brought up (they were down)
+    addresses: list[list[str]] = field(default_factory=list)  # [link, cidr] Graven added
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mtu": self.mtu, "up": sorted(self.up), "addresses": sorted(self.addresses)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Record:
+        return cls(mtu={str(k): int(v) for k, v in (data.get("mtu") or {}).items()},
+                   up=[str(x) for x in data.get("up") or []],
+                   addresses=[[str(a), str(b)] for a, b in data.get("addresses") or []])
+
+
+def _resolve(source: PathSource) -> Path | None:
+    if source is None or isinstance(source, Path):
+        return source
+    return source()
+
+
+def _read_resolvers(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    return [line.split()[1] for line in text.splitlines() if line.startswith("nameserver ") and len(line.split()) > 1]

@@ -124,7 +124,7 @@ def _trim_soon() -> None:
 
 
 async def _trim() -> None:
-    await asyncio.sleep(0)  # the handler's frame and the request go first
+    await asyncio.sleep(0.05)  # the handler's frame, the request and the call's buffers go first
     await asyncio.to_thread(trim)
 
 

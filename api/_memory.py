@@ -5,12 +5,14 @@ and ``malloc_trim`` after a large request. Each step is a no-op where the C libr
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import functools
+import os
 from typing import Any
 
-__all__ = ["BIG_REQUEST", "trim", "tune_allocator"]
+__all__ = ["BIG_REQUEST", "rss_bytes", "trim", "trim_when_grown", "tune_allocator"]
 
 BIG_REQUEST = 256 << 10  # a request this large is followed by a trim
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
@@ -41,3 +43,26 @@ def trim() -> None:
     lib = _libc()
     if lib is not None:
         lib.malloc_trim(0)
+
+
+def rss_bytes() -> int:
+    """This process's resident set, from ``/proc/self/statm`` (0 where there is none)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+async def trim_when_grown(every: float = 5.0, growth: int = 16 << 20) -> None:
+    """Run for the agent's life: trim when the resident set grew by ``growth`` over its lowest since the last
+    trim. Catches what no handler saw: a message gRPC refused for its size, buffers of connections that closed."""
+    floor = rss_bytes()
+    while True:
+        await asyncio.sleep(every)
+        now = rss_bytes()
+        if now < floor:
+            floor = now
+        elif now > floor + growth:
+            await asyncio.to_thread(trim)
+            floor = rss_bytes()

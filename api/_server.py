@@ -31,6 +31,7 @@ from events.errors import Code, GravenError, InvalidRequest, NotFound, Permissio
 
 from ._calls import CallObserver, Observe
 from ._guard import add_service, checked_stream, guarded, guarded_stream
+from ._memory import trim_when_grown
 from ._pb import machine_pb2 as pb
 from ._pb import machine_pb2_grpc as pb_grpc
 from ._rbac import ADMIN, MAINTENANCE_METHODS, allowed
@@ -549,6 +550,9 @@ def _message_class(desc: Any) -> Any:
     return getattr(pb, desc.name)
 
 
+_trimmer: asyncio.Task[None] | None = None
+
+
 class Server:
     """The aio gRPC server on one address, with health and reflection."""
 
@@ -576,6 +580,9 @@ class Server:
 
     async def start(self) -> None:
         await self.server.start()
+        global _trimmer
+        if _trimmer is None or _trimmer.done():  # one per process, however many servers
+            _trimmer = asyncio.get_running_loop().create_task(trim_when_grown())
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("graven.machine.v1.MachineService", health_pb2.HealthCheckResponse.SERVING)
 

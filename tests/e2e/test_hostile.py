@@ -330,7 +330,7 @@ def test_version_answers_during_a_storm_and_memory_comes_back(node: Machine, cha
     print(f"Version during the storm: median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms, "
           f"{len(seen)} hostile requests; RSS resting {resting >> 10} MiB, peak {peak >> 10} MiB")
     assert median < 0.05 and worst < 1.0, (median, worst)
-    time.sleep(1.0)
+    time.sleep(6.0)  # the agent trims its heap when it grew (every 5 s) and after each large request
     after = rss_kib(pid)
     print(f"RSS after the storm: {after >> 10} MiB")
     assert after - resting < 50 << 10, (resting, peak, after)

@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import json
+import re
 import socket
 import ssl
 import sys
@@ -46,6 +47,7 @@ from events.errors import (
     Locked,
     NotFound,
     PermissionDenied,
+    TooLarge,
     TransitionRejected,
     Unavailable,
     UntrustedKey,
@@ -131,6 +133,7 @@ _BY_STATUS: dict[grpc.StatusCode, type[GravenError]] = {
     grpc.StatusCode.ABORTED: Locked,
     grpc.StatusCode.CANCELLED: Cancelled,
 }
+_TOO_BIG = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")  # gRPC's own refusal of a message by size
 _TLS_HINTS = ("handshake", "ssl", "tls", "socket closed", "certificate", "peer name")
 
 
@@ -181,6 +184,9 @@ def map_rpc_error(exc: grpc.RpcError, node: str, method: str,
         refused = diagnose()
         if refused is not None:
             return refused
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (m := _TOO_BIG.search(message)):
+        return TooLarge(f"{method} on {node}: the message of {m[1]} bytes is larger than the node takes ({m[2]}; "
+                        "limit message_bytes)", limit="message_bytes", value=int(m[1]), max=int(m[2]), node=node)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Unavailable(f"node {node} did not answer {method} in time", node=node, method=method)
     if code == grpc.StatusCode.UNAVAILABLE:

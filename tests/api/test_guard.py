@@ -7,10 +7,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from api._client import map_rpc_error
 from api._guard import Undecodable, check_request, decoder, first_problem
 from api._pb import machine_pb2 as pb
 from api._upload import Upload, check_url
@@ -103,3 +105,35 @@ def test_an_upload_needs_one_source(tmp_path: Path):
         receive(Upload(tmp_path), pb.UpgradeRequest(stage=True))
     with pytest.raises(InvalidRequest, match="not both"):
         receive(Upload(tmp_path), pb.UpgradeRequest(url="https://x/y.img", chunk=b"x"))
+
+
+class _Refused(grpc.RpcError, grpc.Call):  # what grpcio raises when the node refuses a message by its size
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def details(self) -> str:
+        return "CLIENT: Received message larger than max (52428810 vs. 4194304)"
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+    def initial_metadata(self) -> tuple[()]:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> None:
+        return None
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_callback(self, callback: object) -> bool:
+        return False
+
+
+def test_grpcs_own_size_refusal_names_the_limit_on_the_client():
+    err = map_rpc_error(_Refused(), "n1:50000", "ApplyConfiguration")
+    assert isinstance(err, TooLarge)
+    assert err.details == {"limit": "message_bytes", "value": 52428810, "max": 4194304, "node": "n1:50000"}

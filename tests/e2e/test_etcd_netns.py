@@ -137,6 +137,11 @@ def test_bootstrap_join_etcdctl_snapshot_restart_leave(cluster: Cluster, tmp_pat
         cluster.until(lambda n=n: cluster.status(n)["service"]["healthy"], 30, f"{n['name']} healthy")
     r = cluster.ctl("bootstrap", node=cp2)
     assert r.returncode == 1 and "already running" in r.stderr, r.stderr
+    # the tables for people
+    table = cluster.ctl("etcd", "members", node=cp1)
+    assert table.returncode == 0 and table.stdout.startswith("ID ") and table.stdout.count(" no ") == 3, table.stdout
+    table = cluster.ctl("etcd", "status", node=cp2)
+    assert table.returncode == 0 and "running" in table.stdout and "yes" in table.stdout, table.stdout
 
     # Debian's etcdctl with the certificate gen etcd-client writes, from the cluster's secrets
     client = tmp_path / "etcd-client"

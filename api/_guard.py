@@ -206,15 +206,40 @@ async def checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield msg
 
 
+def shielded(fn: Callable[..., Any], streaming: bool, abort: Abort) -> Callable[..., Any]:
+    """Another library's handler (health) behind the same decoder: an undecodable body is refused here."""
+    if streaming:
+        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            if isinstance(request, Undecodable):
+                await abort(context, request.error())
+            async for item in fn(request, context):
+                yield item
+
+        return stream
+
+    async def unary(request: Any, context: Any) -> Any:
+        if isinstance(request, Undecodable):
+            await abort(context, request.error())
+        return await fn(request, context)
+
+    return unary
+
+
 def add_service(servicer: Any, server: grpc.aio.Server, service: descriptor.ServiceDescriptor,
-                classes: Callable[[descriptor.Descriptor], type[message.Message]]) -> None:
-    """Register ``servicer``'s methods for ``service`` with decoders that never raise."""
+                classes: Callable[[descriptor.Descriptor], type[message.Message]], abort: Abort | None = None) -> None:
+    """Register ``servicer``'s methods for ``service`` with decoders that never raise; with ``abort``, the
+    servicer is another library's and its methods are ``shielded``."""
     handlers = {}
     for m in service.methods:
+        if not hasattr(servicer, m.name):
+            continue
         kind = {(False, False): grpc.unary_unary_rpc_method_handler,
                 (True, False): grpc.stream_unary_rpc_method_handler,
                 (False, True): grpc.unary_stream_rpc_method_handler,
                 (True, True): grpc.stream_stream_rpc_method_handler}[(m.client_streaming, m.server_streaming)]
-        handlers[m.name] = kind(getattr(servicer, m.name), request_deserializer=decoder(classes(m.input_type)),
+        fn = getattr(servicer, m.name)
+        if abort is not None:
+            fn = shielded(fn, m.server_streaming, abort)
+        handlers[m.name] = kind(fn, request_deserializer=decoder(classes(m.input_type)),
                                 response_serializer=classes(m.output_type).SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

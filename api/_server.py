@@ -21,7 +21,7 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from google.rpc import code_pb2, status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_status import rpc_status
 
 from config.limits import LIMITS, clip_utf8
@@ -570,7 +570,8 @@ class Server:
         add_service(MachineServicer(node), self.server, pb.DESCRIPTOR.services_by_name["MachineService"],
                     _message_class)
         self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        add_service(self.health, self.server, health_pb2.DESCRIPTOR.services_by_name["Health"],
+                    lambda desc: getattr(health_pb2, desc.name), abort=_abort)
         names = (pb.DESCRIPTOR.services_by_name["MachineService"].full_name, health.SERVICE_NAME, REFLECTION_V1,
                  REFLECTION)
         self.server.add_generic_rpc_handlers((_LazyReflection(names),))

@@ -90,7 +90,7 @@ def call(ch: grpc.Channel, method: str, body: bytes | list[bytes], kind: str = "
          ) -> Outcome:
     """``method`` with ``body`` sent as is (raw bytes, no serializer), timed."""
     started = time.monotonic()
-    path = f"{SERVICE}/{method}"
+    path = method if method.startswith("/") else f"{SERVICE}/{method}"
     try:
         if kind == "unary":
             ch.unary_unary(path)(body, timeout=timeout)
@@ -170,6 +170,16 @@ def kind(m: Any) -> str:
 def test_every_rpc_refuses_a_body_that_is_not_its_message(channel: grpc.Channel, body: bytes) -> None:
     for m in pb.DESCRIPTOR.services_by_name["MachineService"].methods:
         call(channel, m.name, body, kind(m)).expect(INVALID, "INVALID_REQUEST", within=1.0)
+
+
+def test_health_refuses_a_body_that_is_not_its_message_too(channel: grpc.Channel) -> None:
+    from grpc_health.v1 import health_pb2
+
+    call(channel, "/grpc.health.v1.Health/Check", b"\xff\xff\xff").expect(INVALID, "INVALID_REQUEST")
+    call(channel, "/grpc.health.v1.Health/Watch", b"\xff\xff\xff", "server-stream").expect(
+        INVALID, "INVALID_REQUEST")
+    ok = call(channel, "/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest().SerializeToString())
+    assert ok.code == OK
 
 
 def test_another_message_is_not_taken_for_this_one(channel: grpc.Channel) -> None:

@@ -106,7 +106,8 @@ def main() -> int:
                 idle = versions(bystander, 2.0)
                 time.sleep(0.5)
                 resting = rss_kib(pid)
-                stop, counts, statuses = threading.Event(), [0], {}  # type: dict[str, str]
+                stop, counts = threading.Event(), [0]
+                statuses: dict[str, str] = {}
 
                 def hostile() -> None:
                     with channel(agent, secrets, "mallory") as ch:
@@ -121,7 +122,7 @@ def main() -> int:
                                     ch.unary_unary(f"{SERVICE}/{method}")(body, timeout=30)
                                 statuses[name] = "OK"
                             except grpc.RpcError as exc:
-                                statuses[name] = exc.code().name  # type: ignore[attr-defined]
+                                statuses[name] = exc.code().name if isinstance(exc, grpc.Call) else str(exc)
                             counts[0] += 1
 
                 peak = [resting]

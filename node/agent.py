@@ -458,6 +458,8 @@ class Agent:
         if name is SequenceName.RESET:
             self._reset_args = dict(args)
         event = await self.seq.record(Kind.API_REQUEST, {"method": name.value, "args": _plain(args)}, actor)
+        if name in (SequenceName.UPGRADE, SequenceName.STAGE_UPGRADE):  # first: a bad image takes no cluster lock
+            args = {**args, "source": await self._check_image(name.value, str(args["source"]), actor, event.seq)}
         if name.value in QUORUM_SEQUENCES and not args.get("force"):
             await self.etcd.check_quorum(name.value, actor, event.seq, self.seq.record)
         if name is SequenceName.UPGRADE and not args.get("force"):
@@ -466,8 +468,6 @@ class Agent:
             await self._check_shipped(args, actor, event.seq)
         if name is SequenceName.ROLLBACK:
             await self._check_rollback(actor, event.seq)
-        if name in (SequenceName.UPGRADE, SequenceName.STAGE_UPGRADE):
-            args = {**args, "source": await self._check_image(name.value, str(args["source"]), actor, event.seq)}
         req: object | None = builders[name]() if name in builders else None
         try:
             self.seq.request(name, req, actor=actor)

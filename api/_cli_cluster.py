@@ -99,9 +99,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--provisioner", choices=PROVISIONERS, default=None,
                    help="container: each agent is PID 1 of its own pid, mount, uts and ipc namespaces with the slot's "
                         "squashfs as / (default as root); process: a child process on this host's root (no root "
-                        "needed; also the only one for --disk block)")
-    p.add_argument("--memory", default="512M", metavar="SIZE", help="container: each machine's memory limit "
-                   "(default 512M)")
+                        "needed; also the only one for --disk block); qemu: a virtual machine booted from its own "
+                        "disk image (root; TCG unless KVM proves itself; loopback network)")
+    p.add_argument("--memory", default="512M", metavar="SIZE", help="container: each machine's memory limit; "
+                   "qemu: each VM's memory (default 512M)")
     p.add_argument("--controlplanes", type=int, default=1, metavar="N",
                    help="with --network netns: how many of the nodes are control planes (default 1; the rest "
                         "are workers)")
@@ -262,11 +263,17 @@ def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk
     for node in data["nodes"]:
         cfg = config.default_config(name, f"https://{node['endpoint']}", secrets.ca_crt_pem, secrets.ca_key_pem,
                                     [secrets.image_pub_pem], hostname=node["name"],
-                                    install_disk=node["disk"] or "/dev/sda", install_image=str(img))
+                                    install_disk=_install_disk(node, data), install_image=str(img))
         text = config.dump_yaml(cfg)
         config.validate(text).unwrap(node["config"])
         atomic_write(node["config"], text.encode(), 0o600)
-        if node["disk"]:
+        if data["provisioner"] == "qemu":
+            from node._qemu import GUEST_DISK_SIZE, preinstalled_disk
+
+            report(f"{node['name']}: disk image {node['disk']} with {IMAGE_VERSION} in slot A")
+            preinstalled_disk(Path(node["disk"]), GUEST_DISK_SIZE, img, secrets.image_pub_pem,
+                              run_dir=Path(node["root"]) / "prep")
+        elif node["disk"]:
             with open(node["disk"], "wb") as f:
                 f.truncate(DISK_SIZE)
         node["pid"] = _start_machine(node, data, health_timeout)
@@ -308,12 +315,18 @@ def _start_machine(node: dict[str, Any], data: dict[str, Any], health_timeout: f
         cmd += ["--disk", node["disk"]]
     if health_timeout is not None:
         cmd += ["--health-timeout", f"{health_timeout:g}"]
-    if data.get("provisioner") == "container":
-        cmd += ["--provisioner", "container", "--memory", str(data.get("memory") or "512M")]
+    if data.get("provisioner") in ("container", "qemu"):
+        cmd += ["--provisioner", data["provisioner"], "--memory", str(data.get("memory") or "512M")]
     with open(node["log"], "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=node["root"], env=_child_env(), start_new_session=True)
     return proc.pid
+
+
+def _install_disk(node: dict[str, Any], data: dict[str, Any]) -> str:
+    if data.get("provisioner") == "qemu":
+        return "/dev/vda"  # the disk image as the guest sees it (virtio-blk)
+    return str(node["disk"] or "/dev/sda")
 
 
 def _install_node(node: dict[str, Any], ctx: _clientconfig.Context, timeout: float,
@@ -374,6 +387,11 @@ def _create(args: argparse.Namespace) -> int:
         (Path(args.gravenconfig) if args.gravenconfig else None)
     say = _Progress()
     machines = {"provisioner": choose_provisioner(args.provisioner, args.disk, say), "memory": args.memory}
+    if machines["provisioner"] == "qemu":
+        if args.network == "netns":
+            raise InvalidRequest("--provisioner qemu: one machine per cluster on user-mode networking for now; "
+                                 "use --network loopback")
+        args.disk, args.network = "block", "loopback"  # the machine's disk is its raw GPT disk image
     if choose_network(args.network, args.name, say) == "netns":
         data = create_cluster_netns(args.name, state=args.state, nodes=_node_count(args),
                                     controlplanes=args.controlplanes, disk=args.disk, port=args.port or FIRST_PORT,

@@ -10,7 +10,7 @@ from events.errors import InvalidRequest, Unavailable
 
 __all__ = ["PROVISIONERS", "choose_provisioner"]
 
-PROVISIONERS = ("container", "process")
+PROVISIONERS = ("container", "process", "qemu")
 DEFAULT_CONTAINER = False  # True once the cluster e2e suite has run green on container machines here
 DEFAULT_ENV = "GRAVEN_PROVISIONER"  # container | process: the default when --provisioner is not given
 
@@ -21,6 +21,16 @@ def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None]
     ``$GRAVEN_PROVISIONER``): container where root and namespaces allow it and the disk is a sandbox one, else
     process."""
     prefer = prefer or os.environ.get(DEFAULT_ENV) or ("container" if DEFAULT_CONTAINER else "process")
+    if wanted == "qemu":
+        from node._qemu import qemu_problem
+        from storage import block_problem
+
+        why = qemu_problem() or block_problem()
+        if why:
+            raise Unavailable(f"--provisioner qemu: {why}")
+        say("provisioner: qemu: each node a virtual machine booted from its own raw GPT disk image (Debian's cloud "
+            "kernel, Graven's initramfs, the agent as PID 1), the API forwarded to a 127.0.0.1 port")
+        return "qemu"
     if problem is None:
         from node._launch import container_problem
 

@@ -19,8 +19,9 @@ from storage._systools import KERNEL_META, KERNEL_SETUP, kernel_cache
 __all__ = ["BOOT_MODULES", "Kernel", "find_kernel", "module_info", "module_order"]
 
 # what a qemu machine needs that the cloud kernel builds as modules: the virtio PCI transport, its disk and
-# NIC, squashfs for the slot's root, and pvpanic so that a crash reaches the host as a QMP event
-BOOT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "squashfs", "pvpanic_mmio", "pvpanic_pci")
+# NIC, squashfs for the slot's root, pvpanic so that a crash reaches the host as a QMP event, and fw_cfg through
+# which the host's bootloader hands the boot's decisions (boot.json) to the agent
+BOOT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "squashfs", "pvpanic_mmio", "pvpanic_pci", "qemu_fw_cfg")
 
 
 @dataclass(frozen=True)

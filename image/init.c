@@ -7,6 +7,7 @@
  * of /init.conf. Any failure is printed on the console and init exits: the kernel panics, which the host reads
  * (pvpanic) as a failed boot.
  *
+ * The agent's environment gets GRAVEN_INITRAMFS_NS=START,EXEC (CLOCK_MONOTONIC ns) for the boot trace.
  * /init.conf: one item per line, "m PATH" a module, "a ARG" the next argument, "e NAME=VALUE" the environment.
  */
 #define _GNU_SOURCE
@@ -103,15 +104,19 @@ static int find_partition(const char *name, char *dev, size_t size) {
     return found;
 }
 
-static double now(void) {
+static long long now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+static double now(void) { return (double)now_ns() / 1e9; }
+
 int main(void) {
-    static char *argv[MAX_ITEMS + 1], *envp[MAX_ITEMS + 1];
+    static char *argv[MAX_ITEMS + 1], *envp[MAX_ITEMS + 2];
+    static char timings[96];
     int argc = 0, envc = 0;
+    long long started_ns = now_ns();
     if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") && errno != EBUSY) return fail("mount /dev");
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) return fail("mount /proc");
     if (mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) return fail("mount /sys");
@@ -169,6 +174,10 @@ int main(void) {
     if (mount(".", "/", NULL, MS_MOVE, NULL)) return fail("move the new root to /");
     if (chroot(".")) return fail("chroot");
     if (chdir("/")) return fail("chdir /");
+    /* the kernel's monotonic clock when init started and when it hands over: the boot trace's kernel and
+       initramfs spans (the agent's events are on the same clock) */
+    snprintf(timings, sizeof timings, "GRAVEN_INITRAMFS_NS=%lld,%lld", started_ns, now_ns());
+    envp[envc++] = timings;
     execve(argv[0], argv, envp);
     return fail(argv[0]);
 }

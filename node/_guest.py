@@ -16,9 +16,14 @@ import ctypes
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
-__all__ = ["USER_NET", "in_guest", "power", "prepare"]
+__all__ = ["BOOT_FW_CFG", "USER_NET", "adopt_boot_file", "in_guest", "kernel_timings", "power", "prepare"]
+
+# the bootloader's boot.json, handed over by qemu's firmware configuration device (-fw_cfg name=opt/graven/boot)
+BOOT_FW_CFG = Path("/sys/firmware/qemu_fw_cfg/by_name/opt/graven/boot/raw")
 
 USER_NET = ("10.0.2.15", 24, "10.0.2.2")  # qemu's user-mode network: guest address, prefix, gateway
 LINUX_REBOOT_CMD_RESTART, LINUX_REBOOT_CMD_POWER_OFF = 0x01234567, 0x4321FEDC
@@ -27,6 +32,29 @@ EXIT_POWER_OFF, EXIT_REBOOT = 0, 10
 
 def in_guest() -> bool:
     return os.environ.get("GRAVEN_MACHINE") == "qemu" and os.getpid() == 1
+
+
+def adopt_boot_file(path: Path = BOOT_FW_CFG) -> None:
+    """``GRAVEN_BOOT`` = the boot.json the host's bootloader put in fw_cfg, when it did (read-only: the agent's
+    ``logged()`` cannot remove it, so the host decides from the boot's ending whether the events were logged)."""
+    if path.is_file():
+        os.environ["GRAVEN_BOOT"] = str(path)
+
+
+def kernel_timings(events: list[dict[str, Any]], env: Mapping[str, str] = os.environ) -> None:
+    """Put the guest's own boot timeline (CLOCK_MONOTONIC ns, whose zero is the kernel's start) into the
+    bootloader's ``boot.selected`` event: when init started, when it executed the agent, when the agent began.
+    The boot trace draws the kernel, initramfs and agent-start spans from it, from the kernel's time zero."""
+    raw = env.get("GRAVEN_INITRAMFS_NS", "")
+    try:
+        init_ns, exec_ns = (int(x) for x in raw.split(","))
+    except ValueError:
+        return
+    agent_ns = time.monotonic_ns()
+    for ev in reversed(events):
+        if ev.get("kind") == "boot.selected":
+            ev.setdefault("payload", {})["guest_ns"] = {"init": init_ns, "exec": exec_ns, "agent": agent_ns}
+            return
 
 
 def _first_nic(names: list[str]) -> str | None:

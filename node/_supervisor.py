@@ -74,7 +74,8 @@ class MachineOptions:
     grace: float = 30.0  # seconds the agent has to shut down on SIGTERM
     max_failed_boots: int = 10  # failed boots in a row (good slots retried) before the machine gives up
     python: str = sys.executable
-    provisioner: str = "process"  # or "container": the agent as PID 1 of its own namespaces (node._launch)
+    provisioner: str = "process"  # or "container": the agent as PID 1 of its own namespaces (node._launch), or
+    # "qemu": a virtual machine booted from the disk image file (node._qemu); the supervisor stays its firmware
     memory: int = _launch.DEFAULT_MEMORY  # container: the machine's memory cgroup limit
     shares: list[Path] = field(default_factory=list)  # container: host directories the node may write (sinks)
 
@@ -143,6 +144,12 @@ class Machine:
         self._agent: subprocess.Popen[bytes] | None = None
         self._stopping: str | None = None
         self._kill_at: float | None = None
+        self.qemu = None
+        if opts.provisioner == "qemu":
+            from ._qemu import QemuRunner
+
+            assert opts.device is not None
+            self.qemu = QemuRunner(opts.device, self.run_dir, opts.listen, memory_mib=opts.memory >> 20, say=self.say)
 
     # -- output ------------------------------------------------------------------------------------------
     @staticmethod
@@ -279,8 +286,8 @@ class Machine:
                 if self.failed_in_a_row >= self.opts.max_failed_boots:
                     raise
                 continue
-            try:
-                root = self.disk.mount_slot(choice.slot, verified)
+            try:  # a qemu machine's kernel mounts the slot itself
+                root = Path() if self.qemu else self.disk.mount_slot(choice.slot, verified)
             except GravenError as exc:
                 boot = _Boot(self.boots, uuid.uuid4().hex, choice.slot, verified.version,
                              verified.payload_sha256.hex(), Path())
@@ -328,6 +335,9 @@ class Machine:
 
     def _installer(self, choice: image.BootChoice, keys: list[bytes]) -> _Boot | None:
         why = str(choice.events[-1].payload.get("reason", "no slot can boot")) if choice.events else "no slot"
+        if self.qemu is not None:
+            self.say(f"nothing to boot: {why}; a qemu machine boots only from its disk image's slots")
+            return None
         if self.opts.boot_from is None:
             self.say(f"nothing to boot: {why}, and no installer image was given (--boot-from IMAGE)")
             return None
@@ -353,7 +363,7 @@ class Machine:
         """Run the agent from the boot's root until it exits: its exit code (negative: the signal), and why
         the boot failed when the agent could not even start."""
         code_root = boot.root / CODE_DIR
-        if not (code_root / "node" / "__main__.py").is_file():
+        if self.qemu is None and not (code_root / "node" / "__main__.py").is_file():
             return 1, f"the image holds no agent ({CODE_DIR}/node/__main__.py is missing)"
         for ev in reversed(self.pending):  # when the firmware handed over, for boot traces (and bench_boot)
             if ev["kind"] == Kind.BOOT_SELECTED:
@@ -370,6 +380,8 @@ class Machine:
         self.disk.release()  # the agent owns the disk now (it may repartition, format, mount)
         self._kill_at = None
         result = None
+        if self.qemu is not None:
+            return self._run_vm(boot, boot_file, handed)
         if self.opts.provisioner == "container":
             try:
                 spec, spec_path = _launch.prepare(
@@ -404,6 +416,29 @@ class Machine:
             if boot_file.exists():  # the agent died before logging them: the next boot carries them
                 boot_file.unlink()
                 self.pending = handed + self.pending
+
+    def _run_vm(self, boot: _Boot, boot_file: Path, handed: list[dict[str, Any]]) -> tuple[int, str | None]:
+        """One boot of the qemu machine from the boot's slot; QMP's report of its ending is the exit code."""
+        assert self.qemu is not None and boot.slot is not None
+        self.disk.close()  # detach the loop devices: the guest writes the disk image file now
+
+        def started(proc: subprocess.Popen[bytes]) -> None:
+            self._agent = proc
+            (self.run_dir / "agent.pid").write_text(f"{proc.pid}\n")
+
+        try:
+            ending = self.qemu.run(boot.slot.label.value, boot_file, started)
+        except GravenError as exc:
+            self.pending = handed + self.pending
+            return 1, exc.message
+        finally:
+            (self.run_dir / "agent.pid").unlink(missing_ok=True)
+            self._agent = None
+            boot_file.unlink(missing_ok=True)
+        if ending.code not in (AGENT_POWER_OFF, AGENT_REBOOT):
+            self.pending = handed + self.pending  # the agent may not have logged them (fw_cfg is read-only)
+            return ending.code, ending.reason
+        return ending.code, None
 
     def _shares(self) -> list[tuple[str, bool]]:
         """What of the host a container machine sees (under /machine/host): the installer image's folder, read
@@ -448,6 +483,9 @@ def run_machine(opts: MachineOptions) -> int:
         if opts.device is not None:
             raise InvalidRequest("--provisioner container runs sandbox disks only; a block disk (--disk) needs "
                                  "--provisioner process")
+    if opts.provisioner == "qemu" and (opts.device is None or not opts.device.is_file()):
+        raise InvalidRequest("--provisioner qemu boots a disk image file: pass --disk FILE (make one with "
+                             "gravenctl cluster create --provisioner qemu)")
     if opts.device is None and opts.boot_from is None and not (opts.root / "disk").exists():
         raise InvalidRequest(f"{opts.root}: an empty disk and no installer image: pass --boot-from IMAGE")
     disk = open_disk(opts.root, opts.device, opts.root.absolute() / "run")

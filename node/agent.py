@@ -649,10 +649,13 @@ def run_agent(root: Path, listen: str, *, device: Path | str | None = None,
 
     disk = open_disk(root, device, Path(root).absolute() / "run" / "agent")
     try:
+        if _guest.in_guest():
+            _guest.adopt_boot_file()
         boot = BootInfo.from_env()
         logs = LogRing()
         setup_agent_logging(logs, boot.boot_id)
         if _guest.in_guest():
+            _guest.kernel_timings(boot.events)
             _guest.prepare(_say)
         boot.events = finish_pending_wipe(disk, _say) + boot.events  # a reset's wipe the supervisor did not do
         _clear_spool(disk)

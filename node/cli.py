@@ -46,12 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM, how long the agent has to shut down before it is killed (default 30)")
     m.add_argument("--max-failed-boots", type=int, default=10, metavar="N",
                    help="stop after N failed boots in a row (default 10)")
-    m.add_argument("--provisioner", choices=["process", "container"], default="process",
+    m.add_argument("--provisioner", choices=["process", "container", "qemu"], default="process",
                    help="process: the agent is a child process on the host's root (no root needed); container: the "
                         "agent is PID 1 of its own pid, mount, uts and ipc namespaces with the slot's squashfs as /, "
-                        "in a memory cgroup (root; default %(default)s)")
+                        "in a memory cgroup (root); qemu: a virtual machine booted from the --disk image file "
+                        "(Debian's cloud kernel, Graven's initramfs, the API forwarded to --listen) (default "
+                        "%(default)s)")
     m.add_argument("--memory", default="512M", metavar="SIZE",
-                   help="container: the machine's memory limit (cgroup), e.g. 512M or 1G (default %(default)s)")
+                   help="container: the machine's memory limit (cgroup); qemu: the VM's memory; e.g. 512M or 1G "
+                        "(default %(default)s)")
     m.add_argument("--share", type=Path, action="append", default=[], metavar="DIR",
                    help="container: a host folder the node may write, at its host path (audit sinks; repeat)")
     m.set_defaults(func=_machine)

@@ -1,8 +1,9 @@
 """Boot tracing from the event log, pure: ``list_boots(events)`` and ``trace_boot(events, ...)``.
 
 A boot is the events that share a ``boot_id``. Offsets and durations come from the events' own ``mono_ns`` and
-the ``duration_ns`` of stop events, so they are the node's monotonic clock, never wall time. Renderers for a
-table, JSON, Chrome's Trace Event Format (Perfetto) and an SVG timeline are in ``_render``.
+the ``duration_ns`` of stop events, so they are the node's monotonic clock, never wall time. A virtual machine's
+boot starts at its kernel's time zero, with kernel, initramfs and agent-start spans before the sequences.
+Renderers for a table, JSON, Chrome's Trace Event Format (Perfetto) and an SVG timeline are in ``_render``.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def _summary(index: int, events: list[Event], last: bool, spans: Sequence[Span] 
     return BootSummary(
         index=index, boot_id=events[0].boot_id, slot=info.get("slot"), version=info.get("version"),
         image_digest=info.get("image_digest"), outcome=outcome, started_time_ns=events[0].time_ns,
-        duration_ns=events[-1].mono_ns - events[0].mono_ns, first_seq=events[0].seq, last_seq=events[-1].seq,
+        duration_ns=events[-1].mono_ns - (0 if _guest_timeline(events) else events[0].mono_ns),
+        first_seq=events[0].seq, last_seq=events[-1].seq,
         sequences=sequences, failure=failure,
     )  # fmt: skip
 
@@ -169,8 +171,28 @@ def _key(kind: str, p: dict[str, Any]) -> tuple[str, ...]:
     return (kind, *(str(p.get(k)) for k in parts))
 
 
+def _guest_timeline(events: list[Event]) -> dict[str, int] | None:
+    """A virtual machine's own boot timeline (``boot.selected``'s ``guest_ns``: init started, agent executed,
+    agent began, on the guest kernel's monotonic clock, whose zero is the kernel's start), when there is one."""
+    for e in events:
+        if e.kind == Kind.BOOT_SELECTED and isinstance(e.payload.get("guest_ns"), dict):
+            t = e.payload["guest_ns"]
+            if all(isinstance(t.get(k), int) for k in ("init", "exec", "agent")) and \
+                    0 <= t["init"] <= t["exec"] <= t["agent"] <= events[0].mono_ns:
+                return {k: int(t[k]) for k in ("init", "exec", "agent")}
+    return None
+
+
+def _kernel_spans(t: dict[str, int], first: Event) -> list[Span]:
+    """The kernel, the initramfs and the agent's start before its first event, as top-level spans."""
+    marks = [("kernel", 0, t["init"]), ("initramfs", t["init"], t["exec"]), ("agent start", t["exec"], first.mono_ns)]
+    return [Span("sequence", name, None, None, start, end - start, "ok", None, "kernel", first.seq - 1)
+            for name, start, end in marks]
+
+
 def _spans(events: list[Event]) -> list[Span]:
-    base, end = events[0].mono_ns, events[-1].mono_ns
+    guest = _guest_timeline(events)
+    base, end = (0 if guest else events[0].mono_ns), events[-1].mono_ns
     open_: dict[tuple[str, ...], tuple[Event, int, int]] = {}  # key -> (start event, lane, run)
     lanes: dict[tuple[str, ...], int] = {}
     runs: dict[str, int] = {}
@@ -211,7 +233,7 @@ def _spans(events: list[Event]) -> list[Span]:
     for start, lane, run in open_.values():
         done.append(make(_STARTS[start.kind], start, end - start.mono_ns, "unfinished", None, lane, run))
     done.sort(key=lambda s: s.seq)
-    return done
+    return (_kernel_spans(guest, events[0]) if guest else []) + done
 
 
 def _critical(spans: Sequence[Span]) -> tuple[Span, ...]:

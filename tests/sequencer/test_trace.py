@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 from typing import Any
 
+import msgspec
 import pytest
 from seqkit import history, run, sleeper
 
@@ -131,3 +132,25 @@ def test_svg_is_a_standalone_timeline_with_labels(events: list[Event]) -> None:
     assert all(r is not None and float(r.get("width", "0")) >= 1 for r in rects)
     failed = [r for g, r in zip(groups, rects, strict=True) if "failed" in (g.findtext(f"{SVG}title") or "")]
     assert failed and all(r is not None and r.get("fill") == "#d9534f" for r in failed)
+
+
+def test_a_vm_boot_starts_at_its_kernels_zero(events: list[Event]) -> None:
+    boot = [e for e in events if e.boot_id == "boot-ok"]
+    first = boot[0]
+    t = {"init": 2_000_000_000, "exec": 2_500_000_000, "agent": 2_600_000_000}
+    assert first.mono_ns > t["agent"]
+    selected = msgspec.structs.replace(first, kind="boot.selected", payload={"slot": "A", "guest_ns": t})
+    trace = trace_boot([selected, *boot[1:]])
+    kernel, initramfs, start = trace.spans[:3]
+    assert (kernel.name, kernel.start_ns, kernel.duration_ns) == ("kernel", 0, 2_000_000_000)
+    assert (initramfs.name, initramfs.start_ns, initramfs.duration_ns) == ("initramfs", 2_000_000_000, 500_000_000)
+    assert (start.name, start.start_ns, start.end_ns) == ("agent start", 2_500_000_000, first.mono_ns)
+    later = trace.spans[3:]
+    assert later and all(s.start_ns >= first.mono_ns for s in later)  # offsets from the kernel's zero
+    assert trace.total_ns == boot[-1].mono_ns
+    table = render_table(trace)
+    assert "kernel" in table and "initramfs" in table
+    assert any(ev["name"] == "kernel" for ev in render_chrome(trace)["traceEvents"])
+    # a timeline that does not fit the events (the agent began after its first event) is left out
+    bad = msgspec.structs.replace(selected, payload={"slot": "A", "guest_ns": {**t, "agent": first.mono_ns + 1}})
+    assert trace_boot([bad, *boot[1:]]).spans[0].name != "kernel"

@@ -80,9 +80,11 @@ def os_image(os_release: str = "/etc/os-release") -> str:
 
 def about() -> dict[str, str]:
     """For ``version``: the kernel, the running root's OS, and whether the agent is PID 1 of its own machine."""
+    from ._guest import in_guest
     from ._pid1 import is_pid1
 
-    return {"kernel": kernel(), "os_image": os_image(), "provisioner": "container" if is_pid1() else "process"}
+    provisioner = "qemu" if in_guest() else "container" if is_pid1() else "process"
+    return {"kernel": kernel(), "os_image": os_image(), "provisioner": provisioner}
 
 
 def read(kind: str) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ def test_qemu_cluster_create_upgrade_destroy(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         server = json.loads(r.stdout)["server"]
         assert server["version"] == "v1" and server["slot"] == "A" and server["node"] == node["name"]
+        assert server["kernel"].startswith("6.1.") and server["provisioner"] == "qemu"  # the guest's kernel
 
         r = gravenctl("-n", ep, "-e", ep, "dmesg", "-o", "json", env=env, timeout=60)
         assert r.returncode == 0, r.stderr

@@ -339,17 +339,20 @@ class QemuRunner:
             copier.join(timeout=2)
             self.boot = None
         if ending.code not in (0, 10):
-            tail = _console_tail(self.console, start_at)
-            if tail:
-                ending = Ending(ending.code, f"{ending.reason}; the console's last lines:\n{tail}")
+            last = _last_words(self.console, start_at)
+            if last:
+                ending = Ending(ending.code, f"{ending.reason}; the console's last line before it: {last}")
         return ending
 
 
-def _console_tail(console: Path, start_at: int, lines: int = 12) -> str:
+def _last_words(console: Path, start_at: int) -> str:
+    """The console's last line of this boot before the kernel's panic report (what PID 1 or init said last)."""
     with contextlib.suppress(OSError), open(console, "rb") as f:
         f.seek(start_at)
-        text = f.read().decode(errors="replace")
-        return "\n".join("    " + line for line in text.splitlines()[-lines:])
+        lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+        panic = next((i for i in range(len(lines) - 1, -1, -1) if "Kernel panic" in lines[i]), len(lines))
+        before = [line for line in lines[:panic] if not line.startswith("[")] or lines[:panic]
+        return before[-1][:300] if before else ""
     return ""
 
 

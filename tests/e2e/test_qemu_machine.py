@@ -78,7 +78,8 @@ def test_crashing_slot_falls_back_by_boot_counting(tmp_path: Path) -> None:
         assert version is not None, f"no API after {took:.0f} s ({last}); machine log:\n{text[-4000:]}"
         print(f"power-on to the API of the fallback slot, {TRIES} crashing boots first (TCG): {took:.1f} s")
         assert version["version"] == "1.0.0" and version["slot"] == "A"  # boot.json arrived through fw_cfg
-        assert text.count("failed: the guest kernel panicked") == TRIES, text[-4000:]
+        assert text.count("of slot B failed: the guest kernel panicked") == TRIES, text[-4000:]
+        assert "the console's last line before it: graven agent: fault point boot-crash" in text
         assert "fault point boot-crash" in text  # the console reached the machine's log
         assert "FALLBACK from slot B to A" in text
         assert "console: graven-init: BOOT-A (/dev/vda2) mounted read-only as /" in text

@@ -35,7 +35,10 @@ __all__ = ["QEMU", "Boot", "QemuRunner", "QemuSpec", "free_port", "kvm_works", "
 
 QEMU = "qemu-system-x86_64"
 GUEST_API_PORT = 50000
-GUEST_DISK_SIZE = 512 << 20  # slots of ~196 MiB, EPHEMERAL ~100 MiB: room for an OS image upgrade's spool
+# a machine's disk image (sparse): slots of 200 MiB and EPHEMERAL ~347 MiB, where an upgrade spools the image
+# (~34 MiB) and must leave 64 MiB free
+GUEST_DISK_SIZE = 768 << 20
+GUEST_SLOT_MIB = 200
 INIT_STARTED = b"graven-init: started"
 BOOT_FW_CFG = "opt/graven/boot"  # node._guest reads it under /sys/firmware/qemu_fw_cfg/by_name/
 
@@ -253,16 +256,17 @@ def choose_accel(kernel: Kernel, initramfs: Path, work: Path, wanted: str | None
 
 
 # -- the disk image -------------------------------------------------------------------------------------------
-def make_disk(path: Path, size: int, *, run_dir: Path) -> None:
+def make_disk(path: Path, size: int, *, run_dir: Path, slot_mib: int | None = None) -> None:
     """A sparse raw disk image file with the block disk's GPT layout, STATE and EPHEMERAL formatted, META and
     both slots empty (a machine's blank disk: the first boot is the installer's)."""
-    from storage import BlockDisk
+    from storage import BlockDisk, DiskLayout
 
     if path.exists():
         raise StorageError(f"disk image {path} exists already", path=str(path))
     with open(path, "wb") as f:
         f.truncate(size)
-    disk = BlockDisk(path, run_dir=run_dir)
+    layout = DiskLayout(efi_mib=4, slot_mib=slot_mib, meta_mib=1, state_mib=16) if slot_mib else None
+    disk = BlockDisk(path, run_dir=run_dir, layout=layout)
     try:
         disk.partition()
         disk.format()
@@ -277,7 +281,7 @@ def preinstalled_disk(path: Path, size: int, image_file: Path, trusted_pem: byte
     import image
     from storage import BlockDisk, BootEnv, Slot
 
-    make_disk(path, size, run_dir=run_dir)
+    make_disk(path, size, run_dir=run_dir, slot_mib=GUEST_SLOT_MIB)
     disk = BlockDisk(path, run_dir=run_dir)
     try:
         verified = image.verify(image_file, [image.load_public_key(trusted_pem)])

@@ -212,13 +212,14 @@ def test_traffic_stays_on_the_cluster_network(cluster: Cluster) -> None:
 
 
 def _broken_on(cluster: Cluster, node_name: str, directory: Path) -> Path:
-    """A v2 image signed with the cluster's key whose code exits at start on ``node_name`` only."""
+    """A v2 image signed with the cluster's key whose code exits at start on ``node_name`` only (found by the
+    machine's folder on a process machine, by the hostname its launcher gives a container machine)."""
     overlay = directory / "overlay-broken-on-node2"
     main = overlay / "usr" / "lib" / "graven" / "node" / "__main__.py"
     main.parent.mkdir(parents=True, exist_ok=True)
     main.write_text(
-        "import sys\n\n"
-        f"if any(a.endswith('/nodes/{node_name}') for a in sys.argv):\n"
+        "import socket, sys\n\n"
+        f"if any(a.endswith('/nodes/{node_name}') for a in sys.argv) or socket.gethostname() == '{node_name}':\n"
         f"    print('graven agent: this image does not boot on {node_name} (test image)', file=sys.stderr)\n"
         "    sys.exit(71)\n\n"
         "from node.cli import main\n\n"

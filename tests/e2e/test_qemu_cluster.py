@@ -1,8 +1,10 @@
 """``gravenctl cluster create --provisioner qemu``: a virtual machine booted from its own disk image, configured
 in maintenance, rebooted (QMP guest-reset) into Running; ``version`` and ``dmesg`` answer from the guest's own
-kernel.
+kernel; an upgrade v1 -> v2 streams the image into the VM, which writes slot B through its virtio disk and
+reboots into it.
 
-Cost: about 60 s on two cores under TCG (two boots of the VM of ~20-25 s each), one core busy.
+Cost: about 2.5 min on two cores under TCG (three boots of the VM of ~20-30 s each, image uploads and builds),
+one core busy.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 from machinekit import gravenctl
 
+from image import build_image, load_signing_key
 from node._qemu import qemu_problem
 from storage import block_problem
 
@@ -49,6 +52,15 @@ def test_qemu_cluster_create_upgrade_destroy(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         assert "Linux version 6.1." in r.stdout  # the guest's own kernel, not the host's
 
+        v2 = tmp_path / "v2.img"
+        build_image("v2", load_signing_key(data["image_key"]), v2)
+        r = gravenctl("-n", ep, "-e", ep, "upgrade", "--image", str(v2), "--wait", env=env, timeout=300)
+        log = Path(node["log"]).read_text(errors="replace")
+        assert r.returncode == 0, r.stderr + log[-3000:]
+        r = gravenctl("-n", ep, "-e", ep, "version", "-o", "json", env=env)
+        server = json.loads(r.stdout)["server"]
+        assert server["version"] == "v2" and server["slot"] == "B"
+        assert "console: graven-init: BOOT-B (/dev/vda3) mounted read-only as /" in log
     finally:
         r = gravenctl("cluster", "destroy", "--name", "q1", "--state", str(state), timeout=120, env=env)
     assert r.returncode == 0, r.stderr

@@ -1,7 +1,7 @@
 """``gravenctl cluster create --provisioner qemu``: a virtual machine booted from its own disk image, configured
 in maintenance, rebooted (QMP guest-reset) into Running; ``version`` and ``dmesg`` answer from the guest's own
-kernel; an upgrade v1 -> v2 streams the image into the VM, which writes slot B through its virtio disk and
-reboots into it.
+kernel, and ``trace boot`` starts at the kernel's zero; an upgrade v1 -> v2 streams the image into the VM, which
+writes slot B through its virtio disk and reboots into it.
 
 Cost: about 2.5 min on two cores under TCG (three boots of the VM of ~20-30 s each, image uploads and builds),
 one core busy.
@@ -51,6 +51,14 @@ def test_qemu_cluster_create_upgrade_destroy(tmp_path: Path) -> None:
         r = gravenctl("-n", ep, "-e", ep, "dmesg", "-o", "json", env=env, timeout=60)
         assert r.returncode == 0, r.stderr
         assert "Linux version 6.1." in r.stdout  # the guest's own kernel, not the host's
+
+        r = gravenctl("-n", ep, "-e", ep, "trace", "boot", "-o", "json", env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        trace = json.loads(r.stdout)
+        names = [s["name"] for s in trace["spans"]]
+        assert names[:3] == ["kernel", "initramfs", "agent start"], names[:6]  # time zero is the kernel's
+        assert trace["spans"][0]["start_ns"] == 0 and 0 < trace["spans"][0]["duration_ns"] < 60e9
+        assert "boot" in names
 
         v2 = tmp_path / "v2.img"
         build_image("v2", load_signing_key(data["image_key"]), v2)

@@ -3,7 +3,7 @@ in maintenance, rebooted (QMP guest-reset) into Running; ``version`` and ``dmesg
 kernel, and ``trace boot`` starts at the kernel's zero; an upgrade v1 -> v2 streams the image into the VM, which
 writes slot B through its virtio disk and reboots into it.
 
-Cost: about 2.5 min on two cores under TCG (three boots of the VM of ~20-30 s each, image uploads and builds),
+Cost: about 85 s on two cores under TCG (three boots of the VM of ~20-30 s each, an image build and upload),
 one core busy.
 """
 

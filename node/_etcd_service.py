@@ -128,6 +128,11 @@ class EtcdService:
     def local_client(self, timeout: float = 5.0) -> EtcdClient:
         return EtcdClient([self.s.client_url], self.tls(), timeout=timeout)
 
+    @property
+    def log_path(self) -> Path:
+        """etcd's own log (zap JSON lines), which the agent copies into the node's log ring."""
+        return self.s.files.root / "etcd.log"
+
     def _has_data(self) -> bool:
         member = self.s.files.data / "member"
         return member.is_dir() and any(member.iterdir())

@@ -52,7 +52,7 @@ from ._etcd_node import QUORUM_SEQUENCES, EtcdNode, settings_for
 from ._identity import FileIdentity, node_name
 from ._kmsg import kernel_records, own_kernel
 from ._log import NodeLog
-from ._logging import AGENT, setup_agent_logging
+from ._logging import AGENT, FileFollower, setup_agent_logging
 from ._metrics import NodeMetrics, NodeView
 from ._metrics_service import MetricsService
 from ._network import NetlinkNetwork, plan_rows, select_network
@@ -118,6 +118,7 @@ class Agent:
         self.metrics = NodeMetrics(read_raw=self.log.read_raw, view=self._metrics_view)
         self.log.on_durable = self.metrics.observe_append
         self._metrics_service = MetricsService(self.metrics, self._emit)
+        self._followers: dict[str, FileFollower] = {}  # service -> its log file copied into the ring
         self.etcd = EtcdNode(self._emit, lambda: settings_for(self._config, ephemeral=self.spool_dir.parent,
                                                               listen=self.listen))
 
@@ -248,6 +249,8 @@ class Agent:
             AGENT.info(f"serving the API with mutual TLS on {self.listen}")
         elif name == "etcd":
             await self.etcd.start()
+            if self.etcd.service is not None:
+                self._followers["etcd"] = FileFollower(self.etcd.service.log_path, "etcd", self.logs)
             return
         else:
             return
@@ -256,6 +259,9 @@ class Agent:
             await self._sync_metrics()
 
     async def stop_service(self, name: str) -> None:
+        follower = self._followers.pop(name, None)
+        if follower is not None:
+            follower.stop()
         if name == "etcd":  # a graceful reset leaves the cluster first
             await self.etcd.stop("the node stops its services", leave=self.fsm.stage is Stage.RESETTING
                                  and bool(self._reset_args.get("graceful")))

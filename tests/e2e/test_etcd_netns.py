@@ -131,6 +131,10 @@ def test_bootstrap_join_etcdctl_snapshot_restart_leave(cluster: Cluster, tmp_pat
 
     cluster.until(voting, 90, "three voting members")
     elapsed = time.monotonic() - t0
+    logs = cluster.ctl("logs", "etcd", "--tail", "20", "-o", "json", node=cp1)  # etcd's own lines, via the ring
+    assert logs.returncode == 0, logs.stderr
+    lines = [json.loads(x) for x in logs.stdout.splitlines()]
+    assert lines and all("level" in x and "msg" in x for x in lines)
     print(f"\nbootstrap to three voting members: {elapsed:.1f} s")
     for n in (cp2, cp3):
         assert cluster.events(n, "etcd.joined") and cluster.events(n, "etcd.promoted")

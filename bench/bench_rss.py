@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,14 @@ def at_rest(agent: AgentProc) -> int:
 
 
 def main() -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="graven-bench-rss-"))
+    try:
+        return measure(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(tmp: Path) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefill", type=int, default=20_000, help="events in the node's log before it starts")
     ap.add_argument("--top", type=int, default=14, help="rows of each breakdown")
@@ -115,7 +124,6 @@ def main() -> int:
         name, _, value = item.partition("=")
         os.environ[name] = value
     secrets = ClusterSecrets.generate("bench")
-    tmp = Path(tempfile.mkdtemp(prefix="graven-bench-rss-"))
     agent = AgentProc(tmp / "node", secrets)
     prefill(agent.root, agent, args.prefill)
     try:
@@ -136,7 +144,6 @@ def main() -> int:
           f"{sum(v[1] for _, v in rest) / 1024:>8.1f} {sum(v[2] for _, v in rest) / 1024:>9.1f}")
 
     if args.no_trace:
-        subprocess.run(["rm", "-rf", str(tmp)], check=False)
         return 0
     # the Python heap by package, from a second agent started under tracemalloc
     report = tmp / "tracemalloc.txt"
@@ -163,7 +170,6 @@ def main() -> int:
     print("\nPython heap by package (tracemalloc, a second agent started the same way; tracing adds its own "
           "overhead, not shown)")
     print(report.read_text() if report.exists() else f"no report: {traced.output()[-2000:]}")
-    subprocess.run(["rm", "-rf", str(tmp)], check=False)
     return 0
 
 

@@ -35,6 +35,7 @@ from ._sys import have, is_root, os_errors, run
 
 __all__ = ["BlockDisk", "DiskLayout", "block_problem"]
 
+MIN_EPHEMERAL_MIB = 128
 _MIB = 1 << 20
 _NODE_METHODS = ("auto", "kernel", "mknod", "loop")
 _LINUX_FS = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
@@ -57,10 +58,12 @@ class DiskLayout:
         mib = size // _MIB
         if mib >= 6 * 1024:
             return cls()
-        # EPHEMERAL keeps at least 96 MiB: an upgrade spools a whole OS image (~31 MiB) there beside the log
-        slot = min(1024, (mib - 2 - 4 - 1 - 16 - 96) // 2)
+        # EPHEMERAL keeps at least 128 MiB: an upgrade spools a whole OS image (~31 MiB) there and must still leave
+        # the log its reserve (config.limits upload_free_bytes, 64 MiB)
+        slot = min(1024, (mib - 2 - 4 - 1 - 16 - MIN_EPHEMERAL_MIB) // 2)
         if slot < 16:
-            raise StorageError(f"a disk of {mib} MiB is too small for Graven (at least 151 MiB)")
+            least = 2 + 4 + 1 + 16 + MIN_EPHEMERAL_MIB + 2 * 16
+            raise StorageError(f"a disk of {mib} MiB is too small for Graven (at least {least} MiB)")
         return cls(efi_mib=4, slot_mib=slot, meta_mib=1, state_mib=16)
 
     def sizes(self) -> dict[Label, int | None]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import config
 from api._pki import issue_server_certificate
@@ -17,7 +17,9 @@ from events.errors import GravenError
 
 from ._identity import node_name
 from ._logging import AGENT
-from ._metrics import MetricsEndpoint, NodeMetrics
+
+if TYPE_CHECKING:
+    from ._metrics import MetricsEndpoint, NodeMetrics
 
 __all__ = ["MetricsService"]
 
@@ -25,9 +27,14 @@ CERT_TTL = dt.timedelta(days=365)  # prometheus_client loads its certificate onc
 
 
 class MetricsService:
-    def __init__(self, metrics: NodeMetrics, emit: Callable[[str, dict[str, Any]], None]) -> None:
-        self.metrics, self._emit = metrics, emit
+    def __init__(self, make: Callable[[], NodeMetrics], emit: Callable[[str, dict[str, Any]], None]) -> None:
+        self._make, self._emit = make, emit
+        self.metrics: NodeMetrics | None = None  # made when the config first enables them
         self.endpoint: MetricsEndpoint | None = None
+
+    def observe_call(self, method: str, code: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_call(method, code, seconds)
 
     async def sync(self, cfg: config.MachineConfig | None, *, host: str, sans: Sequence[str],
                    quiet: bool = False) -> None:
@@ -45,6 +52,10 @@ class MetricsService:
                 self._emit(Kind.SERVICE_STOPPED, {"service": "metrics", "address": current.address})
         if address is None or cfg is None or want is None:
             return
+        from ._metrics import MetricsEndpoint
+
+        if self.metrics is None:
+            self.metrics = self._make()
         ca_key = load_private_key(cfg.machine.ca.key_pem() or b"")
         ca_cert = load_certificate(cfg.machine.ca.crt_pem())
         cert_pem, key_pem = issue_server_certificate(ca_key, ca_cert, cn=node_name(cfg), sans=list(sans),

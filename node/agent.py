@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import config
 import image
@@ -53,11 +53,13 @@ from ._identity import FileIdentity, node_name
 from ._kmsg import kernel_records, own_kernel
 from ._log import NodeLog
 from ._logging import AGENT, FileFollower, setup_agent_logging
-from ._metrics import NodeMetrics, NodeView
 from ._metrics_service import MetricsService
 from ._network import NetlinkNetwork, plan_rows, select_network
 from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort, PlanNetwork
 from ._wipe import finish_pending_wipe, request_wipe
+
+if TYPE_CHECKING:
+    from ._metrics import NodeMetrics
 
 __all__ = ["EXIT_BOOT_FAILED", "EXIT_POWER_OFF", "EXIT_REBOOT", "Agent", "BootInfo"]
 
@@ -115,9 +117,7 @@ class Agent:
         if self.log.durable:
             self.logs.attach(self._logs_dir())
         self.version_string = image.running_version()
-        self.metrics = NodeMetrics(read_raw=self.log.read_raw, view=self._metrics_view)
-        self.log.on_durable = self.metrics.observe_append
-        self._metrics_service = MetricsService(self.metrics, self._emit)
+        self._metrics_service = MetricsService(self._make_metrics, self._emit)
         self._followers: dict[str, FileFollower] = {}  # service -> its log file copied into the ring
         self.etcd = EtcdNode(self._emit, lambda: settings_for(self._config, ephemeral=self.spool_dir.parent,
                                                               listen=self.listen))
@@ -166,7 +166,6 @@ class Agent:
             self.log.flush()
         self.boot.logged()
         self.fsm = NodeFSM(self.log)
-        self.metrics.set_image(version=self.version_string, slot=self.boot.slot or "", digest=self.boot.digest)
         running = RunningImage(self.boot.slot, self.version_string, self.boot.digest)
         net = select_network(self._emit, resolv_conf=lambda: self._disk_file("STATE", "resolv.conf"),
                              record=lambda: self._disk_file("EPHEMERAL", "network.json"))
@@ -231,7 +230,7 @@ class Agent:
     async def start_service(self, name: str) -> None:
         if name == "maintenance-api":
             creds = MaintenanceCredentials("graven", self._sans())
-            server = Server(self, self.listen, creds.credentials(), observe=self.metrics.observe_call)
+            server = Server(self, self.listen, creds.credentials(), observe=self._metrics_service.observe_call)
             await server.start()
             AGENT.info(f"maintenance mode on {self.listen}; server certificate sha256 {creds.fingerprint}\n"
                   f"  apply a config: gravenctl apply-config --insecure -e {self.listen} -f controlplane.yaml")
@@ -244,7 +243,7 @@ class Agent:
                 raise InvalidRequest("machine.ca.key is needed to issue the node's serving certificate")
             creds2 = ServingCredentials(load_certificate(cfg.machine.ca.crt_pem()), load_private_key(ca_key),
                                         node=node_name(cfg), sans=self._sans())
-            server = Server(self, self.listen, creds2.credentials(), observe=self.metrics.observe_call)
+            server = Server(self, self.listen, creds2.credentials(), observe=self._metrics_service.observe_call)
             await server.start()
             AGENT.info(f"serving the API with mutual TLS on {self.listen}")
         elif name == "etcd":
@@ -276,10 +275,20 @@ class Agent:
         await self._metrics_service.sync(served, host=self.listen.rsplit(":", 1)[0].strip("[]"), sans=self._sans(),
                                          quiet=self._stopped.is_set())
 
-    def _metrics_view(self) -> NodeView:
-        fsm = getattr(self, "fsm", None)
-        return NodeView(stage=fsm.stage.value if fsm is not None else Stage.BOOTING.value,
-                        boot_id=self.boot.boot_id, next_seq=self.log.next_seq(), log_bytes=self.log.disk_bytes())
+    def _make_metrics(self) -> NodeMetrics:
+        """The metrics, made when the config first enables them: a node without them never imports
+        prometheus_client (~3 MiB); what the log holds is folded from seq 0 at the first scrape anyway."""
+        from ._metrics import NodeMetrics, NodeView
+
+        def view() -> NodeView:
+            fsm = getattr(self, "fsm", None)
+            return NodeView(stage=fsm.stage.value if fsm is not None else Stage.BOOTING.value,
+                            boot_id=self.boot.boot_id, next_seq=self.log.next_seq(), log_bytes=self.log.disk_bytes())
+
+        metrics = NodeMetrics(read_raw=self.log.read_raw, view=view)
+        metrics.set_image(version=self.version_string, slot=self.boot.slot or "", digest=self.boot.digest)
+        self.log.on_durable = metrics.observe_append
+        return metrics
 
     def healthy(self, name: str) -> bool:
         if name == "health" and self._fault == "health-fail":

@@ -1,9 +1,10 @@
 """``gravenctl cluster create --provisioner qemu``: a virtual machine booted from its own disk image, configured
 in maintenance, rebooted (QMP guest-reset) into Running; ``version`` and ``dmesg`` answer from the guest's own
 kernel, and ``trace boot`` starts at the kernel's zero; an upgrade v1 -> v2 streams the image into the VM, which
-writes slot B through its virtio disk and reboots into it.
+writes slot B through its virtio disk and reboots into it; a rollback reboots it into slot A; no boot failed, and
+the VM's log verifies with the cluster's CA alone.
 
-Cost: about 85 s on two cores under TCG (three boots of the VM of ~20-30 s each, an image build and upload),
+Cost: about 2 min on two cores under TCG (four boots of the VM of ~20-30 s each, an image build and upload),
 one core busy.
 """
 
@@ -69,6 +70,17 @@ def test_qemu_cluster_create_upgrade_destroy(tmp_path: Path) -> None:
         server = json.loads(r.stdout)["server"]
         assert server["version"] == "v2" and server["slot"] == "B"
         assert "console: graven-init: BOOT-B (/dev/vda3) mounted read-only as /" in log
+
+        r = gravenctl("-n", ep, "-e", ep, "rollback", "--wait", env=env, timeout=300)
+        assert r.returncode == 0, r.stderr + Path(node["log"]).read_text(errors="replace")[-3000:]
+        server = json.loads(gravenctl("-n", ep, "-e", ep, "version", "-o", "json", env=env).stdout)["server"]
+        assert (server["version"], server["slot"]) == ("v1", "A")
+        r = gravenctl("-n", ep, "-e", ep, "events", "-o", "json", env=env, timeout=60)
+        kinds = [json.loads(line)["kind"] for line in r.stdout.splitlines() if line.strip()]
+        assert "boot.failed" not in kinds  # every reboot was the guest's reboot(2), read from QMP as guest-reset
+        assert kinds.count("boot.committed") >= 3
+        r = gravenctl("-n", ep, "-e", ep, "audit", "verify", "--ca", data["ca_cert"], env=env, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr  # the VM's whole log, from the cluster's CA alone
     finally:
         r = gravenctl("cluster", "destroy", "--name", "q1", "--state", str(state), timeout=120, env=env)
     assert r.returncode == 0, r.stderr

@@ -13,30 +13,27 @@ Files: ``gen config`` (``_pki``) and ``config context|contexts|endpoint|node|inf
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import functools
-import json
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 import config
-from events import Event
 from events.errors import GravenError, InvalidConfig, InvalidRequest, NotFound
 
 from . import _cli_resources, _clientconfig, _pki
-from ._cli_audit import summarize
 from ._cli_config import _cell, _report_invalid, config_subparsers
+from ._cli_events import _events
+from ._cli_rolling import _rolling_upgrade
+from ._cli_targets import _emit, _on_nodes, _Progress, wait_back, wait_for
 from ._client import Accepted, GravenClient, client_version
 from ._clientconfig import ClientConfig, Context
 from ._output import add_output_flag, print_json, table
-from ._remote import connect, context, fanout, parse_duration, single_target, targets
-from ._wait import Outcome, Waiter
+from ._remote import connect, context, parse_duration, single_target, targets
+from ._wait import Outcome
 
 __all__ = ["register"]
 
@@ -205,49 +202,6 @@ def _wait_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=parse_duration, default=parse_duration(WAIT_TIMEOUT), metavar="DURATION",
                    help=f"with --wait: give up after this long (default {WAIT_TIMEOUT})")
     add_output_flag(p)
-
-
-# -- running on every target -----------------------------------------------------------------------------
-class _Progress:
-    """Progress lines on stderr: ``[  12.3s] node: text`` (the node only when there are several)."""
-
-    def __init__(self, nodes: Sequence[str]) -> None:
-        self.start = time.monotonic()
-        self._several = len(nodes) > 1
-        self._lock = threading.Lock()
-
-    def line(self, node: str, text: str) -> None:
-        prefix = f"{node}: " if self._several else ""
-        with self._lock:
-            sys.stderr.write(f"[{time.monotonic() - self.start:7.1f}s] {prefix}{text}\n")
-            sys.stderr.flush()
-
-
-def _on_nodes(args: argparse.Namespace, fn: Callable[[GravenClient], T]) -> list[tuple[str, T | GravenError]]:
-    """``fn(client)`` on every target; with one target its error is raised, with several it is its row."""
-    nodes = targets(args)
-
-    def one(node: str) -> T:
-        with connect(args, node) as client:
-            return fn(client)
-
-    results = fanout(nodes, one)
-    if len(results) == 1 and isinstance(results[0][1], GravenError):
-        raise results[0][1]
-    return results
-
-
-def _emit(args: argparse.Namespace, results: list[tuple[str, Any]], columns: Sequence[str],
-          row: Callable[[str, Any], dict[str, Any]], as_json: Callable[[str, Any], dict[str, Any]]) -> int:
-    failed = any(isinstance(r, GravenError) for _, r in results)
-    if args.output == "json":
-        items = [{"node": n, "error": r.to_dict()} if isinstance(r, GravenError) else as_json(n, r) for n, r in results]
-        print_json(items[0] if len(items) == 1 else items)
-    else:
-        rows = [{"node": n, "error": f"[{r.code.name}] {r.message}"} if isinstance(r, GravenError) else row(n, r)
-                for n, r in results]
-        table(rows, [*columns, "error"] if failed else columns)
-    return 1 if failed else 0
 
 
 # -- reads -----------------------------------------------------------------------------------------------
@@ -476,261 +430,6 @@ def _lifecycle(args: argparse.Namespace, request: Callable[[GravenClient, _Progr
                  lambda n, r: {"node": n, "sequence": r[0].sequence, "outcome": "ok" if r[1].ok else "FAILED",
                                "elapsed": f"{r[2]:.1f}s", "message": r[1].message}, as_json)
     return 1 if code or any(not (r[1] and r[1].ok) for _, r in results if not isinstance(r, GravenError)) else 0
-
-
-# -- rolling upgrade -------------------------------------------------------------------------------------
-def _image_version(source: str) -> str | None:
-    """The version a local image file claims (what every node must run afterwards); None for a URL."""
-    if "://" in source:
-        return None
-    import image
-
-    try:
-        return str(image.inspect(source).manifest.version)
-    except GravenError:
-        raise
-    except OSError as exc:
-        raise NotFound(f"{source}: cannot read the image: {exc.strerror}", path=source) from None
-
-
-def _version_cell(v: dict[str, Any] | None) -> str | None:
-    return f"{v['version']} ({v['slot'] or '-'})" if v else None
-
-
-def _settled(client: GravenClient, deadline: float, boot_not: str | None) -> dict[str, Any] | None:
-    """The node's status once it is Running and ready (its boot committed) in a boot other than ``boot_not``,
-    or its last status (None if unreachable) at ``deadline``."""
-    last: dict[str, Any] | None = None
-    while True:
-        try:
-            last = client.status()
-            if last["stage"] == "running" and last["ready"] and last["boot_id"] != boot_not:
-                return last
-        except GravenError:
-            pass
-        if time.monotonic() >= deadline:
-            return last
-        time.sleep(0.2)
-
-
-def _rolling_upgrade(args: argparse.Namespace) -> int:
-    """``upgrade --rolling``: node by node, stop at the first that falls back or fails; one row per node."""
-    if args.stage:
-        raise InvalidRequest("--rolling boots each node into the new image; it does not go with --stage")
-    nodes = targets(args)
-    want = _image_version(args.image)
-    progress = _Progress(nodes)
-    rows: list[dict[str, Any]] = []
-    stopped_at: str | None = None
-    for node in nodes:
-        row: dict[str, Any] = {"node": node, "outcome": "untouched", "before": None, "after": None,
-                               "elapsed_s": None, "message": None}
-        rows.append(row)
-        if stopped_at is not None:  # only read: it keeps what it runs
-            try:
-                with connect(args, node, timeout=5) as client:
-                    row["before"] = row["after"] = _version_cell(client.version())
-            except GravenError as exc:
-                row["message"] = f"not reached: [{exc.code.name}] {exc.message}"
-            row["message"] = row["message"] or f"not upgraded: the rollout stopped at {stopped_at}"
-            continue
-        started = time.monotonic()
-        deadline = started + args.timeout
-        say = functools.partial(progress.line, node)
-        before: dict[str, Any] = {}
-        try:
-            with connect(args, node) as client:
-                before = client.version()
-                row["before"] = _version_cell(before)
-                say(f"upgrading from {row['before']}" + (f" to {want}" if want else ""))
-                accepted = client.upgrade(args.image)
-                say(f"{accepted.sequence} accepted (request at seq {accepted.seq})")
-                outcome = wait_for(client, accepted, args.timeout, say, started)
-                st = _settled(client, deadline, before["boot_id"] if outcome.ok else None)
-        except GravenError as exc:
-            outcome, st = Outcome(False, f"[{exc.code.name}] {exc.message}"), None
-        row["elapsed_s"] = round(time.monotonic() - started, 1)
-        if st is not None:
-            row["after"] = f"{st['version']} ({st['slot'] or '-'})"
-        if outcome.ok and st is not None and st["stage"] == "running" and st["ready"] \
-                and (want is None or st["version"] == want):
-            row.update(outcome="upgraded", message=outcome.message)
-            say(f"upgraded: Running and committed on {row['after']}")
-            continue
-        if outcome.ok:
-            why = "not Running and ready in time" if st is None or not (st["stage"] == "running" and st["ready"]) \
-                else f"it runs {st['version']}, not {want}"
-            row.update(outcome="failed", message=f"{outcome.message}; but {why}")
-        elif "fell back" in outcome.message or (st is not None and st.get("last_fallback") is not None
-                                                 and st["version"] == before.get("version")):
-            fb = st.get("last_fallback") if st else None
-            row.update(outcome="fell back", message=outcome.message
-                       + (f"; now {'Running' if st and st['ready'] else 'booting'} on {row['after']}"
-                          if st else "") + (f" (last_fallback {fb['from_slot']}->{fb['to_slot']})" if fb else ""))
-        else:
-            row.update(outcome="failed", message=outcome.message)
-        stopped_at = node
-        say(f"the rollout stops here ({row['outcome']}): {row['message']}")
-    if args.output == "json":
-        print_json({"rolling": True, "image": args.image, "version": want, "stopped_at": stopped_at,
-                    "nodes": rows})
-    else:
-        table([{**r, "outcome": r["outcome"].upper() if r["outcome"] in ("failed", "fell back") else r["outcome"],
-                "elapsed": f"{r['elapsed_s']:.1f}s" if r["elapsed_s"] is not None else None} for r in rows],
-              ("node", "outcome", "before", "after", "elapsed", "message"))
-        if stopped_at is not None:
-            sys.stderr.write(f"rolling upgrade stopped at {stopped_at}; "
-                             f"{sum(r['outcome'] == 'untouched' for r in rows)} node(s) left untouched\n")
-    return 1 if stopped_at is not None else 0
-
-
-def wait_for(client: GravenClient, accepted: Accepted, timeout: float, log: Callable[[str], None],
-             started: float | None = None) -> Outcome:
-    """Follow ``client``'s events from the request on until its outcome; never past ``timeout`` seconds from
-    ``started`` (default: now)."""
-    deadline = (started if started is not None else time.monotonic()) + timeout
-    waiter = Waiter(accepted.sequence, accepted.seq)
-    down = [False]
-
-    def on_disconnect(error: GravenError) -> bool:
-        if waiter.disconnected() is not None:
-            return False
-        if not down[0]:
-            down[0] = True
-            log(f"lost the node ({error.message}); reconnecting")
-        return True
-
-    try:
-        for event in client.follow(accepted.seq, deadline=deadline, retry_for=max(1.0, deadline - time.monotonic()),
-                                   on_disconnect=on_disconnect):
-            if down[0]:
-                down[0] = False
-                log(f"reconnected at seq {event.seq}")
-            for line in waiter.feed(event):
-                log(line)
-            if waiter.outcome is not None:
-                break
-    except GravenError as exc:
-        outcome = waiter.disconnected()
-        if outcome is None:
-            outcome = Outcome(False, f"{accepted.sequence}: [{exc.code.name}] {exc.message}; last seen: {waiter.last}")
-            log(f"FAILED: {outcome.message}")
-        return outcome
-    if waiter.outcome is None:
-        log(f"FAILED: {waiter.timed_out(timeout).message}")
-    assert waiter.outcome is not None
-    return waiter.outcome
-
-
-def wait_back(client: GravenClient, deadline: float, log: Callable[[str], None]) -> Outcome:
-    """After ``reset --reboot``: until the node answers again, with this cluster's certificates (STATE kept) or
-    in maintenance, where it shows a new self-signed certificate (STATE wiped: it has no identity any more)."""
-    log("waiting for the node to boot again")
-    while time.monotonic() < deadline:
-        for how in ("mtls", "maintenance"):
-            try:
-                if how == "mtls":
-                    st = client.status()
-                else:
-                    with GravenClient.insecure(client.endpoint, quiet=True, timeout=2.0) as bare:
-                        st = bare.status()
-            except GravenError:
-                continue
-            slot = f"slot {st.get('slot') or '-'}, version {st.get('version') or '?'}"
-            where = "in maintenance (apply a config to configure it again)" if st.get("stage") == "maintenance" \
-                else f"in stage {st.get('stage')}"
-            return Outcome(True, f"the node is up again {where}: {slot}")
-        time.sleep(0.25)
-    return Outcome(False, "the node did not answer again after the reset before the timeout")
-
-
-# -- events ----------------------------------------------------------------------------------------------
-def _ts(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
-
-
-def _event_row(node: str, e: Event) -> dict[str, Any]:
-    return {"node": node, "seq": e.seq, "time": _ts(e.time_ns), "kind": e.kind, "actor": str(e.actor),
-            "details": summarize(e.payload)}
-
-
-class _EventPrinter:
-    """Rows as they come: fixed-width columns (or one JSON object per line), safe across threads."""
-
-    def __init__(self, output: str, several: bool) -> None:
-        self.output = output
-        self.several = several
-        self._lock = threading.Lock()
-        self._header = False
-
-    def __call__(self, node: str, e: Event) -> None:
-        with self._lock:
-            if self.output == "json":
-                sys.stdout.write(json.dumps({"node": node, **e.to_json()}, sort_keys=True) + "\n")
-            else:
-                if not self._header:
-                    self._header = True
-                    self._write({"node": "NODE", "seq": "SEQ", "time": "TIME", "kind": "KIND", "actor": "ACTOR",
-                                 "details": "DETAILS"})
-                self._write(_event_row(node, e))
-            sys.stdout.flush()
-
-    def _write(self, r: dict[str, Any]) -> None:
-        node = f"{r['node']:<21} " if self.several else ""
-        line = f"{node}{r['seq']!s:>7}  {r['time']:<24} {r['kind']:<18} {r['actor']:<24} {r['details']}"
-        sys.stdout.write(line.rstrip() + "\n")
-
-
-def _events(args: argparse.Namespace) -> int:
-    nodes = targets(args)
-    printer = _EventPrinter(args.output, len(nodes) > 1)
-    kinds = list(args.kind)
-
-    if not args.follow:
-        results = _on_nodes(args, lambda c: list(c.events(since=args.since, tail=args.tail, kinds=kinds,
-                                                          actor=args.actor)))
-        failed = False
-        for node, r in results:
-            if isinstance(r, GravenError):
-                failed = True
-                sys.stderr.write(f"{node}: error [{r.code.name}]: {r.message}\n")
-                continue
-            for e in r:
-                printer(node, e)
-        return 1 if failed else 0
-
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
-
-    def follow(client: GravenClient) -> int:
-        def lost(error: GravenError) -> bool:
-            sys.stderr.write(f"{client.endpoint}: lost the stream ({error.message}); reconnecting\n")
-            return True
-
-        for e in client.follow(args.since, tail=args.tail, kinds=kinds, actor=args.actor, deadline=deadline,
-                               retry_for=RETRY_FOR, on_disconnect=lost):
-            printer(client.endpoint, e)
-        return 0
-
-    if len(nodes) == 1:
-        with connect(args, nodes[0]) as client:
-            return follow(client)
-    errors: list[str] = []
-
-    def run(node: str) -> None:
-        try:
-            with connect(args, node) as client:
-                follow(client)
-        except GravenError as exc:
-            errors.append(node)
-            sys.stderr.write(f"{node}: error [{exc.code.name}]: {exc.message}\n")
-
-    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in nodes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(0.5)
-    return 1 if errors else 0
 
 
 # -- config new ------------------------------------------------------------------------------------------

@@ -1,0 +1,134 @@
+"""Running a command on every target node: progress lines, one result or error per node, tables or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from events.errors import GravenError
+
+from ._client import Accepted, GravenClient
+from ._output import print_json, table
+from ._remote import connect, fanout, targets
+from ._wait import Outcome, Waiter
+
+__all__ = ["wait_back", "wait_for"]
+
+T = TypeVar("T")
+WAIT_TIMEOUT = "10m"
+RETRY_FOR = 600.0  # events -f: how long a node may stay unreachable before giving up
+WIPE_LABELS = ("STATE", "EPHEMERAL")
+NETWORK_RESOURCES = {"links": "links (up, MTU, state)", "addresses": "addresses",
+                     "routes": "routes (main table)"}
+NETWORK_COLUMNS = {"links": ("interface", "up", "mtu", "operstate", "mac", "kind"),
+                   "addresses": ("interface", "address", "family", "scope", "graven"),
+                   "routes": ("interface", "network", "gateway", "metric", "protocol", "scope", "graven")}
+
+
+
+
+# -- running on every target -----------------------------------------------------------------------------
+class _Progress:
+    """Progress lines on stderr: ``[  12.3s] node: text`` (the node only when there are several)."""
+
+    def __init__(self, nodes: Sequence[str]) -> None:
+        self.start = time.monotonic()
+        self._several = len(nodes) > 1
+        self._lock = threading.Lock()
+
+    def line(self, node: str, text: str) -> None:
+        prefix = f"{node}: " if self._several else ""
+        with self._lock:
+            sys.stderr.write(f"[{time.monotonic() - self.start:7.1f}s] {prefix}{text}\n")
+            sys.stderr.flush()
+
+
+def _on_nodes(args: argparse.Namespace, fn: Callable[[GravenClient], T]) -> list[tuple[str, T | GravenError]]:
+    """``fn(client)`` on every target; with one target its error is raised, with several it is its row."""
+    nodes = targets(args)
+
+    def one(node: str) -> T:
+        with connect(args, node) as client:
+            return fn(client)
+
+    results = fanout(nodes, one)
+    if len(results) == 1 and isinstance(results[0][1], GravenError):
+        raise results[0][1]
+    return results
+
+
+def _emit(args: argparse.Namespace, results: list[tuple[str, Any]], columns: Sequence[str],
+          row: Callable[[str, Any], dict[str, Any]], as_json: Callable[[str, Any], dict[str, Any]]) -> int:
+    failed = any(isinstance(r, GravenError) for _, r in results)
+    if args.output == "json":
+        items = [{"node": n, "error": r.to_dict()} if isinstance(r, GravenError) else as_json(n, r) for n, r in results]
+        print_json(items[0] if len(items) == 1 else items)
+    else:
+        rows = [{"node": n, "error": f"[{r.code.name}] {r.message}"} if isinstance(r, GravenError) else row(n, r)
+                for n, r in results]
+        table(rows, [*columns, "error"] if failed else columns)
+    return 1 if failed else 0
+
+
+def wait_for(client: GravenClient, accepted: Accepted, timeout: float, log: Callable[[str], None],
+             started: float | None = None) -> Outcome:
+    """Follow ``client``'s events from the request on until its outcome; never past ``timeout`` seconds from
+    ``started`` (default: now)."""
+    deadline = (started if started is not None else time.monotonic()) + timeout
+    waiter = Waiter(accepted.sequence, accepted.seq)
+    down = [False]
+
+    def on_disconnect(error: GravenError) -> bool:
+        if waiter.disconnected() is not None:
+            return False
+        if not down[0]:
+            down[0] = True
+            log(f"lost the node ({error.message}); reconnecting")
+        return True
+
+    try:
+        for event in client.follow(accepted.seq, deadline=deadline, retry_for=max(1.0, deadline - time.monotonic()),
+                                   on_disconnect=on_disconnect):
+            if down[0]:
+                down[0] = False
+                log(f"reconnected at seq {event.seq}")
+            for line in waiter.feed(event):
+                log(line)
+            if waiter.outcome is not None:
+                break
+    except GravenError as exc:
+        outcome = waiter.disconnected()
+        if outcome is None:
+            outcome = Outcome(False, f"{accepted.sequence}: [{exc.code.name}] {exc.message}; last seen: {waiter.last}")
+            log(f"FAILED: {outcome.message}")
+        return outcome
+    if waiter.outcome is None:
+        log(f"FAILED: {waiter.timed_out(timeout).message}")
+    assert waiter.outcome is not None
+    return waiter.outcome
+
+
+def wait_back(client: GravenClient, deadline: float, log: Callable[[str], None]) -> Outcome:
+    """After ``reset --reboot``: until the node answers again, with this cluster's certificates (STATE kept) or
+    in maintenance, where it shows a new self-signed certificate (STATE wiped: it has no identity any more)."""
+    log("waiting for the node to boot again")
+    while time.monotonic() < deadline:
+        for how in ("mtls", "maintenance"):
+            try:
+                if how == "mtls":
+                    st = client.status()
+                else:
+                    with GravenClient.insecure(client.endpoint, quiet=True, timeout=2.0) as bare:
+                        st = bare.status()
+            except GravenError:
+                continue
+            slot = f"slot {st.get('slot') or '-'}, version {st.get('version') or '?'}"
+            where = "in maintenance (apply a config to configure it again)" if st.get("stage") == "maintenance" \
+                else f"in stage {st.get('stage')}"
+            return Outcome(True, f"the node is up again {where}: {slot}")
+        time.sleep(0.25)
+    return Outcome(False, "the node did not answer again after the reset before the timeout")

@@ -1,11 +1,12 @@
 """``gravenctl cluster create --provisioner qemu``: a virtual machine booted from its own disk image, configured
 in maintenance, rebooted (QMP guest-reset) into Running; ``version`` and ``dmesg`` answer from the guest's own
 kernel, and ``trace boot`` starts at the kernel's zero; an upgrade v1 -> v2 streams the image into the VM, which
-writes slot B through its virtio disk and reboots into it; a rollback reboots it into slot A; no boot failed, and
-the VM's log verifies with the cluster's CA alone.
+writes slot B through its virtio disk and reboots into it; a rollback reboots it into slot A; no boot failed; a
+boot-crash v3 panics the guest on each of its three tries and the machine falls back to A; the VM's log verifies
+with the cluster's CA alone.
 
-Cost: about 2 min on two cores under TCG (four boots of the VM of ~20-30 s each, an image build and upload),
-one core busy.
+Cost: about 3.5 min on two cores under TCG (eight boots of the VM of ~15-30 s each, two image builds and
+uploads), one core busy.
 """
 
 from __future__ import annotations
@@ -79,6 +80,24 @@ def test_qemu_cluster_create_upgrade_destroy(tmp_path: Path) -> None:
         kinds = [json.loads(line)["kind"] for line in r.stdout.splitlines() if line.strip()]
         assert "boot.failed" not in kinds  # every reboot was the guest's reboot(2), read from QMP as guest-reset
         assert kinds.count("boot.committed") >= 3
+
+        # v3 crashes early in every boot (PID 1 dies: a kernel panic, pvpanic): its 3 tries spent, back to A
+        v3 = tmp_path / "v3.img"
+        build_image("v3", load_signing_key(data["image_key"]), v3, fault="boot-crash")
+        r = gravenctl("-n", ep, "-e", ep, "upgrade", "--image", str(v3), "--wait", env=env, timeout=300)
+        assert r.returncode != 0
+        deadline, server = time.monotonic() + 240, {}
+        while time.monotonic() < deadline:
+            r = gravenctl("-n", ep, "-e", ep, "version", "-o", "json", env=env)
+            if r.returncode == 0:
+                server = json.loads(r.stdout)["server"]
+                if (server["version"], server["slot"]) == ("v1", "A"):
+                    break
+            time.sleep(2)
+        log = Path(node["log"]).read_text(errors="replace")
+        assert (server.get("version"), server.get("slot")) == ("v1", "A"), log[-3000:]
+        assert log.count("of slot B failed: the guest kernel panicked") == 3
+        assert "FALLBACK from slot B to A" in log
         r = gravenctl("-n", ep, "-e", ep, "audit", "verify", "--ca", data["ca_cert"], env=env, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr  # the VM's whole log, from the cluster's CA alone
     finally:

@@ -5,7 +5,7 @@ writes slot B through its virtio disk and reboots into it; a rollback reboots it
 boot-crash v3 panics the guest on each of its three tries and the machine falls back to A; the VM's log verifies
 with the cluster's CA alone.
 
-Cost: about 3.5 min on two cores under TCG (eight boots of the VM of ~15-30 s each, two image builds and
+Cost: about 4 min on two cores under TCG (241 s here; eight boots of the VM of ~15-30 s each, two image builds and
 uploads), one core busy.
 """
 

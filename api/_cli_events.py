@@ -8,7 +8,7 @@ import json
 import sys
 import threading
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 from events import Event
 from events.errors import GravenError
@@ -18,15 +18,7 @@ from ._cli_targets import _on_nodes
 from ._client import GravenClient
 from ._remote import connect, targets
 
-T = TypeVar("T")
-WAIT_TIMEOUT = "10m"
 RETRY_FOR = 600.0  # events -f: how long a node may stay unreachable before giving up
-WIPE_LABELS = ("STATE", "EPHEMERAL")
-NETWORK_RESOURCES = {"links": "links (up, MTU, state)", "addresses": "addresses",
-                     "routes": "routes (main table)"}
-NETWORK_COLUMNS = {"links": ("interface", "up", "mtu", "operstate", "mac", "kind"),
-                   "addresses": ("interface", "address", "family", "scope", "graven"),
-                   "routes": ("interface", "network", "gateway", "metric", "protocol", "scope", "graven")}
 
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -37,9 +37,7 @@ from ._wait import Outcome
 
 __all__ = ["register"]
 
-T = TypeVar("T")
 WAIT_TIMEOUT = "10m"
-RETRY_FOR = 600.0  # events -f: how long a node may stay unreachable before giving up
 WIPE_LABELS = ("STATE", "EPHEMERAL")
 NETWORK_RESOURCES = {"links": "links (up, MTU, state)", "addresses": "addresses",
                      "routes": "routes (main table)"}

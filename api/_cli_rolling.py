@@ -7,7 +7,7 @@ import argparse
 import functools
 import sys
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 from events.errors import GravenError, InvalidRequest, NotFound
 
@@ -16,18 +16,6 @@ from ._client import GravenClient
 from ._output import print_json, table
 from ._remote import connect, targets
 from ._wait import Outcome
-
-T = TypeVar("T")
-WAIT_TIMEOUT = "10m"
-RETRY_FOR = 600.0  # events -f: how long a node may stay unreachable before giving up
-WIPE_LABELS = ("STATE", "EPHEMERAL")
-NETWORK_RESOURCES = {"links": "links (up, MTU, state)", "addresses": "addresses",
-                     "routes": "routes (main table)"}
-NETWORK_COLUMNS = {"links": ("interface", "up", "mtu", "operstate", "mac", "kind"),
-                   "addresses": ("interface", "address", "family", "scope", "graven"),
-                   "routes": ("interface", "network", "gateway", "metric", "protocol", "scope", "graven")}
-
-
 
 
 # -- rolling upgrade -------------------------------------------------------------------------------------

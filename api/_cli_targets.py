@@ -19,14 +19,6 @@ from ._wait import Outcome, Waiter
 __all__ = ["wait_back", "wait_for"]
 
 T = TypeVar("T")
-WAIT_TIMEOUT = "10m"
-RETRY_FOR = 600.0  # events -f: how long a node may stay unreachable before giving up
-WIPE_LABELS = ("STATE", "EPHEMERAL")
-NETWORK_RESOURCES = {"links": "links (up, MTU, state)", "addresses": "addresses",
-                     "routes": "routes (main table)"}
-NETWORK_COLUMNS = {"links": ("interface", "up", "mtu", "operstate", "mac", "kind"),
-                   "addresses": ("interface", "address", "family", "scope", "graven"),
-                   "routes": ("interface", "network", "gateway", "metric", "protocol", "scope", "graven")}
 
 
 

@@ -7,6 +7,7 @@ unreachable, and the dashboard keeps running."""
 from __future__ import annotations
 
 import argparse
+import signal
 import threading
 import time
 from typing import Any
@@ -144,10 +145,14 @@ def _dashboard(args: argparse.Namespace) -> int:
             return 0 if all(b.link == "online" for b in boards) else 1
         from rich.live import Live
 
+        # Ctrl-C (or SIGTERM) ends the loop between two frames instead of raising wherever the main thread is
+        ended = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: ended.set())
         with Live(_render(boards), refresh_per_second=args.refresh, screen=False) as live:
-            while True:
-                time.sleep(1 / max(args.refresh, 0.5))
+            while not ended.wait(1 / max(args.refresh, 0.5)):
                 live.update(_render(boards))
+        return 0
     except KeyboardInterrupt:
         return 0
     finally:

@@ -193,7 +193,11 @@ def test_bootstrap_join_etcdctl_snapshot_restart_leave(cluster: Cluster, tmp_pat
     assert r.returncode == 1, r.stdout
     err = json.loads(r.stderr)["error"]
     assert err["code"] == "QUORUM_AT_RISK" and err["details"]["down"] == [cp3["name"]], err
-    r = cluster.ctl("upgrade", "-i", "file:///nonexistent.img", node=cp1)
+    v2 = tmp_path / "v2.img"  # a good image: the node verifies it before it asks etcd about quorum
+    built = gravenctl("image", "build", "--version", "v2", "--key", cluster.data["image_key"], "-o", str(v2),
+                      timeout=120)
+    assert built.returncode == 0, built.stderr
+    r = cluster.ctl("upgrade", "-i", str(v2), node=cp1)
     assert r.returncode == 1 and "QUORUM_AT_RISK" in r.stderr and cp3["name"] in r.stderr, r.stderr
     assert cluster.status(cp2)["service"]["state"] == "running"  # nothing happened to them
 

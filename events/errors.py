@@ -10,7 +10,8 @@
     │   ├── VerificationError       a chain, signature, proof or image does not verify
     │   │   ├── TamperedLog         names the first bad seq
     │   │   ├── UntrustedKey
-    │   │   └── BadImage
+    │   │   ├── BadImage
+    │   │   └── WitnessRefused      a witness will not cosign a checkpoint (rollback, fork, untrusted key...)
     │   ├── TransitionRejected      the FSM refuses a trigger in this stage
     │   ├── Locked                  another sequence runs and may not be taken over
     │   ├── Cancelled
@@ -59,6 +60,7 @@ __all__ = [
     "Unavailable",
     "UntrustedKey",
     "VerificationError",
+    "WitnessRefused",
     "error_for_code",
 ]
 
@@ -75,6 +77,7 @@ class Code(enum.IntEnum):
     TAMPERED_LOG = 21
     UNTRUSTED_KEY = 22
     BAD_IMAGE = 23
+    WITNESS_REFUSED = 24
     TRANSITION_REJECTED = 30
     LOCKED = 31
     CANCELLED = 32
@@ -158,6 +161,17 @@ class UntrustedKey(VerificationError):
 
 class BadImage(VerificationError):
     code = Code.BAD_IMAGE
+
+
+class WitnessRefused(VerificationError):
+    """A witness will not cosign a checkpoint; ``reason`` is one of ``events._witness.REASONS`` (``rollback``,
+    ``fork``, ``inconsistent``, ``untrusted-key``, ...)."""
+
+    code = Code.WITNESS_REFUSED
+
+    def __init__(self, message: str, *, reason: str, **details: Any) -> None:
+        super().__init__(message, reason=reason, **details)
+        self.reason = reason
 
 
 class TransitionRejected(OperationalError):
@@ -245,6 +259,8 @@ def error_for_code(code: int | str, message: str, details: Mapping[str, Any] | N
         c = Code.UNKNOWN
     cls = _BY_CODE[c]
     d = dict(details or {})
+    if cls is WitnessRefused:
+        return WitnessRefused(message, reason=str(d.pop("reason", "unknown")), **d)
     if cls is TamperedLog:
         return TamperedLog(message, seq=d.pop("seq", None), reason=d.pop("reason", "unknown"), **d)
     if issubclass(cls, LimitExceeded):

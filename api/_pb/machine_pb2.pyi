@@ -18,6 +18,7 @@ class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TAMPERED_LOG: _ClassVar[Code]
     UNTRUSTED_KEY: _ClassVar[Code]
     BAD_IMAGE: _ClassVar[Code]
+    WITNESS_REFUSED: _ClassVar[Code]
     TRANSITION_REJECTED: _ClassVar[Code]
     LOCKED: _ClassVar[Code]
     CANCELLED: _ClassVar[Code]
@@ -49,6 +50,7 @@ VERIFICATION: Code
 TAMPERED_LOG: Code
 UNTRUSTED_KEY: Code
 BAD_IMAGE: Code
+WITNESS_REFUSED: Code
 TRANSITION_REJECTED: Code
 LOCKED: Code
 CANCELLED: Code

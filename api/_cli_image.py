@@ -42,6 +42,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--code-only", action="store_true",
                    help="the lightweight image: code and os-release only, no interpreter or libraries (it runs "
                         "only with the process provisioner, on the host's Python)")
+    etcd = p.add_mutually_exclusive_group()
+    etcd.add_argument("--with-etcd", dest="etcd", action="store_true", default=None,
+                      help="require etcd in the image (this host's etcd and etcdctl, Debian's etcd-server and "
+                           "etcd-client): controlplane nodes run it from their own root (default: included when "
+                           "this host has it)")
+    etcd.add_argument("--no-etcd", dest="etcd", action="store_false",
+                      help="leave etcd out (an image for workers only: ~14 MiB smaller)")
     p.add_argument("--source", metavar="DIR", help="project root to take the code from (default: this one)")
     p.set_defaults(func=_build)
 
@@ -80,7 +87,7 @@ def _build(args: argparse.Namespace) -> int:
     manifest = image.build_image(
         args.version, key, args.out, overlay=args.overlay, fault=args.fault, created=args.created,
         compression=args.compression, source_root=args.source, progress=lambda m: _err(f"build: {m}"),
-        code_only=args.code_only,
+        code_only=args.code_only, etcd=args.etcd,
     )
     _err(f"build: done in {time.monotonic() - start:.2f} s")
     print(f"{args.out}: Graven {manifest.version}, payload sha256 {manifest.payload_sha256.hex()}, "

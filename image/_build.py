@@ -29,7 +29,7 @@ from ._format import (
     encode_manifest,
     signing_message,
 )
-from ._runtime import link_tree, runtime_layer
+from ._runtime import etcd_layer, link_tree, runtime_layer
 from ._stamp import BUILD_FILE, FAULTS, stamp
 
 __all__ = ["CODE_DIR", "PACKAGES", "build_image", "os_release", "stage_tree"]
@@ -146,13 +146,16 @@ def build_image(
     compression: str | None = None,
     progress: BuildProgress | None = None,
     code_only: bool = False,
+    etcd: bool | None = None,
 ) -> Manifest:
     """Build a signed image file at ``out_path`` and return its manifest.
 
     The image is a self-contained OS root: the runtime layer (``image._runtime``: interpreter, trimmed standard
     library, dependencies, shared libraries, as bytecode; cached between builds) under the stamped code and
     ``etc/os-release``. ``code_only``: the old lightweight image, the code and os-release alone (it runs only on
-    a host's interpreter, with the process provisioner). The same inputs, version, fault, key and ``created``
+    a host's interpreter, with the process provisioner). ``etcd``: a full image carries the host's etcd and
+    etcdctl (``image._runtime.etcd_layer``) for controlplane nodes: None when the host has them, True required
+    (an error when it has none), False never. The same inputs, version, fault, key and ``created``
     give the same bytes. ``created`` defaults to ``$SOURCE_DATE_EPOCH``, else the current time. Compression:
     zstd (level 3: the whole root squashes in about a second) for a full image, gzip for a code-only one.
     """
@@ -165,6 +168,9 @@ def build_image(
         raise InvalidRequest(f"unknown fault {fault!r} (faults: {', '.join(FAULTS)})")
     if compression is None:
         compression = "gzip" if code_only else "zstd"
+    if etcd and code_only:
+        raise InvalidRequest("a code-only image carries no etcd (a process machine runs the host's): drop --with-etcd "
+                             "or --code-only")
     if compression not in _COMPRESSORS:
         raise InvalidRequest(f"unknown compression {compression!r} (choices: {', '.join(_COMPRESSORS)})")
     root = Path(source_root) if source_root is not None else default_source_root()
@@ -186,10 +192,17 @@ def build_image(
         if not have("mksquashfs"):  # before the runtime layer, which takes a while to build the first time
             raise missing_tool("mksquashfs", "mksquashfs")
         layer = None if code_only else runtime_layer(root, progress=say)
+        etcd_part = None if code_only or etcd is False else etcd_layer(progress=say)
+        if etcd and etcd_part is None:
+            raise missing_tool("etcd", "gravenctl image build --with-etcd")
+        if layer is not None and etcd_part is None and etcd is None:
+            say("etcd: not on this host (Debian's etcd-server): this image runs no etcd on controlplane nodes")
         with _io(f"stage image tree in {stage}"):
             stage_tree(stage, version, source_root=root, overlay=overlay_dir, fault=fault)
-            if layer is not None:  # last: what the code and overlay put there wins, and nothing writes the cache
-                link_tree(layer.root, stage)
+            # last: what the code and overlay put there wins, and nothing writes the caches
+            for part in (layer, etcd_part):
+                if part is not None:
+                    link_tree(part.root, stage)
         payload = tmp_dir / "payload.sqfs"
         say(f"squashing the root with mksquashfs ({compression})")
         level = ["-Xcompression-level", "3"] if compression == "zstd" else []

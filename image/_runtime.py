@@ -12,6 +12,9 @@ What the layer holds (paths inside the image):
   ``ldd`` found it, except libraries of the interpreter's own prefix (``libpython``), which go to the
   dynamic loader's default directory beside ``libc``;
 - empty mount points (``proc``, ``sys``, ``dev``, ``run``, ``tmp``, ``machine``) and ``etc/hosts``.
+The etcd part (``etcd_layer``, its own cached layer, staged into the same squashfs): Debian's ``etcd`` and
+``etcdctl`` at ``usr/bin``, which controlplane nodes run from their own root; its size is reported apart from the
+base image's (40 MiB limit), as Talos ships etcd apart from its OS (as a container image).
 Python sources are replaced by their bytecode (legacy ``.pyc`` beside where the source was, unchecked hashes,
 paths as on the node), so nothing in the layer depends on the time it was built.
 
@@ -41,8 +44,8 @@ from pathlib import Path
 from events.errors import StorageError
 from storage._sys import have, missing_tool
 
-__all__ = ["FORBIDDEN", "MOUNT_POINTS", "PYTHON", "SITE", "STDLIB", "RuntimeLayer", "cache_dir", "forbidden_paths",
-           "link_tree", "runtime_layer"]
+__all__ = ["ETCD_BINARIES", "FORBIDDEN", "MOUNT_POINTS", "PYTHON", "SITE", "STDLIB", "RuntimeLayer", "cache_dir",
+           "etcd_layer", "forbidden_paths", "link_tree", "runtime_layer"]
 
 PY_VER = f"{sys.version_info.major}.{sys.version_info.minor}"
 PYTHON = f"usr/bin/python{PY_VER}"  # the interpreter, inside the image
@@ -60,6 +63,8 @@ _DYNLOAD_DROP = re.compile(r"^(_test|_tkinter|_ctypes_test|xxlimited|xxsubtype|_
 _DIST_DROP = {"pip", "setuptools", "wheel", "grpcio-tools", "distribute", "rich", "pygments", "markdown-it-py",
               "mdurl"}
 _TREE_DROP = {"__pycache__", "tests", "test"}
+# the etcd part (controlplane nodes): the server, and etcd's own client, which restores snapshots (--recover-from)
+ETCD_BINARIES = ("etcd", "etcdctl")
 # names in a squashfs listing that must never be in an image: shells, busybox, package managers, pip
 FORBIDDEN = re.compile(r"(^|/)(sh|bash|dash|ash|zsh|busybox|toybox|apt|apt-get|dpkg|rpm|yum|dnf|apk|pip|pip3"
                        r"|pip3\.\d+|ensurepip|setuptools)(/|$)")
@@ -215,6 +220,59 @@ def _build(root: Path, dists: list[metadata.Distribution], say: Callable[[str], 
         contents[f"site-packages/{dist.metadata['Name']}"] = sum(
             f.stat().st_size for f in _dist_paths(dist, root / SITE) if f.is_file() and not f.is_symlink())
     return contents
+
+
+def _host_binary(name: str) -> Path | None:
+    found = shutil.which(name) or shutil.which(name, path="/usr/bin:/usr/sbin:/bin")
+    return Path(os.path.realpath(found)) if found else None
+
+
+def etcd_layer(*, progress: Callable[[str], None] | None = None) -> RuntimeLayer | None:
+    """The etcd part of a full image: the host's etcd (Debian's etcd-server; Go, linked against libc alone) and
+    etcdctl at ``usr/bin``, with their ``ldd`` closure (already in the runtime layer, which wins when staged);
+    cached like the runtime layer. None when the host has no etcd."""
+    say = progress or (lambda _m: None)
+    found = {name: _host_binary(name) for name in ETCD_BINARIES}
+    if found["etcd"] is None:
+        return None
+    bins = {name: path for name, path in found.items() if path is not None}
+    described = {"builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+                 "binaries": {n: [str(p), p.stat().st_size, p.stat().st_mtime_ns] for n, p in bins.items()}}
+    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    base = cache_dir()
+    final = base / f"etcd-{key[:20]}"
+    if (final / "contents.json").is_file():
+        say(f"etcd: cached {final} ({', '.join(str(p) for p in bins.values())})")
+        return RuntimeLayer(final / "root", key, json.loads((final / "contents.json").read_text()))
+    say(f"etcd: {', '.join(str(p) for p in bins.values())} from this host into usr/bin")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".building-etcd-", dir=base))
+    except OSError as exc:
+        raise StorageError(f"etcd layer cache {base}: {exc.strerror or exc}", path=str(base)) from exc
+    try:
+        root = tmp / "root"
+        contents: dict[str, int] = {}
+        for name, path in bins.items():
+            dst = root / "usr/bin" / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dst)  # as Debian ships it (stripped); Go binaries are not re-stripped
+            os.chmod(dst, 0o755)
+            contents[name] = dst.stat().st_size
+        for lib in _ldd_closure(list(bins.values()), skip=()):
+            _copy_file(Path(os.path.realpath(lib)), root / str(lib).lstrip("/"))
+        _normalise(root)
+        (tmp / "contents.json").write_text(json.dumps(contents, indent=1, sort_keys=True))
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "contents.json").is_file():
+                raise
+    except OSError as exc:
+        raise StorageError(f"etcd layer {final}: {exc.strerror or exc}", path=exc.filename) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return RuntimeLayer(final / "root", key, json.loads((final / "contents.json").read_text()))
 
 
 def _ignore_stdlib(stdlib: Path) -> Callable[[str, list[str]], set[str]]:

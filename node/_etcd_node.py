@@ -1,8 +1,10 @@
 """The agent's side of etcd: which nodes run it, with what settings, and the API's etcd actions.
 
-A controlplane node whose config has ``cluster.etcd.ca`` runs etcd from ``PATH`` (process and netns machines
-take Debian's binary from the host) with its data and certificates under EPHEMERAL's ``etcd/`` folder, as Talos
-keeps ``/var/lib/etcd`` on EPHEMERAL: a reset that wipes EPHEMERAL leaves no member behind.
+A controlplane node whose config has ``cluster.etcd.ca`` runs etcd from ``PATH``: container and virtual machines
+from their own root (the OS image carries Debian's etcd, ``image._runtime.etcd_layer``; their ``PATH`` is the
+image's ``/usr/bin`` alone), process and netns machines the host's binary; its data and certificates are under
+EPHEMERAL's ``etcd/`` folder, as Talos keeps ``/var/lib/etcd`` on EPHEMERAL: a reset that wipes EPHEMERAL
+leaves no member behind.
 """
 
 from __future__ import annotations
@@ -92,7 +94,9 @@ def settings_for(cfg: config.MachineConfig | None, *, ephemeral: Path, listen: s
         raise TransitionRejected("cluster.etcd.ca.key is not set: this node cannot issue its etcd certificates")
     binary = shutil.which("etcd")
     if binary is None:
-        raise Unavailable("etcd is not installed on this machine (Debian package etcd-server)")
+        raise Unavailable("etcd is not installed on this machine: a container or virtual machine runs the etcd of "
+                          "its OS image (built with etcd: gravenctl image build --with-etcd), a process machine the "
+                          "host's (Debian package etcd-server)")
     address = node_address(cfg, listen)
     mine = client_url(address, CLIENT_PORT)
     targets = etcd.endpoints or (cfg.cluster.endpoint,)

@@ -81,6 +81,33 @@ class Cluster:
             out.append(f"--- {n['name']} ---\n" + "\n".join(text))
         return "\n".join(out)
 
+    def host_pid(self, node: dict[str, Any], pid: int) -> int:
+        """The host's pid of a process the node reports: a container machine has its own pid namespace (its PID
+        1 is the agent), a process machine shares the host's."""
+        pid1 = self.pid1(node)
+        if pid1 is None:
+            return pid
+        ns = os.readlink(f"/proc/{pid1}/ns/pid")
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                if os.readlink(d / "ns" / "pid") != ns:
+                    continue
+                nspid = next(x for x in (d / "status").read_text().splitlines() if x.startswith("NSpid:"))
+            except (OSError, StopIteration):
+                continue
+            if int(nspid.split()[-1]) == pid:
+                return int(d.name)
+        raise AssertionError(f"no process {pid} in {node['name']}'s pid namespace")
+
+    def pid1(self, node: dict[str, Any]) -> int | None:
+        """A container machine's PID 1 as the host sees it (None for a process machine)."""
+        try:
+            return int((Path(node["root"]) / "run" / "pid1.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
     def until(self, what: Any, timeout: float = 60, why: str = "") -> None:
         deadline = time.monotonic() + timeout
         while not what():
@@ -177,9 +204,17 @@ def test_bootstrap_join_etcdctl_snapshot_restart_leave(cluster: Cluster, tmp_pat
                         capture_output=True, text=True, timeout=30)
     assert st.returncode == 0 and json.loads(st.stdout)["totalKey"] >= 1, st.stderr
 
-    # the node restarts an etcd that dies
+    # a container machine runs the etcd of its own OS image, never the host's
     pid = cluster.status(cp2)["service"]["pid"]
-    os.kill(pid, signal.SIGKILL)
+    host = cluster.host_pid(cp2, pid)
+    pid1 = cluster.pid1(cp2)
+    if pid1 is not None:
+        exe, mine = os.stat(f"/proc/{host}/exe"), os.stat(f"/proc/{pid1}/root/usr/bin/etcd")
+        assert (exe.st_dev, exe.st_ino) == (mine.st_dev, mine.st_ino)
+        assert exe.st_dev == os.stat(f"/proc/{pid1}/root/etc/os-release").st_dev != os.stat("/usr/bin/etcd").st_dev
+
+    # the node restarts an etcd that dies
+    os.kill(host, signal.SIGKILL)
     cluster.until(lambda: cluster.status(cp2)["service"]["pid"] not in (None, pid)
                   and cluster.status(cp2)["service"]["healthy"], 60, "cp2's etcd restarted and healthy")
     assert any(e["payload"]["code"] == -signal.SIGKILL for e in cluster.events(cp2, "etcd.exited"))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from image_fixtures import CREATED, Keys
 
+from events.errors import InvalidRequest, StorageError
 from image import build_image, verify
 from image._runtime import PYTHON, STDLIB, forbidden_paths, runtime_layer
 
@@ -24,6 +25,17 @@ def full_image(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Path:
     img = tmp_path_factory.mktemp("full") / "full.img"
     build_image("4.2.0", keys.signing, img, created=CREATED)
     return img
+
+
+@pytest.fixture(scope="module")
+def base_image(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    img = tmp_path_factory.mktemp("base") / "base.img"
+    build_image("4.2.0", keys.signing, img, created=CREATED, etcd=False)
+    return img
+
+
+HOST_ETCD = shutil.which("etcd") is not None
+needs_etcd = pytest.mark.skipif(not HOST_ETCD, reason="this host has no etcd (Debian's etcd-server)")
 
 
 def listing(img: Path) -> list[str]:
@@ -54,8 +66,29 @@ def test_full_image_is_a_self_contained_root_without_a_shell_or_pip(full_image: 
                  "site-packages/grpc_tools"):
         assert f"{lib}/{gone}" not in have, gone
     assert any(n.startswith(f"{lib}/site-packages/grpc/") for n in names)
-    size = verify(full_image, keys.trusted).manifest.payload_size
-    assert size <= 40 * MIB, f"the OS image grew to {size / MIB:.1f} MiB (limit 40)"
+    assert ("/usr/bin/etcd" in have) == HOST_ETCD  # the etcd part, when the host has etcd to take
+
+
+def test_the_base_image_stays_within_40_mib_and_etcd_is_apart(base_image: Path, full_image: Path, keys: Keys):
+    """The 40 MiB limit is the base OS's (interpreter, libraries, dependencies, code); etcd is measured apart."""
+    names = set(listing(base_image))
+    assert "/usr/bin/etcd" not in names and "/usr/bin/etcdctl" not in names and f"/{PYTHON}" in names
+    assert forbidden_paths(names) == []
+    size = verify(base_image, keys.trusted).manifest.payload_size
+    assert size <= 40 * MIB, f"the base OS image grew to {size / MIB:.1f} MiB (limit 40)"
+    with_etcd = verify(full_image, keys.trusted).manifest.payload_size
+    if HOST_ETCD:
+        assert 2 * MIB < with_etcd - size < 20 * MIB, (with_etcd - size) / MIB
+
+
+def test_etcd_required_without_a_host_etcd_is_a_clear_error(keys: Keys, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("image._runtime._host_binary", lambda _name: None)
+    with pytest.raises(StorageError, match=r"etcd is not installed.*etcd-server"):
+        build_image("4.2.0", keys.signing, tmp_path / "x.img", created=CREATED, etcd=True)
+    assert not (tmp_path / "x.img").exists()
+    with pytest.raises(InvalidRequest, match="code-only image carries no etcd"):
+        build_image("4.2.0", keys.signing, tmp_path / "x.img", created=CREATED, etcd=True, code_only=True)
 
 
 def test_full_build_is_reproducible_and_reuses_the_cached_layer(full_image: Path, keys: Keys, tmp_path: Path):
@@ -91,3 +124,7 @@ def test_the_image_runs_its_own_agent_code_on_its_own_interpreter(full_image: Pa
                           env=env, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["4.2.0", "/usr", "/usr/lib/graven"]
+    if HOST_ETCD:  # the controlplane's etcd runs on the image's own C library
+        etcd = subprocess.run([chroot, str(root), "/usr/bin/etcd", "--version"], capture_output=True, text=True,
+                              env={"PATH": "/usr/bin"}, timeout=60, check=False)
+        assert etcd.returncode == 0 and "etcd Version" in etcd.stdout, etcd.stderr

@@ -14,33 +14,24 @@
 The file is found at ``--gravenconfig``, else ``$GRAVENCONFIG``, else ``~/.graven/config``. It holds a
 private key, so it is always written atomically with mode 0600.
 
-Commands (in the shared ``config`` group): ``config context|contexts|endpoint|node|info|merge``.
+Its commands (``gravenctl config context|contexts|endpoint|node|info|merge``) are in ``cli._contexts``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
-import hashlib
 import os
-import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from events.errors import InvalidRequest, NotFound, StorageError
-
-from ._output import add_output_flag, print_json, table
-
-if TYPE_CHECKING:  # the agent imports this module for its contexts; only gravenctl needs argparse
-    import argparse
 
 __all__ = [
     "DEFAULT_PORT",
@@ -52,7 +43,6 @@ __all__ = [
     "endpoint_target",
     "load",
     "load_or_new",
-    "register",
     "split_endpoint",
 ]
 
@@ -278,151 +268,3 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o600) -> None:
         errno_ = exc.details.get("errno")
         why = os.strerror(errno_) if isinstance(errno_, int) else exc.message
         raise InvalidRequest(f"{p}: cannot write: {why}", path=str(p)) from None
-
-
-# -- commands --------------------------------------------------------------------------------------------
-def register(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the client-config commands to the ``config`` group's sub-subparsers."""
-    p = cmds.add_parser("context", help="switch the current context",
-                        description="Make NAME the current context of the client config.")
-    p.add_argument("name", help="context name")
-    p.set_defaults(func=_context)
-
-    p = cmds.add_parser("contexts", help="list the contexts of the client config",
-                        description="List contexts: endpoints, nodes, roles and certificate expiry.")
-    add_output_flag(p)
-    p.set_defaults(func=_contexts)
-
-    p = cmds.add_parser("endpoint", help="set the endpoints of the current context",
-                        description="Replace the endpoints (host[:port], port 50000 by default) of the current "
-                                    "context (or --context).")
-    p.add_argument("endpoints", nargs="+", metavar="ENDPOINT")
-    p.set_defaults(func=_endpoint)
-
-    p = cmds.add_parser("node", help="set the default nodes of the current context",
-                        description="Replace the nodes commands target by default; none given clears them "
-                                    "(then the endpoints are the targets).")
-    p.add_argument("nodes", nargs="*", metavar="NODE")
-    p.set_defaults(func=_node)
-
-    p = cmds.add_parser("info", help="show the current context",
-                        description="Show the current context: endpoints, nodes, roles and certificate.")
-    add_output_flag(p)
-    p.set_defaults(func=_info)
-
-    p = cmds.add_parser("merge", help="merge the contexts of another client config into this one",
-                        description="Add FILE's contexts; a name already taken gets a -N suffix. FILE's current "
-                                    "context becomes the current one.")
-    p.add_argument("file", help="client config to merge from")
-    p.set_defaults(func=_merge)
-
-
-def _load_for_edit(args: argparse.Namespace) -> ClientConfig:
-    return load(getattr(args, "gravenconfig", None))
-
-
-def _context(args: argparse.Namespace) -> int:
-    cfg = _load_for_edit(args)
-    name, _ = cfg.current(args.name)
-    cfg.context = name
-    cfg.save()
-    print(f"current context is now {name} ({cfg.path})")
-    return 0
-
-
-def _cert_info(ctx: Context) -> dict[str, Any]:
-    try:
-        cert = ctx.certificate()
-    except ValueError as exc:
-        return {"error": f"unreadable certificate: {exc}"}
-    if cert is None:
-        return {"subject": None, "roles": [], "expires": None, "expired": None}
-    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    expires = cert.not_valid_after_utc
-    return {"subject": str(cn[0].value) if cn else "", "roles": ctx.roles(),
-            "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ"), "expired": expires < dt.datetime.now(dt.UTC)}
-
-
-def _ca_fingerprint(ctx: Context) -> str | None:
-    if not ctx.ca:
-        return None
-    try:
-        der = x509.load_pem_x509_certificate(ctx.ca).public_bytes(serialization.Encoding.DER)
-    except ValueError:
-        return None
-    return hashlib.sha256(der).hexdigest()
-
-
-def _context_dict(name: str, ctx: Context, current: bool) -> dict[str, Any]:
-    return {"name": name, "current": current, "endpoints": ctx.endpoints, "nodes": ctx.nodes,
-            "certificate": _cert_info(ctx), "ca_sha256": _ca_fingerprint(ctx)}
-
-
-def _contexts(args: argparse.Namespace) -> int:
-    cfg = _load_for_edit(args)
-    rows = [_context_dict(n, c, n == cfg.context) for n, c in sorted(cfg.contexts.items())]
-    if args.output == "json":
-        print_json({"path": str(cfg.path), "context": cfg.context, "contexts": rows})
-        return 0
-    table([{"current": "*" if r["current"] else "", "name": r["name"], "endpoints": r["endpoints"] or None,
-            "nodes": r["nodes"] or None, "roles": r["certificate"].get("roles") or None,
-            "expires": r["certificate"].get("expires")} for r in rows],
-          ("current", "name", "endpoints", "nodes", "roles", "expires"))
-    return 0
-
-
-def _edit_current(args: argparse.Namespace, what: str, values: Sequence[str]) -> int:
-    cfg = _load_for_edit(args)
-    name, ctx = cfg.current(getattr(args, "context", None))
-    if what == "endpoints":
-        for ep in values:
-            split_endpoint(ep)  # refuse a malformed endpoint before writing it
-        ctx.endpoints = list(values)
-    else:
-        ctx.nodes = list(values)
-    cfg.save()
-    print(f"{name}: {what} = {', '.join(values) or '(none)'}")
-    return 0
-
-
-def _endpoint(args: argparse.Namespace) -> int:
-    return _edit_current(args, "endpoints", _split_all(args.endpoints))
-
-
-def _node(args: argparse.Namespace) -> int:
-    return _edit_current(args, "nodes", _split_all(args.nodes))
-
-
-def _split_all(values: Iterable[str]) -> list[str]:
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
-
-
-def _info(args: argparse.Namespace) -> int:
-    cfg = _load_for_edit(args)
-    name, ctx = cfg.current(getattr(args, "context", None))
-    d = _context_dict(name, ctx, name == cfg.context)
-    if args.output == "json":
-        print_json({"path": str(cfg.path), **d})
-        return 0
-    cert = d["certificate"]
-    rows = [("path", str(cfg.path)), ("context", name), ("endpoints", ", ".join(ctx.endpoints) or "-"),
-            ("nodes", ", ".join(ctx.nodes) or "-"), ("subject", cert.get("subject") or "-"),
-            ("roles", ", ".join(cert.get("roles") or []) or "-"),
-            ("expires", (cert.get("expires") or "-") + (" (EXPIRED)" if cert.get("expired") else "")),
-            ("ca sha256", d["ca_sha256"] or "-")]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k.ljust(width)}  {v}")
-    return 0
-
-
-def _merge(args: argparse.Namespace) -> int:
-    other = load(args.file)
-    cfg = load_or_new(getattr(args, "gravenconfig", None))
-    used = cfg.merge(other)
-    cfg.save()
-    for old, new in used.items():
-        note = "" if old == new else f" (renamed: {old} was taken)"
-        print(f"merged context {new}{note}")
-    sys.stdout.write(f"current context: {cfg.context or '-'} ({cfg.path})\n")
-    return 0

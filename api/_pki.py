@@ -1,4 +1,5 @@
-"""Cluster secrets and certificates for the API, and ``gravenctl gen config``.
+"""Cluster secrets and certificates for the API, and what ``gravenctl gen config`` writes (its command is in
+``cli._gen``).
 
 The machine CA and the image signing key are Ed25519. TLS *leaf* keys (the node's serving certificate, client
 certificates) are ECDSA P-256: gRPC's BoringSSL does not offer Ed25519 as a TLS handshake signature algorithm
@@ -15,11 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,10 +34,6 @@ from events.errors import InvalidRequest
 
 from ._clientconfig import ClientConfig, Context, atomic_write, split_endpoint
 from ._etcd_pki import EtcdCA
-from ._output import table
-
-if TYPE_CHECKING:
-    import argparse
 
 __all__ = [
     "ADMIN_CERT_TTL",
@@ -53,7 +49,6 @@ __all__ = [
     "issue_server_certificate",
     "key_pem",
     "new_tls_key",
-    "register",
     "self_signed_certificate",
 ]
 
@@ -243,47 +238,6 @@ def _client_endpoint(endpoint: str) -> str:
     return endpoint.split("://", 1)[1].rstrip("/") if "://" in endpoint else endpoint
 
 
-# -- the command -----------------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    gen = subparsers.add_parser("gen", help="generate cluster secrets and configs",
-                                description="Generate a cluster's secrets, machine config and client config.")
-    cmds = gen.add_subparsers(dest="gen_command", metavar="COMMAND", required=True)
-    p = cmds.add_parser(
-        "config", help="a CA, an image signing key, controlplane.yaml and an admin gravenconfig",
-        description="Write into DIR: ca.crt, ca.key (0600), image.key (0600), image.pub, controlplane.yaml "
-                    "(0600, holds the CA key) and gravenconfig (0600, an os:admin client certificate valid one "
-                    "year, context NAME, endpoint ENDPOINT). Existing files are never overwritten without --force.",
-    )
-    p.add_argument("name", help="cluster name (also the client config's context name)")
-    p.add_argument("endpoint", help="the node's API endpoint: host or host:port (port 50000 by default)")
-    p.add_argument("-o", "--output-dir", dest="out_dir", default=".", metavar="DIR", help="where to write (default .)")
-    p.add_argument("--force", action="store_true", help="overwrite existing files")
-    p.add_argument("--install-disk", default="/dev/sda", help="machine.install.disk (default /dev/sda)")
-    p.add_argument("--install-image", help="machine.install.image")
-    p.set_defaults(func=_gen_config)
-    e = cmds.add_parser(
-        "etcd-client", help="a client certificate for etcdctl, from the cluster's etcd CA",
-        description="Write into OUT: ca.crt (the etcd CA), client.crt and client.key (0600), a client certificate "
-                    "issued by the etcd CA in DIR (etcd-ca.crt, etcd-ca.key as gen config writes them). Use them "
-                    "as: ETCDCTL_API=3 etcdctl --cacert OUT/ca.crt --cert OUT/client.crt --key OUT/client.key "
-                    "--endpoints https://NODE:2379 member list",
-    )
-    e.add_argument("--secrets", required=True, metavar="DIR", help="the folder gen config wrote the secrets into")
-    e.add_argument("-o", "--output-dir", dest="out_dir", default=".", metavar="OUT", help="where to write (default .)")
-    e.add_argument("--cn", default="graven-etcd-client", help="the certificate's common name")
-    e.add_argument("--force", action="store_true", help="overwrite existing files")
-    e.set_defaults(func=_gen_etcd_client)
-
-
-def _gen_config(args: argparse.Namespace) -> int:
-    written = gen_config(args.name, args.endpoint, args.out_dir, force=args.force, install_disk=args.install_disk,
-                         install_image=args.install_image)
-    table([{"file": str(p), "mode": f"{mode:04o}"} for p, mode in written], ("file", "mode"))
-    config_path = next(p for p, _ in written if p.name == "gravenconfig")
-    sys.stderr.write(f"use it with: export GRAVENCONFIG={config_path.resolve()}\n")
-    return 0
-
-
 def gen_etcd_client(secrets_dir: str | Path, out_dir: str | Path, *, cn: str = "graven-etcd-client",
                     force: bool = False) -> list[tuple[Path, int]]:
     """Issue an etcd client certificate from ``secrets_dir``'s etcd CA into ``out_dir``; (path, mode) written."""
@@ -306,12 +260,3 @@ def gen_etcd_client(secrets_dir: str | Path, out_dir: str | Path, *, cn: str = "
     for fname, data, mode in files:
         atomic_write(out / fname, data, mode)
     return [(out / fname, mode) for fname, _, mode in files]
-
-
-def _gen_etcd_client(args: argparse.Namespace) -> int:
-    written = gen_etcd_client(args.secrets, args.out_dir, cn=args.cn, force=args.force)
-    table([{"file": str(p), "mode": f"{mode:04o}"} for p, mode in written], ("file", "mode"))
-    d = Path(args.out_dir)
-    sys.stderr.write(f"use it with: ETCDCTL_API=3 etcdctl --cacert {d / 'ca.crt'} --cert {d / 'client.crt'} "
-                     f"--key {d / 'client.key'} --endpoints https://NODE:2379 member list\n")
-    return 0

@@ -51,7 +51,7 @@ def _port() -> int:
 
 
 def _ctl(cfg: Path, endpoint: str, *args: str, insecure: bool = False) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "api.cli", "--gravenconfig", str(cfg), "-e", endpoint, *args]
+    cmd = [sys.executable, "-m", "cli", "--gravenconfig", str(cfg), "-e", endpoint, *args]
     return subprocess.run(cmd + (["--insecure"] if insecure else []), capture_output=True, text=True, env=_env(),
                           timeout=120, check=False)
 

@@ -6,7 +6,7 @@ so it starts in a few milliseconds). The launcher
 1. makes the machine's memory cgroup (v2 ``memory.max``, or v1 ``memory.limit_in_bytes`` where the memory
    controller is still on the v1 hierarchy) and enters it;
 2. unshares new pid, mount, uts and ipc namespaces (the network namespace is the supervisor's: the node's own in
-   a netns cluster, made by ``node._netns``) and forks: the child is PID 1 of the new pid namespace;
+   a netns cluster, made by ``provision._netns``) and forks: the child is PID 1 of the new pid namespace;
 3. in the child: makes every mount private, binds the slot's root onto itself read-only, mounts a fresh
    ``/proc``, a read-only ``/sys``, a minimal ``/dev`` (null, zero, full, random, urandom, tty; fd links) and
    ``/run`` and ``/tmp`` on tmpfs, and under ``/machine`` (a tmpfs) the machine's disk (``/machine/disk``, which

@@ -19,7 +19,7 @@ NAME = os.environ.get("GRAVEN_DEMO_NAME", "demo")  # another name keeps a test's
 
 def _gravenctl() -> list[str]:
     script = Path(sys.executable).with_name("gravenctl")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "api.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ("events", "fsm", "sequencer", "config")
-FORBIDDEN = frozenset({"lmdb", "grpc", "pyroute2", "storage", "image", "api", "node"})
+FORBIDDEN = frozenset({"lmdb", "grpc", "pyroute2", "storage", "image", "api", "node", "provision", "cli"})
 
 
 def _module_name(path: Path) -> str:

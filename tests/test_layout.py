@@ -17,11 +17,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "image": frozenset({"events", "storage"}),
     "api": frozenset({"events", "fsm", "sequencer", "config", "storage", "image"}),
     "node": frozenset({"events", "fsm", "sequencer", "config", "storage", "image", "api"}),
+    "provision": frozenset({"events", "fsm", "sequencer", "config", "storage", "image", "api", "node"}),
+    "cli": frozenset({"events", "fsm", "sequencer", "config", "storage", "image", "api", "node", "provision"}),
 }
 CONFIG_FROM_EVENTS = frozenset({"events.errors"})
-# The local-cluster provisioner still lives in api and starts machines from node; it is to get a package of its
-# own above both (issue 11). Listed here so that the exception cannot spread, and must shrink.
-KNOWN: frozenset[str] = frozenset({"api/_provisioner.py", "api/_cli_cluster.py"})
 
 
 def _files() -> list[Path]:
@@ -41,17 +40,12 @@ def test_a_package_imports_only_those_below_it(path: Path) -> None:
     bad = []
     for line, name in _project_imports(path):
         top = name.split(".")[0]
-        ok = top in ALLOWED[pkg] or (rel in KNOWN and top == "node")
+        ok = top in ALLOWED[pkg]
         if pkg == "config" and top == "events":
             ok = name in CONFIG_FROM_EVENTS
         if not ok:
             bad.append(f"{rel}:{line}: {pkg} may not import {name}")
     assert not bad, "\n".join(bad)
-
-
-def test_the_known_exceptions_are_still_needed() -> None:
-    for rel in KNOWN:
-        assert any(n.split(".")[0] == "node" for _, n in _project_imports(ROOT / rel)), f"{rel}: drop it from KNOWN"
 
 
 def test_every_package_is_in_the_table() -> None:

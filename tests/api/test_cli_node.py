@@ -1,4 +1,4 @@
-"""``gravenctl`` node commands in-process (``api.cli.main``) against a fake node over real mutual TLS:
+"""``gravenctl`` node commands in-process (``cli.main.main``) against a fake node over real mutual TLS:
 outputs, error rows, ``--wait`` across a reboot, failures naming the task, timeouts, and fan-out."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from fakenode import ADMIN, Cluster, FakeNode, boot, run_sequence
 
 from api import _clientconfig
-from api.cli import main
+from cli.main import main
 from events import Kind
 from events.errors import Code
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from fakenode import Cluster, FakeNode
 
-from api.cli import main
+from cli.main import main
 
 
 def ctl(cluster: Cluster, node: FakeNode, *argv: str) -> int:

@@ -15,7 +15,7 @@ import yaml
 from api import _clientconfig
 from api._clientconfig import ClientConfig, Context, default_path, endpoint_target, load, loads, split_endpoint
 from api._pki import ClusterSecrets
-from api.cli import main
+from cli.main import main
 from events.errors import InvalidRequest, NotFound
 
 

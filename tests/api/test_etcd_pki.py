@@ -13,9 +13,9 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 import config
-from api import cli
 from api._etcd_pki import EtcdCA, check_etcd_ca
 from api._pki import ClusterSecrets, gen_config, gen_etcd_client
+from cli import main as cli
 from events.errors import InvalidRequest
 
 

@@ -26,7 +26,7 @@ from api._pki import (
     issue_server_certificate,
     self_signed_certificate,
 )
-from api.cli import main
+from cli.main import main
 from events._pki import load_private_key, public_raw
 from events.errors import InvalidConfig, InvalidRequest
 

@@ -1,4 +1,4 @@
-"""``gravenctl validate`` and ``gravenctl config patch|diff``, in process through ``api.cli.main``."""
+"""``gravenctl validate`` and ``gravenctl config patch|diff``, in process through ``cli.main.main``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from config_fixtures import keys, replace_line, valid_yaml
 
 import config
-from api import _cli_config
-from api.cli import main
+from cli import _config as _cli_config
+from cli.main import main
 
 
 @pytest.fixture

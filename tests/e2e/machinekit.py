@@ -50,8 +50,8 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def gravenctl(*args: str, timeout: float = 60, input: bytes | None = None,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``gravenctl ARGS`` (``python -m api.cli``) and return the finished process (text output)."""
-    return subprocess.run([PY, "-m", "api.cli", *args], capture_output=True, text=True, timeout=timeout,
+    """Run ``gravenctl ARGS`` (``python -m cli``) and return the finished process (text output)."""
+    return subprocess.run([PY, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout,
                           env=_env(env), cwd=REPO, input=input.decode() if input is not None else None)
 
 
@@ -287,8 +287,8 @@ class Machine:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        from api._cli_cluster import _loops_below, _mounts_below
         from node._launch import forget
+        from provision._destroy import _loops_below, _mounts_below
 
         forget(self.root)
 

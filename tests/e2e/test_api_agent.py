@@ -188,7 +188,7 @@ def test_sigkill_during_apply_configuration(tmp_path: Path, secrets: ClusterSecr
             if acked.is_set():
                 assert has_config and has_event, f"round {round_}: acknowledged but lost"
             assert has_config == has_event, f"round {round_}: config and event disagree"
-        out = subprocess.run([sys.executable, "-m", "api.cli", "audit", "verify",
+        out = subprocess.run([sys.executable, "-m", "cli", "audit", "verify",
                               str(agent.root), "--ca", str(_ca(tmp_path, secrets))],
                              capture_output=True, text=True, env=env(), timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def _netns_problem() -> str | None:
-    from api._cli_cluster import netns_problem
+    from provision._cluster import netns_problem
 
     return netns_problem()
 
@@ -101,7 +101,7 @@ def _ip(*args: str) -> str:
 
 def _left_behind(name: str) -> list[str]:
     """This cluster's namespaces, links and machine processes that still exist."""
-    from node import _netns
+    from provision import _netns
 
     bridge, prefix = _netns.link_names(name)
     found = [ns for ns in _ip("netns", "list").split() if ns.startswith(f"graven.{name}.")]
@@ -304,7 +304,7 @@ def test_destroy_after_a_crashed_create_leaves_nothing(tmp_path: Path) -> None:
     from machinekit import _env
 
     name = f"crash-{os.getpid() % 100000}"
-    cmd = [sys.executable, "-m", "api.cli", "cluster", "create", "--name", name, "--state", str(tmp_path),
+    cmd = [sys.executable, "-m", "cli", "cluster", "create", "--name", name, "--state", str(tmp_path),
            "--nodes", "2", "--network", "netns", "--no-merge"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(),
                             cwd=Path(__file__).resolve().parents[2])

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.timeout(180)]
 
 
 def _verify(root: Path, ca: Path) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-m", "api.cli", "audit", "verify", str(root), "--ca", str(ca), "-o", "json"],
+    out = subprocess.run([sys.executable, "-m", "cli", "audit", "verify", str(root), "--ca", str(ca), "-o", "json"],
                          capture_output=True, text=True, env=env(), timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     result: dict[str, object] = json.loads(out.stdout)

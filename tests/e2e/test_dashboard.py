@@ -86,7 +86,7 @@ def test_the_dashboard_follows_a_node_through_a_reboot(tmp_path: Path, secrets: 
             files = c.generate_client_configuration(["os:reader"], 3600, "dash")
         ctx = Context(endpoints=[agent.endpoint], ca=files["ca"], crt=files["crt"], key=files["key"])
         path = ClientConfig(context="d", contexts={"d": ctx}).save(tmp_path / "gravenconfig")
-        base = [sys.executable, "-m", "api.cli", "--gravenconfig", str(path), "-n", f"{agent.endpoint},{nowhere}"]
+        base = [sys.executable, "-m", "cli", "--gravenconfig", str(path), "-n", f"{agent.endpoint},{nowhere}"]
         term = Terminal([*base, "dashboard"])
         screen = term.wait(lambda s: "running" in row_of(s, agent.endpoint) and "unreachable" in row_of(s, nowhere),
                            "the node running and the other unreachable")

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def _netns_problem() -> str | None:
-    from api._cli_cluster import netns_problem
+    from provision._cluster import netns_problem
 
     return netns_problem()
 

@@ -262,7 +262,7 @@ def gravenctl(node: Machine, cluster: ClusterSecrets, tmp_path: Path, *args: str
     cfg = ClientConfig(context="h", contexts={"h": Context([node.endpoint], [node.endpoint], cluster.ca_crt_pem,
                                                           crt, key)})
     path = cfg.save(tmp_path / "gravenconfig")
-    return subprocess.run([sys.executable, "-m", "api.cli", "--gravenconfig", str(path), *args],
+    return subprocess.run([sys.executable, "-m", "cli", "--gravenconfig", str(path), *args],
                           capture_output=True, text=True, env=env(), timeout=60)
 
 

@@ -68,7 +68,7 @@ def test_gravenctl_logs_tail_json_and_an_unknown_service(tmp_path: Path, secrets
             files = c.generate_client_configuration(["os:reader"], 3600, "reader")
         reader = Context(endpoints=[agent.endpoint], ca=files["ca"], crt=files["crt"], key=files["key"])
         path = ClientConfig(context="logs", contexts={"logs": reader}).save(tmp_path / "gravenconfig")
-        base = [sys.executable, "-m", "api.cli", "--gravenconfig", str(path)]
+        base = [sys.executable, "-m", "cli", "--gravenconfig", str(path)]
         out = subprocess.run([*base, "logs", "--tail", "2", "-o", "json"], capture_output=True, text=True,
                              env=env(), timeout=60, check=False)
         assert out.returncode == 0, out.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from machinekit import gravenctl, requires_block
 
-from api._cli_cluster import _loops_below, _mounts_below
+from provision._destroy import _loops_below, _mounts_below
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

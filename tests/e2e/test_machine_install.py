@@ -49,7 +49,7 @@ def test_empty_disk_to_running_from_slot_a(machines: Machines, images: Images, d
     assert r.returncode == 0, r.stdout + r.stderr
     assert m.stop() == 0  # SIGTERM: the agent shuts down gracefully and the machine powers off
     if disk == "block":
-        from api._cli_cluster import _loops_below, _mounts_below
+        from provision._destroy import _loops_below, _mounts_below
 
         assert _mounts_below(m.root) == [] and _loops_below(m.root) == []
 

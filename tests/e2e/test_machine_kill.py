@@ -90,7 +90,7 @@ def test_sigkill_during_upgrades_always_leaves_a_good_slot_and_a_valid_log(machi
             time.sleep(0.1)  # the stream is open before the upload starts
         agent_before = m.agent_pid()
         upgrade = subprocess.Popen(
-            [PY, "-m", "api.cli", "--gravenconfig", str(m.secrets.gravenconfig), "-e", m.endpoint, "upgrade",
+            [PY, "-m", "cli", "--gravenconfig", str(m.secrets.gravenconfig), "-e", m.endpoint, "upgrade",
              "--image", str(target)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
         if watcher is not None:
             seen.wait(15)

@@ -47,5 +47,5 @@ def test_the_demo_comes_up_and_its_printed_commands_work(tmp_path: Path) -> None
         assert traced.stderr.count("fetched the audit bundle") == 1, traced.stderr
         assert (tmp_path / ".graven" / "config").is_file()  # the client config went to this HOME, not yours
     finally:
-        subprocess.run([PY, "-m", "api.cli", "cluster", "destroy", "--name", name, "--state",
+        subprocess.run([PY, "-m", "cli", "cluster", "destroy", "--name", name, "--state",
                         str(tmp_path / "clusters")], capture_output=True, timeout=120, env=env, cwd=REPO)

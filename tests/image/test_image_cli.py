@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from image_fixtures import TAMPERS
 
-from api.cli import main
+from cli.main import main
 
 
 @pytest.fixture

@@ -25,10 +25,10 @@ from api import _clientconfig
 from api._client import GravenClient
 from api._clientconfig import ClientConfig
 from api._pki import ClusterSecrets
-from api.cli import main
+from cli.main import main
 from events import Kind
-from node import _netns
-from node._netns import NodeNet
+from provision import _netns
+from provision._netns import NodeNet
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTE = "198.19.77.0/24"

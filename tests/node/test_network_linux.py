@@ -24,9 +24,9 @@ import pytest
 import config
 from events import Kind
 from events.errors import GravenError, InvalidRequest, NotFound
-from node._netns import exec_in
 from node._network import RTPROT_GRAVEN, NetlinkNetwork, select_network
 from node._ports import PlanNetwork
+from provision._netns import exec_in
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -246,7 +246,7 @@ def test_resolvers_and_hostname(netns: str, tmp_path: Path) -> None:
     assert net.drift(config.Network(hostname="node-a", nameservers=("198.18.0.9",))) == [
         {"interface": None, "kind": "resolvers", "want": ["198.18.0.9"], "have": ["198.18.0.53", "198.18.0.54"]}]
 
-    # in a UTS namespace of its own (what node._netns.exec_in gives a node), the name is set
+    # in a UTS namespace of its own (what provision._netns.exec_in gives a node), the name is set
     script = ("import json, socket; from node._network import NetlinkNetwork; ev = []\n"
               "n = NetlinkNetwork(lambda k, p: ev.append(p))\n"
               "n.set_hostname('node-b'); n.set_hostname('node-b'); print(json.dumps([ev, socket.gethostname()]))")

@@ -11,7 +11,7 @@ import pytest
 from seqkit import history, run
 
 import config
-from api.cli import main
+from cli.main import main
 
 
 @pytest.fixture(scope="module")

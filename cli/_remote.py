@@ -19,11 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from api import _clientconfig
+from api._client import DEFAULT_TIMEOUT, GravenClient
+from api._clientconfig import Context
 from events.errors import GravenError, InvalidRequest, NotFound
-
-from . import _clientconfig
-from ._client import DEFAULT_TIMEOUT, GravenClient
-from ._clientconfig import Context
 
 __all__ = [
     "connect",

@@ -2,7 +2,7 @@
 
 The ``config`` group is shared with the client-config commands (``config new``, ``context``, ...).
 ``config_subparsers(subparsers)`` returns the group's sub-subparsers, creating the group on the first call,
-so another ``_cli_*`` module adds its commands the same way whatever order the groups register in::
+so another command-group module adds its commands the same way whatever order the groups register in::
 
     def register(subparsers):
         cmds = config_subparsers(subparsers)

@@ -1,4 +1,4 @@
-"""``gravenctl``: the operator's command line. Each command group lives in its own ``_cli_*`` module that
+"""``gravenctl``: the operator's command line. Each command group lives in a module of its own that
 exposes ``register(subparsers)``; this module only assembles them and maps errors to exit codes."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from ._output import print_error
 
 # Command-group modules, each with ``register(subparsers: argparse._SubParsersAction) -> None``.
 _GROUPS = (
-    "api._cli_audit",
-    "api._cli_trace",
-    "api._cli_config",
-    "api._cli_image",
-    "api._cli_node",
-    "api._cli_logs",
-    "api._cli_dashboard",
-    "api._cli_cluster",
-    "api._cli_etcd",
+    "cli._audit",
+    "cli._trace",
+    "cli._config",
+    "cli._image",
+    "cli._node",
+    "cli._logs",
+    "cli._dashboard",
+    "cli._cluster",
+    "cli._etcd",
 )
 
 

@@ -10,13 +10,13 @@ import threading
 import time
 from typing import Any
 
+from api._client import GravenClient
 from events import Event
 from events.errors import GravenError
 
-from ._cli_audit import summarize
-from ._cli_targets import _on_nodes
-from ._client import GravenClient
+from ._audit import summarize
 from ._remote import connect, targets
+from ._targets import _on_nodes
 
 RETRY_FOR = 600.0  # events -f: how long a node may stay unreachable before giving up
 

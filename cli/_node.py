@@ -22,17 +22,18 @@ from typing import Any
 import yaml
 
 import config
+from api import _pki
+from api._client import Accepted, GravenClient, client_version
+from api._clientconfig import ClientConfig, Context
 from events.errors import GravenError, InvalidConfig, InvalidRequest, NotFound
 
-from . import _cli_resources, _clientconfig, _pki
-from ._cli_config import _cell, _report_invalid, config_subparsers
-from ._cli_events import _events
-from ._cli_rolling import _rolling_upgrade
-from ._cli_targets import _emit, _on_nodes, _Progress, wait_back, wait_for
-from ._client import Accepted, GravenClient, client_version
-from ._clientconfig import ClientConfig, Context
+from . import _contexts, _gen, _resources
+from ._config import _cell, _report_invalid, config_subparsers
+from ._events import _events
 from ._output import add_output_flag, print_json, table
 from ._remote import connect, context, parse_duration, single_target, targets
+from ._rolling import _rolling_upgrade
+from ._targets import _emit, _on_nodes, _Progress, wait_back, wait_for
 from ._wait import Outcome
 
 __all__ = ["register"]
@@ -48,9 +49,9 @@ NETWORK_COLUMNS = {"links": ("interface", "up", "mtu", "operstate", "mac", "kind
 
 # -- registration ----------------------------------------------------------------------------------------
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    _pki.register(subparsers)
+    _gen.register(subparsers)
     cmds = config_subparsers(subparsers)
-    _clientconfig.register(cmds)
+    _contexts.register(cmds)
     _register_config_new(cmds)
 
     p = subparsers.add_parser("version", help="client and node versions (the code each node runs)",
@@ -81,8 +82,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                         "recorded instead (PLANNED).")
         add_output_flag(p)
         p.set_defaults(func=_get_network, what=what)
-    _cli_resources.register_get(gets)
-    _cli_resources.register(subparsers)
+    _resources.register_get(gets)
+    _resources.register(subparsers)
 
     p = subparsers.add_parser(
         "apply-config", aliases=["apply"], help="apply a machine config to nodes (or --dry-run: show the diff)",

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from api.cli import main
+from cli.main import main
 from events import Kind, parse_note, verify_consistency
 from storage import LmdbEventLog
 

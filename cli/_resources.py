@@ -47,7 +47,7 @@ def _mib(n: int) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from ._cli_targets import _on_nodes
+    from ._targets import _on_nodes
 
     results = _on_nodes(args, lambda c: c.resources(args.kind))
     rows: list[dict[str, Any]] = []

@@ -1,4 +1,5 @@
-"""``gravenctl cluster create|show|destroy``: local clusters of sandbox (or loop-device block) machines.
+"""Local clusters of sandbox (or loop-device block) machines: what ``gravenctl cluster create|show|destroy``
+(``cli._cluster``) runs.
 
 ``create`` makes the cluster's secrets, builds the v1 image, writes one machine config per node with
 ``machine.install.image`` pointing at that image, powers each machine on from the image as an installer
@@ -12,7 +13,7 @@ so that ``show`` and ``destroy`` work from it alone, also after a crash. ``destr
 folder, detaches the loop devices over its disk files, drops the client config context and removes the folder.
 
 ``--network netns`` (the default as root where ``ip netns`` works; else ``loopback``, 127.0.0.1 ports): each
-machine runs in a network namespace (and UTS namespace) of its own, made by ``node._netns``, with its own address
+machine runs in a network namespace (and UTS namespace) of its own, made by ``provision._netns``, with its own address
 from 198.18.0.0/15 on a bridge and its API on ``ADDRESS:50000``; the agent applies the config's network with
 netlink there. The machines install at the same time. ``destroy`` also removes the cluster's namespaces, links
 and whatever still runs inside them, found by their names: after a crash too, even without the folder.
@@ -20,14 +21,10 @@ and whatever still runs inside them, found by their names: after a crash too, ev
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import datetime as dt
 import ipaddress
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -38,16 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import config
+from api import _clientconfig
+from api._client import GravenClient
+from api._clientconfig import ClientConfig, atomic_write
+from api._pki import ClusterSecrets
 from events.errors import GravenError, InvalidRequest, NotFound, Unavailable
 
-from . import _clientconfig
-from ._client import GravenClient
-from ._clientconfig import ClientConfig, atomic_write
-from ._output import add_output_flag, print_json, table
-from ._pki import ClusterSecrets
-from ._provisioner import PROVISIONERS, choose_provisioner
-
-__all__ = ["create_cluster", "destroy_cluster", "load_cluster", "register"]
+__all__ = ["choose_network", "create_cluster", "create_cluster_netns", "load_cluster", "netns_problem"]
 
 DEFAULT_NAME = "graven"
 FIRST_PORT = 50000
@@ -59,68 +53,6 @@ NETWORKS = ("netns", "loopback")
 
 def default_state_dir() -> Path:
     return Path.home() / ".graven" / "clusters"
-
-
-# -- registration ----------------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    cluster = subparsers.add_parser("cluster", help="local clusters of machines: create, show, destroy",
-                                    description="Local clusters of Graven machines on this host (sandbox disks, or "
-                                                "loop-device block disks as root).")
-    cmds = cluster.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})")
-        p.add_argument("--state", type=Path, default=None, metavar="DIR",
-                       help="where clusters live (default ~/.graven/clusters)")
-
-    p = cmds.add_parser(
-        "create", help="build the v1 image, boot machines from it, install, wait for Running",
-        description="Generate the cluster's secrets, build the v1 image, boot each machine from it as an installer "
-                    "(in the background), apply the machine config, wait for the install and for Running, and "
-                    "write the client config (context NAME). Progress goes to stderr.")
-    common(p)
-    # ``--nodes`` is also gravenctl's global flag (targets), hoisted before the command: see _node_count.
-    p.add_argument("--nodes", dest="node_count", type=int, default=1, help="number of machines (default 1)")
-    p.add_argument("--disk", choices=["sandbox", "block"], default="sandbox",
-                   help="sandbox: folders and files (default); block: a GPT disk file on a loop device (root)")
-    p.add_argument("--port", type=int, default=FIRST_PORT,
-                   help=f"API port of the first node (default {FIRST_PORT}; 0: any free port); the others get free "
-                        "ports")
-    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="how long each machine may take to install and reach Running (default 120)")
-    p.add_argument("--health-timeout", type=float, default=None, metavar="SECONDS",
-                   help="passed to the machines: a boot not healthy after this long fails")
-    p.add_argument("--no-merge", action="store_true",
-                   help="do not merge the context into the default client config (only DIR/NAME/gravenconfig)")
-    p.add_argument("--network", choices=NETWORKS, default=None,
-                   help="netns: each node in its own network namespace with its own address from 198.18.0.0/15, on "
-                        "a bridge (root); loopback: 127.0.0.1 ports (default: netns when root and `ip netns` works, "
-                        "else loopback)")
-    p.add_argument("--provisioner", choices=PROVISIONERS, default=None,
-                   help="container: each agent is PID 1 of its own pid, mount, uts and ipc namespaces with the slot's "
-                        "squashfs as / (default as root); process: a child process on this host's root (no root "
-                        "needed; also the only one for --disk block); qemu: a virtual machine booted from its own "
-                        "disk image (root; TCG unless KVM proves itself; loopback network)")
-    p.add_argument("--memory", default="512M", metavar="SIZE", help="container: each machine's memory limit; "
-                   "qemu: each VM's memory (default 512M)")
-    p.add_argument("--controlplanes", type=int, default=1, metavar="N",
-                   help="with --network netns: how many of the nodes are control planes (default 1; the rest "
-                        "are workers)")
-    add_output_flag(p)
-    p.set_defaults(func=_create)
-
-    p = cmds.add_parser("show", help="the cluster's machines, endpoints and states",
-                        description="List the cluster's machines (from DIR/NAME/cluster.json), whether their "
-                                    "supervisor runs, and what each node reports (stage, version, slot).")
-    common(p)
-    add_output_flag(p)
-    p.set_defaults(func=_show)
-
-    p = cmds.add_parser("destroy", help="stop the machines, unmount, detach loops, remove everything",
-                        description="Stop every machine of the cluster, unmount and detach what they left, drop the "
-                                    "client config context and remove DIR/NAME. Safe to repeat, and after a crash.")
-    common(p)
-    p.set_defaults(func=_destroy)
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -372,228 +304,6 @@ def _install_node(node: dict[str, Any], ctx: _clientconfig.Context, timeout: flo
             time.sleep(0.1)
 
 
-def _node_count(args: argparse.Namespace) -> int:
-    """``--nodes N``: gravenctl hoists ``--nodes`` as its global targets flag, so it may arrive there."""
-    hoisted = getattr(args, "nodes", None)
-    if hoisted:
-        if not str(hoisted).isdigit():
-            raise InvalidRequest(f"cluster create --nodes {hoisted!r}: a number of machines")
-        return int(hoisted)
-    return int(args.node_count)
-
-
-def _create(args: argparse.Namespace) -> int:
-    merge_into: Path | bool | None = False if args.no_merge else \
-        (Path(args.gravenconfig) if args.gravenconfig else None)
-    say = _Progress()
-    machines = {"provisioner": choose_provisioner(args.provisioner, args.disk, say), "memory": args.memory}
-    if machines["provisioner"] == "qemu":
-        if args.network == "netns":
-            raise InvalidRequest("--provisioner qemu: one machine per cluster on user-mode networking for now; "
-                                 "use --network loopback")
-        args.disk, args.network = "block", "loopback"  # the machine's disk is its raw GPT disk image
-    if choose_network(args.network, args.name, say) == "netns":
-        data = create_cluster_netns(args.name, state=args.state, nodes=_node_count(args),
-                                    controlplanes=args.controlplanes, disk=args.disk, port=args.port or FIRST_PORT,
-                                    timeout=args.timeout, health_timeout=args.health_timeout,
-                                    merge_into=merge_into, say=say, machines=machines)
-        if args.output == "json":
-            print_json(data)
-        else:
-            _print_nodes(data, live=False)
-        return 0
-    data = create_cluster(args.name, state=args.state, nodes=_node_count(args), disk=args.disk, port=args.port,
-                          timeout=args.timeout, health_timeout=args.health_timeout,
-                          merge_into=merge_into, say=say, machines=machines)
-    if args.output == "json":
-        print_json(data)
-    else:
-        _print_nodes(data, live=False)
-    return 0
-
-
-# -- show --------------------------------------------------------------------------------------------------
-def _node_rows(data: dict[str, Any], live: bool) -> list[dict[str, Any]]:
-    rows = []
-    ctx_file = Path(data["gravenconfig"])
-    ctx = None
-    if live and ctx_file.exists():
-        with contextlib.suppress(GravenError):
-            ctx = _clientconfig.load(ctx_file).current()[1]
-    for node in data["nodes"]:
-        up = _alive(node.get("pid"), node["root"])
-        row = {"name": node["name"], "endpoint": node["endpoint"], "machine": "running" if up else "stopped",
-               "pid": node.get("pid"), "root": node["root"], "stage": None, "version": None, "slot": None}
-        if up and ctx is not None:
-            try:
-                with GravenClient.from_context(ctx, node["endpoint"], timeout=2) as client:
-                    st = client.status()
-                row.update(stage=st["stage"] + (" (ready)" if st["ready"] else ""), version=st["version"],
-                           slot=st["slot"] or None)
-            except GravenError as exc:
-                row["stage"] = "maintenance?" if "maintenance" in exc.message else f"unreachable ({exc.code.name})"
-        rows.append(row)
-    return rows
-
-
-def _print_nodes(data: dict[str, Any], live: bool) -> None:
-    rows = _node_rows(data, live)
-    cols = ("name", "endpoint", "machine", "stage", "version", "slot", "root") if live else \
-        ("name", "endpoint", "machine", "root")
-    table(rows, cols)
-    sys.stderr.write(f"cluster {data['name']} ({data['disk']}): client config {data['gravenconfig']}"
-                     + (f", context {data['context']} in {data['client_config']}" if data.get("context") else "")
-                     + "\n")
-
-
-def _show(args: argparse.Namespace) -> int:
-    data = load_cluster(args.state, args.name)
-    if args.output == "json":
-        print_json({**data, "nodes": [{**n, **{k: v for k, v in r.items() if k in ("machine", "stage", "version",
-                                                                                    "slot")}}
-                                      for n, r in zip(data["nodes"], _node_rows(data, True), strict=True)]})
-    else:
-        _print_nodes(data, live=True)
-        if data.get("network") == "netns":
-            _print_netns(data)
-    return 0
-
-
-# -- destroy -----------------------------------------------------------------------------------------------
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(os.getpgid(pid), sig)
-
-
-def _stop_machine(node: dict[str, Any], grace: float, report: Callable[[str], None]) -> None:
-    root = node["root"]
-    pids = [node.get("pid")]
-    with contextlib.suppress(OSError, ValueError):
-        pids.append(int((Path(root) / "run" / "agent.pid").read_text().strip()))
-    live = [p for p in pids if p and _alive(p, root)]
-    if not live:
-        from node._launch import forget
-
-        forget(Path(root))
-        return
-    for pid in live:
-        _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p, root) for p in live):
-        time.sleep(0.05)
-    left = [p for p in live if _alive(p, root)]
-    for pid in left:
-        _signal_group(pid, signal.SIGKILL)
-    for _ in range(100):
-        if not any(_alive(p, root) for p in left):
-            break
-        time.sleep(0.02)
-    from node._launch import forget
-
-    forget(Path(root))  # a container machine: what still runs in its cgroup, and the cgroup
-    report(f"{node['name']}: machine stopped" + (" (killed)" if left else ""))
-
-
-def _mounts_below(directory: Path) -> list[str]:
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    prefix = str(directory).rstrip("/") + "/"
-    found = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 4:
-            point = fields[4].encode().decode("unicode_escape") if "\\" in fields[4] else fields[4]
-            if point.startswith(prefix):
-                found.append(point)
-    return sorted(found, key=len, reverse=True)
-
-
-def _loops_below(directory: Path) -> list[str]:
-    try:
-        out = subprocess.run(["losetup", "--list", "--json", "-O", "NAME,BACK-FILE"], capture_output=True,
-                             check=False, timeout=30).stdout
-        devices = json.loads(out or b"{}").get("loopdevices", [])
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return []
-    prefix = str(directory).rstrip("/") + "/"
-    return [str(d["name"]) for d in devices
-            if str(d.get("back-file") or "").removesuffix(" (deleted)").startswith(prefix)]
-
-
-def destroy_cluster(name: str, *, state: Path | None = None, grace: float = 15.0,
-                    say: Callable[[str], None] | None = None) -> bool:
-    """Stop and remove the cluster; False when there was nothing to destroy."""
-
-
-    report = say or _Progress()
-    directory = _cluster_dir(state, name)
-    if not directory.exists():
-        if _destroy_netns(name, report, data=None):  # a crash may leave namespaces without the folder
-            return True
-        report(f"no cluster {name!r} under {directory.parent}; nothing to destroy")
-        return False
-    try:
-        data = load_cluster(state, name)
-    except GravenError:
-        data = {"nodes": []}
-    nodes = list(data.get("nodes", []))
-    # Machines the file does not know about yet (a create that crashed before saving their pid).
-    for root in sorted((directory / "nodes").glob("*")) if (directory / "nodes").is_dir() else ():
-        if not any(n.get("root") == str(root) for n in nodes):
-            pid = None
-            with contextlib.suppress(OSError, ValueError):
-                pid = int((root / "run" / "machine.pid").read_text().strip())
-            nodes.append({"name": root.name, "root": str(root), "pid": pid})
-    for node in nodes:
-        if not node.get("pid"):
-            with contextlib.suppress(OSError, ValueError):
-                node["pid"] = int((Path(node["root"]) / "run" / "machine.pid").read_text().strip())
-        _stop_machine(node, grace, report)
-    _destroy_netns(name, report, data=data)
-    for point in _mounts_below(directory):
-        if subprocess.run(["umount", point], capture_output=True, check=False).returncode != 0:
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        report(f"unmounted {point}")
-    for _ in range(2):  # partition loops first, then the disk loops they sit on
-        for dev in _loops_below(directory):
-            subprocess.run(["losetup", "--detach", dev], capture_output=True, check=False)
-    for dev in _loops_below(directory):
-        report(f"warning: loop device {dev} is still attached")
-    _drop_context(data, report)
-    shutil.rmtree(directory, ignore_errors=True)
-    if directory.exists():
-        raise Unavailable(f"could not remove {directory} entirely (something still mounted or busy?)",
-                          path=str(directory))
-    report(f"cluster {name} destroyed")
-    return True
-
-
-def _drop_context(data: dict[str, Any], report: Callable[[str], None]) -> None:
-    path, used = data.get("client_config"), data.get("context")
-    if not path or not used or not Path(path).exists():
-        return
-    try:
-        cfg = _clientconfig.load(path)
-        ours = Path(data["ca_cert"]).read_bytes()
-    except (GravenError, OSError, KeyError):
-        return
-    ctx = cfg.contexts.get(used)
-    if ctx is None or ctx.ca != ours:
-        return
-    del cfg.contexts[used]
-    if cfg.context == used:
-        cfg.context = next(iter(sorted(cfg.contexts)), None)
-    cfg.save(path)
-    report(f"removed context {used} from {path}")
-
-
-def _destroy(args: argparse.Namespace) -> int:
-    destroy_cluster(args.name, state=args.state)
-    return 0
-
-
 # -- clusters on real addresses: one network namespace per node (root) ----------------------------------------
 def netns_problem() -> str | None:
     """Why this host cannot make namespaced clusters (None: it can): root, and a working ``ip netns``."""
@@ -613,7 +323,7 @@ def netns_problem() -> str | None:
 def choose_network(wanted: str | None, name: str, say: Callable[[str], None]) -> str:
     """``netns`` or ``loopback``: ``wanted`` if given (netns refused where it cannot work), else netns when this
     host can make namespaces, else loopback; says which and why."""
-    from node import _netns
+    from . import _netns
 
     problem = netns_problem()
     if wanted == "netns":
@@ -654,7 +364,8 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
     The machines install at the same time. ``cluster.json`` records ``network: netns``, the subnet and each
     node's namespace and address; ``destroy_cluster`` removes the namespaces and links too."""
     import image
-    from node import _netns
+
+    from . import _netns
 
     report = say or _Progress()
     directory = _cluster_dir(state, name)
@@ -753,35 +464,3 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
     return _announce(data, directory, client_cfg, merge_into, report)
 
 
-def _destroy_netns(name: str, report: Callable[[str], None], data: dict[str, Any] | None) -> bool:
-    """Remove the cluster's namespaces, links and the processes still in them (found by their names, so after a
-    crash too); False when there were none (or this is not a namespaced cluster and no namespace exists)."""
-    from node import _netns
-
-    try:
-        _netns.link_names(name)
-    except GravenError:
-        return False  # a name no namespaced cluster can have
-    if os.geteuid() != 0:
-        if data is not None and data.get("network") == "netns":
-            report(f"warning: cluster {name} has network namespaces; only root can remove them")
-        return False
-    removed = _netns.destroy(name)
-    if not any(removed.values()):
-        return False
-    report(f"network: removed {len(removed['namespaces'])} namespace(s), {len(removed['links'])} link(s)"
-           + (f", ended {len(removed['processes'])} process(es) left in them" if removed["processes"] else ""))
-    return True
-
-
-def _print_netns(data: dict[str, Any]) -> None:
-    from node import _netns
-
-    live = {n.netns: n for n in _netns.show(data["name"])} if os.geteuid() == 0 else {}
-    rows = [{"name": n["name"], "type": n.get("type"), "netns": n.get("netns"), "address": n.get("address"),
-             "host_veth": n.get("host_veth"),
-             "present": ("yes" if n.get("netns") in live else "no") if os.geteuid() == 0 else "?"}
-            for n in data["nodes"]]
-    sys.stdout.write("\n")
-    table(rows, ("name", "type", "netns", "address", "host_veth", "present"))
-    sys.stderr.write(f"network: netns, subnet {data.get('subnet')}, bridge {data.get('bridge')}\n")

@@ -10,7 +10,7 @@ import lmdb
 import msgspec
 import pytest
 
-from api.cli import main
+from cli.main import main
 from events import NODE, Actor, Ed25519Signer, Kind, decode_event, encode_event, event_hash
 from storage import LmdbEventLog, seq_key
 

@@ -9,12 +9,12 @@ import sys
 import time
 from typing import Any
 
+from api._client import GravenClient
 from events.errors import GravenError, InvalidRequest, NotFound
 
-from ._cli_targets import _Progress, wait_for
-from ._client import GravenClient
 from ._output import print_json, table
 from ._remote import connect, targets
+from ._targets import _Progress, wait_for
 from ._wait import Outcome
 
 

@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from api._client import Accepted, GravenClient
 from events.errors import GravenError
 
-from ._client import Accepted, GravenClient
 from ._output import print_json, table
 from ._remote import connect, fanout, targets
 from ._wait import Outcome, Waiter

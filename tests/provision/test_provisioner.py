@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from api._provisioner import choose_provisioner
 from events.errors import InvalidRequest, Unavailable
+from provision._choose import choose_provisioner
 
 
 def _said() -> tuple[list[str], Callable[[str], None]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from events.errors import GravenError
 
-from ._dashboard import NodeBoard
+from ._board import NodeBoard
 from ._output import add_output_flag, print_json, table
 from ._remote import connect, targets
 

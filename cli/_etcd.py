@@ -18,11 +18,11 @@ from typing import Any
 
 import grpc
 
+from api._client import GravenClient
+from api._pb import machine_pb2 as pb
 from events.errors import InvalidRequest
 
-from ._client import GravenClient
 from ._output import add_output_flag, print_json, table
-from ._pb import machine_pb2 as pb
 from ._remote import connect, fanout, single_target, targets
 
 __all__ = ["etcd_call", "etcd_recover", "etcd_snapshot", "register"]

@@ -1,4 +1,4 @@
-"""Local cluster networks (``node._netns``, root only): three namespaces on one bridge talk over TCP on their
+"""Local cluster networks (``provision._netns``, root only): three namespaces on one bridge talk over TCP on their
 198.18.0.0/15 addresses, reach nothing else (no default route, no forwarding out of the bridge), and
 ``destroy`` leaves nothing behind (after a crash too; twice is fine)."""
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from events.errors import InvalidRequest
-from node import _netns
-from node._netns import NodeNet
+from provision import _netns
+from provision._netns import NodeNet
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")

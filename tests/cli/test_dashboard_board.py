@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api._dashboard import NodeBoard
+from cli._board import NodeBoard
 from events import Kind, MemoryEventLog
 
 

@@ -1,0 +1,173 @@
+"""``destroy_cluster``: stop a local cluster's machines (SIGTERM to each process group, SIGKILL after a grace
+period), unmount what is mounted below its folder, detach the loop devices over its disk files, remove its network
+namespaces and links (found by their names, so after a crash too), drop its client config context and remove the
+folder."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from api import _clientconfig
+from events.errors import GravenError, Unavailable
+
+from . import _netns
+from ._cluster import _alive, _cluster_dir, _Progress, load_cluster
+
+__all__ = ["destroy_cluster"]
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(os.getpgid(pid), sig)
+
+
+def _stop_machine(node: dict[str, Any], grace: float, report: Callable[[str], None]) -> None:
+    root = node["root"]
+    pids = [node.get("pid")]
+    with contextlib.suppress(OSError, ValueError):
+        pids.append(int((Path(root) / "run" / "agent.pid").read_text().strip()))
+    live = [p for p in pids if p and _alive(p, root)]
+    if not live:
+        from node._launch import forget
+
+        forget(Path(root))
+        return
+    for pid in live:
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p, root) for p in live):
+        time.sleep(0.05)
+    left = [p for p in live if _alive(p, root)]
+    for pid in left:
+        _signal_group(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not any(_alive(p, root) for p in left):
+            break
+        time.sleep(0.02)
+    from node._launch import forget
+
+    forget(Path(root))  # a container machine: what still runs in its cgroup, and the cgroup
+    report(f"{node['name']}: machine stopped" + (" (killed)" if left else ""))
+
+
+def _mounts_below(directory: Path) -> list[str]:
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    prefix = str(directory).rstrip("/") + "/"
+    found = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4:
+            point = fields[4].encode().decode("unicode_escape") if "\\" in fields[4] else fields[4]
+            if point.startswith(prefix):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def _loops_below(directory: Path) -> list[str]:
+    try:
+        out = subprocess.run(["losetup", "--list", "--json", "-O", "NAME,BACK-FILE"], capture_output=True,
+                             check=False, timeout=30).stdout
+        devices = json.loads(out or b"{}").get("loopdevices", [])
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+    prefix = str(directory).rstrip("/") + "/"
+    return [str(d["name"]) for d in devices
+            if str(d.get("back-file") or "").removesuffix(" (deleted)").startswith(prefix)]
+
+
+def destroy_cluster(name: str, *, state: Path | None = None, grace: float = 15.0,
+                    say: Callable[[str], None] | None = None) -> bool:
+    """Stop and remove the cluster; False when there was nothing to destroy."""
+
+
+    report = say or _Progress()
+    directory = _cluster_dir(state, name)
+    if not directory.exists():
+        if _destroy_netns(name, report, data=None):  # a crash may leave namespaces without the folder
+            return True
+        report(f"no cluster {name!r} under {directory.parent}; nothing to destroy")
+        return False
+    try:
+        data = load_cluster(state, name)
+    except GravenError:
+        data = {"nodes": []}
+    nodes = list(data.get("nodes", []))
+    # Machines the file does not know about yet (a create that crashed before saving their pid).
+    for root in sorted((directory / "nodes").glob("*")) if (directory / "nodes").is_dir() else ():
+        if not any(n.get("root") == str(root) for n in nodes):
+            pid = None
+            with contextlib.suppress(OSError, ValueError):
+                pid = int((root / "run" / "machine.pid").read_text().strip())
+            nodes.append({"name": root.name, "root": str(root), "pid": pid})
+    for node in nodes:
+        if not node.get("pid"):
+            with contextlib.suppress(OSError, ValueError):
+                node["pid"] = int((Path(node["root"]) / "run" / "machine.pid").read_text().strip())
+        _stop_machine(node, grace, report)
+    _destroy_netns(name, report, data=data)
+    for point in _mounts_below(directory):
+        if subprocess.run(["umount", point], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        report(f"unmounted {point}")
+    for _ in range(2):  # partition loops first, then the disk loops they sit on
+        for dev in _loops_below(directory):
+            subprocess.run(["losetup", "--detach", dev], capture_output=True, check=False)
+    for dev in _loops_below(directory):
+        report(f"warning: loop device {dev} is still attached")
+    _drop_context(data, report)
+    shutil.rmtree(directory, ignore_errors=True)
+    if directory.exists():
+        raise Unavailable(f"could not remove {directory} entirely (something still mounted or busy?)",
+                          path=str(directory))
+    report(f"cluster {name} destroyed")
+    return True
+
+
+def _drop_context(data: dict[str, Any], report: Callable[[str], None]) -> None:
+    path, used = data.get("client_config"), data.get("context")
+    if not path or not used or not Path(path).exists():
+        return
+    try:
+        cfg = _clientconfig.load(path)
+        ours = Path(data["ca_cert"]).read_bytes()
+    except (GravenError, OSError, KeyError):
+        return
+    ctx = cfg.contexts.get(used)
+    if ctx is None or ctx.ca != ours:
+        return
+    del cfg.contexts[used]
+    if cfg.context == used:
+        cfg.context = next(iter(sorted(cfg.contexts)), None)
+    cfg.save(path)
+    report(f"removed context {used} from {path}")
+
+
+def _destroy_netns(name: str, report: Callable[[str], None], data: dict[str, Any] | None) -> bool:
+    """Remove the cluster's namespaces, links and the processes still in them (found by their names, so after a
+    crash too); False when there were none (or this is not a namespaced cluster and no namespace exists)."""
+    try:
+        _netns.link_names(name)
+    except GravenError:
+        return False  # a name no namespaced cluster can have
+    if os.geteuid() != 0:
+        if data is not None and data.get("network") == "netns":
+            report(f"warning: cluster {name} has network namespaces; only root can remove them")
+        return False
+    removed = _netns.destroy(name)
+    if not any(removed.values()):
+        return False
+    report(f"network: removed {len(removed['namespaces'])} namespace(s), {len(removed['links'])} link(s)"
+           + (f", ended {len(removed['processes'])} process(es) left in them" if removed["processes"] else ""))
+    return True

@@ -33,8 +33,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from google.rpc import status_pb2
 
-from events import Event, decode_event
-from events.errors import (
+from errors import (
     Cancelled,
     GravenError,
     InvalidRequest,
@@ -47,6 +46,7 @@ from events.errors import (
     UntrustedKey,
     error_for_code,
 )
+from events import Event, decode_event
 
 from ._client_tls import cert_names, probe_tls
 from ._clientconfig import Context, endpoint_target, split_endpoint

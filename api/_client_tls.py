@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from events.errors import (
+from errors import (
     GravenError,
     PermissionDenied,
     UntrustedKey,

@@ -31,7 +31,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from events.errors import InvalidRequest, NotFound, StorageError
+from errors import InvalidRequest, NotFound, StorageError
 
 __all__ = [
     "DEFAULT_PORT",

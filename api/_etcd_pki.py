@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from events.errors import InvalidRequest
+from errors import InvalidRequest
 
 __all__ = [
     "ETCD_CA_DAYS",

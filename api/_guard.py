@@ -19,7 +19,7 @@ import grpc
 from google.protobuf import descriptor, message, unknown_fields
 
 from config.limits import LIMITS, Limits
-from events.errors import GravenError, InvalidRequest, InvariantViolation, LimitExceeded
+from errors import GravenError, InvalidRequest, InvariantViolation, LimitExceeded
 
 from ._memory import BIG_REQUEST, trim
 

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import config
-from events._pki import issue_certificate, load_private_key, make_ca, private_key_pem
-from events.errors import InvalidRequest
+from errors import InvalidRequest
+from pki import issue_certificate, load_private_key, make_ca, private_key_pem
 
 from ._clientconfig import ClientConfig, Context, atomic_write, split_endpoint
 from ._etcd_pki import EtcdCA

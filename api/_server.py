@@ -25,9 +25,9 @@ from grpc_health.v1 import health, health_pb2
 from grpc_status import rpc_status
 
 from config.limits import LIMITS, clip_utf8
+from errors import Code, GravenError, InvalidRequest, NotFound, PermissionDenied, TooLarge
 from events import Actor, decode_event
-from events._pki import cert_subject
-from events.errors import Code, GravenError, InvalidRequest, NotFound, PermissionDenied, TooLarge
+from pki import cert_subject
 
 from ._calls import CallObserver, Observe
 from ._guard import add_service, checked_stream, guarded, guarded_stream

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from config.limits import LIMITS, Limits
-from events.errors import DiskFull, InvalidRequest, LimitExceeded, TooLarge
+from errors import DiskFull, InvalidRequest, LimitExceeded, TooLarge
 
 __all__ = ["Upload", "check_url"]
 

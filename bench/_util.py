@@ -14,8 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events import Ed25519Signer, issue_certificate, make_ca
-from events._pki import LOG_KEY_UNIT, private_key_pem
+from pki import LOG_KEY_UNIT, Ed25519Signer, issue_certificate, make_ca, private_key_pem
 
 __all__ = ["AGENT_GC", "Pki", "agent_gc", "key_pem", "write_private"]
 

@@ -26,8 +26,8 @@ from agentproc import AgentProc
 import config
 from api._pki import ClusterSecrets, issue_client_certificate, issue_server_certificate
 from events import Kind
-from events._pki import LOG_KEY_UNIT
 from node._identity import FileIdentity
+from pki import LOG_KEY_UNIT
 from storage import LmdbEventLog, SandboxDisk
 
 CALLS = 2000

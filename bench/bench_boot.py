@@ -96,7 +96,7 @@ class Node:
     def status(self, insecure: bool = False) -> dict[str, Any] | None:
         from api import _clientconfig
         from api._client import GravenClient
-        from events.errors import GravenError
+        from errors import GravenError
 
         try:
             if insecure:

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from events._pki import public_raw
 from image import build_image, verify
+from pki import public_raw
 from storage import BlockDisk, DiskLayout, SandboxDisk, Slot, block_problem
 
 MIB = 1 << 20

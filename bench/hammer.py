@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import Pki, key_pem, write_private
 
 from events import NODE, Actor, Kind
-from events._pki import private_key_pem
+from pki import private_key_pem
 from storage import LmdbEventLog, LogReader
 
 BOOTLOADER = Actor("bootloader")

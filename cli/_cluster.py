@@ -11,7 +11,7 @@ from typing import Any
 
 from api import _clientconfig
 from api._client import GravenClient
-from events.errors import GravenError, InvalidRequest
+from errors import GravenError, InvalidRequest
 from provision import _netns
 from provision._choose import PROVISIONERS, choose_provisioner
 from provision._cluster import (

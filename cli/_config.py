@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import config
 from config.limits import LIMITS
-from events.errors import InvalidConfig, InvalidRequest, NotFound
+from errors import InvalidConfig, InvalidRequest, NotFound
 
 from ._output import add_output_flag, print_json, table
 

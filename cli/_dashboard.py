@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from events.errors import GravenError
+from errors import GravenError
 
 from ._board import NodeBoard
 from ._output import add_output_flag, print_json, table

@@ -20,7 +20,7 @@ import grpc
 
 from api._client import GravenClient
 from api._pb import machine_pb2 as pb
-from events.errors import InvalidRequest
+from errors import InvalidRequest
 
 from ._output import add_output_flag, print_json, table
 from ._remote import connect, fanout, single_target, targets

@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from api._client import GravenClient
+from errors import GravenError
 from events import Event
-from events.errors import GravenError
 
 from ._audit import summarize
 from ._remote import connect, targets

@@ -25,7 +25,7 @@ import config
 from api import _pki
 from api._client import Accepted, GravenClient, client_version
 from api._clientconfig import ClientConfig, Context
-from events.errors import GravenError, InvalidConfig, InvalidRequest, NotFound
+from errors import GravenError, InvalidConfig, InvalidRequest, NotFound
 
 from . import _contexts, _gen, _resources
 from ._config import _cell, _report_invalid, config_subparsers

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from events.errors import GravenError
+from errors import GravenError
 
 
 def add_output_flag(parser: Any, choices: Sequence[str] = ("table", "json")) -> None:

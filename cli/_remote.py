@@ -22,7 +22,7 @@ from typing import TypeVar
 from api import _clientconfig
 from api._client import DEFAULT_TIMEOUT, GravenClient
 from api._clientconfig import Context
-from events.errors import GravenError, InvalidRequest, NotFound
+from errors import GravenError, InvalidRequest, NotFound
 
 __all__ = [
     "connect",

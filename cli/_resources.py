@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from events.errors import GravenError
+from errors import GravenError
 
 from ._output import add_output_flag, print_json, table
 

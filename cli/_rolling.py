@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from api._client import GravenClient
-from events.errors import GravenError, InvalidRequest, NotFound
+from errors import GravenError, InvalidRequest, NotFound
 
 from ._output import print_json, table
 from ._remote import connect, targets

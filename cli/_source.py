@@ -8,12 +8,12 @@ from typing import Any
 
 from cryptography import x509
 
+from errors import NotFound, StorageError
 from events import Event, VerifyReport, decode_event
 from events._bundle import Bundle, iter_events, read_bundle, verify_bundle
-from events._pki import load_certificate
 from events._since import Seen, verify_since
 from events._verify import ChainVerifier
-from events.errors import NotFound, StorageError
+from pki import load_certificate
 from storage import LogReader
 
 

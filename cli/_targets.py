@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from api._client import Accepted, GravenClient
-from events.errors import GravenError
+from errors import GravenError
 
 from ._output import print_json, table
 from ._remote import connect, fanout, targets

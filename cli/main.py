@@ -8,7 +8,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from events.errors import GravenError
+from errors import GravenError
 
 from ._output import print_error
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import msgspec
 
-from events.errors import InvalidRequest
+from errors import InvalidRequest
 
 from ._diff import Change, diff, digest
 from ._schema import MachineConfig

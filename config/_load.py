@@ -18,7 +18,7 @@ from yaml._yaml import CParser
 from yaml.composer import Composer
 from yaml.events import AliasEvent
 
-from events.errors import LimitExceeded, TooLarge
+from errors import LimitExceeded, TooLarge
 
 from ._schema import MachineConfig
 from ._validate import Path, Problem, Validation, format_path, validate_tree

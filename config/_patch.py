@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from events.errors import InvalidConfig
+from errors import InvalidConfig
 
 from ._load import to_dict
 from ._schema import MachineConfig

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 
-from events.errors import InvalidConfig
+from errors import InvalidConfig
 
 from ._checks import CHECKS, decode_pem, etcd_ca_problem
 from ._schema import MachineConfig

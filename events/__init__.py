@@ -22,11 +22,6 @@ from ._merkle import leaf_hash as leaf_hash
 from ._merkle import merkle_root as merkle_root
 from ._merkle import verify_consistency as verify_consistency
 from ._merkle import verify_inclusion as verify_inclusion
-from ._pki import Ed25519Signer as Ed25519Signer
-from ._pki import Signer as Signer
-from ._pki import issue_certificate as issue_certificate
-from ._pki import key_id_for as key_id_for
-from ._pki import make_ca as make_ca
 from ._ports import EventLog as EventLog
 from ._record import GENESIS_PREV as GENESIS_PREV
 from ._record import NODE as NODE
@@ -60,7 +55,6 @@ __all__ = [
     "Checkpoint",
     "Clock",
     "CompactRange",
-    "Ed25519Signer",
     "Event",
     "EventLog",
     "KeyInfo",
@@ -70,7 +64,6 @@ __all__ = [
     "NodeState",
     "RunningSequence",
     "Signed",
-    "Signer",
     "SlotState",
     "SystemClock",
     "VerifyReport",
@@ -82,10 +75,7 @@ __all__ = [
     "event_hash",
     "fold",
     "inclusion_proof",
-    "issue_certificate",
-    "key_id_for",
     "leaf_hash",
-    "make_ca",
     "merkle_root",
     "parse_note",
     "replay",

@@ -25,14 +25,15 @@ from typing import IO, TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from errors import InvalidEvent, InvalidRequest, TamperedLog, UntrustedKey, VerificationError
+from pki import key_id_for, load_certificate, verify_log_certificate, verify_signature
+
 from ._checkpoint import Checkpoint, verify_note
 from ._consistency import bundle_consistency, verify_bundle_consistency
 from ._kinds import Kind
 from ._merkle import MerkleLevels, leaf_hash, verify_inclusion
-from ._pki import key_id_for, load_certificate, verify_log_certificate, verify_signature
 from ._record import Event, decode_event, event_hash
 from ._verify import ChainVerifier, VerifyReport
-from .errors import InvalidEvent, InvalidRequest, TamperedLog, UntrustedKey, VerificationError
 
 if TYPE_CHECKING:
     import tarfile

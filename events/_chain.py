@@ -10,12 +10,13 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from errors import InvalidEvent
+from pki import Signer
+
 from ._checkpoint import Checkpoint, sign_note
 from ._kinds import Kind
 from ._merkle import CompactRange, leaf_hash
-from ._pki import Signer
 from ._record import GENESIS_PREV, NODE, Actor, Event, UnsignedEvent, signed_bytes, unsigned_bytes
-from .errors import InvalidEvent
 
 __all__ = ["LOG_KINDS", "ChainWriter", "Clock", "Prepared", "Signed", "SystemClock"]
 

@@ -12,8 +12,8 @@ import hashlib
 
 import msgspec
 
-from ._pki import Signer, verify_signature
-from .errors import VerificationError
+from errors import VerificationError
+from pki import Signer, verify_signature
 
 __all__ = ["Checkpoint", "note_key_hash", "parse_note", "sign_note", "verify_note"]
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from errors import InvalidRequest, TamperedLog, VerificationError
+
 from ._checkpoint import Checkpoint, verify_note
 from ._kinds import Kind
 from ._merkle import MerkleLevels, verify_consistency
 from ._record import decode_event
-from .errors import InvalidRequest, TamperedLog, VerificationError
 
 if TYPE_CHECKING:
     from ._verify import ChainVerifier

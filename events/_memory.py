@@ -10,10 +10,11 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any
 
+from errors import InvalidEvent
+from pki import Signer
+
 from ._chain import ChainWriter, Clock, Signed
-from ._pki import Signer
 from ._record import NODE, Actor, Event
-from .errors import InvalidEvent
 
 __all__ = ["MemoryEventLog"]
 

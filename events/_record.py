@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from .errors import InvalidEvent
+from errors import InvalidEvent
 
 __all__ = [
     "EVENT_DOMAIN",

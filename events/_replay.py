@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
+from errors import InvalidEvent, TamperedLog
+
 from ._kinds import Kind
 from ._record import (
     _SIG64,
@@ -25,7 +27,6 @@ from ._record import (
     event_hash,
     trusted_event_hash,
 )
-from .errors import InvalidEvent, TamperedLog
 
 __all__ = [
     "BootRecord",

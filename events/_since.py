@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
+from errors import InvalidRequest, TamperedLog
+
 from ._merkle import merkle_root
 from ._verify import ChainVerifier, VerifyReport
-from .errors import InvalidRequest, TamperedLog
 
 __all__ = ["Seen", "latest_checkpoint", "verify_since"]
 

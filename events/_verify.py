@@ -19,12 +19,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from errors import InvalidEvent, TamperedLog, UntrustedKey, VerificationError
+from pki import cert_subject, key_id_for, load_certificate, verify_log_certificate
+
 from ._checkpoint import Checkpoint, verify_note
 from ._kinds import Kind
 from ._merkle import CompactRange, leaf_hash
-from ._pki import cert_subject, key_id_for, load_certificate, verify_log_certificate
 from ._record import GENESIS_PREV, Event, decode_event, trusted_event_hash
-from .errors import InvalidEvent, TamperedLog, UntrustedKey, VerificationError
 
 __all__ = ["ChainVerifier", "KeyInfo", "VerifyReport", "verify_items"]
 

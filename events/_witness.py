@@ -21,10 +21,11 @@ from collections.abc import Mapping, Sequence
 import msgspec
 from cryptography import x509
 
+from errors import UntrustedKey, VerificationError, WitnessRefused
+from pki import Signer, cert_subject, load_certificate, verify_log_certificate, verify_signature
+
 from ._checkpoint import Checkpoint, parse_note, verify_note
 from ._merkle import verify_consistency
-from ._pki import Signer, cert_subject, load_certificate, verify_log_certificate, verify_signature
-from .errors import UntrustedKey, VerificationError, WitnessRefused
 
 __all__ = [
     "COSIGNATURE_V1",

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from transitions import EventData, Machine, MachineError
 
+from errors import TransitionRejected
 from events import NODE, Actor, Event, EventLog, Kind
-from events.errors import TransitionRejected
 
 from ._table import TRANSITIONS, Row, Stage, Trigger
 

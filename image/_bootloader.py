@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from events.errors import NotFound
+from errors import NotFound
 from storage import BootEnv, Slot, SlotBoot
 
 __all__ = [

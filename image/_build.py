@@ -16,8 +16,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events._pki import Ed25519Signer, Signer
-from events.errors import DiskFull, InvalidRequest, StorageError
+from errors import DiskFull, InvalidRequest, StorageError
+from pki import Ed25519Signer, Signer
 from storage import run_tool
 from storage._sys import have, missing_tool
 
@@ -34,7 +34,7 @@ from ._stamp import BUILD_FILE, FAULTS, stamp
 
 __all__ = ["CODE_DIR", "PACKAGES", "build_image", "os_release", "stage_tree"]
 
-PACKAGES = ("events", "fsm", "sequencer", "config", "storage", "image", "api", "node", "specs")
+PACKAGES = ("errors", "pki", "events", "fsm", "sequencer", "config", "storage", "image", "api", "node", "specs")
 CODE_DIR = "usr/lib/graven"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*")
 _COMPRESSORS = ("gzip", "zstd", "xz", "lz4", "lzo", "lzma")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.errors import StorageError
+from errors import StorageError
 from storage._sys import have, missing_tool
 
 from ._build import CODE_DIR

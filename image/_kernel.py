@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.errors import StorageError
+from errors import StorageError
 from storage._systools import KERNEL_META, KERNEL_SETUP, kernel_cache
 
 __all__ = ["BOOT_MODULES", "Kernel", "find_kernel", "module_info", "module_order"]

@@ -9,8 +9,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from events._pki import key_id_for, load_private_key, private_key_pem, public_raw
-from events.errors import InvalidRequest, UntrustedKey
+from errors import InvalidRequest, UntrustedKey
+from pki import key_id_for, load_private_key, private_key_pem, public_raw
 
 __all__ = [
     "generate_key",

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.errors import StorageError
+from errors import StorageError
 from storage._sys import have, missing_tool
 
 __all__ = ["ETCD_BINARIES", "FORBIDDEN", "MOUNT_POINTS", "PYTHON", "SITE", "STDLIB", "RuntimeLayer", "cache_dir",

@@ -18,8 +18,8 @@ from typing import Any, Literal, NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from events._pki import verify_signature
-from events.errors import BadImage, NotFound, StorageError, UntrustedKey
+from errors import BadImage, NotFound, StorageError, UntrustedKey
+from pki import verify_signature
 from storage import DiskBase, InstallableImage, Slot
 
 from ._format import (

@@ -23,8 +23,7 @@ from urllib.parse import urlsplit
 
 import config
 from api._etcd_pki import EtcdCA
-from events import Actor, Kind
-from events.errors import (
+from errors import (
     GravenError,
     InvalidRequest,
     Locked,
@@ -33,6 +32,7 @@ from events.errors import (
     TransitionRejected,
     Unavailable,
 )
+from events import Actor, Kind
 from storage._etcd import EtcdClient
 
 from ._etcd_args import CLIENT_PORT, EtcdFiles, client_url

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from api._etcd_pki import EtcdCA
+from errors import GravenError, InvalidRequest, TransitionRejected, Unavailable
 from events import Kind
-from events.errors import GravenError, InvalidRequest, TransitionRejected, Unavailable
 from storage._etcd import EtcdClient, EtcdRefused, EtcdTLS, Member, SnapshotCheck
 
 from ._etcd_args import CLIENT_PORT, PEER_PORT, EtcdFiles, client_url, etcd_argv, peer_url

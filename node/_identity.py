@@ -10,9 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import config
-from events import Ed25519Signer, issue_certificate
-from events._pki import LOG_KEY_UNIT, load_certificate, load_private_key, private_key_pem
-from events.errors import InvalidConfig, StorageError
+from errors import InvalidConfig, StorageError
+from pki import LOG_KEY_UNIT, Ed25519Signer, issue_certificate, load_certificate, load_private_key, private_key_pem
 from storage import write_durably
 
 __all__ = ["FileIdentity", "node_name"]

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
-from events.errors import Unavailable
+from errors import Unavailable
 
 __all__ = ["KMSG", "kernel_records", "own_kernel", "parse_record"]
 

@@ -18,8 +18,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from events import NODE, Actor, Clock, Ed25519Signer, Event, MemoryEventLog, Signer, issue_certificate, make_ca
-from events._pki import LOG_KEY_UNIT
+from events import NODE, Actor, Clock, Event, MemoryEventLog
+from pki import LOG_KEY_UNIT, Ed25519Signer, Signer, issue_certificate, make_ca
 from storage import LmdbEventLog
 
 __all__ = ["NodeLog"]

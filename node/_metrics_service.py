@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import config
 from api._pki import issue_server_certificate
+from errors import GravenError
 from events import Kind
-from events._pki import load_certificate, load_private_key
-from events.errors import GravenError
+from pki import load_certificate, load_private_key
 
 from ._identity import node_name
 from ._logging import AGENT

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from events.errors import (
+from errors import (
     GravenError,
     InvalidRequest,
     NotFound,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import config
-from events.errors import (
+from errors import (
     InvalidRequest,
 )
 

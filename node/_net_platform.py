@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from events.errors import (
+from errors import (
     InvalidRequest,
 )
 

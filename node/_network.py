@@ -33,13 +33,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 import config
-from events import Kind
-from events.errors import (
+from errors import (
     InvalidRequest,
     NotFound,
     OperationalError,
     TaskTimeout,
 )
+from events import Kind
 from storage import write_durably
 
 from ._net_live import (

@@ -18,9 +18,9 @@ import msgspec
 import image
 from config import install_disk_mismatch
 from config.limits import LIMITS
+from errors import BadImage, DiskFull, InvalidRequest, StorageError, TooLarge
 from events import Event, Kind, encode_event
-from events._pki import load_certificate
-from events.errors import BadImage, DiskFull, InvalidRequest, StorageError, TooLarge
+from pki import load_certificate
 from sequencer.ports import BootState, RunningImage
 from sequencer.ports import SlotBoot as CoreSlotBoot
 from storage import BootEnv, DiskBase, Slot, write_durably

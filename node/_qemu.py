@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from events.errors import StorageError
+from errors import StorageError
 from image._initramfs import build_initramfs
 from image._kernel import Kernel
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from events.errors import InvalidRequest
+from errors import InvalidRequest
 
 __all__ = ["KINDS", "about", "kernel", "mounts", "os_image", "processes", "read"]
 

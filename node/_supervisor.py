@@ -45,8 +45,8 @@ import msgspec
 
 import config
 import image
+from errors import GravenError, InvalidRequest, StorageError, VerificationError
 from events import Kind
-from events.errors import GravenError, InvalidRequest, StorageError, VerificationError
 from storage import BootEnv, DiskBase, Slot
 
 from . import _launch

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from errors import GravenError, StorageError
 from events import Kind
-from events.errors import GravenError, StorageError
 from storage import DiskBase, LogReader, write_durably
 
 from ._ports import DirSinks

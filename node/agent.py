@@ -26,10 +26,10 @@ from api._memory import tune_allocator
 from api._pki import check_roles, issue_client_certificate
 from api._server import Server
 from api._tls import MaintenanceCredentials, ServingCredentials
-from events import Actor, Ed25519Signer, Kind, NodeState, SystemClock, fold
-from events._pki import load_certificate, load_private_key
-from events.errors import GravenError, InvalidRequest, NotFound, Unavailable
+from errors import GravenError, InvalidRequest, NotFound, Unavailable
+from events import Actor, Kind, NodeState, SystemClock, fold
 from fsm import NodeFSM, Stage
+from pki import Ed25519Signer, load_certificate, load_private_key
 from sequencer import (
     Ports,
     RebootRequest,
@@ -629,7 +629,7 @@ class _Power:
 
 
 def _cert_cn(cert_der: bytes) -> str:
-    from events._pki import cert_subject
+    from pki import cert_subject
 
     return cert_subject(load_certificate(cert_der))[0] or "graven"
 

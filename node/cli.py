@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from events.errors import GravenError
+from errors import GravenError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +83,7 @@ def _machine(args: argparse.Namespace) -> int:
 
 
 def _size(text: str) -> int:
-    from events.errors import InvalidRequest
+    from errors import InvalidRequest
 
     from ._launch import parse_size
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from events.errors import InvalidRequest, Unavailable
+from errors import InvalidRequest, Unavailable
 
 __all__ = ["PROVISIONERS", "choose_provisioner"]
 

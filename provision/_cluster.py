@@ -39,7 +39,7 @@ from api import _clientconfig
 from api._client import GravenClient
 from api._clientconfig import ClientConfig, atomic_write
 from api._pki import ClusterSecrets
-from events.errors import GravenError, InvalidRequest, NotFound, Unavailable
+from errors import GravenError, InvalidRequest, NotFound, Unavailable
 
 __all__ = ["choose_network", "create_cluster", "create_cluster_netns", "load_cluster", "netns_problem"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from api import _clientconfig
-from events.errors import GravenError, Unavailable
+from errors import GravenError, Unavailable
 
 from . import _netns
 from ._cluster import _alive, _cluster_dir, _Progress, load_cluster

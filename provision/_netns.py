@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from events.errors import GravenError, InvalidRequest, NotFound, OperationalError, PermissionDenied
+from errors import GravenError, InvalidRequest, NotFound, OperationalError, PermissionDenied
 
 __all__ = [
     "BENCHMARK_RANGE",

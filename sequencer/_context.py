@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from config import MachineConfig
+from errors import Cancelled, InvalidRequest
 from events import Actor, Event, EventLog
-from events.errors import Cancelled, InvalidRequest
 from fsm import NodeFSM, Trigger
 
 from ._model import SequenceName

@@ -13,8 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from events import NODE, Actor, Event, EventLog, Kind
-from events.errors import (
+from errors import (
     Cancelled,
     GravenError,
     InvalidRequest,
@@ -23,6 +22,7 @@ from events.errors import (
     TaskTimeout,
     TransitionRejected,
 )
+from events import NODE, Actor, Event, EventLog, Kind
 from fsm import NodeFSM
 
 from ._context import CancelToken, Context, Ports, Runtime

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config import Interface, MachineConfig, install_disk_mismatch
+from errors import BadImage, StorageError, Unavailable
 from events import Event, SystemClock
-from events.errors import BadImage, StorageError, Unavailable
 
 from ._context import Ports
 from .ports import BootState, Image, RunningImage

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from errors import NotFound
 from events import Event, Kind
-from events.errors import NotFound
 
 from ._render import format_ns, render_chrome, render_json, render_svg, render_table
 

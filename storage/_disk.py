@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
 
-from events.errors import BadImage, StorageError
+from errors import BadImage, StorageError
 
 from ._meta import BootEnv, MetaStore
 from ._mount import MountStrategy, SlotMounts

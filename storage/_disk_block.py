@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from events.errors import StorageError
+from errors import StorageError
 
 from ._disk import ALL_LABELS, FS_LABELS, DiskBase, parse_labels
 from ._guest import mount, sysfs_partitions, umount

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from events.errors import StorageError
+from errors import StorageError
 
 from ._disk import ALL_LABELS, DiskBase, parse_labels
 from ._meta import META_SIZE

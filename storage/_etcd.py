@@ -23,7 +23,7 @@ import grpc
 from etcd.api.etcdserverpb import rpc_pb2 as pb
 from etcd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
 
-from events.errors import InvalidRequest, OperationalError, Unavailable, VerificationError
+from errors import InvalidRequest, OperationalError, Unavailable, VerificationError
 
 __all__ = [
     "EtcdClient",

@@ -13,7 +13,7 @@ import errno
 import os
 from pathlib import Path
 
-from events.errors import StorageError
+from errors import StorageError
 
 from ._sys import have, run
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import lmdb
 
-from events.errors import DiskFull, GravenError, LogReadOnly, StorageError
+from errors import DiskFull, GravenError, LogReadOnly, StorageError
 
 __all__ = ["LMDB_ERRORS", "lmdb_errors", "translate"]
 

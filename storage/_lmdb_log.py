@@ -37,10 +37,7 @@ import lmdb
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events import NODE, Actor, ChainWriter, Clock, CompactRange, Event, Signed, Signer
-from events._chain import Prepared
-from events._record import GENESIS_PREV
-from events.errors import (
+from errors import (
     DiskFull,
     GravenError,
     InvalidEvent,
@@ -50,6 +47,10 @@ from events.errors import (
     TamperedLog,
     UntrustedKey,
 )
+from events import NODE, Actor, ChainWriter, Clock, CompactRange, Event, Signed
+from events._chain import Prepared
+from events._record import GENESIS_PREV
+from pki import Signer
 
 from ._lmdb_errors import lmdb_errors, translate
 from ._lmdb_reader import DB_NAME, DEFAULT_MAP_SIZE, WRITER_ENVS, LogReader, open_env, seq_key

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import lmdb
 
+from errors import StorageError
 from events import Event, decode_event
-from events.errors import StorageError
 
 from ._lmdb_errors import lmdb_errors
 

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from events.errors import StorageError
+from errors import StorageError
 
 from ._slot import Slot
 from ._sys import os_errors

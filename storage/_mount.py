@@ -17,7 +17,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from events.errors import BadImage, StorageError
+from errors import BadImage, StorageError
 
 from ._slot import InstallableImage, Slot
 from ._sys import have, is_root, os_errors, run

@@ -15,7 +15,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from events.errors import BadImage, DiskFull, InvariantViolation, StorageError
+from errors import BadImage, DiskFull, InvariantViolation, StorageError
 
 from ._slot import (
     SLOT_RECORD_SIZE,

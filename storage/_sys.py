@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from events.errors import DiskFull, StorageError
+from errors import DiskFull, StorageError
 
 from ._systools import package_of
 

@@ -19,8 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events import Ed25519Signer, MemoryEventLog, issue_certificate, make_ca
-from events._pki import LOG_KEY_UNIT
+from events import MemoryEventLog
+from pki import LOG_KEY_UNIT, Ed25519Signer, issue_certificate, make_ca
 
 
 @dataclass(frozen=True)

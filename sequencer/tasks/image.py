@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from errors import InvalidRequest
 from events import Kind
-from events.errors import InvalidRequest
 
 from .._context import Context
 from .._model import task

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+from errors import TamperedLog
 from events import event_hash
-from events.errors import TamperedLog
 
 from .._context import Context
 from .._model import OnError, task

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from errors import GravenError, NotFound
 from events import Kind
-from events.errors import GravenError, NotFound
 
 from .._context import Context
 from .._model import task

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from events.errors import Unavailable
+from errors import Unavailable
 
 from .._context import Context
 from .._model import OnError, task

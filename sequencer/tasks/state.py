@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import config
+from errors import InvalidConfig
 from events import Kind
-from events.errors import InvalidConfig
 
 from .._context import Context
 from .._model import OnError, task

@@ -20,9 +20,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events import Actor, Ed25519Signer, Kind, MemoryEventLog, MerkleLevels, decode_event, event_hash, leaf_hash
+from events import Actor, Kind, MemoryEventLog, MerkleLevels, decode_event, event_hash, leaf_hash
 from events._bundle import write_bundle
-from events._pki import LOG_KEY_UNIT, issue_certificate, make_ca
+from pki import LOG_KEY_UNIT, Ed25519Signer, issue_certificate, make_ca
 
 HERE = Path(__file__).resolve().parent
 

@@ -32,10 +32,10 @@ from api import _clientconfig
 from api._pb import machine_pb2 as pb
 from api._pb import machine_pb2_grpc as pbg
 from api._pki import ClusterSecrets, issue_client_certificate, issue_server_certificate, self_signed_certificate
-from events import Actor, Ed25519Signer, Kind, MemoryEventLog, issue_certificate
+from errors import Code
+from events import Actor, Kind, MemoryEventLog
 from events._bundle import write_bundle
-from events._pki import LOG_KEY_UNIT
-from events.errors import Code
+from pki import LOG_KEY_UNIT, Ed25519Signer, issue_certificate
 
 ADMIN = Actor("admin", ("os:admin",))
 

@@ -13,8 +13,8 @@ from fakenode import ADMIN, Cluster, FakeNode, boot, run_sequence
 
 from api import _clientconfig
 from cli.main import main
+from errors import Code
 from events import Kind
-from events.errors import Code
 
 REBOOT = [("stop", ["stop_services"]), ("seal", ["seal_log"]), ("reboot", ["request_reboot"])]
 UPGRADE = [("verify", ["verify_image"]), ("write", ["write_inactive_slot"]), ("bootloader", ["arm_slot"]),

@@ -15,9 +15,7 @@ from fakenode import ADMIN, Cluster, FakeNode
 
 from api._client import CHUNK_SIZE, GravenClient
 from api._pki import ClusterSecrets, issue_client_certificate
-from events import Kind
-from events._bundle import read_bundle, verify_bundle
-from events.errors import (
+from errors import (
     InvalidConfig,
     InvalidRequest,
     Locked,
@@ -27,6 +25,8 @@ from events.errors import (
     Unavailable,
     UntrustedKey,
 )
+from events import Kind
+from events._bundle import read_bundle, verify_bundle
 
 
 @pytest.fixture
@@ -229,7 +229,7 @@ def test_an_ed25519_serving_key_is_named_as_the_cause(cluster: Cluster) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from api._pki import cert_pem
-    from events._pki import issue_certificate, private_key_pem
+    from pki import issue_certificate, private_key_pem
 
     s = cluster.secrets
     node = FakeNode(s)

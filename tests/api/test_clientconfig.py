@@ -16,7 +16,7 @@ from api import _clientconfig
 from api._clientconfig import ClientConfig, Context, default_path, endpoint_target, load, loads, split_endpoint
 from api._pki import ClusterSecrets
 from cli.main import main
-from events.errors import InvalidRequest, NotFound
+from errors import InvalidRequest, NotFound
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from api._pb import machine_pb2 as pb
 from api._server import error_status
 from config.limits import LIMITS
-from events.errors import GravenError, InvalidConfig, TooLarge
+from errors import GravenError, InvalidConfig, TooLarge
 
 
 def trailer_bytes(exc: GravenError) -> tuple[int, pb.ErrorDetail]:

@@ -16,7 +16,7 @@ import config
 from api._etcd_pki import EtcdCA, check_etcd_ca
 from api._pki import ClusterSecrets, gen_config, gen_etcd_client
 from cli import main as cli
-from events.errors import InvalidRequest
+from errors import InvalidRequest
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from api._guard import Undecodable, check_request, decoder, first_problem
 from api._pb import machine_pb2 as pb
 from api._upload import Upload, check_url
 from config.limits import Limits
-from events.errors import DiskFull, InvalidRequest, LimitExceeded, TooLarge
+from errors import DiskFull, InvalidRequest, LimitExceeded, TooLarge
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MachineService"]
 REQUEST_TYPES = sorted({getattr(pb, m.input_type.name) for m in SERVICE.methods}, key=lambda c: c.__name__)

@@ -27,8 +27,8 @@ from api._pki import (
     self_signed_certificate,
 )
 from cli.main import main
-from events._pki import load_private_key, public_raw
-from events.errors import InvalidConfig, InvalidRequest
+from errors import InvalidConfig, InvalidRequest
+from pki import load_private_key, public_raw
 
 FILES = {"ca.crt": 0o644, "ca.key": 0o600, "image.key": 0o600, "image.pub": 0o644, "controlplane.yaml": 0o600,
          "gravenconfig": 0o600, "etcd-ca.crt": 0o644, "etcd-ca.key": 0o600}

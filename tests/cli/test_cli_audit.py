@@ -11,7 +11,8 @@ import msgspec
 import pytest
 
 from cli.main import main
-from events import NODE, Actor, Ed25519Signer, Kind, decode_event, encode_event, event_hash
+from events import NODE, Actor, Kind, decode_event, encode_event, event_hash
+from pki import Ed25519Signer
 from storage import LmdbEventLog, seq_key
 
 CHECKPOINT_EVERY = 16

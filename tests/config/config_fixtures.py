@@ -10,7 +10,7 @@ import textwrap
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events._pki import make_ca, private_key_pem
+from pki import make_ca, private_key_pem
 
 
 @functools.cache

@@ -4,7 +4,7 @@ import pytest
 
 import config
 from config import Action, ApplyMode, plan_apply
-from events.errors import InvalidRequest
+from errors import InvalidRequest
 
 
 def patched(cfg: config.MachineConfig, **paths: object) -> config.MachineConfig:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import config
 from config.limits import LIMITS, Limits, clip_utf8
-from events.errors import Code, InvalidConfig, LimitExceeded, TooLarge, error_for_code
+from errors import Code, InvalidConfig, LimitExceeded, TooLarge, error_for_code
 
 
 def laughs(levels: int) -> bytes:

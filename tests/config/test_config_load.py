@@ -8,7 +8,7 @@ from config_fixtures import keys, replace_line, valid_yaml
 
 import config
 from config import _load
-from events.errors import GravenError, InvalidConfig
+from errors import GravenError, InvalidConfig
 
 
 def errors(text: str) -> list[tuple[str, int | None]]:

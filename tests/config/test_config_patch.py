@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 import config
-from events.errors import InvalidConfig
+from errors import InvalidConfig
 
 
 def test_merge_patch_rfc7386():

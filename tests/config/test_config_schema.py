@@ -46,7 +46,7 @@ def test_secret_paths():
     assert config.secret_paths() == ["machine.ca.key", "cluster.etcd.ca.key"]
 
 
-ALLOWED = {"msgspec", "yaml", "jsonpatch", "events.errors", "__future__"}
+ALLOWED = {"msgspec", "yaml", "jsonpatch", "errors", "__future__"}
 
 
 def test_config_imports_only_stdlib_msgspec_yaml_jsonpatch_and_errors():

@@ -18,9 +18,9 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events._pki import public_raw
-from events.errors import BadImage, DiskFull, InvariantViolation, StorageError
+from errors import BadImage, DiskFull, InvariantViolation, StorageError
 from image import VerifiedImage, arm, build_image, install, plan_install, verify, verify_slot
+from pki import public_raw
 from storage import (
     BlockDisk,
     BootEnv,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from api._etcd_pki import EtcdCA
 from api._pki import gen_config, gen_etcd_client
-from events.errors import Unavailable, VerificationError
+from errors import Unavailable, VerificationError
 from storage._etcd import EtcdClient, EtcdRefused, EtcdTLS, SnapshotCheck, prefix_end
 
 pytestmark = pytest.mark.skipif(ETCD is None or ETCDCTL is None, reason=MISSING)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from errors import InvalidEvent
 from events import (
     GENESIS_PREV,
     Actor,
@@ -27,7 +28,6 @@ from events import (
     verify_items,
     verify_note,
 )
-from events.errors import InvalidEvent
 
 
 def _events(log: Any) -> list[Event]:

@@ -333,7 +333,7 @@ class Machine:
 
     def status(self, insecure: bool = False) -> dict[str, Any] | None:
         """The node's status, or None while it cannot be reached (booting, or maintenance without --insecure)."""
-        from events.errors import GravenError
+        from errors import GravenError
 
         try:
             with self._client(insecure) as client:

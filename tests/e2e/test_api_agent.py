@@ -15,7 +15,7 @@ from agentproc import AgentProc, env
 
 from api._client import GravenClient
 from api._pki import ClusterSecrets, issue_client_certificate
-from events.errors import BadImage, GravenError, InvalidRequest, Locked, PermissionDenied, Unavailable, UntrustedKey
+from errors import BadImage, GravenError, InvalidRequest, Locked, PermissionDenied, Unavailable, UntrustedKey
 
 ADMIN, OPERATOR, READER = ("os:admin",), ("os:operator",), ("os:reader",)
 

@@ -15,7 +15,7 @@ import pytest
 from agentproc import AgentProc, env
 
 from api._pki import ClusterSecrets
-from events.errors import GravenError
+from errors import GravenError
 from storage._lmdb_log import RECOVERED
 
 pytestmark = [pytest.mark.timeout(180)]

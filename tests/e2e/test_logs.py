@@ -14,7 +14,7 @@ from agentproc import AgentProc, env
 
 from api._clientconfig import ClientConfig, Context
 from api._pki import ClusterSecrets
-from events.errors import NotFound
+from errors import NotFound
 
 
 @pytest.fixture(scope="module")

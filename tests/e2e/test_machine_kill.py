@@ -47,7 +47,7 @@ def _big_image(images: Images, version: str) -> Path:
 
 def _watch(m: Machine, since: int, kind: str, what: str | None, seen: threading.Event, stop: threading.Event) -> None:
     """Set ``seen`` when the node streams the event (``what``: its phase or task)."""
-    from events.errors import GravenError
+    from errors import GravenError
 
     try:
         with m._client(insecure=False, timeout=5) as client:

@@ -15,11 +15,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from api._client import GravenClient
-from events._pki import public_raw
-from events.errors import GravenError, StorageError
+from errors import GravenError, StorageError
 from image import build_image, install, plan_install, verify
 from image._kernel import find_kernel
 from node._qemu import Boot, QemuSpec, free_port, initramfs_for, make_disk, qemu_problem, start
+from pki import public_raw
 from storage import BlockDisk, block_problem
 
 PROBLEM = qemu_problem() or block_problem()

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from api._client import GravenClient
-from events._pki import public_raw
-from events.errors import GravenError
+from errors import GravenError
 from image import build_image, install, load_signing_key, mark_good, plan_install, verify, write_keypair
 from node._qemu import free_port, make_disk, qemu_problem
+from pki import public_raw
 from storage import BlockDisk, Slot, block_problem
 
 PROBLEM = qemu_problem() or block_problem()

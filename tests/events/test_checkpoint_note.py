@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events import Checkpoint, Ed25519Signer, parse_note, sign_note, verify_note
+from errors import VerificationError
+from events import Checkpoint, parse_note, sign_note, verify_note
 from events._checkpoint import note_key_hash
-from events.errors import VerificationError
+from pki import Ed25519Signer
 
 GO_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 GO_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from errors import InvalidRequest, TamperedLog
 from events import Kind, MemoryEventLog, MerkleLevels, consistency_proof, leaf_hash, verify_consistency
 from events._bundle import read_bundle, verify_bundle, write_bundle
 from events._consistency import check_proof, prove
-from events.errors import InvalidRequest, TamperedLog
 
 LEAVES = [leaf_hash(i.to_bytes(4, "big")) for i in range(600)]
 

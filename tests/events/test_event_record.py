@@ -14,17 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events import (
-    Actor,
-    ChainWriter,
-    Ed25519Signer,
-    Event,
-    Kind,
-    decode_event,
-    encode_canonical,
-    encode_event,
-    event_hash,
-)
+from errors import InvalidEvent
+from events import Actor, ChainWriter, Event, Kind, decode_event, encode_canonical, encode_event, event_hash
 from events._chain import LOG_KINDS
 from events._record import (
     EVENT_DOMAIN,
@@ -33,7 +24,7 @@ from events._record import (
     trusted_event_hash,
     unsigned_bytes,
 )
-from events.errors import InvalidEvent
+from pki import Ed25519Signer
 
 # -- strategies -------------------------------------------------------------------------------------------------
 KINDS = sorted(v for k, v in vars(Kind).items() if k.isupper())

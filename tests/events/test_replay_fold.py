@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from errors import InvalidEvent, TamperedLog
 from events import (
     NODE,
     Actor,
@@ -25,7 +26,6 @@ from events import (
     replay_raw,
     state_at,
 )
-from events.errors import InvalidEvent, TamperedLog
 
 slots = st.sampled_from(["A", "B"])
 digests = st.text(alphabet="0123456789abcdef", min_size=4, max_size=8)

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from errors import TamperedLog
 from events import (
     NODE,
     Actor,
     ChainWriter,
     Checkpoint,
-    Ed25519Signer,
     Event,
     Kind,
     decode_event,
@@ -27,7 +27,7 @@ from events import (
     sign_note,
     verify_items,
 )
-from events.errors import TamperedLog
+from pki import Ed25519Signer
 
 Items = list[tuple[int, bytes]]
 
@@ -366,9 +366,8 @@ def test_a_certificate_with_a_negative_serial_is_refused_not_warned_about() -> N
 
     from cryptography.hazmat.primitives import serialization
 
-    from events import make_ca
-    from events._pki import load_certificate
-    from events.errors import UntrustedKey
+    from errors import UntrustedKey
+    from pki import load_certificate, make_ca
 
     _, ca = make_ca("graven-test")
     der = bytearray(ca.public_bytes(serialization.Encoding.DER))

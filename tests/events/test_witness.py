@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events import Checkpoint, Ed25519Signer, MerkleLevels, leaf_hash, sign_note, verify_note
+from errors import Code, VerificationError, WitnessRefused, error_for_code
+from events import Checkpoint, MerkleLevels, leaf_hash, sign_note, verify_note
 from events._witness import (
     REASONS,
     Witnessed,
@@ -25,7 +26,7 @@ from events._witness import (
     cosigner_key_id,
     verify_cosignature,
 )
-from events.errors import Code, VerificationError, WitnessRefused, error_for_code
+from pki import Ed25519Signer
 
 ORIGIN = "graven/node1"
 ROOT = bytes(range(32))

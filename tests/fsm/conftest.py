@@ -6,8 +6,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from events import Ed25519Signer, MemoryEventLog, issue_certificate, make_ca
-from events._pki import LOG_KEY_UNIT
+from events import MemoryEventLog
+from pki import LOG_KEY_UNIT, Ed25519Signer, issue_certificate, make_ca
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 import fsm
+from errors import Code, StorageError, TransitionRejected
 from events import NODE, Actor, Kind, replay
-from events.errors import Code, StorageError, TransitionRejected
 from fsm import TRANSITIONS, NodeFSM, Stage, Trigger
 
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "fsm.md"

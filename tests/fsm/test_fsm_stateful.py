@@ -7,10 +7,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from events import Actor, Ed25519Signer, Kind, MemoryEventLog, issue_certificate, make_ca, replay
-from events._pki import LOG_KEY_UNIT
-from events.errors import TransitionRejected
+from errors import TransitionRejected
+from events import Actor, Kind, MemoryEventLog, replay
 from fsm import NodeFSM, Stage, Trigger
+from pki import LOG_KEY_UNIT, Ed25519Signer, issue_certificate, make_ca
 
 _CA_KEY, _CA = make_ca("stateful-ca")
 _SIGNER = Ed25519Signer.generate()

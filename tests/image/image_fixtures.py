@@ -9,10 +9,10 @@ from pathlib import Path
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events._pki import key_id_for, public_raw
-from events.errors import BadImage, UntrustedKey, VerificationError
+from errors import BadImage, UntrustedKey, VerificationError
 from image import Manifest, Trailer
 from image._format import TRAILER_SIZE, encode_manifest, signing_message
+from pki import key_id_for, public_raw
 
 CREATED = 1_700_000_000
 

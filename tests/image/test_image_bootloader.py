@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events.errors import NotFound
+from errors import NotFound
 from image import arm, bootable_slots, choose_slot, mark_bad, mark_good, revert
 from storage import BootEnv, Slot, SlotBoot
 

@@ -13,7 +13,7 @@ import pytest
 from image_fixtures import CREATED, Images, Keys, Parts
 
 import image
-from events.errors import InvalidRequest, StorageError
+from errors import InvalidRequest, StorageError
 from image import build_image, running_version, verify
 
 PROJECT = Path(image.__file__).resolve().parent.parent

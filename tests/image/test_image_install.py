@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from image_fixtures import TAMPERS, Images, Keys
 
-from events.errors import VerificationError
+from errors import VerificationError
 from image import install, plan_install, verify, verify_slot
 from storage import BootEnv, Label, SandboxDisk, Slot, SlotBoot
 

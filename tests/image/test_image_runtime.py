@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from image_fixtures import CREATED, Keys
 
-from events.errors import InvalidRequest, StorageError
+from errors import InvalidRequest, StorageError
 from image import build_image, verify
 from image._runtime import PYTHON, STDLIB, forbidden_paths, runtime_layer
 

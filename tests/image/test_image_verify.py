@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from image_fixtures import TAMPERS, Images, Keys, Parts
 
-from events.errors import BadImage, NotFound, UntrustedKey
+from errors import BadImage, NotFound, UntrustedKey
 from image import ImageInfo, VerifiedImage, inspect, load_public_key, public_key_pem, verify
 from storage import InstallableImage
 

@@ -12,7 +12,7 @@ import pytest
 from image_fixtures import Images, Keys
 
 import image
-from events.errors import BadImage, StorageError
+from errors import BadImage, StorageError
 from image import arm, install, plan_install, verify
 from node._supervisor import Machine, MachineOptions
 from storage import SandboxDisk, Slot

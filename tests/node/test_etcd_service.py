@@ -19,8 +19,7 @@ import pytest
 from etcdkit import ETCD, MISSING, free_port
 
 from api._etcd_pki import EtcdCA
-from events import Actor, Kind
-from events.errors import (
+from errors import (
     InvalidRequest,
     Locked,
     NotFound,
@@ -29,6 +28,7 @@ from events.errors import (
     Unavailable,
     VerificationError,
 )
+from events import Actor, Kind
 from node._etcd_args import EtcdFiles
 from node._etcd_node import EtcdNode
 from node._etcd_service import EtcdService, EtcdSettings

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from events.errors import Unavailable
+from errors import Unavailable
 from node._kmsg import KMSG, kernel_records, own_kernel, parse_record
 
 

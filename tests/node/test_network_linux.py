@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 import config
+from errors import GravenError, InvalidRequest, NotFound
 from events import Kind
-from events.errors import GravenError, InvalidRequest, NotFound
 from node._network import RTPROT_GRAVEN, NetlinkNetwork, select_network
 from node._ports import PlanNetwork
 from provision._netns import exec_in

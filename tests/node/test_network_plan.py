@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cli._node import _drift_cell
-from events.errors import InvalidRequest, NotFound, OperationalError, PermissionDenied
+from errors import InvalidRequest, NotFound, OperationalError, PermissionDenied
 from node._net_live import _translate
 from node._network import plan_rows, select_network
 from node._ports import PlanNetwork

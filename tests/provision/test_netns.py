@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from events.errors import InvalidRequest
+from errors import InvalidRequest
 from provision import _netns
 from provision._netns import NodeNet
 

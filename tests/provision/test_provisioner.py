@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from events.errors import InvalidRequest, Unavailable
+from errors import InvalidRequest, Unavailable
 from provision._choose import choose_provisioner
 
 

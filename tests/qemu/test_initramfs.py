@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events.errors import StorageError
+from errors import StorageError
 from image._initramfs import CpioEntry, agent_command, build_initramfs, compile_init, cpio_newc, read_cpio
 from image._kernel import BOOT_MODULES, find_kernel, module_info, module_order
 from image._runtime import forbidden_paths

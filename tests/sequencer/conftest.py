@@ -11,9 +11,9 @@ from seqkit import PATHS, Pki
 
 import config
 from config import MachineConfig
-from events import Ed25519Signer, MemoryEventLog, issue_certificate, make_ca
-from events._pki import LOG_KEY_UNIT
+from events import MemoryEventLog
 from fsm import NodeFSM, Stage
+from pki import LOG_KEY_UNIT, Ed25519Signer, issue_certificate, make_ca
 from sequencer import Ports, Runtime, Sequencer
 from sequencer.memory import MemoryImage, memory_ports
 

@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 
-from events import Ed25519Signer, MemoryEventLog
+from events import MemoryEventLog
 from fsm import Stage, Trigger
+from pki import Ed25519Signer
 
 T = TypeVar("T")
 
@@ -81,7 +82,7 @@ def kinds(log: MemoryEventLog, start: int = 0) -> list[str]:
 
 class BrokenNetwork:
     def configure(self, interfaces: Any) -> None:
-        from events.errors import Unavailable
+        from errors import Unavailable
 
         raise Unavailable("eth0: no carrier", link="eth0")
 

@@ -12,8 +12,8 @@ import pytest
 from seqkit import run
 
 import config
+from errors import BadImage, InvalidConfig, NotFound
 from events import Actor, Event, Kind, MemoryEventLog, replay, verify_items
-from events.errors import BadImage, InvalidConfig, NotFound
 from fsm import Stage
 from sequencer import (
     InstallRequest,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from seqkit import blocker, failer, run, sleeper
 
+from errors import BadImage, Code, InvalidRequest, Locked, TransitionRejected
 from events import Actor, Event, Kind, replay
-from events.errors import BadImage, Code, InvalidRequest, Locked, TransitionRejected
 from fsm import Stage, Trigger
 from sequencer import SEQUENCES, OnError, Phase, SequenceName, Sequencer, UpgradeRequest, condition
 

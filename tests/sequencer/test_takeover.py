@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from seqkit import blocker, run, sleeper
 
+from errors import Locked, TransitionRejected
 from events import Actor, Kind, replay, verify_items
-from events.errors import Locked, TransitionRejected
 from fsm import TRANSITIONS, Stage
 from sequencer import SEQUENCES, TAKEOVER, Phase, Run, SequenceName, UpgradeRequest, may_take_over
 

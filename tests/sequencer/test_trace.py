@@ -12,8 +12,8 @@ import pytest
 from seqkit import history, run, sleeper
 
 import config
+from errors import NotFound
 from events import Event, MemoryEventLog
-from events.errors import NotFound
 from sequencer import SEQUENCES, Phase, SequenceName
 from sequencer.trace import list_boots, render_chrome, render_json, render_svg, render_table, trace_boot
 

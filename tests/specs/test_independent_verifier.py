@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from indep_verifier import Bad, State, consistency, mth, unframe, verify_bundle, verify_events
 
+from errors import TamperedLog
 from events import Kind, MemoryEventLog, decode_event, event_hash, leaf_hash, verify_items
 from events._bundle import read_bundle, write_bundle
 from events._bundle import verify_bundle as project_verify_bundle
-from events.errors import TamperedLog
 
 VECTORS = Path(__file__).resolve().parents[2] / "specs" / "vectors"
 

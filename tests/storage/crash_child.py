@@ -17,8 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
-from events import Ed25519Signer, Kind
-from events._pki import load_private_key
+from events import Kind
+from pki import Ed25519Signer, load_private_key
 from storage import LmdbEventLog
 
 _out = threading.Lock()

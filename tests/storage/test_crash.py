@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from errors import StorageError
 from events import Kind, verify_items
-from events._pki import private_key_pem
-from events.errors import StorageError
+from pki import private_key_pem
 from storage import LmdbEventLog, LogReader
 
 ROOT = Path(__file__).resolve().parents[2]

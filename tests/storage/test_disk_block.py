@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events._pki import public_raw
-from events.errors import StorageError
+from errors import StorageError
 from image import build_image, verify, verify_slot
+from pki import public_raw
 from storage import BlockDisk, DiskLayout, Label, Slot, block_problem
 
 MIB = 1 << 20

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from events.errors import DiskFull, StorageError
+from errors import DiskFull, StorageError
 from storage._sys import os_errors, run
 
 

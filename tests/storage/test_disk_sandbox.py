@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from events._pki import public_raw
-from events.errors import BadImage, StorageError
+from errors import BadImage, StorageError
 from image import build_image, verify, verify_slot
+from pki import public_raw
 from storage import META_SIZE, Label, MountStrategy, SandboxDisk, Slot
 from storage._mount import strategy_problem
 

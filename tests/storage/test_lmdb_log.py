@@ -19,8 +19,8 @@ import lmdb
 import msgspec
 import pytest
 
+from errors import DiskFull, LogLocked, LogReadOnly, StorageError, UntrustedKey
 from events import Event, Kind, decode_event, encode_event, verify_items
-from events.errors import DiskFull, LogLocked, LogReadOnly, StorageError, UntrustedKey
 from storage import LmdbEventLog, LogReader, seq_key
 from storage._lmdb_errors import LMDB_ERRORS, translate
 
@@ -59,8 +59,8 @@ def test_second_writer_in_another_process_gets_log_locked(tmp_path: Path, pki: A
     with _open(path, pki):
         child = textwrap.dedent(f"""
             import sys
-            from events import Ed25519Signer
-            from events.errors import LogLocked
+            from pki import Ed25519Signer
+            from errors import LogLocked
             from storage import LmdbEventLog
             try:
                 LmdbEventLog({str(path)!r}, Ed25519Signer.generate(), boot_id="intruder")
@@ -248,7 +248,7 @@ def test_tampering_before_the_last_checkpoint_is_left_to_the_auditor(tmp_path: P
     _rewrite(path, seq, encode_event(msgspec.structs.replace(ev, payload={**ev.payload, "digest": "evil"})))
     with _open(path, pki, boot_id="b2") as log:
         assert log.broken is None
-    from events.errors import TamperedLog
+    from errors import TamperedLog
 
     with pytest.raises(TamperedLog) as info:
         verify_items(LogReader(path).read_raw(), pki.ca_cert)
@@ -386,7 +386,7 @@ def test_append_async(tmp_path: Path, pki: Any) -> None:
 
         bad = log.append_async(Kind.TASK_STARTED, {"bad": object()})
         results = await asyncio.gather(*(worker(t) for t in range(40)))
-        from events.errors import InvalidEvent
+        from errors import InvalidEvent
 
         with pytest.raises(InvalidEvent):
             await bad

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.errors import StorageError
+from errors import StorageError
 from storage import META_SIZE, BootEnv, MetaStore, Slot, SlotBoot
 from storage._meta import (
     META_COPY_OFFSETS,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from events import Event, Kind, verify_items
-from events._pki import private_key_pem
+from pki import private_key_pem
 from storage import LmdbEventLog, LogReader, _sign_child
 from storage._sign_child import ChildSigner
 
@@ -104,8 +104,9 @@ def test_the_child_ends_with_the_writers_process(tmp_path: Path, pki: Any) -> No
     code = textwrap.dedent(f"""
         import asyncio, sys, time
         from pathlib import Path
-        from events import Ed25519Signer, Kind
-        from events._pki import load_private_key
+        from events import Kind
+        from pki import Ed25519Signer
+        from pki import load_private_key
         from storage import LmdbEventLog
         signer = Ed25519Signer(load_private_key(Path({str(key)!r}).read_bytes()))
         log = LmdbEventLog({str(tmp_path / "log")!r}, signer, boot_id="b",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from events.errors import StorageError
+from errors import StorageError
 from storage import write_durably
 
 

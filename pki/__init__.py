@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .errors import UntrustedKey
+from errors import UntrustedKey
 
 __all__ = [
     "LOG_KEY_UNIT",

@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--key", required=True, metavar="KEY.pem", help="Ed25519 private key (PEM) to sign with")
     p.add_argument("-o", "--output", dest="out", required=True, metavar="FILE", help="image file to write")
     p.add_argument("--overlay", metavar="DIR", help="copy this tree over the image root")
-    p.add_argument("--fault", choices=["boot-crash", "health-fail"],
-                   help="test images only: make the agent crash at boot, or fail its health checks")
+    p.add_argument("--fault", choices=["boot-crash", "health-fail", "oom"],
+                   help="test images only: make the agent crash at boot, fail its health checks, or (oom) start a "
+                        "process that allocates past a container machine's memory limit")
     p.add_argument("--created", type=int, metavar="EPOCH",
                    help="creation time in the manifest (default: $SOURCE_DATE_EPOCH or now)")
     p.add_argument("--compression", choices=["gzip", "zstd", "xz", "lz4", "lzo", "lzma"],

@@ -3,8 +3,9 @@
 ``image build`` writes ``graven_build.json`` next to the packages in the image (``usr/lib/graven/``).
 This module reads the one beside its own package, so the version the agent reports proves which code
 runs: a checkout (no stamp) says ``dev``; an image's code says the version it was built as, whatever the
-manifest claims. The fault point (``boot-crash`` or ``health-fail``) exists only in test images built
-with ``--fault``; an image without one never fails on purpose.
+manifest claims. The fault point (``boot-crash``, ``health-fail`` or ``oom``: a process of a container machine
+allocates past its memory limit) exists only in test images built with ``--fault``; an image without one never
+fails on purpose.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ __all__ = ["BUILD_FILE", "DEV_VERSION", "FAULTS", "BuildInfo", "build_info", "co
 
 BUILD_FILE = "graven_build.json"
 DEV_VERSION = "dev"
-FAULTS = ("boot-crash", "health-fail")
+FAULTS = ("boot-crash", "health-fail", "oom")
 
 
 class BuildInfo(NamedTuple):
@@ -55,7 +56,7 @@ def running_version() -> str:
 
 
 def fault_point() -> str | None:
-    """``boot-crash`` or ``health-fail`` in a test image built with ``--fault``; None otherwise."""
+    """``boot-crash``, ``health-fail`` or ``oom`` in a test image built with ``--fault``; None otherwise."""
     return build_info().fault
 
 

@@ -17,6 +17,13 @@ so it starts in a few milliseconds). The launcher
    cgroup is named as such. The launcher writes what it saw to ``RESULT`` (JSON) and exits 10 (reboot), 0
    (power off) or 1 (failed), so that the supervisor's rule book (``classify``) stays the same for both provisioners.
 
+A machine that exceeds its memory limit dies whole, as a VM would, rather than thrashing or limping on without
+the process the kernel picked: no swap to escape to (v2 ``memory.swap.max`` 0; v1 ``memory.memsw.limit_in_bytes``
+equal to the limit where swap is accounted, and ``memory.swappiness`` 0), and one OOM kill ends every process in
+it (v2 ``memory.oom.group``; on v1 the launcher listens on ``memory.oom_control`` through ``cgroup.event_control``
+and kills PID 1, which takes the pid namespace with it). The launcher itself leaves the cgroup once PID 1 is
+forked, so it is never the one killed and its memory is not the machine's.
+
 ``SIGTERM`` to the launcher is passed on to PID 1 (the agent then shuts down and powers off). The launcher and PID
 1 die with the supervisor (``PR_SET_PDEATHSIG``).
 """
@@ -28,6 +35,7 @@ import ctypes
 import hashlib
 import json
 import os
+import select
 import signal
 import sys
 import time
@@ -106,8 +114,9 @@ def classify(result: ContainerResult | None, launcher_code: int) -> tuple[int, s
         return EXIT_SETUP, f"the container could not start: {result.setup_error}"
     if result.oom_kills:
         limit = f"{result.memory_limit >> 20} MiB" if result.memory_limit else "its limit"
-        return -signal.SIGKILL, (f"the machine exceeded its memory limit ({limit}): the kernel's OOM killer "
-                                 f"killed {result.oom_kills} process(es)")
+        return -signal.SIGKILL, (f"out of memory: the machine exceeded its memory limit ({limit}; --memory), the "
+                                 f"kernel's OOM killer killed {result.oom_kills} process(es) and the machine with "
+                                 "them")
     if result.signal == "SIGHUP":
         return EXIT_REBOOT, None
     if result.signal == "SIGINT":
@@ -271,12 +280,56 @@ def _enter_cgroup(spec: ContainerSpec, result: ContainerResult) -> Path:
         with contextlib.suppress(OSError):  # the parent must delegate the memory controller to its children
             (cg.parent / "cgroup.subtree_control").write_text("+memory")
     (cg / files["limit"]).write_text(str(spec.memory))
-    if spec.cgroup_version == 1:
-        with contextlib.suppress(OSError):  # no swap to escape to
-            (cg / "memory.memsw.limit_in_bytes").write_text(str(spec.memory))
+    # no swap to escape to (a machine past its limit is killed, not slowed to a crawl); the files are absent when
+    # the kernel accounts no swap, which is as good
+    for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")) if spec.cgroup_version == 2 else \
+            (("memory.memsw.limit_in_bytes", str(spec.memory)), ("memory.swappiness", "0")):
+        with contextlib.suppress(OSError):
+            (cg / name).write_text(value)
     (cg / files["procs"]).write_text(str(os.getpid()))
     result.memory_limit = spec.memory
     return cg
+
+
+def _step_out(cg: Path, spec: ContainerSpec) -> None:
+    """The launcher back to where it came from (the hierarchy's root): PID 1, forked in ``cg``, stays there."""
+    top = Path(CGROUP_FS / "memory") if spec.cgroup_version == 1 else cg.parent.parent
+    with contextlib.suppress(OSError):
+        (top / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def _oom_events(cg: Path) -> int | None:
+    """cgroup v1 has no ``memory.oom.group``: an eventfd that the kernel signals when its OOM killer acts in
+    ``cg`` (registered on ``memory.oom_control``), so that the launcher can kill PID 1, which ends every process
+    of its pid namespace with it. None when the kernel offers no such notification."""
+    try:
+        efd = os.eventfd(0)
+        ofd = os.open(cg / "memory.oom_control", os.O_RDONLY)
+        (cg / "cgroup.event_control").write_text(f"{efd} {ofd}")
+    except OSError:
+        return None  # the process the kernel picked then dies alone, still counted as an OOM kill
+    return efd
+
+
+def _wait(pid: int, oom: int | None) -> int:
+    """PID 1's wait status; an OOM event (v1) in the meantime kills it. No threads here: after
+    ``unshare(CLONE_NEWPID)`` the launcher cannot make any (clone refuses CLONE_THREAD)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        while True:
+            ready, _, _ = select.select([pidfd, *([oom] if oom is not None else [])], [], [])
+            if oom is not None and oom in ready:
+                os.eventfd_read(oom)
+                _forward(pid, signal.SIGKILL)
+            if pidfd in ready:
+                break
+    finally:
+        os.close(pidfd)
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
 
 
 def _leave_cgroup(cg: Path, spec: ContainerSpec, result: ContainerResult) -> None:
@@ -284,9 +337,7 @@ def _leave_cgroup(cg: Path, spec: ContainerSpec, result: ContainerResult) -> Non
     result.oom_kills = _oom_kills(cg, spec.cgroup_version)
     with contextlib.suppress(OSError, ValueError):
         result.memory_peak = int((cg / files["peak"]).read_text())
-    top = Path(CGROUP_FS / "memory") if spec.cgroup_version == 1 else cg.parent.parent
-    with contextlib.suppress(OSError):
-        (top / "cgroup.procs").write_text(str(os.getpid()))
+    _step_out(cg, spec)
     for _ in range(50):  # the namespace's processes are being killed; the cgroup empties in a moment
         try:
             cg.rmdir()
@@ -380,15 +431,12 @@ def launch(spec: ContainerSpec) -> int:
     if pid == 0:
         _child(spec, setup_error)
     result.pid1 = pid
+    _step_out(cg, spec)
+    oom = _oom_events(cg) if spec.cgroup_version == 1 else None
     signal.signal(signal.SIGTERM, lambda *_: _forward(pid, signal.SIGTERM))
     signal.signal(signal.SIGINT, lambda *_: _forward(pid, signal.SIGTERM))
     Path(spec.pid_file).write_text(f"{pid}\n")
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
+    status = _wait(pid, oom)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         result.signal = signal.Signals(sig).name if sig in signal.valid_signals() else f"signal {sig}"

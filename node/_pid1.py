@@ -12,14 +12,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
+import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-__all__ = ["INIT_PID_NS_INO", "is_pid1", "power", "start_reaper", "to_reap", "zombie_children"]
+__all__ = ["INIT_PID_NS_INO", "fault_oom", "is_pid1", "power", "start_reaper", "to_reap", "zombie_children"]
 
 INIT_PID_NS_INO = 0xEFFFFFFC  # PROC_PID_INIT_INO: the kernel's first pid namespace
 LINUX_REBOOT_CMD_RESTART, LINUX_REBOOT_CMD_POWER_OFF = 0x01234567, 0x4321FEDC
@@ -91,3 +93,21 @@ def power(code: int) -> int:
     err = ctypes.get_errno()
     print(f"graven agent: reboot(2) failed: {os.strerror(err)}; exiting with {code}", file=sys.stderr, flush=True)
     return code
+
+
+# allocates and touches 8 MiB at a time, forever
+_HOG = "chunks = []\nwhile True:\n    chunks.append(bytearray(b'\\xa5') * (8 << 20))\n"
+
+
+async def fault_oom(say: Callable[[str], None]) -> None:
+    """Fault point ``oom`` (test images only, ``image build --fault oom``): a process of the machine allocates until
+    the kernel's OOM killer acts. The machine's memory cgroup then ends the whole machine, so the boot fails with
+    the reason; should the machine outlive it, this returns and the boot goes on (and a test sees it did). It acts
+    only where memory is bounded, in a machine whose PID 1 is the agent: on the host it would eat the host's."""
+    if os.getpid() != 1:
+        say("fault point oom: ignored (the agent is not PID 1 of a machine with a memory limit)")
+        return
+    say("fault point oom: a process allocates past the machine's memory limit (test image)")
+    hog = subprocess.Popen([sys.executable, "-S", "-c", _HOG], stdin=subprocess.DEVNULL)
+    code = await asyncio.to_thread(hog.wait)
+    say(f"fault point oom: the allocating process ended ({code}) and the machine lives on")

@@ -46,7 +46,7 @@ from sequencer.ports import RunningImage, other_slot
 from sequencer.tasks.state import CONFIG, PENDING
 from storage import DiskBase, LmdbEventLog, LogRing
 
-from . import _resources
+from . import _pid1, _resources
 from ._disk import open_disk
 from ._etcd_node import QUORUM_SEQUENCES, EtcdNode, settings_for
 from ._identity import FileIdentity, node_name
@@ -179,6 +179,8 @@ class Agent:
         )
         self.planned_network, self.network_platform = ports.network, net.platform
         self.seq = Sequencer(self.log, self.fsm, ports, runtime=Runtime())
+        if self._fault == "oom":
+            await _pid1.fault_oom(AGENT.warning)
         if self._fault == "boot-crash":
             self.log.flush()
             AGENT.warning("fault point boot-crash: crashing early in boot (test image)")

@@ -1,8 +1,7 @@
 """Container machines (``--provisioner container``): the agent is PID 1 of its own pid namespace with the slot's
 squashfs as its root, seen from the host's /proc; upgrade, rollback, the fallback from a broken image and reset work
-there as they do for process machines. (The memory limit's OOM verdict is covered by tests/node/test_container_rules:
-under a cgroup limit the agent's file-backed pages are reclaimed first, so a real agent thrashes long before the
-kernel's OOM killer picks it.)"""
+there as they do for process machines, and a machine that allocates past its memory limit is killed whole (an image
+built with the test-only fault point ``oom``) and counted as a failed boot, out of memory."""
 
 from __future__ import annotations
 
@@ -94,3 +93,22 @@ def test_reset_on_a_container_machine_returns_to_maintenance(machines: Machines)
     assert st["slot"] == "A" and st["version"] == "v1"
     assert list((m.root / "disk" / "STATE").iterdir()) == []
     assert _pid1(m)["nspid"][-1] == "1"
+
+
+def test_a_machine_past_its_memory_limit_is_killed_whole_and_spends_a_try(machines: Machines, images: Images) -> None:
+    """The fault image's agent starts a process that allocates without end: the kernel's OOM killer picks that
+    process, and the machine's cgroup takes PID 1 with it (had the agent lived on, the boot would commit)."""
+    m = machines.installed("oom", provisioner="container", memory="160M")
+    bad = images.build("v4", fault="oom")
+    r = m.ctl("upgrade", "--image", str(bad), "--wait", timeout=180)
+    assert r.returncode != 0, r.stdout + m.log()
+    m.wait_running(90, version="v1", slot="A")
+    failed = [e["payload"] for e in m.events() if e["kind"] == "boot.failed"]
+    assert len(failed) == 3, failed
+    for f in failed:
+        assert f["slot"] == "B" and f["signal"] == "SIGKILL", f
+        assert f["reason"].startswith("out of memory: the machine exceeded its memory limit (160 MiB"), f
+    env = m.meta()
+    assert env.default.value == "A" and not env.b.good and env.b.tries_left == 0
+    assert "out of memory" in m.log_path.read_text(errors="replace")
+    assert _pid1(m)["root"]["backing"] == str(m.root / "disk" / "BOOT-A")

@@ -1,8 +1,9 @@
 """The gRPC server: ``graven.machine.v1.MachineService`` over TCP with mutual TLS, health and reflection.
 
 The servicer authenticates (client certificate → actor and roles), authorizes (``_rbac.RULES``), records
-denials as events, and maps Graven errors to ``google.rpc.Status`` with an ``ErrorDetail``. Everything else
-is the node's: it implements ``NodeApi``.
+denials as events, maps Graven errors to ``google.rpc.Status`` with an ``ErrorDetail``, and maps proto messages to
+the service's typed commands and its typed replies back (``service``). Everything else is the node's: it
+implements ``NodeApi``.
 """
 
 from __future__ import annotations
@@ -18,16 +19,32 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import grpc
+import msgspec
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2
 from grpc_status import rpc_status
 
+from config import ApplyMode
 from config.limits import LIMITS, clip_utf8
 from errors import Code, GravenError, InvalidRequest, NotFound, PermissionDenied, TooLarge
 from events import Actor, decode_event
 from pki import cert_subject
+from service import (
+    WIPE_ALL,
+    Accepted,
+    Applied,
+    ApplyConfig,
+    Command,
+    Reboot,
+    Reset,
+    Rollback,
+    Shutdown,
+    Status,
+    Upgrade,
+    VersionInfo,
+)
 
 from ._calls import CallObserver, Observe
 from ._guard import add_service, checked_stream, guarded, guarded_stream
@@ -66,16 +83,15 @@ class NodeApi(Protocol):
     @property
     def spool_dir(self) -> Path: ...
 
-    def version(self) -> dict[str, str]: ...
+    def version(self) -> VersionInfo: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> Status: ...
 
-    async def apply_config(self, data: bytes, mode: str, dry_run: bool, try_timeout: float,
-                           actor: Actor) -> dict[str, Any]: ...
+    async def apply_config(self, cmd: ApplyConfig, actor: Actor) -> Applied: ...
 
     def get_config(self, redact: bool) -> tuple[bytes, str]: ...
 
-    async def request(self, sequence: str, args: dict[str, Any], actor: Actor) -> tuple[str, int]: ...
+    async def request(self, cmd: Command, actor: Actor) -> Accepted: ...
 
     async def record_denied(self, method: str, actor: Actor, reason: str) -> None: ...
 
@@ -251,36 +267,37 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
 
     @rpc("Version")
     async def Version(self, request: pb.Empty, context: Any, actor: Actor) -> pb.VersionResponse:
-        return pb.VersionResponse(**self.node.version())
+        v = self.node.version()
+        return pb.VersionResponse(version=v.version, image_digest=v.image_digest, slot=v.slot, boot_id=v.boot_id,
+                                  node=v.node, kernel=v.kernel, os_image=v.os_image, provisioner=v.provisioner)
 
     @rpc("MachineStatus")
     async def MachineStatus(self, request: pb.Empty, context: Any, actor: Actor) -> pb.MachineStatusResponse:
         s = self.node.status()
         resp = pb.MachineStatusResponse(
-            stage=s["stage"], ready=s["ready"], slot=s.get("slot") or "", version=s["version"],
-            boot_id=s["boot_id"], log_next_seq=s["log_next_seq"], config_digest=s.get("config_digest") or "",
-            staged_config_digest=s.get("staged_config_digest") or "", node=s.get("node", ""),
-            details_json=json.dumps(s.get("details", {}), default=str))
-        if s.get("sequence"):
-            q = s["sequence"]
-            resp.sequence.CopyFrom(pb.RunningSequence(name=q["name"], actor=pb.Actor(id=q["actor"]),
-                                                      started_seq=q["started_seq"]))
-        if s.get("last_fallback"):
-            f = s["last_fallback"]
-            resp.last_fallback.CopyFrom(pb.Fallback(from_slot=f.get("from_slot") or "", to_slot=f.get("to_slot") or "",
-                                                    reason=f.get("reason") or "", seq=f.get("seq") or 0))
+            stage=s.stage, ready=s.ready, slot=s.slot or "", version=s.version, boot_id=s.boot_id,
+            log_next_seq=s.log_next_seq, config_digest=s.config_digest or "",
+            staged_config_digest=s.staged_config_digest or "", node=s.node,
+            details_json=msgspec.json.encode(s.details, enc_hook=str).decode())
+        if s.sequence is not None:
+            q = s.sequence
+            resp.sequence.CopyFrom(pb.RunningSequence(name=q.name.value, actor=pb.Actor(id=q.actor),
+                                                      started_seq=q.started_seq))
+        if s.last_fallback is not None:
+            f = s.last_fallback
+            resp.last_fallback.CopyFrom(pb.Fallback(from_slot=f.from_slot, to_slot=f.to_slot, reason=f.reason,
+                                                    seq=f.seq))
         return resp
 
     @rpc("ApplyConfiguration")
     async def ApplyConfiguration(self, request: pb.ApplyConfigurationRequest, context: Any,
                                  actor: Actor) -> pb.ApplyConfigurationResponse:
-        mode = pb.ApplyMode.Name(request.mode).lower().replace("_", "-")
-        out = await self.node.apply_config(request.data, mode, request.dry_run,
-                                           float(request.try_timeout_seconds or 60), actor)
+        cmd = ApplyConfig(data=request.data, mode=ApplyMode(pb.ApplyMode.Name(request.mode).lower().replace("_", "-")),
+                          dry_run=request.dry_run, try_timeout=float(request.try_timeout_seconds or 60))
+        out = await self.node.apply_config(cmd, actor)
         return pb.ApplyConfigurationResponse(
-            mode=out["mode"].upper().replace("-", "_"), diff_json=json.dumps(out["diff"]),
-            digest=out["digest"], seq=out.get("seq") or 0, reboot_required=out.get("reboot_required", False),
-            warnings=out.get("warnings", []))
+            mode=out.mode.value.upper().replace("-", "_"), diff_json=json.dumps([c.to_dict() for c in out.changes]),
+            digest=out.digest, seq=out.seq, reboot_required=out.reboot_required, warnings=list(out.warnings))
 
     @rpc("GetConfiguration")
     async def GetConfiguration(self, request: pb.Empty, context: Any, actor: Actor) -> pb.GetConfigurationResponse:
@@ -288,9 +305,10 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
         data, digest = self.node.get_config(redact)
         return pb.GetConfigurationResponse(data=data, digest=digest, redacted=redact)
 
-    async def _sequence(self, name: str, args: dict[str, Any], actor: Actor) -> pb.SequenceAccepted:
-        seq_name, seq = await self.node.request(name, args, actor)
-        return pb.SequenceAccepted(sequence=seq_name, seq=seq, actor=pb.Actor(id=actor.id, roles=list(actor.roles)))
+    async def _sequence(self, cmd: Command, actor: Actor) -> pb.SequenceAccepted:
+        out = await self.node.request(cmd, actor)
+        return pb.SequenceAccepted(sequence=out.sequence.value, seq=out.seq,
+                                   actor=pb.Actor(id=actor.id, roles=list(actor.roles)))
 
     @rpc("Upgrade")
     async def Upgrade(self, request_iterator: AsyncIterator[pb.UpgradeRequest], context: Any,
@@ -298,31 +316,30 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
         upload = Upload(self.node.spool_dir)
         try:
             await upload.receive(checked_stream(request_iterator))
-            name = "stage-upgrade" if upload.stage else "upgrade"
             # the node verifies the image before it accepts: a refused upload is deleted here, at once
-            return await self._sequence(name, {"source": upload.source, "stage": upload.stage,
-                                               "force": upload.force}, actor)
+            return await self._sequence(Upgrade(source=upload.source, stage=upload.stage, force=upload.force),
+                                        actor)
         except BaseException:
             upload.discard()
             raise
 
     @rpc("Rollback")
     async def Rollback(self, request: pb.RollbackRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
-        return await self._sequence("rollback", {}, actor)
+        return await self._sequence(Rollback(), actor)
 
     @rpc("Reset")
     async def Reset(self, request: pb.ResetRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
-        args = {"wipe": list(request.wipe) or ["STATE", "EPHEMERAL"], "graceful": request.graceful,
-                "reboot": request.reboot, "force": request.force}
-        return await self._sequence("reset", args, actor)
+        cmd = Reset(wipe=tuple(request.wipe) or WIPE_ALL, graceful=request.graceful, reboot=request.reboot,
+                    force=request.force)
+        return await self._sequence(cmd, actor)
 
     @rpc("Reboot")
     async def Reboot(self, request: pb.RebootRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
-        return await self._sequence("reboot", {"force": request.force} if request.force else {}, actor)
+        return await self._sequence(Reboot(force=request.force), actor)
 
     @rpc("Shutdown")
     async def Shutdown(self, request: pb.ShutdownRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
-        return await self._sequence("shutdown", {"force": request.force} if request.force else {}, actor)
+        return await self._sequence(Shutdown(force=request.force), actor)
 
     @guarded_stream("Events", _abort)
     async def Events(self, request: pb.EventsRequest, context: Ctx, actor: Actor) -> AsyncIterator[pb.EventBatch]:

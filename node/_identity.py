@@ -12,16 +12,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import config
 from errors import InvalidConfig, StorageError
 from pki import LOG_KEY_UNIT, Ed25519Signer, issue_certificate, load_certificate, load_private_key, private_key_pem
+from service import node_name
 from storage import write_durably
 
 __all__ = ["FileIdentity", "node_name"]
 
 KEY, CERT = "identity/log.key", "identity/log.crt"
 _TEN_YEARS = dt.timedelta(days=3650)
-
-
-def node_name(cfg: config.MachineConfig) -> str:
-    return cfg.machine.network.hostname or cfg.cluster.name or "graven"
 
 
 class FileIdentity:

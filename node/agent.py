@@ -27,29 +27,28 @@ from api._pki import check_roles, issue_client_certificate
 from api._server import Server
 from api._tls import MaintenanceCredentials, ServingCredentials
 from errors import GravenError, InvalidRequest, NotFound, Unavailable
-from events import Actor, Kind, NodeState, SystemClock, fold
+from events import Actor, Kind, SystemClock
 from fsm import NodeFSM, Stage
 from pki import Ed25519Signer, load_certificate, load_private_key
-from sequencer import (
-    Ports,
-    RebootRequest,
-    ResetRequest,
-    Runtime,
-    SequenceName,
-    Sequencer,
-    ShutdownRequest,
-    UpgradeRequest,
-    apply_config,
-    bring_up,
+from sequencer import Ports, Runtime, SequenceName, Sequencer, SequenceResult, ShutdownRequest, bring_up
+from sequencer.ports import RunningImage
+from service import (
+    Accepted,
+    Applied,
+    ApplyConfig,
+    BootFacts,
+    Command,
+    NodeService,
+    Status,
+    VersionInfo,
+    node_name,
 )
-from sequencer.ports import RunningImage, other_slot
-from sequencer.tasks.state import CONFIG, PENDING
 from storage import DiskBase, LmdbEventLog, LogRing
 
 from . import _pid1, _resources
 from ._disk import open_disk
 from ._etcd_node import QUORUM_SEQUENCES, EtcdNode, settings_for
-from ._identity import FileIdentity, node_name
+from ._identity import FileIdentity
 from ._kmsg import kernel_records, own_kernel
 from ._log import NodeLog
 from ._logging import AGENT, FileFollower, setup_agent_logging
@@ -95,6 +94,9 @@ class BootInfo:
 
 
 class Agent:
+    """The composition root of one boot: opens the log, builds the ports, the sequencer and the service
+    (``service.NodeService``, which holds every rule about commands), and starts the servers."""
+
     def __init__(self, disk: DiskBase, *, listen: str = DEFAULT_LISTEN, boot: BootInfo | None = None,
                  health_timeout: float | None = None, logs: LogRing | None = None) -> None:
         self.disk = disk
@@ -103,16 +105,12 @@ class Agent:
         self.boot = boot or BootInfo()
         self.health_timeout = health_timeout  # services not healthy by then fail the boot (None: the task's own)
         self._health_since: float | None = None
-        self._reset_args: dict[str, Any] = {}
         self.exit_code = EXIT_POWER_OFF
         self.identity = FileIdentity(lambda: disk.path("STATE"), self._promote)
         self._servers: dict[str, Server] = {}
         self._fault = image.fault_point()
-        self._state = NodeState()
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._try_task: asyncio.Task[None] | None = None
-        self._parsing = asyncio.Semaphore(2)
         self.log = self._open_log()
         if self.log.durable:
             self.logs.attach(self._logs_dir())
@@ -121,6 +119,27 @@ class Agent:
         self._followers: dict[str, FileFollower] = {}  # service -> its log file copied into the ring
         self.etcd = EtcdNode(self._emit, lambda: settings_for(self._config, ephemeral=self.spool_dir.parent,
                                                               listen=self.listen))
+        backend = self.log.backend
+        self.broken = backend.broken if isinstance(backend, LmdbEventLog) else None
+        if self.broken is None:
+            self._log_boot()
+        self.fsm = NodeFSM(self.log)
+        running = RunningImage(self.boot.slot, self.version_string, self.boot.digest)
+        net = select_network(self._emit, resolv_conf=lambda: self._disk_file("STATE", "resolv.conf"),
+                             record=lambda: self._disk_file("EPHEMERAL", "network.json"))
+        AGENT.info(f"network: {net.reason}")
+        self.ports = Ports(
+            boot_env=BootEnvPort(self.disk), disk=DiskPort(self.disk, defer_wipe=self._defer_wipe),
+            images=ImagesPort(lambda: self.spool_dir, running),
+            network=net.port, services=_Services(self), power=_Power(self),
+            clock=SystemClock(), identity=self.identity,
+            sinks=DirSinks(self._ca_pem, self._emit),
+        )
+        self.planned_network = net.port
+        self.seq = Sequencer(self.log, self.fsm, self.ports, runtime=Runtime())
+        self.service = NodeService(
+            self.seq, BootFacts(self.boot.boot_id, self.boot.slot, self.version_string, self.boot.digest), _Host(self),
+            cluster=_EtcdGuard(self.etcd, self.seq), network=_LiveNetwork(net.port, net.platform))
 
     # -- the log and identity ------------------------------------------------------------------------------
     def _open_log(self) -> NodeLog:
@@ -132,6 +151,18 @@ class Agent:
                                origin=f"graven/{_cert_cn(cert_der)}")
         return NodeLog(boot_id=self.boot.boot_id, node=_cert_cn(cert_der), durable=durable)
 
+    def _log_boot(self) -> None:
+        """Seal what a crashed boot left unsealed, and log the bootloader's decisions for this boot."""
+        sealed = self.log.seal_tail()
+        if sealed is not None:
+            AGENT.warning(f"the previous boot ended without sealing its log: sealed seq 0..{sealed.seq - 1} "
+                          f"with a checkpoint at seq {sealed.seq}")
+        for ev in self.boot.events:
+            self.log.submit(ev["kind"], ev.get("payload", {}), BOOTLOADER)
+        if self.boot.events:
+            self.log.flush()
+        self.boot.logged()
+
     def _log_dir(self) -> Path:
         return self.disk.path("EPHEMERAL") / "log"
 
@@ -142,43 +173,18 @@ class Agent:
         every = self._config.machine.audit.checkpoint_every if self._config else 1024
         self.log.promote(self._log_dir(), signer, cert_der, origin=f"graven/{name}", checkpoint_every=every)
         self.logs.attach(self._logs_dir())
-        self._state = NodeState()
+        self.service.forget_log()
 
     @property
     def _config(self) -> config.MachineConfig | None:
-        seq = getattr(self, "seq", None)
-        return seq.runtime.config if seq is not None else None
+        return self.seq.runtime.config
 
     # -- running -------------------------------------------------------------------------------------------------
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
-        broken = getattr(self.log.backend, "broken", None)
-        if broken is not None:
-            AGENT.error(f"the event log is read-only: {broken.message}")
+        if self.broken is not None:
+            AGENT.error(f"the event log is read-only: {self.broken.message}")
             return EXIT_LOG_BROKEN
-        sealed = self.log.seal_tail()
-        if sealed is not None:
-            AGENT.warning(f"the previous boot ended without sealing its log: sealed seq 0..{sealed.seq - 1} "
-                  f"with a checkpoint at seq {sealed.seq}")
-        for ev in self.boot.events:
-            self.log.submit(ev["kind"], ev.get("payload", {}), BOOTLOADER)
-        if self.boot.events:
-            self.log.flush()
-        self.boot.logged()
-        self.fsm = NodeFSM(self.log)
-        running = RunningImage(self.boot.slot, self.version_string, self.boot.digest)
-        net = select_network(self._emit, resolv_conf=lambda: self._disk_file("STATE", "resolv.conf"),
-                             record=lambda: self._disk_file("EPHEMERAL", "network.json"))
-        AGENT.info(f"network: {net.reason}")
-        ports = Ports(
-            boot_env=BootEnvPort(self.disk), disk=DiskPort(self.disk, defer_wipe=self._defer_wipe),
-            images=ImagesPort(lambda: self.spool_dir, running),
-            network=net.port, services=_Services(self), power=_Power(self),
-            clock=SystemClock(), identity=self.identity,
-            sinks=DirSinks(self._ca_pem, self._emit),
-        )
-        self.planned_network, self.network_platform = ports.network, net.platform
-        self.seq = Sequencer(self.log, self.fsm, ports, runtime=Runtime())
         if self._fault == "oom":
             await _pid1.fault_oom(AGENT.warning)
         if self._fault == "boot-crash":
@@ -194,7 +200,7 @@ class Agent:
         self.logs.close()
         return self.exit_code
 
-    def _brought_up(self, task: asyncio.Task[Any]) -> None:
+    def _brought_up(self, task: asyncio.Task[SequenceResult]) -> None:
         if task.cancelled():
             return
         exc = task.exception()
@@ -220,6 +226,9 @@ class Agent:
         self.exit_code = code
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._stopped.set)
+
+    def _graceful_reset(self) -> bool:
+        return self.service.reset is not None and self.service.reset.graceful
 
     # -- services ---------------------------------------------------------------------------------------------
     def _sans(self) -> list[str]:
@@ -264,8 +273,8 @@ class Agent:
         if follower is not None:
             follower.stop()
         if name == "etcd":  # a graceful reset leaves the cluster first
-            await self.etcd.stop("the node stops its services", leave=self.fsm.stage is Stage.RESETTING
-                                 and bool(self._reset_args.get("graceful")))
+            await self.etcd.stop("the node stops its services",
+                                 leave=self.fsm.stage is Stage.RESETTING and self._graceful_reset())
         server = self._servers.pop(name, None)
         if name == "api":
             await self._sync_metrics()
@@ -283,9 +292,8 @@ class Agent:
         from ._metrics import NodeMetrics, NodeView
 
         def view() -> NodeView:
-            fsm = getattr(self, "fsm", None)
-            return NodeView(stage=fsm.stage.value if fsm is not None else Stage.BOOTING.value,
-                            boot_id=self.boot.boot_id, next_seq=self.log.next_seq(), log_bytes=self.log.disk_bytes())
+            return NodeView(stage=self.fsm.stage.value, boot_id=self.boot.boot_id, next_seq=self.log.next_seq(),
+                            log_bytes=self.log.disk_bytes())
 
         metrics = NodeMetrics(read_raw=self.log.read_raw, view=view)
         metrics.set_image(version=self.version_string, slot=self.boot.slot or "", digest=self.boot.digest)
@@ -307,8 +315,7 @@ class Agent:
         """The reset's wipe of EPHEMERAL, done once the log is closed (``node._wipe``); a graceful reset with
         audit sinks ships the final, sealed log there first."""
         cfg = self._config
-        graceful = bool(self._reset_args.get("graceful"))
-        sinks = list(cfg.machine.audit.sinks) if cfg is not None and graceful else []
+        sinks = list(cfg.machine.audit.sinks) if cfg is not None and self._graceful_reset() else []
         request_wipe(self.disk, labels, reason="reset", sinks=sinks, ca_pem=self._ca_pem())
 
     async def _shutdown_servers(self) -> None:
@@ -318,7 +325,7 @@ class Agent:
     # -- NodeApi ------------------------------------------------------------------------------------------------
     @property
     def maintenance(self) -> bool:
-        return self.fsm.stage is Stage.MAINTENANCE
+        return self.service.maintenance
 
     @property
     def spool_dir(self) -> Path:
@@ -335,207 +342,29 @@ class Agent:
         cfg = self._config
         return cfg.machine.ca.crt_pem() if cfg else None
 
-    def live_state(self) -> NodeState:
-        """The fold of the node's own log, brought up to date: the live state the API reports."""
-        state = self._state
-        for event in self.log.read(state.seq + 1):
-            state = fold(state, event)
-        self._state = state
-        return state
-
-    def version(self) -> dict[str, str]:
-        cfg = self._config
-        return {"version": self.version_string, "image_digest": self.boot.digest, "slot": self.boot.slot or "",
-                "boot_id": self.boot.boot_id, "node": node_name(cfg) if cfg else "graven", **_resources.about()}
+    def version(self) -> VersionInfo:
+        return VersionInfo(version=self.version_string, image_digest=self.boot.digest, slot=self.boot.slot or "",
+                           boot_id=self.boot.boot_id, node=node_name(self._config), **_resources.about())
 
     def resources(self, kind: str) -> list[dict[str, Any]]:
         return _resources.read(kind)
 
-    def status(self) -> dict[str, Any]:
-        state = self.live_state()
-        run = self.seq.running
-        committed = bool(state.boots and state.boots[-1].boot_id == self.boot.boot_id
-                         and state.boots[-1].outcome == "committed")
-        return {
-            "stage": self.fsm.stage.value, "ready": self.fsm.stage is Stage.RUNNING and committed,
-            "slot": self.boot.slot, "version": self.version_string, "boot_id": self.boot.boot_id,
-            "log_next_seq": self.log.next_seq(), "config_digest": state.config_digest,
-            "staged_config_digest": state.staged_config_digest, "node": self.version()["node"],
-            "sequence": {"name": run.name.value, "actor": str(run.actor),
-                         # the fold knows where it started once its sequence.started is in the log
-                         "started_seq": state.sequence.started_seq if state.sequence is not None
-                         and state.sequence.name == run.name.value else 0} if run else None,
-            "last_fallback": state.last_fallback,
-            "details": {"slots": {k: v for k, v in state.to_json()["slots"].items()},
-                        "last_sequence": state.last_sequence, "durable_log": self.log.durable,
-                        "boots": len(state.boots), "try_config": state.try_config, **self._drift()},
-        }
+    def status(self) -> Status:
+        return self.service.status()
 
-    def _drift(self) -> dict[str, Any]:
-        """``drift``: how the live network differs from the config (None where it cannot be read: the sandbox)."""
-        port, cfg = getattr(self, "planned_network", None), self._config
-        out: dict[str, Any] = {"network_platform": getattr(self, "network_platform", None), "drift": None}
-        if isinstance(port, NetlinkNetwork) and cfg is not None:
-            try:
-                out["drift"] = port.drift(cfg.machine.network)
-            except GravenError as exc:
-                out["drift_error"] = exc.message
-        return out
+    async def apply_config(self, cmd: ApplyConfig, actor: Actor) -> Applied:
+        return await self.service.apply_config(cmd, actor)
 
-    async def apply_config(self, data: bytes, mode: str, dry_run: bool, try_timeout: float,
-                           actor: Actor) -> dict[str, Any]:
-        # off the event loop, one at a time: the loader's limits bound each parse, this bounds how many run
-        async with self._parsing:
-            new = await asyncio.to_thread(config.load, data, name="the applied config")
-        if self.maintenance and new.machine.install is not None:  # refused before anything is kept or recorded
-            await asyncio.to_thread(self.seq.ports.disk.check_install_disk, new.machine.install.disk)
-        rt = self.seq.runtime
-        if not dry_run and mode != "try" and self._trying(config.digest(new)):
-            return await self._confirm_try(actor)
-        plan = config.plan_apply(rt.config, rt.persisted, rt.staged, new, mode, dry_run=dry_run,
-                                 try_timeout=try_timeout)
-        seq = 0
-        if not dry_run:
-            if self.maintenance and new.machine.install is None and not self.log.durable:
-                # No install step to come: this sandbox node runs from its folders, so it takes its identity now.
-                await asyncio.to_thread(self._adopt_folders, new)
-            event = await apply_config(self.seq, plan, actor=actor)
-            seq = event.seq if event is not None else 0
-            if plan.reboot and self.fsm.stage is Stage.RUNNING:
-                self.seq.request(SequenceName.REBOOT, RebootRequest(), actor=actor)
-            if plan.action is config.Action.TRY and plan.revert_to is not None:
-                self._schedule_revert(plan, actor)
-            await self._sync_metrics()
-        return {"mode": str(plan.mode), "diff": [c.to_dict() for c in plan.changes], "digest": plan.digest,
-                "seq": seq, "reboot_required": plan.reboot, "warnings": list(plan.warnings)}
+    def get_config(self, redact: bool) -> tuple[bytes, str]:
+        return self.service.config_text(redact)
 
-    def _trying(self, digest: str) -> bool:
-        """Whether a ``try`` of exactly this config is running and not yet confirmed."""
-        rt = self.seq.runtime
-        return (self._try_task is not None and not self._try_task.done() and rt.config is not None
-                and config.digest(rt.config) == digest)
-
-    async def _confirm_try(self, actor: Actor) -> dict[str, Any]:
-        """Applying the tried config again (in any mode but try) confirms it: it is persisted and kept. Two-phase
-        like every config change: pending file, durable ``config.confirmed``, then in place."""
-        rt, disk = self.seq.runtime, self.seq.ports.disk
-        assert self._try_task is not None and rt.config is not None
-        self._try_task.cancel()
-        plan = config.confirm_try(rt.config, rt.persisted, rt.staged)
-        data = config.dump_yaml(plan.persisted).encode() if plan.persisted is not None else None
-        if data is not None:
-            await asyncio.to_thread(disk.write, "STATE", CONFIG + PENDING, data)
-        event = await self.seq.record(Kind.CONFIG_CONFIRMED, {"digest": plan.digest}, actor)
-        if data is not None:
-            await asyncio.to_thread(disk.write, "STATE", CONFIG, data)
-            await asyncio.to_thread(disk.remove, "STATE", CONFIG + PENDING)
-        rt.persisted = plan.persisted
-        return {"mode": "no-reboot", "diff": [], "digest": plan.digest, "seq": event.seq, "reboot_required": False,
-                "warnings": ["confirmed the config on trial: it is kept and persisted"]}
+    async def request(self, cmd: Command, actor: Actor) -> Accepted:
+        return await self.service.request(cmd, actor)
 
     def _adopt_folders(self, cfg: config.MachineConfig) -> None:
         if not self.disk.is_partitioned():
             self.disk.partition()
         self.identity.create(cfg)
-
-    def _schedule_revert(self, plan: config.ApplyPlan, actor: Actor) -> None:
-        if self._try_task is not None:
-            self._try_task.cancel()
-        tried = plan.digest
-
-        async def revert_later() -> None:
-            await asyncio.sleep(plan.try_timeout or config.DEFAULT_TRY_TIMEOUT)
-            rt = self.seq.runtime
-            if rt.config is None or config.digest(rt.config) != tried or plan.revert_to is None:
-                return
-            back = config.revert_try(rt.config, rt.persisted, rt.staged, plan.revert_to)
-            rt.config = back.active
-            await self.seq.record(Kind.CONFIG_REVERTED, {"digest": back.digest, "reason": "try timed out",
-                                                         "tried": tried}, actor)
-
-        self._try_task = asyncio.create_task(revert_later())
-
-    def get_config(self, redact: bool) -> tuple[bytes, str]:
-        cfg = self._config
-        if cfg is None:
-            raise NotFound("this node has no machine config (maintenance mode)")
-        shown = config.redact(cfg) if redact else cfg
-        return config.dump_yaml(shown).encode(), config.digest(cfg)
-
-    async def request(self, sequence: str, args: dict[str, Any], actor: Actor) -> tuple[str, int]:
-        name = SequenceName(sequence)
-        builders: dict[SequenceName, Any] = {
-            SequenceName.UPGRADE: lambda: UpgradeRequest(image=str(args["source"])),
-            SequenceName.STAGE_UPGRADE: lambda: UpgradeRequest(image=str(args["source"])),
-            SequenceName.RESET: lambda: ResetRequest(graceful=bool(args.get("graceful")),
-                                                     reboot=bool(args.get("reboot")),
-                                                     wipe=tuple(args.get("wipe") or ("STATE", "EPHEMERAL"))),
-            SequenceName.REBOOT: RebootRequest, SequenceName.SHUTDOWN: ShutdownRequest,
-        }
-        if name is SequenceName.RESET:
-            self._reset_args = dict(args)
-        event = await self.seq.record(Kind.API_REQUEST, {"method": name.value, "args": _plain(args)}, actor)
-        if name in (SequenceName.UPGRADE, SequenceName.STAGE_UPGRADE):  # first: a bad image takes no cluster lock
-            args = {**args, "source": await self._check_image(name.value, str(args["source"]), actor, event.seq)}
-        if name.value in QUORUM_SEQUENCES and not args.get("force"):
-            await self.etcd.check_quorum(name.value, actor, event.seq, self.seq.record)
-        if name is SequenceName.UPGRADE and not args.get("force"):
-            await self.etcd.take_upgrade_lock(actor, event.seq, self.seq.record)
-        if name is SequenceName.RESET:
-            await self._check_shipped(args, actor, event.seq)
-        if name is SequenceName.ROLLBACK:
-            await self._check_rollback(actor, event.seq)
-        req: object | None = builders[name]() if name in builders else None
-        try:
-            self.seq.request(name, req, actor=actor)
-        except GravenError as exc:
-            await self.seq.record(Kind.API_REFUSED, {"method": name.value, "request_seq": event.seq,
-                                                     "reason": exc.message, "code": exc.code.name}, actor)
-            raise
-        return name.value, event.seq
-
-    async def _check_shipped(self, args: dict[str, Any], actor: Actor, request_seq: int) -> None:
-        """A reset that wipes EPHEMERAL destroys the log: refuse unless it ships to a sink first, or is forced."""
-        if "EPHEMERAL" not in (args.get("wipe") or ["EPHEMERAL"]) or args.get("force"):
-            return
-        cfg = self._config
-        if args.get("graceful") and cfg is not None and cfg.machine.audit.sinks:
-            return
-        reason = ("reset would wipe EPHEMERAL and destroy events that were never shipped; configure "
-                  "machine.audit.sinks and reset with --graceful, or pass --force")
-        await self.seq.record(Kind.API_REFUSED, {"method": "reset", "request_seq": request_seq, "reason": reason,
-                                                 "code": "INVALID_REQUEST"}, actor)
-        raise InvalidRequest(reason)
-
-    async def _check_image(self, method: str, source: str, actor: Actor, request_seq: int) -> str:
-        """An upgrade's image is verified (format, size, digest, signature, trusted key) before the request is
-        accepted: a bad one is refused at once, as a signed ``api.refused``. Returns the verified file (an
-        https image is fetched once, here)."""
-        install = self._config.machine.install if self._config is not None else None
-        keys = install.trusted_public_keys() if install is not None else ()
-        try:
-            verified = await asyncio.to_thread(self.seq.ports.images.verify, source, keys)
-        except GravenError as exc:
-            await self.seq.record(Kind.API_REFUSED, {"method": method, "request_seq": request_seq,
-                                                     "reason": exc.message, "code": exc.code.name}, actor)
-            raise
-        path = getattr(verified, "path", None)
-        return str(path) if path is not None else source
-
-    async def _check_rollback(self, actor: Actor, request_seq: int) -> None:
-        """A rollback needs the other slot to have booted good: refuse it at once, not after acceptance."""
-        env = await asyncio.to_thread(BootEnvPort(self.disk).load)
-        running = self.boot.slot
-        reason = None
-        if running is None or env is None:
-            reason = "this boot runs no slot of the disk (installer or bare agent); nothing to roll back to"
-        elif not env.slot(other_slot(running)).good:
-            reason = f"slot {other_slot(running)} holds no image that booted good; nothing to roll back to"
-        if reason is None:
-            return
-        await self.seq.record(Kind.API_REFUSED, {"method": "rollback", "request_seq": request_seq,
-                                                 "reason": reason, "code": "NOT_FOUND"}, actor)
-        raise NotFound(reason)
 
     async def etcd_action(self, action: str, args: dict[str, Any], actor: Actor, *, manage: bool) -> dict[str, Any]:
         return await self.etcd.action(action, args, actor, manage=manage, record=self.seq.record)
@@ -588,7 +417,7 @@ class Agent:
         return cfg.machine.ca.crt_pem(), crt, key
 
     def network(self, what: str) -> list[dict[str, Any]]:
-        state = getattr(self, "planned_network", None)
+        state = self.planned_network
         if isinstance(state, NetlinkNetwork):
             if what == "drift":
                 cfg = self._config
@@ -619,6 +448,48 @@ class _Services:
         return self.agent.healthy(name)
 
 
+class _Host:
+    """The service's ``Host`` port."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def log_durable(self) -> bool:
+        return self.agent.log.durable
+
+    def adopt(self, cfg: config.MachineConfig) -> None:
+        self.agent._adopt_folders(cfg)
+
+    async def config_changed(self) -> None:
+        await self.agent._sync_metrics()
+
+
+class _EtcdGuard:
+    """The service's ``Cluster`` port: etcd's quorum for the sequences that take the node down, and its lock."""
+
+    def __init__(self, etcd: EtcdNode, seq: Sequencer) -> None:
+        self.etcd, self.seq = etcd, seq
+
+    async def check_quorum(self, sequence: SequenceName, actor: Actor, request_seq: int) -> None:
+        if sequence.value in QUORUM_SEQUENCES:
+            await self.etcd.check_quorum(sequence.value, actor, request_seq, self.seq.record)
+
+    async def take_upgrade_lock(self, actor: Actor, request_seq: int) -> None:
+        await self.etcd.take_upgrade_lock(actor, request_seq, self.seq.record)
+
+
+class _LiveNetwork:
+    """The service's ``NetworkView`` port: drift where the node owns its links (netlink), else none."""
+
+    def __init__(self, port: object, platform: str) -> None:
+        self.port, self.platform = port, platform
+
+    def drift(self, cfg: config.MachineConfig) -> list[dict[str, object]] | None:
+        if not isinstance(self.port, NetlinkNetwork):
+            return None
+        return list(self.port.drift(cfg.machine.network))
+
+
 class _Power:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -634,10 +505,6 @@ def _cert_cn(cert_der: bytes) -> str:
     from pki import cert_subject
 
     return cert_subject(load_certificate(cert_der))[0] or "graven"
-
-
-def _plain(args: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
 
 
 def _clear_spool(disk: DiskBase) -> None:

@@ -7,6 +7,7 @@ from ._context import Ports as Ports
 from ._context import Runtime as Runtime
 from ._lifecycle import apply_config as apply_config
 from ._lifecycle import bring_up as bring_up
+from ._lifecycle import confirm_config as confirm_config
 from ._lifecycle import record_boot as record_boot
 from ._model import Condition as Condition
 from ._model import OnError as OnError
@@ -52,6 +53,7 @@ __all__ = [
     "apply_config",
     "bring_up",
     "condition",
+    "confirm_config",
     "may_take_over",
     "record_boot",
     "task",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import config
 from events import NODE, Actor, Event, Kind
@@ -13,7 +14,7 @@ from ._model import SequenceName
 from ._runner import Sequencer, SequenceResult
 from .tasks.state import CONFIG, PENDING, STAGED
 
-__all__ = ["apply_config", "bring_up", "record_boot"]
+__all__ = ["apply_config", "bring_up", "confirm_config", "record_boot"]
 
 
 async def record_boot(seq: Sequencer, boot_id: str) -> Event:
@@ -66,25 +67,13 @@ async def apply_config(seq: Sequencer, plan: config.ApplyPlan, *, actor: Actor) 
     disk, rt = seq.ports.disk, seq.runtime
     # In maintenance on an empty disk there is no STATE yet: the install sequence persists the config.
     persist = seq.fsm.stage is not Stage.MAINTENANCE or await asyncio.to_thread(disk.is_partitioned)
-    # Two-phase, so that a crash leaves the config and its event both there or both absent: the new files go
-    # to ``*.pending`` first, the event is made durable, then the pending files take their place. A boot that
-    # finds a pending file keeps it only if the log holds its event (``tasks.state.settle_pending``).
     writes: list[tuple[str, bytes | None]] = []
     if persist and plan.persisted is not None and plan.persisted != rt.persisted:
         writes.append((CONFIG, config.dump_yaml(plan.persisted).encode()))
     if persist and plan.staged != rt.staged:
         writes.append((STAGED, None if plan.staged is None else config.dump_yaml(plan.staged).encode()))
-    for name, data in writes:
-        if data is not None:
-            await asyncio.to_thread(disk.write, "STATE", name + PENDING, data)
     kind = Kind.CONFIG_STAGED if plan.action is config.Action.STAGE else Kind.CONFIG_APPLIED
-    event = await seq.record(kind, plan.event_payload(), actor)
-    for name, data in writes:
-        if data is None:
-            await asyncio.to_thread(disk.remove, "STATE", name)
-        else:
-            await asyncio.to_thread(disk.write, "STATE", name, data)
-            await asyncio.to_thread(disk.remove, "STATE", name + PENDING)
+    event = await _persisted(seq, writes, kind, plan.event_payload(), actor)
     live = plan.action in (config.Action.LIVE, config.Action.TRY) and seq.fsm.stage is Stage.RUNNING
     network_changed = any(c.path.startswith("machine.network") for c in plan.changes)
     rt.config, rt.persisted, rt.staged = plan.active, plan.persisted, plan.staged
@@ -95,4 +84,34 @@ async def apply_config(seq: Sequencer, plan: config.ApplyPlan, *, actor: Actor) 
             await asyncio.to_thread(seq.ports.network.set_hostname, net.hostname)
         await asyncio.to_thread(seq.ports.network.set_resolvers, net.nameservers)
     seq.wake.set()
+    return event
+
+
+async def confirm_config(seq: Sequencer, plan: config.ApplyPlan, *, actor: Actor) -> Event:
+    """Keep the config on trial (a plan from ``config.confirm_try``): persisted, and ``config.confirmed``."""
+    writes: list[tuple[str, bytes | None]] = []
+    if plan.persisted is not None:
+        writes.append((CONFIG, config.dump_yaml(plan.persisted).encode()))
+    event = await _persisted(seq, writes, Kind.CONFIG_CONFIRMED, {"digest": plan.digest}, actor)
+    seq.runtime.persisted = plan.persisted
+    return event
+
+
+async def _persisted(seq: Sequencer, writes: list[tuple[str, bytes | None]], kind: str, payload: dict[str, Any],
+                     actor: Actor) -> Event:
+    """Record ``kind`` with the files ``writes`` names (None: remove it) in STATE, two-phase, so that a crash leaves
+    the config and its event both there or both absent: the new files go to ``*.pending`` first, the event is made
+    durable, then the pending files take their place. A boot that finds a pending file keeps it only if the log
+    holds its event (``tasks.state.settle_pending``)."""
+    disk = seq.ports.disk
+    for name, data in writes:
+        if data is not None:
+            await asyncio.to_thread(disk.write, "STATE", name + PENDING, data)
+    event = await seq.record(kind, payload, actor)
+    for name, data in writes:
+        if data is None:
+            await asyncio.to_thread(disk.remove, "STATE", name)
+        else:
+            await asyncio.to_thread(disk.write, "STATE", name, data)
+            await asyncio.to_thread(disk.remove, "STATE", name + PENDING)
     return event

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ("errors", "pki", "events", "fsm", "sequencer", "config")
+CORE = ("errors", "pki", "events", "fsm", "sequencer", "config", "service")
 FORBIDDEN = frozenset({"lmdb", "grpc", "pyroute2", "storage", "image", "api", "node", "provision", "cli"})
 
 

@@ -14,7 +14,7 @@ import functools
 import io
 import json
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -105,16 +105,16 @@ class NodeApi(Protocol):
 
     def client_config(self, roles: list[str], ttl_seconds: int, name: str) -> tuple[bytes, bytes, bytes]: ...
 
-    def network(self, what: str) -> list[dict[str, Any]]: ...
+    def network(self, what: str) -> Rows: ...
 
-    def resources(self, kind: str) -> list[dict[str, Any]]: ...
+    def resources(self, kind: str) -> Rows: ...
 
-    async def etcd_action(self, action: str, args: dict[str, Any], actor: Actor, *,
-                          manage: bool) -> dict[str, Any]: ...
+    async def etcd_action(self, action: str, args: dict[str, object], actor: Actor, *,
+                          manage: bool) -> dict[str, object]: ...
 
     async def etcd_snapshot(self) -> Path: ...
 
-    async def etcd_recover(self, snapshot: Path, actor: Actor) -> dict[str, Any]: ...
+    async def etcd_recover(self, snapshot: Path, actor: Actor) -> dict[str, object]: ...
     @property
     def logs(self) -> LogSource: ...
 
@@ -204,8 +204,15 @@ def fit_details(details: dict[str, Any], max_bytes: int) -> str:
     return json.dumps({**scalars, "details_clipped": True}, default=str)[:max_bytes]
 
 
-# grpc-stubs predate grpc.aio's abort_with_status; the context is typed loosely on purpose.
-Ctx = Any
+class Ctx(Protocol):
+    """What the handlers use of grpc.aio's servicer context (grpc ships no types of its own)."""
+
+    def auth_context(self) -> Mapping[str, Sequence[bytes]]: ...
+
+    async def abort_with_status(self, status: grpc.Status) -> None: ...
+
+
+Rows = list[dict[str, object]]  # a table's rows, sent as JSON
 
 
 def caller(context: Ctx) -> tuple[Actor | None, bool]:
@@ -266,13 +273,13 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
         return actor
 
     @rpc("Version")
-    async def Version(self, request: pb.Empty, context: Any, actor: Actor) -> pb.VersionResponse:
+    async def Version(self, request: pb.Empty, context: Ctx, actor: Actor) -> pb.VersionResponse:
         v = self.node.version()
         return pb.VersionResponse(version=v.version, image_digest=v.image_digest, slot=v.slot, boot_id=v.boot_id,
                                   node=v.node, kernel=v.kernel, os_image=v.os_image, provisioner=v.provisioner)
 
     @rpc("MachineStatus")
-    async def MachineStatus(self, request: pb.Empty, context: Any, actor: Actor) -> pb.MachineStatusResponse:
+    async def MachineStatus(self, request: pb.Empty, context: Ctx, actor: Actor) -> pb.MachineStatusResponse:
         s = self.node.status()
         resp = pb.MachineStatusResponse(
             stage=s.stage, ready=s.ready, slot=s.slot or "", version=s.version, boot_id=s.boot_id,
@@ -290,7 +297,7 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
         return resp
 
     @rpc("ApplyConfiguration")
-    async def ApplyConfiguration(self, request: pb.ApplyConfigurationRequest, context: Any,
+    async def ApplyConfiguration(self, request: pb.ApplyConfigurationRequest, context: Ctx,
                                  actor: Actor) -> pb.ApplyConfigurationResponse:
         cmd = ApplyConfig(data=request.data, mode=ApplyMode(pb.ApplyMode.Name(request.mode).lower().replace("_", "-")),
                           dry_run=request.dry_run, try_timeout=float(request.try_timeout_seconds or 60))
@@ -300,7 +307,7 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
             digest=out.digest, seq=out.seq, reboot_required=out.reboot_required, warnings=list(out.warnings))
 
     @rpc("GetConfiguration")
-    async def GetConfiguration(self, request: pb.Empty, context: Any, actor: Actor) -> pb.GetConfigurationResponse:
+    async def GetConfiguration(self, request: pb.Empty, context: Ctx, actor: Actor) -> pb.GetConfigurationResponse:
         redact = ADMIN not in actor.roles
         data, digest = self.node.get_config(redact)
         return pb.GetConfigurationResponse(data=data, digest=digest, redacted=redact)
@@ -311,7 +318,7 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
                                    actor=pb.Actor(id=actor.id, roles=list(actor.roles)))
 
     @rpc("Upgrade")
-    async def Upgrade(self, request_iterator: AsyncIterator[pb.UpgradeRequest], context: Any,
+    async def Upgrade(self, request_iterator: AsyncIterator[pb.UpgradeRequest], context: Ctx,
                       actor: Actor) -> pb.SequenceAccepted:
         upload = Upload(self.node.spool_dir)
         try:
@@ -324,21 +331,21 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
             raise
 
     @rpc("Rollback")
-    async def Rollback(self, request: pb.RollbackRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
+    async def Rollback(self, request: pb.RollbackRequest, context: Ctx, actor: Actor) -> pb.SequenceAccepted:
         return await self._sequence(Rollback(), actor)
 
     @rpc("Reset")
-    async def Reset(self, request: pb.ResetRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
+    async def Reset(self, request: pb.ResetRequest, context: Ctx, actor: Actor) -> pb.SequenceAccepted:
         cmd = Reset(wipe=tuple(request.wipe) or WIPE_ALL, graceful=request.graceful, reboot=request.reboot,
                     force=request.force)
         return await self._sequence(cmd, actor)
 
     @rpc("Reboot")
-    async def Reboot(self, request: pb.RebootRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
+    async def Reboot(self, request: pb.RebootRequest, context: Ctx, actor: Actor) -> pb.SequenceAccepted:
         return await self._sequence(Reboot(force=request.force), actor)
 
     @rpc("Shutdown")
-    async def Shutdown(self, request: pb.ShutdownRequest, context: Any, actor: Actor) -> pb.SequenceAccepted:
+    async def Shutdown(self, request: pb.ShutdownRequest, context: Ctx, actor: Actor) -> pb.SequenceAccepted:
         return await self._sequence(Shutdown(force=request.force), actor)
 
     @guarded_stream("Events", _abort)
@@ -423,7 +430,7 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
         return buf.getvalue()
 
     @rpc("BootTrace")
-    async def BootTrace(self, request: pb.BootTraceRequest, context: Any, actor: Actor) -> pb.BootTraceResponse:
+    async def BootTrace(self, request: pb.BootTraceRequest, context: Ctx, actor: Actor) -> pb.BootTraceResponse:
         if request.boot < -1:
             raise InvalidRequest(f"boot {request.boot} is out of range: an index from 0, or -1 for the last",
                                  field="boot", value=request.boot)
@@ -435,28 +442,28 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
         return pb.BootTraceResponse(data=data)
 
     @rpc("GenerateClientConfiguration")
-    async def GenerateClientConfiguration(self, request: pb.ConfigNewRequest, context: Any,
+    async def GenerateClientConfiguration(self, request: pb.ConfigNewRequest, context: Ctx,
                                           actor: Actor) -> pb.ConfigNewResponse:
         ca, crt, key = self.node.client_config(list(request.roles) or ["os:admin"], request.ttl_seconds or 86400,
                                                request.name or "client")
         return pb.ConfigNewResponse(ca_crt=ca, crt=crt, key=key)
 
     @rpc("Network")
-    async def Network(self, request: pb.NetworkRequest, context: Any, actor: Actor) -> pb.NetworkResponse:
+    async def Network(self, request: pb.NetworkRequest, context: Ctx, actor: Actor) -> pb.NetworkResponse:
         return pb.NetworkResponse(json=json.dumps(self.node.network(request.what), default=str))
 
     @rpc("Resources")
-    async def Resources(self, request: pb.ResourcesRequest, context: Any, actor: Actor) -> pb.ResourcesResponse:
+    async def Resources(self, request: pb.ResourcesRequest, context: Ctx, actor: Actor) -> pb.ResourcesResponse:
         rows = await asyncio.to_thread(self.node.resources, request.kind)
         return pb.ResourcesResponse(json=json.dumps(rows, default=str))
 
     @rpc("EtcdQuery")
-    async def EtcdQuery(self, request: pb.EtcdRequest, context: Any, actor: Actor) -> pb.EtcdResponse:
+    async def EtcdQuery(self, request: pb.EtcdRequest, context: Ctx, actor: Actor) -> pb.EtcdResponse:
         out = await self.node.etcd_action(request.action, _json_args(request.args_json), actor, manage=False)
         return pb.EtcdResponse(json=json.dumps(out, default=str))
 
     @rpc("EtcdManage")
-    async def EtcdManage(self, request: pb.EtcdRequest, context: Any, actor: Actor) -> pb.EtcdResponse:
+    async def EtcdManage(self, request: pb.EtcdRequest, context: Ctx, actor: Actor) -> pb.EtcdResponse:
         out = await self.node.etcd_action(request.action, _json_args(request.args_json), actor, manage=True)
         return pb.EtcdResponse(json=json.dumps(out, default=str))
 
@@ -471,7 +478,7 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
             path.unlink(missing_ok=True)
 
     @rpc("EtcdRecover")
-    async def EtcdRecover(self, request_iterator: AsyncIterator[pb.Chunk], context: Any,
+    async def EtcdRecover(self, request_iterator: AsyncIterator[pb.Chunk], context: Ctx,
                           actor: Actor) -> pb.EtcdResponse:
         self.node.spool_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.node.spool_dir, prefix="etcd-recover-", suffix=".snapshot",
@@ -492,7 +499,7 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
         return pb.EtcdResponse(json=json.dumps(out_json, default=str))
 
 
-def _json_args(text: str) -> dict[str, Any]:
+def _json_args(text: str) -> dict[str, object]:
     if not text:
         return {}
     try:

@@ -15,7 +15,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Generator, Sequence
+from collections.abc import Coroutine, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -346,7 +346,7 @@ class Agent:
         return VersionInfo(version=self.version_string, image_digest=self.boot.digest, slot=self.boot.slot or "",
                            boot_id=self.boot.boot_id, node=node_name(self._config), **_resources.about())
 
-    def resources(self, kind: str) -> list[dict[str, Any]]:
+    def resources(self, kind: str) -> list[dict[str, object]]:
         return _resources.read(kind)
 
     def status(self) -> Status:
@@ -366,13 +366,14 @@ class Agent:
             self.disk.partition()
         self.identity.create(cfg)
 
-    async def etcd_action(self, action: str, args: dict[str, Any], actor: Actor, *, manage: bool) -> dict[str, Any]:
+    async def etcd_action(self, action: str, args: dict[str, object], actor: Actor, *,
+                          manage: bool) -> dict[str, object]:
         return await self.etcd.action(action, args, actor, manage=manage, record=self.seq.record)
 
     async def etcd_snapshot(self) -> Path:
         return await self.etcd.snapshot(self.spool_dir)
 
-    async def etcd_recover(self, snapshot: Path, actor: Actor) -> dict[str, Any]:
+    async def etcd_recover(self, snapshot: Path, actor: Actor) -> dict[str, object]:
         return await self.etcd.action("bootstrap", {"recover_from": str(snapshot)}, actor, manage=True,
                                       record=self.seq.record)
 
@@ -386,7 +387,7 @@ class Agent:
                            "log of its own; the host's is read on the host (dmesg)")
         return kernel_records(tail=tail, follow=follow)
 
-    def read_raw(self, start: int, end: int | None = None) -> Any:
+    def read_raw(self, start: int, end: int | None = None) -> Iterator[tuple[int, bytes]]:
         return self.log.read_raw(start, end)
 
     def next_seq(self) -> int:
@@ -416,7 +417,7 @@ class Agent:
                                             ttl=dt.timedelta(seconds=ttl_seconds))
         return cfg.machine.ca.crt_pem(), crt, key
 
-    def network(self, what: str) -> list[dict[str, Any]]:
+    def network(self, what: str) -> list[dict[str, object]]:
         state = self.planned_network
         if isinstance(state, NetlinkNetwork):
             if what == "drift":
@@ -434,7 +435,7 @@ class _Services:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
-    def _on_loop(self, coro: Any) -> None:
+    def _on_loop(self, coro: Coroutine[object, object, None]) -> None:
         assert self.agent._loop is not None
         asyncio.run_coroutine_threadsafe(coro, self.agent._loop).result(timeout=30)
 

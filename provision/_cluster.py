@@ -220,8 +220,8 @@ def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk
     return _announce(data, directory, client_cfg, merge_into, report)
 
 
-def _announce(data: dict[str, Any], directory: Path, client_cfg: ClientConfig, merge_into: Any,
-              report: Any) -> dict[str, Any]:
+def _announce(data: dict[str, Any], directory: Path, client_cfg: ClientConfig, merge_into: Path | bool | None,
+              report: Callable[[str], None]) -> dict[str, Any]:
     """Merge the cluster's context into the user's client config (unless told not to) and say the cluster is up."""
     name = data["name"]
     if merge_into is not False:

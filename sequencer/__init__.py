@@ -19,6 +19,7 @@ from ._model import condition as condition
 from ._model import task as task
 from ._requests import InstallRequest as InstallRequest
 from ._requests import RebootRequest as RebootRequest
+from ._requests import Request as Request
 from ._requests import ResetRequest as ResetRequest
 from ._requests import ShutdownRequest as ShutdownRequest
 from ._requests import UpgradeRequest as UpgradeRequest
@@ -40,6 +41,7 @@ __all__ = [
     "Phase",
     "Ports",
     "RebootRequest",
+    "Request",
     "ResetRequest",
     "Run",
     "Runtime",

@@ -14,6 +14,7 @@ from events import Actor, Event, EventLog
 from fsm import NodeFSM, Trigger
 
 from ._model import SequenceName
+from ._requests import Request
 from .ports import (
     BootEnv,
     BootState,
@@ -96,7 +97,7 @@ class Runtime:
 @dataclass
 class Context:
     sequence: SequenceName
-    request: object | None
+    request: Request | None
     actor: Actor
     ports: Ports
     log: EventLog

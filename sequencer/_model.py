@@ -15,6 +15,7 @@ from fsm import Stage, Trigger
 
 if TYPE_CHECKING:
     from ._context import Context
+    from ._requests import Request
 
 __all__ = ["Condition", "OnError", "Phase", "Sequence", "SequenceName", "Task", "TaskFn", "condition", "task"]
 
@@ -89,7 +90,7 @@ class Sequence:
     name: SequenceName
     phases: tuple[Phase, ...]
     stages: frozenset[Stage]  # the stages it may be asked in
-    request: type | None = None  # the request record it takes, if any
+    request: type[Request] | None = None  # the request record it takes, if any
     enter: Trigger | None = None  # fired as it starts
     done: Trigger | None = None  # fired when every phase succeeded
     failed: Trigger | None = None  # fired when it fails (not when it is cancelled)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["InstallRequest", "RebootRequest", "ResetRequest", "ShutdownRequest", "UpgradeRequest"]
+__all__ = ["InstallRequest", "RebootRequest", "Request", "ResetRequest", "ShutdownRequest", "UpgradeRequest"]
 
 
 @dataclass(frozen=True)
@@ -32,3 +32,7 @@ class RebootRequest:
 @dataclass(frozen=True)
 class ShutdownRequest:
     force: bool = False
+
+
+# Every request a sequence takes: what a run carries from the caller to its tasks.
+Request = InstallRequest | UpgradeRequest | ResetRequest | RebootRequest | ShutdownRequest

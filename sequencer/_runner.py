@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +27,7 @@ from fsm import NodeFSM
 
 from ._context import CancelToken, Context, Ports, Runtime
 from ._model import OnError, Phase, Sequence, SequenceName, Task
+from ._requests import Request
 from ._takeover import TAKEOVER, may_take_over
 from .sequences import SEQUENCES
 
@@ -51,7 +52,7 @@ class SequenceResult:
 class Run:
     """A requested sequence: already the lock holder; ``wait()`` for its result."""
 
-    def __init__(self, name: SequenceName, actor: Actor, request: object | None) -> None:
+    def __init__(self, name: SequenceName, actor: Actor, request: Request | None) -> None:
         self.name = name
         self.actor = actor
         self.request = request
@@ -92,8 +93,8 @@ def _error_fields(err: GravenError) -> dict[str, Any]:
     return {"error": err.message, "code": err.code.name}
 
 
-def _describe(request: object | None) -> dict[str, Any] | None:
-    if request is None or not dataclasses.is_dataclass(request) or isinstance(request, type):
+def _describe(request: Request | None) -> dict[str, Any] | None:
+    if request is None:
         return None
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(request).items()}
 
@@ -132,7 +133,7 @@ class Sequencer:
         return current if current is not None and not current.done() else None
 
     # -- asking ---------------------------------------------------------------------------------------------
-    def request(self, name: SequenceName | str, request: object | None = None, *, actor: Actor = NODE) -> Run:
+    def request(self, name: SequenceName | str, request: Request | None = None, *, actor: Actor = NODE) -> Run:
         """Start ``name`` now, or cancel the running sequence first if the take-over table lets it.
 
         Raises at once, before anything runs: ``Locked`` (another sequence runs and may not be taken over),
@@ -164,16 +165,16 @@ class Sequencer:
         return run
 
     @staticmethod
-    def _check_request(seq: Sequence, request: object | None) -> object | None:
+    def _check_request(seq: Sequence, request: Request | None) -> Request | None:
         if seq.request is None:
             if request is not None:
                 raise InvalidRequest(f"{seq.name.value} takes no request, got {type(request).__name__}",
                                      sequence=seq.name.value)
             return None
         if request is None:
+            default: Callable[[], Request] = seq.request  # a record whose fields all have defaults, or TypeError
             try:
-                made: object = seq.request()
-                return made
+                return default()
             except TypeError:
                 wanted = seq.request.__name__
                 raise InvalidRequest(f"{seq.name.value} needs a {wanted}", sequence=seq.name.value) from None
@@ -183,7 +184,7 @@ class Sequencer:
         return request
 
     async def run(
-        self, name: SequenceName | str, request: object | None = None, *, actor: Actor = NODE
+        self, name: SequenceName | str, request: Request | None = None, *, actor: Actor = NODE
     ) -> SequenceResult:
         return await self.request(name, request, actor=actor).wait()
 

@@ -43,7 +43,7 @@ def fresh_block_disk(ctx: Context) -> bool:
 
 @condition
 def not_forced(ctx: Context) -> bool:
-    return not getattr(ctx.request, "force", False)
+    return not (isinstance(ctx.request, RebootRequest | ShutdownRequest) and ctx.request.force)
 
 
 @condition

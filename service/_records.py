@@ -12,7 +12,7 @@ from typing import ClassVar
 import msgspec
 
 from config import ApplyMode, Change
-from sequencer import RebootRequest, ResetRequest, SequenceName, ShutdownRequest, UpgradeRequest
+from sequencer import RebootRequest, Request, ResetRequest, SequenceName, ShutdownRequest, UpgradeRequest
 
 __all__ = [
     "Accepted",
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 WIPE_ALL: tuple[str, ...] = ("STATE", "EPHEMERAL")
-SequenceRequest = UpgradeRequest | ResetRequest | RebootRequest | ShutdownRequest
+SequenceRequest = Request
 Plain = str | int | bool | float | None | list[str]
 
 

@@ -89,7 +89,7 @@ _MODE_NAMES = {v: k for k, v in MODES.items()}
 def client_version() -> str:
     """The version of this gravenctl's own code (``dev`` from a checkout)."""
     try:
-        from image._stamp import running_version
+        from image import running_version
     except ImportError:  # pragma: no cover - the image package is part of every install
         return "dev"
     try:

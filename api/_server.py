@@ -422,7 +422,7 @@ class MachineServicer(pb_grpc.MachineServiceServicer):
             yield pb.Chunk(data=data[i: i + (1 << 20)])
 
     def _bundle_bytes(self, request: pb.AuditExportRequest) -> bytes:
-        from events._bundle import write_bundle  # tarfile and the bundle code load on the first export only
+        from events import write_bundle  # tarfile and the bundle code load on the first export only
 
         buf = io.BytesIO()
         raw = list(self.node.read_raw(0))

@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from errors import InvalidRequest, TamperedLog
-from events import VerifyReport, replay, state_at
-from events._bundle import write_bundle
-from events._consistency import check_proof, prove
+from events import VerifyReport, check_proof, prove, replay, state_at, write_bundle
 
 from ._output import add_output_flag, print_json, table
 from ._remote import export_remote, with_remote_path

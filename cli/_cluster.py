@@ -9,23 +9,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from api import _clientconfig
-from api._client import GravenClient
+from api import GravenClient, load_client_config
 from errors import GravenError, InvalidRequest
-from provision import _netns
-from provision._choose import PROVISIONERS, choose_provisioner
-from provision._cluster import (
+from provision import (
     DEFAULT_NAME,
     FIRST_PORT,
     NETWORKS,
-    _alive,
-    _Progress,
+    PROVISIONERS,
+    TimedProgress,
     choose_network,
+    choose_provisioner,
     create_cluster,
     create_cluster_netns,
+    destroy_cluster,
     load_cluster,
+    machine_alive,
+    show_netns,
 )
-from provision._destroy import destroy_cluster
 
 from ._output import add_output_flag, print_json, table
 
@@ -106,7 +106,7 @@ def _node_count(args: argparse.Namespace) -> int:
 def _create(args: argparse.Namespace) -> int:
     merge_into: Path | bool | None = False if args.no_merge else \
         (Path(args.gravenconfig) if args.gravenconfig else None)
-    say = _Progress()
+    say = TimedProgress()
     machines = {"provisioner": choose_provisioner(args.provisioner, args.disk, say), "memory": args.memory}
     if machines["provisioner"] == "qemu":
         if args.network == "netns":
@@ -139,9 +139,9 @@ def _node_rows(data: dict[str, Any], live: bool) -> list[dict[str, Any]]:
     ctx = None
     if live and ctx_file.exists():
         with contextlib.suppress(GravenError):
-            ctx = _clientconfig.load(ctx_file).current()[1]
+            ctx = load_client_config(ctx_file).current()[1]
     for node in data["nodes"]:
-        up = _alive(node.get("pid"), node["root"])
+        up = machine_alive(node.get("pid"), node["root"])
         row = {"name": node["name"], "endpoint": node["endpoint"], "machine": "running" if up else "stopped",
                "pid": node.get("pid"), "root": node["root"], "stage": None, "version": None, "slot": None}
         if up and ctx is not None:
@@ -185,7 +185,7 @@ def _destroy(args: argparse.Namespace) -> int:
 
 
 def _print_netns(data: dict[str, Any]) -> None:
-    live = {n.netns: n for n in _netns.show(data["name"])} if os.geteuid() == 0 else {}
+    live = {n.netns: n for n in show_netns(data["name"])} if os.geteuid() == 0 else {}
     rows = [{"name": n["name"], "type": n.get("type"), "netns": n.get("netns"), "address": n.get("address"),
              "host_veth": n.get("host_veth"),
              "present": ("yes" if n.get("netns") in live else "no") if os.geteuid() == 0 else "?"}

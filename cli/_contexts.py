@@ -14,7 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from api._clientconfig import ClientConfig, Context, load, load_or_new, split_endpoint
+from api import ClientConfig, Context, split_endpoint
+from api import load_client_config as load
+from api import load_or_new_client_config as load_or_new
 
 from ._output import add_output_flag, print_json, table
 

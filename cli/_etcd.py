@@ -18,8 +18,8 @@ from typing import Any
 
 import grpc
 
-from api._client import GravenClient
-from api._pb import machine_pb2 as pb
+from api import GravenClient
+from api import machine_pb2 as pb
 from errors import InvalidRequest
 
 from ._output import add_output_flag, print_json, table
@@ -38,7 +38,7 @@ def etcd_call(client: GravenClient, action: str, args: dict[str, Any] | None = N
 
 def etcd_snapshot(client: GravenClient, path: Path) -> tuple[int, str]:
     """Stream the node's etcd snapshot into ``path`` atomically; (size, sha256 of the database)."""
-    from storage._etcd import SnapshotCheck
+    from storage import SnapshotCheck
 
     part = path.with_name(path.name + ".part")
     check = SnapshotCheck()

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from api._client import GravenClient
+from api import GravenClient
 from errors import GravenError
 from events import Event
 

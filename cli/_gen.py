@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from api._pki import gen_config, gen_etcd_client
+from api import gen_config, gen_etcd_client
 
 from ._output import table
 

@@ -22,9 +22,7 @@ from typing import Any
 import yaml
 
 import config
-from api import _pki
-from api._client import Accepted, GravenClient, client_version
-from api._clientconfig import ClientConfig, Context
+from api import Accepted, ClientConfig, Context, GravenClient, check_roles, client_version
 from errors import GravenError, InvalidConfig, InvalidRequest, NotFound
 
 from . import _contexts, _gen, _resources
@@ -436,7 +434,7 @@ def _config_new(args: argparse.Namespace) -> int:
     found = context(args)
     assert found is not None
     name, ctx = found
-    roles = _pki.check_roles(args.roles.split(","))
+    roles = check_roles(args.roles.split(","))
     out = Path(args.file)
     if out.exists() and not args.force:
         raise InvalidRequest(f"{out} exists; not overwriting it (use --force to replace it)", path=str(out))

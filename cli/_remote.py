@@ -19,9 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from api import _clientconfig
-from api._client import DEFAULT_TIMEOUT, GravenClient
-from api._clientconfig import Context
+from api import DEFAULT_TIMEOUT, Context, GravenClient, default_client_config_path, load_client_config
 from errors import GravenError, InvalidRequest, NotFound
 
 __all__ = [
@@ -66,10 +64,10 @@ def _split(value: str | None) -> list[str]:
 
 def context(args: argparse.Namespace, required: bool = True) -> tuple[str, Context] | None:
     """The client-config context the command runs with (``--context``, else the current one)."""
-    path = _clientconfig.default_path(getattr(args, "gravenconfig", None))
+    path = default_client_config_path(getattr(args, "gravenconfig", None))
     if not required and not path.exists():
         return None
-    return _clientconfig.load(path).current(getattr(args, "context", None))
+    return load_client_config(path).current(getattr(args, "context", None))
 
 
 def targets(args: argparse.Namespace) -> list[str]:

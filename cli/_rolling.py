@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from api._client import GravenClient
+from api import GravenClient
 from errors import GravenError, InvalidRequest, NotFound
 
 from ._output import print_json, table

@@ -9,10 +9,18 @@ from typing import Any
 from cryptography import x509
 
 from errors import NotFound, StorageError
-from events import Event, VerifyReport, decode_event
-from events._bundle import Bundle, iter_events, read_bundle, verify_bundle
-from events._since import Seen, verify_since
-from events._verify import ChainVerifier
+from events import (
+    Bundle,
+    ChainVerifier,
+    Event,
+    Seen,
+    VerifyReport,
+    decode_event,
+    iter_events,
+    read_bundle,
+    verify_bundle,
+    verify_since,
+)
 from pki import load_certificate
 from storage import LogReader
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from api._client import Accepted, GravenClient
+from api import Accepted, GravenClient
 from errors import GravenError
 
 from ._output import print_json, table

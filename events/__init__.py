@@ -4,14 +4,20 @@ Pure: no I/O. Storage adapters (``storage``) persist what ``ChainWriter`` produc
 only the CA certificate.
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from ._chain import ChainWriter as ChainWriter
 from ._chain import Clock as Clock
+from ._chain import Prepared as Prepared
 from ._chain import Signed as Signed
 from ._chain import SystemClock as SystemClock
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import parse_note as parse_note
 from ._checkpoint import sign_note as sign_note
 from ._checkpoint import verify_note as verify_note
+from ._consistency import check_proof as check_proof
+from ._consistency import prove as prove
 from ._kinds import Kind as Kind
 from ._memory import MemoryEventLog as MemoryEventLog
 from ._merkle import CompactRange as CompactRange
@@ -31,6 +37,7 @@ from ._record import decode_event as decode_event
 from ._record import encode_canonical as encode_canonical
 from ._record import encode_event as encode_event
 from ._record import event_hash as event_hash
+from ._record import trusted_event_hash as trusted_event_hash
 from ._replay import BootRecord as BootRecord
 from ._replay import NodeState as NodeState
 from ._replay import RunningSequence as RunningSequence
@@ -40,6 +47,8 @@ from ._replay import fold as fold
 from ._replay import replay as replay
 from ._replay import replay_raw as replay_raw
 from ._replay import state_at as state_at
+from ._since import Seen as Seen
+from ._since import verify_since as verify_since
 from ._verify import ChainVerifier as ChainVerifier
 from ._verify import KeyInfo as KeyInfo
 from ._verify import VerifyReport as VerifyReport
@@ -50,6 +59,7 @@ __all__ = [
     "NODE",
     "Actor",
     "BootRecord",
+    "Bundle",
     "ChainVerifier",
     "ChainWriter",
     "Checkpoint",
@@ -62,12 +72,15 @@ __all__ = [
     "MemoryEventLog",
     "MerkleLevels",
     "NodeState",
+    "Prepared",
     "RunningSequence",
+    "Seen",
     "Signed",
     "SlotState",
     "SystemClock",
     "VerifyReport",
     "applies",
+    "check_proof",
     "consistency_proof",
     "decode_event",
     "encode_canonical",
@@ -75,15 +88,48 @@ __all__ = [
     "event_hash",
     "fold",
     "inclusion_proof",
+    "iter_events",
     "leaf_hash",
     "merkle_root",
     "parse_note",
+    "prove",
+    "read_bundle",
     "replay",
     "replay_raw",
     "sign_note",
     "state_at",
+    "trusted_event_hash",
+    "verify_bundle",
     "verify_consistency",
     "verify_inclusion",
     "verify_items",
     "verify_note",
+    "verify_since",
+    "write_bundle",
 ]
+
+if TYPE_CHECKING:
+    from ._bundle import Bundle as Bundle
+    from ._bundle import iter_events as iter_events
+    from ._bundle import read_bundle as read_bundle
+    from ._bundle import verify_bundle as verify_bundle
+    from ._bundle import write_bundle as write_bundle
+
+# tarfile and the bundle code load on the first export or verification only
+_LAZY: dict[str, str] = {
+    "Bundle": "_bundle",
+    "iter_events": "_bundle",
+    "read_bundle": "_bundle",
+    "verify_bundle": "_bundle",
+    "write_bundle": "_bundle",
+}
+
+
+def __getattr__(name: str) -> object:
+    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attr = _LAZY[name].partition(":")
+    value = getattr(import_module(f".{module}", __name__), attr or name)
+    globals()[name] = value
+    return value

@@ -1,5 +1,8 @@
 """Signed images, their verification, A/B slots and the bootloader's decisions."""
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from storage import Slot as Slot
 
 from ._bootloader import DEFAULT_TRIES as DEFAULT_TRIES
@@ -45,6 +48,7 @@ __all__ = [
     "ImageInfo",
     "InstallPlan",
     "InstallResult",
+    "Kernel",
     "Manifest",
     "Slot",
     "Trailer",
@@ -53,8 +57,10 @@ __all__ = [
     "bootable_slots",
     "build_image",
     "build_info",
+    "build_initramfs",
     "choose_slot",
     "fault_point",
+    "find_kernel",
     "generate_key",
     "inspect",
     "install",
@@ -70,3 +76,25 @@ __all__ = [
     "verify_slot",
     "write_keypair",
 ]
+
+if TYPE_CHECKING:
+    from ._initramfs import build_initramfs as build_initramfs
+    from ._kernel import Kernel as Kernel
+    from ._kernel import find_kernel as find_kernel
+
+# what only the qemu provisioner needs
+_LAZY: dict[str, str] = {
+    "Kernel": "_kernel",
+    "build_initramfs": "_initramfs",
+    "find_kernel": "_kernel",
+}
+
+
+def __getattr__(name: str) -> object:
+    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attr = _LAZY[name].partition(":")
+    value = getattr(import_module(f".{module}", __name__), attr or name)
+    globals()[name] = value
+    return value

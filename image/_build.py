@@ -18,8 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from errors import DiskFull, InvalidRequest, StorageError
 from pki import Ed25519Signer, Signer
-from storage import run_tool
-from storage._sys import have, missing_tool
+from storage import have, missing_tool, run_tool
 
 from ._format import (
     FORMAT_VERSION,

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from events._record import encode_canonical
+from events import encode_canonical
 
 __all__ = [
     "FORMAT_VERSION",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from errors import StorageError
-from storage._sys import have, missing_tool
+from storage import have, missing_tool
 
 from ._build import CODE_DIR
 from ._kernel import BOOT_MODULES, Kernel, module_order

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from errors import StorageError
-from storage._systools import KERNEL_META, KERNEL_SETUP, kernel_cache
+from storage import KERNEL_META, KERNEL_SETUP, kernel_cache
 
 __all__ = ["BOOT_MODULES", "Kernel", "find_kernel", "module_info", "module_order"]
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from errors import StorageError
-from storage._sys import have, missing_tool
+from storage import have, missing_tool
 
 __all__ = ["ETCD_BINARIES", "FORBIDDEN", "MOUNT_POINTS", "PYTHON", "SITE", "STDLIB", "RuntimeLayer", "cache_dir",
            "etcd_layer", "forbidden_paths", "link_tree", "runtime_layer"]

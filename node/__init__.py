@@ -1,1 +1,38 @@
 """The composition root: the agent (sequences + API on real adapters) and the machine supervisor."""
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._launch import container_problem as container_problem
+    from ._launch import forget as forget_container
+    from ._qemu import GUEST_DISK_SIZE as GUEST_DISK_SIZE
+    from ._qemu import preinstalled_disk as preinstalled_disk
+    from ._qemu import qemu_problem as qemu_problem
+
+# what the provisioner asks of the machine launchers, loaded by the provisioner that uses it
+_LAZY: dict[str, str] = {
+    "GUEST_DISK_SIZE": "_qemu",
+    "container_problem": "_launch",
+    "forget_container": "_launch:forget",
+    "preinstalled_disk": "_qemu",
+    "qemu_problem": "_qemu",
+}
+
+
+def __getattr__(name: str) -> object:
+    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attr = _LAZY[name].partition(":")
+    value = getattr(import_module(f".{module}", __name__), attr or name)
+    globals()[name] = value
+    return value
+
+__all__ = [
+    "GUEST_DISK_SIZE",
+    "container_problem",
+    "forget_container",
+    "preinstalled_disk",
+    "qemu_problem",
+]

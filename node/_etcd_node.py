@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import config
-from api._etcd_pki import EtcdCA
+from api import EtcdCA
 from errors import (
     GravenError,
     InvalidRequest,
@@ -33,7 +33,7 @@ from errors import (
     Unavailable,
 )
 from events import Actor, Kind
-from storage._etcd import EtcdClient
+from storage import EtcdClient
 
 from ._etcd_args import CLIENT_PORT, EtcdFiles, client_url
 from ._etcd_service import EtcdService, EtcdSettings

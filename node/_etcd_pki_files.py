@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from api._etcd_pki import EtcdCA
-from storage import write_durably
-from storage._etcd import EtcdTLS
+from api import EtcdCA
+from storage import EtcdTLS, write_durably
 
 from ._etcd_args import EtcdFiles
 

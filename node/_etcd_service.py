@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from api._etcd_pki import EtcdCA
+from api import EtcdCA
 from errors import GravenError, InvalidRequest, TransitionRejected, Unavailable
 from events import Kind
-from storage._etcd import EtcdClient, EtcdRefused, EtcdTLS, Member, SnapshotCheck
+from storage import EtcdClient, EtcdRefused, EtcdTLS, SnapshotCheck
+from storage import EtcdMember as Member
 
 from ._etcd_args import CLIENT_PORT, PEER_PORT, EtcdFiles, client_url, etcd_argv, peer_url
 from ._etcd_pki_files import issue_node_pki, node_client_tls

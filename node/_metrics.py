@@ -22,8 +22,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 from errors import Unavailable
-from events import Event, Kind
-from events._record import decode_event
+from events import Event, Kind, decode_event
 from fsm import Stage
 
 __all__ = ["MetricsEndpoint", "NodeMetrics", "NodeView"]

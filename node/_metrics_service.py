@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import config
-from api._pki import issue_server_certificate
+from api import issue_server_certificate
 from errors import GravenError
 from events import Kind
 from pki import load_certificate, load_private_key

@@ -234,7 +234,7 @@ class DirSinks:
         self._emit = emit
 
     def ship(self, sinks: Sequence[str], events: Iterable[Event]) -> int:
-        from events._bundle import read_bundle, verify_bundle, write_bundle  # loaded when a sink is configured
+        from events import read_bundle, verify_bundle, write_bundle  # loaded when a sink is configured
 
         raw = [(e.seq, encode_event(e)) for e in events]
         if not raw:

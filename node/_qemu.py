@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from errors import StorageError
-from image._initramfs import build_initramfs
-from image._kernel import Kernel
+from image import Kernel, build_initramfs
 
 from ._qmp import Ending, Qmp, classify
 
@@ -49,7 +48,7 @@ def qemu_problem() -> str | None:
         return (f"{QEMU} is not installed (Debian package qemu-system-x86): run `make system-test` or "
                 "`python3 storage/_systools.py ensure --tests`")
     try:
-        from image._kernel import find_kernel
+        from image import find_kernel
 
         find_kernel()
     except StorageError as exc:
@@ -300,7 +299,7 @@ class QemuRunner:
 
     def __init__(self, disk: Path, run_dir: Path, listen: str, *, memory_mib: int = 512,
                  say: Callable[[str], None] = print) -> None:
-        from image._kernel import find_kernel
+        from image import find_kernel
 
         problem = qemu_problem()
         if problem:

@@ -22,10 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import config
 import image
-from api._memory import tune_allocator
-from api._pki import check_roles, issue_client_certificate
-from api._server import Server
-from api._tls import MaintenanceCredentials, ServingCredentials
+from api import (
+    MaintenanceCredentials,
+    Server,
+    ServingCredentials,
+    check_roles,
+    issue_client_certificate,
+    tune_allocator,
+)
 from errors import GravenError, InvalidRequest, NotFound, Unavailable
 from events import Actor, Kind, SystemClock
 from fsm import NodeFSM, Stage
@@ -398,7 +402,7 @@ class Agent:
 
     def boot_trace(self, boot: int, boot_id: str, fmt: str) -> bytes:
         # Tracing is for the odd API call, not for every boot: import it then.
-        from sequencer._render import render_chrome, render_json, render_svg
+        from sequencer import render_chrome, render_json, render_svg
         from sequencer.trace import trace_boot
 
         trace = trace_boot(list(self.log.read()), index=None if boot < 0 else boot, boot_id=boot_id or None)

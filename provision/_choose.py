@@ -22,7 +22,7 @@ def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None]
     process."""
     prefer = prefer or os.environ.get(DEFAULT_ENV) or ("container" if DEFAULT_CONTAINER else "process")
     if wanted == "qemu":
-        from node._qemu import qemu_problem
+        from node import qemu_problem
         from storage import block_problem
 
         why = qemu_problem() or block_problem()
@@ -32,7 +32,7 @@ def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None]
             "kernel, Graven's initramfs, the agent as PID 1), the API forwarded to a 127.0.0.1 port")
         return "qemu"
     if problem is None:
-        from node._launch import container_problem
+        from node import container_problem
 
         problem = container_problem
     why = problem()

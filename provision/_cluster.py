@@ -35,10 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import config
-from api import _clientconfig
-from api._client import GravenClient
-from api._clientconfig import ClientConfig, atomic_write
-from api._pki import ClusterSecrets
+from api import (
+    ClientConfig,
+    ClusterSecrets,
+    Context,
+    GravenClient,
+    atomic_write,
+    default_client_config_path,
+    load_or_new_client_config,
+)
 from errors import GravenError, InvalidRequest, NotFound, Unavailable
 
 __all__ = ["choose_network", "create_cluster", "create_cluster_netns", "load_cluster", "netns_problem"]
@@ -56,7 +61,7 @@ def default_state_dir() -> Path:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
-class _Progress:
+class TimedProgress:
     def __init__(self) -> None:
         self.start = time.monotonic()
 
@@ -113,7 +118,7 @@ def _save(directory: Path, data: dict[str, Any]) -> None:
     atomic_write(directory / CLUSTER_FILE, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), 0o600)
 
 
-def _alive(pid: int | None, marker: str) -> bool:
+def machine_alive(pid: int | None, marker: str) -> bool:
     """``pid`` runs and its command line names ``marker`` (so a recycled pid is never taken for ours)."""
     if not pid:
         return False
@@ -157,7 +162,7 @@ def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk
     ``memory``, recorded in ``cluster.json`` and passed to every ``graven machine``."""
     import image
 
-    report = say or _Progress()
+    report = say or TimedProgress()
     directory = _cluster_dir(state, name)
     _check_new(name, directory, state, nodes, disk)
     if port and not _port_free(port):
@@ -200,7 +205,7 @@ def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk
         config.validate(text).unwrap(node["config"])
         atomic_write(node["config"], text.encode(), 0o600)
         if data["provisioner"] == "qemu":
-            from node._qemu import GUEST_DISK_SIZE, preinstalled_disk
+            from node import GUEST_DISK_SIZE, preinstalled_disk
 
             report(f"{node['name']}: disk image {node['disk']} with {IMAGE_VERSION} in slot A")
             preinstalled_disk(Path(node["disk"]), GUEST_DISK_SIZE, img, secrets.image_pub_pem,
@@ -225,8 +230,8 @@ def _announce(data: dict[str, Any], directory: Path, client_cfg: ClientConfig, m
     """Merge the cluster's context into the user's client config (unless told not to) and say the cluster is up."""
     name = data["name"]
     if merge_into is not False:
-        target = _clientconfig.default_path(merge_into if isinstance(merge_into, Path) else None)
-        merged = _clientconfig.load_or_new(target)
+        target = default_client_config_path(merge_into if isinstance(merge_into, Path) else None)
+        merged = load_or_new_client_config(target)
         used = merged.merge(client_cfg)[name]
         merged.save(target)
         data["client_config"], data["context"] = str(target), used
@@ -261,7 +266,7 @@ def _install_disk(node: dict[str, Any], data: dict[str, Any]) -> str:
     return str(node["disk"] or "/dev/sda")
 
 
-def _install_node(node: dict[str, Any], ctx: _clientconfig.Context, timeout: float,
+def _install_node(node: dict[str, Any], ctx: Context, timeout: float,
                   report: Callable[[str], None]) -> None:
     """Maintenance → apply the config → install → reboot → Running and ready, or an error with the log's tail."""
     deadline = time.monotonic() + timeout
@@ -272,7 +277,7 @@ def _install_node(node: dict[str, Any], ctx: _clientconfig.Context, timeout: flo
 
     last_error = ""
     while True:
-        if not _alive(node["pid"], node["root"]):
+        if not machine_alive(node["pid"], node["root"]):
             raise fail("the machine stopped")
         try:
             with GravenClient.insecure(endpoint, quiet=True, timeout=5) as client:
@@ -287,7 +292,7 @@ def _install_node(node: dict[str, Any], ctx: _clientconfig.Context, timeout: flo
     seen = ""
     with GravenClient.from_context(ctx, endpoint, timeout=5) as client:
         while True:
-            if not _alive(node["pid"], node["root"]):
+            if not machine_alive(node["pid"], node["root"]):
                 raise fail("the machine stopped")
             try:
                 st = client.status()
@@ -367,7 +372,7 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
 
     from . import _netns
 
-    report = say or _Progress()
+    report = say or TimedProgress()
     directory = _cluster_dir(state, name)
     _check_new(name, directory, state, nodes, disk)
     if not 1 <= controlplanes <= nodes:

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from api import _clientconfig
+from api import load_client_config
 from errors import GravenError, Unavailable
 
 from . import _netns
-from ._cluster import _alive, _cluster_dir, _Progress, load_cluster
+from ._cluster import TimedProgress, _cluster_dir, load_cluster, machine_alive
 
 __all__ = ["destroy_cluster"]
 
@@ -35,27 +35,27 @@ def _stop_machine(node: dict[str, Any], grace: float, report: Callable[[str], No
     pids = [node.get("pid")]
     with contextlib.suppress(OSError, ValueError):
         pids.append(int((Path(root) / "run" / "agent.pid").read_text().strip()))
-    live = [p for p in pids if p and _alive(p, root)]
+    live = [p for p in pids if p and machine_alive(p, root)]
     if not live:
-        from node._launch import forget
+        from node import forget_container
 
-        forget(Path(root))
+        forget_container(Path(root))
         return
     for pid in live:
         _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p, root) for p in live):
+    while time.monotonic() < deadline and any(machine_alive(p, root) for p in live):
         time.sleep(0.05)
-    left = [p for p in live if _alive(p, root)]
+    left = [p for p in live if machine_alive(p, root)]
     for pid in left:
         _signal_group(pid, signal.SIGKILL)
     for _ in range(100):
-        if not any(_alive(p, root) for p in left):
+        if not any(machine_alive(p, root) for p in left):
             break
         time.sleep(0.02)
-    from node._launch import forget
+    from node import forget_container
 
-    forget(Path(root))  # a container machine: what still runs in its cgroup, and the cgroup
+    forget_container(Path(root))  # a container machine: what still runs in its cgroup, and the cgroup
     report(f"{node['name']}: machine stopped" + (" (killed)" if left else ""))
 
 
@@ -92,7 +92,7 @@ def destroy_cluster(name: str, *, state: Path | None = None, grace: float = 15.0
     """Stop and remove the cluster; False when there was nothing to destroy."""
 
 
-    report = say or _Progress()
+    report = say or TimedProgress()
     directory = _cluster_dir(state, name)
     if not directory.exists():
         if _destroy_netns(name, report, data=None):  # a crash may leave namespaces without the folder
@@ -140,7 +140,7 @@ def _drop_context(data: dict[str, Any], report: Callable[[str], None]) -> None:
     if not path or not used or not Path(path).exists():
         return
     try:
-        cfg = _clientconfig.load(path)
+        cfg = load_client_config(path)
         ours = Path(data["ca_cert"]).read_bytes()
     except (GravenError, OSError, KeyError):
         return

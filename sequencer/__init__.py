@@ -1,6 +1,9 @@
 """Sequences as data (phases of tasks), the runner (lock, take-over table, cancellation, timeouts, events),
 the tasks that call the ports, and boot tracing from the log."""
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from ._context import CancelToken as CancelToken
 from ._context import Context as Context
 from ._context import Ports as Ports
@@ -58,5 +61,30 @@ __all__ = [
     "confirm_config",
     "may_take_over",
     "record_boot",
+    "render_chrome",
+    "render_json",
+    "render_svg",
     "task",
 ]
+
+if TYPE_CHECKING:
+    from ._render import render_chrome as render_chrome
+    from ._render import render_json as render_json
+    from ._render import render_svg as render_svg
+
+# the trace renderers load on the first trace request only
+_LAZY: dict[str, str] = {
+    "render_chrome": "_render",
+    "render_json": "_render",
+    "render_svg": "_render",
+}
+
+
+def __getattr__(name: str) -> object:
+    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attr = _LAZY[name].partition(":")
+    value = getattr(import_module(f".{module}", __name__), attr or name)
+    globals()[name] = value
+    return value

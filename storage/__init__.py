@@ -1,5 +1,8 @@
 """Adapters that persist: the LMDB event log, disks and partitions, and the META boot environment."""
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from ._disk import DiskBase as DiskBase
 from ._disk_block import BlockDisk as BlockDisk
 from ._disk_block import DiskLayout as DiskLayout
@@ -21,15 +24,23 @@ from ._slot import Slot as Slot
 from ._slot import SlotInfo as SlotInfo
 from ._slot import SlotState as SlotState
 from ._slotio import Progress as Progress
+from ._sys import have as have
+from ._sys import missing_tool as missing_tool
 from ._sys import run_tool as run_tool
 from ._sys import write_durably as write_durably
 
 __all__ = [
+    "KERNEL_META",
+    "KERNEL_SETUP",
     "META_SIZE",
     "BlockDisk",
     "BootEnv",
     "DiskBase",
     "DiskLayout",
+    "EtcdClient",
+    "EtcdMember",
+    "EtcdRefused",
+    "EtcdTLS",
     "InstallableImage",
     "Label",
     "LmdbEventLog",
@@ -43,8 +54,44 @@ __all__ = [
     "SlotBoot",
     "SlotInfo",
     "SlotState",
+    "SnapshotCheck",
     "available_strategies",
     "block_problem",
+    "have",
+    "kernel_cache",
+    "missing_tool",
     "seq_key",
     "write_durably",
 ]
+
+if TYPE_CHECKING:
+    from ._etcd import EtcdClient as EtcdClient
+    from ._etcd import EtcdRefused as EtcdRefused
+    from ._etcd import EtcdTLS as EtcdTLS
+    from ._etcd import Member as EtcdMember
+    from ._etcd import SnapshotCheck as SnapshotCheck
+    from ._systools import KERNEL_META as KERNEL_META
+    from ._systools import KERNEL_SETUP as KERNEL_SETUP
+    from ._systools import kernel_cache as kernel_cache
+
+# etcd's generated gRPC stubs load only on a node that talks to etcd; the tool table only where kernels are built
+_LAZY: dict[str, str] = {
+    "EtcdClient": "_etcd",
+    "EtcdMember": "_etcd:Member",
+    "EtcdRefused": "_etcd",
+    "EtcdTLS": "_etcd",
+    "KERNEL_META": "_systools",
+    "KERNEL_SETUP": "_systools",
+    "SnapshotCheck": "_etcd",
+    "kernel_cache": "_systools",
+}
+
+
+def __getattr__(name: str) -> object:
+    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attr = _LAZY[name].partition(":")
+    value = getattr(import_module(f".{module}", __name__), attr or name)
+    globals()[name] = value
+    return value

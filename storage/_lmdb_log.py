@@ -47,9 +47,7 @@ from errors import (
     TamperedLog,
     UntrustedKey,
 )
-from events import NODE, Actor, ChainWriter, Clock, CompactRange, Event, Signed
-from events._chain import Prepared
-from events._record import GENESIS_PREV
+from events import GENESIS_PREV, NODE, Actor, ChainWriter, Clock, CompactRange, Event, Prepared, Signed
 from pki import Signer
 
 from ._lmdb_errors import lmdb_errors, translate

@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from errors import InvalidEvent, TamperedLog, UntrustedKey, VerificationError
-from events import CompactRange, Event, Kind, decode_event, leaf_hash, parse_note
-from events._record import GENESIS_PREV, trusted_event_hash
+from events import GENESIS_PREV, CompactRange, Event, Kind, decode_event, leaf_hash, parse_note, trusted_event_hash
 from pki import cert_public_raw, key_id_for, load_certificate, verify_signature
 
 from ._lmdb_reader import KEY, LogReader, seq_key

@@ -1,10 +1,10 @@
 """The wire: the gRPC server (mutual TLS, RBAC, denials as events), the machine PKI, the client and its client
 config (gravenconfig). What other packages use is named here."""
 
-from importlib import import_module
-from typing import TYPE_CHECKING
+import importlib
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
     from ._client import Accepted as Accepted
     from ._client import GravenClient as GravenClient
@@ -62,7 +62,7 @@ def __getattr__(name: str) -> object:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module, _, attr = _LAZY[name].partition(":")
-    value = getattr(import_module(f".{module}", __name__), attr or name)
+    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
     globals()[name] = value
     return value
 

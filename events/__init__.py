@@ -4,8 +4,8 @@ Pure: no I/O. Storage adapters (``storage``) persist what ``ChainWriter`` produc
 only the CA certificate.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING
+import importlib
+import typing
 
 from ._chain import ChainWriter as ChainWriter
 from ._chain import Clock as Clock
@@ -108,7 +108,7 @@ __all__ = [
     "write_bundle",
 ]
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._bundle import Bundle as Bundle
     from ._bundle import iter_events as iter_events
     from ._bundle import read_bundle as read_bundle
@@ -130,6 +130,6 @@ def __getattr__(name: str) -> object:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module, _, attr = _LAZY[name].partition(":")
-    value = getattr(import_module(f".{module}", __name__), attr or name)
+    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
     globals()[name] = value
     return value

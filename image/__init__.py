@@ -1,7 +1,7 @@
 """Signed images, their verification, A/B slots and the bootloader's decisions."""
 
-from importlib import import_module
-from typing import TYPE_CHECKING
+import importlib
+import typing
 
 from storage import Slot as Slot
 
@@ -77,7 +77,7 @@ __all__ = [
     "write_keypair",
 ]
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._initramfs import build_initramfs as build_initramfs
     from ._kernel import Kernel as Kernel
     from ._kernel import find_kernel as find_kernel
@@ -95,6 +95,6 @@ def __getattr__(name: str) -> object:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module, _, attr = _LAZY[name].partition(":")
-    value = getattr(import_module(f".{module}", __name__), attr or name)
+    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
     globals()[name] = value
     return value

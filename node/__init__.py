@@ -1,9 +1,9 @@
 """The composition root: the agent (sequences + API on real adapters) and the machine supervisor."""
 
-from importlib import import_module
-from typing import TYPE_CHECKING
+import importlib
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._launch import container_problem as container_problem
     from ._launch import forget as forget_container
     from ._qemu import GUEST_DISK_SIZE as GUEST_DISK_SIZE
@@ -25,7 +25,7 @@ def __getattr__(name: str) -> object:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module, _, attr = _LAZY[name].partition(":")
-    value = getattr(import_module(f".{module}", __name__), attr or name)
+    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
     globals()[name] = value
     return value
 

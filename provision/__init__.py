@@ -1,10 +1,10 @@
 """The local-cluster provisioner: machines (processes, containers or VMs) booted from a built image, each in a
 network namespace of its own or on 127.0.0.1 ports, installed and brought to Running (``gravenctl cluster``)."""
 
-from importlib import import_module
-from typing import TYPE_CHECKING
+import importlib
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._choose import PROVISIONERS as PROVISIONERS
     from ._choose import choose_provisioner as choose_provisioner
     from ._cluster import DEFAULT_NAME as DEFAULT_NAME
@@ -42,7 +42,7 @@ def __getattr__(name: str) -> object:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module, _, attr = _LAZY[name].partition(":")
-    value = getattr(import_module(f".{module}", __name__), attr or name)
+    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
     globals()[name] = value
     return value
 

@@ -1,8 +1,8 @@
 """Sequences as data (phases of tasks), the runner (lock, take-over table, cancellation, timeouts, events),
 the tasks that call the ports, and boot tracing from the log."""
 
-from importlib import import_module
-from typing import TYPE_CHECKING
+import importlib
+import typing
 
 from ._context import CancelToken as CancelToken
 from ._context import Context as Context
@@ -67,7 +67,7 @@ __all__ = [
     "task",
 ]
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._render import render_chrome as render_chrome
     from ._render import render_json as render_json
     from ._render import render_svg as render_svg
@@ -85,6 +85,6 @@ def __getattr__(name: str) -> object:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module, _, attr = _LAZY[name].partition(":")
-    value = getattr(import_module(f".{module}", __name__), attr or name)
+    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
     globals()[name] = value
     return value

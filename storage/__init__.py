@@ -1,7 +1,7 @@
 """Adapters that persist: the LMDB event log, disks and partitions, and the META boot environment."""
 
-from importlib import import_module
-from typing import TYPE_CHECKING
+import importlib
+import typing
 
 from ._disk import DiskBase as DiskBase
 from ._disk_block import BlockDisk as BlockDisk
@@ -64,7 +64,7 @@ __all__ = [
     "write_durably",
 ]
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._etcd import EtcdClient as EtcdClient
     from ._etcd import EtcdRefused as EtcdRefused
     from ._etcd import EtcdTLS as EtcdTLS
@@ -92,6 +92,6 @@ def __getattr__(name: str) -> object:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module, _, attr = _LAZY[name].partition(":")
-    value = getattr(import_module(f".{module}", __name__), attr or name)
+    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
     globals()[name] = value
     return value

@@ -102,7 +102,7 @@ def test_what_a_package_names_resolves(pkg: str) -> None:
     assert set(lazy) <= set(getattr(module, "__all__", [])), f"{pkg}: lazy names missing from __all__"
     typed = set()
     for node in ast.walk(ast.parse((ROOT / pkg / "__init__.py").read_text())):
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "typing.TYPE_CHECKING":
             typed |= {a.asname or a.name for n in node.body if isinstance(n, ast.ImportFrom) for a in n.names}
     assert typed == set(lazy), f"{pkg}: the TYPE_CHECKING imports and _LAZY differ: {typed ^ set(lazy)}"
 

@@ -401,14 +401,7 @@ class Agent:
         return self.log.wait_for(seq, timeout)
 
     def boot_trace(self, boot: int, boot_id: str, fmt: str) -> bytes:
-        # Tracing is for the odd API call, not for every boot: import it then.
-        from sequencer import render_chrome, render_json, render_svg
-        from sequencer.trace import trace_boot
-
-        trace = trace_boot(list(self.log.read()), index=None if boot < 0 else boot, boot_id=boot_id or None)
-        if fmt == "svg":
-            return render_svg(trace).encode()
-        return json.dumps(render_chrome(trace) if fmt == "chrome" else render_json(trace)).encode()
+        return self.service.boot_trace(boot, boot_id, fmt)
 
     def client_config(self, roles: list[str], ttl_seconds: int, name: str) -> tuple[bytes, bytes, bytes]:
 

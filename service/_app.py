@@ -15,6 +15,7 @@ cluster only through ports, so the tests run it in memory.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import config
 from errors import GravenError, InvalidRequest, NotFound
@@ -218,6 +219,18 @@ class NodeService:
         if not env.slot(other_slot(running)).good:
             return NotFound(f"slot {other_slot(running)} holds no image that booted good; nothing to roll back to")
         return None
+
+    def boot_trace(self, boot: int, boot_id: str, fmt: str) -> bytes:
+        """Boot ``boot`` (an index; -1 the last) or ``boot_id`` of the log as a trace: ``json``, ``chrome`` or
+        ``svg``."""
+        # Tracing is for the odd API call, not for every boot: import it then.
+        from sequencer import render_chrome, render_json, render_svg
+        from sequencer.trace import trace_boot
+
+        trace = trace_boot(list(self.log.read()), index=None if boot < 0 else boot, boot_id=boot_id or None)
+        if fmt == "svg":
+            return render_svg(trace).encode()
+        return json.dumps(render_chrome(trace) if fmt == "chrome" else render_json(trace)).encode()
 
     # -- status ------------------------------------------------------------------------------------------------
     def live_state(self) -> NodeState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -164,3 +165,20 @@ def test_status_reports_a_drift_it_cannot_read(make_node: Any, make_config: Any)
     node.service.network = Broken()
     details = node.service.status().details
     assert details.drift is None and details.drift_error == "netlink: no answer"
+
+
+def test_boot_trace_renders_this_boot_from_the_log(make_node: Any, make_config: Any) -> None:
+    from sequencer import record_boot
+
+    node = make_node(stage=Stage.BOOTING, cfg=make_config())
+
+    async def boot() -> None:
+        await record_boot(node.seq, "boot-1")
+        assert (await node.seq.run(SequenceName.INITIALIZE)).ok
+
+    run(boot())
+    trace = json.loads(node.service.boot_trace(-1, "", "json"))
+    assert trace["total_ns"] > 0 and "initialize" in json.dumps(trace["critical_path"])
+    assert node.service.boot_trace(-1, trace["boot"]["boot_id"], "svg").lstrip().startswith(b"<")
+    with pytest.raises(NotFound):
+        node.service.boot_trace(-1, "no-such-boot", "json")

@@ -16,6 +16,7 @@ from events import VerifyReport, check_proof, prove, replay, state_at, write_bun
 from ._output import add_output_flag, print_json, table
 from ._remote import export_remote, with_remote_path
 from ._source import load_ca, open_source, verify_path_since
+from ._witness import add_witness_flags, register_witnessed, verify_with_witnesses, witness_text
 
 
 def register(sub: Any) -> None:
@@ -29,6 +30,7 @@ def register(sub: Any) -> None:
     v.add_argument("path", nargs="?", help="LMDB log directory, node root, or export bundle (default: the node's)")
     v.add_argument("--ca", required=True, help="the machine CA certificate (PEM)")
     v.add_argument("--since-export", metavar="OLD", help="an earlier export: the log must extend its checkpoint")
+    add_witness_flags(v)
     add_output_flag(v)
     v.set_defaults(func=with_remote_path(_verify))
 
@@ -38,6 +40,8 @@ def register(sub: Any) -> None:
     e.add_argument("--from", dest="start", type=int, default=0, metavar="SEQ", help="first seq (default 0)")
     e.add_argument("--to", dest="end", type=int, default=None, metavar="SEQ", help="last seq (default: the last)")
     e.set_defaults(func=_export)
+
+    register_witnessed(cmds)
 
     p = cmds.add_parser("prove", help="a consistency proof: the log at one size is a prefix of it at another",
                         description="Print an RFC 6962 consistency proof from the tree of the first N events to the "
@@ -95,10 +99,15 @@ def report_dict(report: VerifyReport) -> dict[str, Any]:
 def _verify(args: argparse.Namespace) -> int:
     ca = load_ca(args.ca)
     try:
-        report, since_size = verify_path_since(args.path, ca, args.since_export)
+        witnessed = None
+        if args.witness or args.witnessed:
+            report, since_size, witnessed = verify_with_witnesses(args, ca)
+        else:
+            report, since_size = verify_path_since(args.path, ca, args.since_export)
     except TamperedLog as exc:
         if args.output == "json":
-            print_json({"verdict": "tampered", "seq": exc.seq, "reason": exc.reason, "message": exc.message})
+            print_json({"verdict": "tampered", "seq": exc.seq, "reason": exc.reason, "message": exc.message,
+                        **{k: exc.details[k] for k in ("witness", "checkpoint") if k in exc.details}})
         else:
             where = f"at seq {exc.seq}" if exc.seq is not None else "in the bundle"
             print(f"TAMPERED {where} ({exc.reason}): {exc.message}")
@@ -106,6 +115,8 @@ def _verify(args: argparse.Namespace) -> int:
     d = report_dict(report)
     if args.since_export:
         d["since_export"] = {"path": args.since_export, "checkpoint_size": since_size}
+    if witnessed is not None:
+        d["witnessed"] = witnessed
     if args.output == "json":
         print_json(d)
         return 0
@@ -125,6 +136,8 @@ def _verify(args: argparse.Namespace) -> int:
     if args.since_export:
         rows.append(("since export", f"extends the checkpoint of size {since_size} {args.since_export} saw"
                      if since_size is not None else f"{args.since_export} saw no checkpoint: nothing to compare"))
+    if witnessed is not None:
+        rows.append(("witnessed", witness_text(witnessed)))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k.ljust(width)}  {v}")

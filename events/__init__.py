@@ -48,15 +48,36 @@ from ._replay import replay as replay
 from ._replay import replay_raw as replay_raw
 from ._replay import state_at as state_at
 from ._since import Seen as Seen
+from ._since import check_extends as check_extends
 from ._since import verify_since as verify_since
 from ._verify import ChainVerifier as ChainVerifier
 from ._verify import KeyInfo as KeyInfo
 from ._verify import VerifyReport as VerifyReport
 from ._verify import verify_items as verify_items
+from ._witness import REASONS as WITNESS_REASONS
+from ._witness import Cosignature as Cosignature
+from ._witness import Witnessed as Witnessed
+from ._witness import WitnessRule as WitnessRule
+from ._witness import add_cosignature as add_cosignature
+from ._witness import cosign as cosign
+from ._witness import cosignatures as cosignatures
+from ._witness import verify_cosignature as verify_cosignature
+from ._witnessed import PREFIX as WITNESS_PREFIX
+from ._witnessed import WITNESS_UNIT as WITNESS_UNIT
+from ._witnessed import Cosigned as Cosigned
+from ._witnessed import Published as Published
+from ._witnessed import checkpoint_key as checkpoint_key
+from ._witnessed import cosigned_key as cosigned_key
+from ._witnessed import verify_against_witnesses as verify_against_witnesses
+from ._witnessed import verify_witness_certificate as verify_witness_certificate
+from ._witnessed import witness_name as witness_name
 
 __all__ = [
     "GENESIS_PREV",
     "NODE",
+    "WITNESS_PREFIX",
+    "WITNESS_REASONS",
+    "WITNESS_UNIT",
     "Actor",
     "BootRecord",
     "Bundle",
@@ -65,6 +86,8 @@ __all__ = [
     "Checkpoint",
     "Clock",
     "CompactRange",
+    "Cosignature",
+    "Cosigned",
     "Event",
     "EventLog",
     "KeyInfo",
@@ -73,15 +96,24 @@ __all__ = [
     "MerkleLevels",
     "NodeState",
     "Prepared",
+    "Published",
     "RunningSequence",
     "Seen",
     "Signed",
     "SlotState",
     "SystemClock",
     "VerifyReport",
+    "WitnessRule",
+    "Witnessed",
+    "add_cosignature",
     "applies",
+    "check_extends",
     "check_proof",
+    "checkpoint_key",
     "consistency_proof",
+    "cosign",
+    "cosignatures",
+    "cosigned_key",
     "decode_event",
     "encode_canonical",
     "encode_event",
@@ -99,12 +131,16 @@ __all__ = [
     "sign_note",
     "state_at",
     "trusted_event_hash",
+    "verify_against_witnesses",
     "verify_bundle",
     "verify_consistency",
+    "verify_cosignature",
     "verify_inclusion",
     "verify_items",
     "verify_note",
     "verify_since",
+    "verify_witness_certificate",
+    "witness_name",
     "write_bundle",
 ]
 

@@ -74,6 +74,10 @@ class MemoryEventLog:
         with self._cond:
             return self._store([self._chain.checkpoint(sealed=True, reason=reason)])
 
+    def checkpoint(self, reason: str) -> Event:
+        with self._cond:
+            return self._store([self._chain.checkpoint(sealed=False, reason=reason)])
+
     def rotate(self, signer: Signer, cert_der: bytes, actor: Actor = NODE) -> Event:
         with self._cond:
             return self._store([self._chain.rotate(signer, cert_der, actor)])

@@ -213,6 +213,24 @@ class MerkleLevels:
             index >>= 1
         return proof
 
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Append leaf hashes, recomputing only the nodes they change (O(k + log n) for k new leaves)."""
+        start = len(self.levels[0])
+        self.levels[0].extend(leaves)
+        sha = hashlib.sha256
+        height = 0
+        while len(self.levels[height]) > 1:
+            below = self.levels[height]
+            if height + 1 == len(self.levels):
+                self.levels.append([])
+            above = self.levels[height + 1]
+            first = start // 2  # the first node above that a new leaf changes (a carried-up odd node included)
+            del above[first:]
+            above.extend(sha(b"\x01" + below[i] + below[i + 1]).digest() for i in range(first * 2, len(below) - 1, 2))
+            if len(below) & 1:
+                above.append(below[-1])
+            start, height = first, height + 1
+
     @classmethod
     def of_data(cls, data: Sequence[bytes]) -> MerkleLevels:
         """The tree over stored values (their leaf hashes made here, in one pass)."""
@@ -245,9 +263,28 @@ class MerkleLevels:
             raise ValueError(f"leaves [{lo}, {hi}) are not a subtree of a tree of size {self.size}")
         return self.levels[height][lo >> height]
 
-    def consistency_proof(self, old_size: int) -> list[bytes]:
-        """RFC 6962 2.1.2 from ``old_size`` to this tree's size, in O(log n) node lookups."""
-        n = self.size
+    def range_root(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves [lo, hi) for a range RFC 6962's recursion splits off: its perfect subtrees, largest
+        first, each aligned, folded right to left (a node of this tree when the range is one)."""
+        if not 0 <= lo < hi <= self.size:
+            raise ValueError(f"no leaves [{lo}, {hi}) in a tree of size {self.size}")
+        nodes, pos, n = [], lo, hi - lo
+        for height in range(n.bit_length() - 1, -1, -1):
+            if n >> height & 1:
+                if pos & ((1 << height) - 1):
+                    raise ValueError(f"leaves [{lo}, {hi}) are not a range of an RFC 6962 tree")
+                nodes.append(self.levels[height][pos >> height])
+                pos += 1 << height
+        h = nodes[-1]
+        for left in reversed(nodes[:-1]):
+            h = node_hash(left, h)
+        return h
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """RFC 6962 2.1.2 from ``old_size`` to ``new_size`` (default: this tree's size), in O(log n) lookups."""
+        n = self.size if new_size is None else new_size
+        if not 0 <= n <= self.size:
+            raise ValueError(f"no tree of size {n} in a tree of size {self.size}")
         if not 0 <= old_size <= n:
             raise ValueError(f"no consistency proof from size {old_size} to {n}")
         if old_size in (0, n):
@@ -257,12 +294,12 @@ class MerkleLevels:
         while m != hi - lo:
             k = _split(hi - lo)
             if m <= k:
-                out.append(self.subtree_root(lo + k, hi))
+                out.append(self.range_root(lo + k, hi))
                 hi = lo + k
             else:
-                out.append(self.subtree_root(lo, lo + k))
+                out.append(self.range_root(lo, lo + k))
                 lo, m, complete = lo + k, m - k, False
         if not complete:
-            out.append(self.subtree_root(lo, hi))
+            out.append(self.range_root(lo, hi))
         out.reverse()
         return out

@@ -21,7 +21,7 @@ from errors import InvalidRequest, TamperedLog
 from ._merkle import merkle_root
 from ._verify import ChainVerifier, VerifyReport
 
-__all__ = ["Seen", "latest_checkpoint", "verify_since"]
+__all__ = ["Seen", "check_extends", "latest_checkpoint", "verify_since"]
 
 
 @dataclass(frozen=True)
@@ -64,25 +64,35 @@ def verify_since(old: Seen, new: Seen) -> int | None:
     if latest is None:
         return None
     size, root = latest
-    saw = f"an earlier export saw a checkpoint of size {size} (seq {size})"
+    check_extends(new, size, root, f"an earlier export saw a checkpoint of size {size} (seq {size})", old.leaves)
+    return size
+
+
+def check_extends(new: Seen, size: int, root: bytes, saw: str, old_leaves: Mapping[int, bytes] | None = None, *,
+                  must_cover: bool = False) -> None:
+    """Raise ``TamperedLog`` (``truncated`` or ``forked``, the message starting with the seq and ending with
+    ``saw``) unless ``new`` shows that its first ``size`` events have the Merkle root ``root``. With
+    ``must_cover`` (a witness saw that checkpoint), a source that ends before it is truncated whatever its
+    manifest claims; without, a partial export that proves nothing past ``size`` cannot be compared
+    (``InvalidRequest``)."""
+    old = old_leaves or {}
     if new.report.first_seq == 0 and new.report.last_seq + 1 >= size:
         leaves = [new.leaves[s] for s in range(size)]
         if merkle_root(leaves) == root:
-            return size
-        first = _first_difference(old.leaves, new.leaves, size)
-        _forked(size, saw, first)
+            return
+        _forked(size, saw, _first_difference(old, new.leaves, size))
     if size in new.roots:
         if new.roots[size] == root:
-            return size
-        _forked(size, saw, _first_difference(old.leaves, new.leaves, size))
-    if new.log_size < size:
-        n = new.log_size
-        raise TamperedLog(f"seq {n}: truncated: {saw}, but the log now ends at seq {n - 1}", seq=n,
-                          reason="truncated")
+            return
+        _forked(size, saw, _first_difference(old, new.leaves, size))
     proven = max(new.roots, default=0)
     if proven > size and new.every_checkpoint:  # its later checkpoint extends all its earlier ones: none is at S
         _forked(size, saw + f"; this log has no such checkpoint before its checkpoint of size {proven}",
-                _first_difference(old.leaves, new.leaves, size))
+                _first_difference(old, new.leaves, size))
+    ends = new.report.last_seq + 1 if must_cover else new.log_size
+    if ends < size:
+        raise TamperedLog(f"seq {ends}: truncated: {saw}, but the log now ends at seq {ends - 1}", seq=ends,
+                          reason="truncated", size=size)
     raise InvalidRequest(f"cannot compare: {saw}, but this export proves nothing past size {proven}; export a range "
                          f"whose anchor comes after seq {size} (audit export --from SEQ with SEQ >= {size})")
 

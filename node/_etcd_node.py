@@ -28,21 +28,23 @@ from errors import (
     InvalidRequest,
     Locked,
     NotFound,
+    PermissionDenied,
     QuorumAtRisk,
     TransitionRejected,
     Unavailable,
 )
-from events import Actor, Kind
+from events import WITNESS_PREFIX, Actor, Kind, Published
 from storage import EtcdClient
 
 from ._etcd_args import CLIENT_PORT, EtcdFiles, client_url
 from ._etcd_service import EtcdService, EtcdSettings
 from ._identity import node_name
+from ._witness import EtcdStore, read_witnessed
 
 __all__ = ["MANAGE", "QUERIES", "QUORUM_SEQUENCES", "EtcdNode", "node_address", "settings_for"]
 
-QUERIES = ("members", "status")
-MANAGE = ("bootstrap", "leave", "forfeit-leadership", "remove-member")
+QUERIES = ("members", "status", "witnessed")
+MANAGE = ("bootstrap", "leave", "forfeit-leadership", "remove-member", "publish-checkpoint")
 QUORUM_SEQUENCES = ("upgrade", "reboot", "shutdown", "reset")  # each takes the node down
 UPGRADE_LOCK = b"/graven/locks/upgrade"
 UPGRADE_LOCK_TTL = 120  # seconds: long enough for an upgrade's reboot, short after a crash
@@ -121,15 +123,52 @@ class EtcdNode:
         self._release = asyncio.create_task(self._release_upgrade_lock(self.service))
 
     # -- the upgrade lock -----------------------------------------------------------------------------------------
+    async def before_going_down(self, what: str, actor: Actor, request_seq: int,
+                                record: Callable[[str, dict[str, Any], Actor], Awaitable[Any]], *,
+                                lock: bool) -> None:
+        """The checks before a request takes this node down: with ``lock`` (an upgrade), the upgrade lock first, as
+        Talos takes it around its pre-checks, so that while another node upgrades the refusal names it (``Locked``)
+        whatever that node's state; then the quorum (``QuorumAtRisk``), which releases a lock just taken."""
+        held, lock_error = False, None
+        if lock:
+            try:
+                held = await self.take_upgrade_lock(actor, request_seq, record)
+            except Locked:
+                raise
+            except GravenError as exc:  # etcd cannot answer: the quorum check below says why, else this is raised
+                lock_error = exc
+        if what in QUORUM_SEQUENCES:
+            try:
+                await self.check_quorum(what, actor, request_seq, record)
+            except GravenError:
+                if held:
+                    await self.release_upgrade_lock()
+                raise
+        if lock_error is not None:
+            raise lock_error
+
+    async def release_upgrade_lock(self) -> bool:
+        """Drop the upgrade lock if this node holds it (a request refused after it took it)."""
+        svc = self.service
+        if svc is None:
+            return False
+        async with svc.local_client() as c:
+            held = await c.get(UPGRADE_LOCK)
+            if held is None or _holder(held.value).get("holder") != svc.s.name or \
+                    not await c.delete_if_mod_revision(UPGRADE_LOCK, held.mod_revision):
+                return False
+        self._emit(Kind.ETCD_UNLOCKED, {"lock": UPGRADE_LOCK.decode(), "holder": svc.s.name})
+        return True
+
     async def take_upgrade_lock(self, actor: Actor, request_seq: int,
-                                record: Callable[[str, dict[str, Any], Actor], Awaitable[Any]]) -> None:
+                                record: Callable[[str, dict[str, Any], Actor], Awaitable[Any]]) -> bool:
         """Before a controlplane node upgrades: take ``/graven/locks/upgrade`` under a lease of
         ``UPGRADE_LOCK_TTL`` seconds, so that two controlplane nodes never upgrade at once. Held by another node:
         refused (``Locked``, recorded) naming the holder. Released by this node once its etcd is healthy again
         after the upgrade's reboot; a holder that crashed loses it when its lease expires."""
         svc = self.service
         if svc is None or svc.describe()["pid"] is None:
-            return
+            return False
         me = svc.s.name
         value = json.dumps({"holder": me, "actor": actor.id, "request_seq": request_seq, "since": time.time()})
         async with svc.local_client() as c:
@@ -137,12 +176,12 @@ class EtcdNode:
             if await c.put_if_mod_revision(UPGRADE_LOCK, value.encode(), 0, lease=lease):
                 self._emit(Kind.ETCD_LOCKED, {"lock": UPGRADE_LOCK.decode(), "holder": me,
                                               "ttl": self.upgrade_lock_ttl})
-                return
+                return True
             await c.lease_revoke(lease)
             held = await c.get(UPGRADE_LOCK)
         holder = _holder(held.value if held else b"")
         if holder.get("holder") == me:
-            return  # this node's own upgrade, asked again
+            return False  # this node's own upgrade, asked again: the lock stays with that one
         who = holder.get("holder", "another node")
         exc = Locked(f"another controlplane node is upgrading: {who} holds the etcd upgrade lock (asked by "
                      f"{holder.get('actor', '?')}); it is released when {who} is healthy again, or when its lease "
@@ -194,6 +233,15 @@ class EtcdNode:
         if not manage:
             return await self.query(action, args)
         method = f"etcd.{action}"
+        if action == "publish-checkpoint":  # a worker's checkpoint: its own origin only; not an event each time
+            pub = Published.from_json(str(args.get("value", "")))  # (each would call for a checkpoint of this log)
+            if pub.origin != f"graven/{actor.id}":
+                exc = PermissionDenied(f"{actor.id} may publish its own checkpoints only (graven/{actor.id}), not "
+                                       f"those of {pub.origin}", origin=pub.origin)
+                await record(Kind.API_DENIED, {"method": method, "subject": actor.id, "roles": list(actor.roles),
+                                               "reason": exc.message}, actor)
+                raise exc
+            return await self.manage(action, args)
         event = await record(Kind.API_REQUEST, {"method": method, "args": dict(args)}, actor)
         try:
             return await self.manage(action, args)
@@ -230,7 +278,18 @@ class EtcdNode:
                 async with svc.local_client() as c:
                     out["status"] = (await c.status(svc.s.client_url)).to_dict()
             return out
+        if action == "witnessed":  # {"origin": O} reads that origin's records only
+            self._need_healthy(svc)
+            origin = args.get("origin")
+            async with svc.local_client() as c:
+                return read_witnessed(await c.range(f"{WITNESS_PREFIX}{origin}/".encode() if origin
+                                                    else WITNESS_PREFIX.encode()))
         raise InvalidRequest(f"unknown etcd query {action!r} (queries: {', '.join(QUERIES)})", action=action)
+
+    @staticmethod
+    def _need_healthy(svc: EtcdService) -> None:
+        if svc.describe()["pid"] is None:
+            raise Unavailable(f"etcd is not running on this node ({svc.state}: {svc.reason})", state=svc.state)
 
     async def manage(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
         svc = self._svc()
@@ -243,6 +302,12 @@ class EtcdNode:
             return await self._remove(svc, args)
         if action == "forfeit-leadership":
             return await self._forfeit(svc)
+        if action == "publish-checkpoint":
+            self._need_healthy(svc)
+            pub = Published.from_json(str(args.get("value", "")))
+            async with svc.local_client() as c:
+                await EtcdStore(c).publish(pub.origin, str(args["value"]).encode())
+            return {"published": pub.origin}
         raise InvalidRequest(f"unknown etcd action {action!r} (actions: {', '.join(MANAGE)})", action=action)
 
     async def _remove(self, svc: EtcdService, args: dict[str, Any]) -> dict[str, Any]:

@@ -91,6 +91,11 @@ class NodeLog:
         with self._lock:
             return self.backend.seal(reason)
 
+    def checkpoint(self, reason: str) -> Event:
+        """An unsealed checkpoint covering the events so far (the witness publisher asks for one)."""
+        with self._lock:
+            return self.backend.checkpoint(reason)
+
     def seal_tail(self) -> Event | None:
         """Seal the tail a crashed previous boot left uncovered by a checkpoint (the durable log only)."""
         with self._lock:

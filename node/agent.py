@@ -60,6 +60,7 @@ from ._metrics_service import MetricsService
 from ._network import NetlinkNetwork, plan_rows, select_network
 from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort, PlanNetwork
 from ._wipe import finish_pending_wipe, request_wipe
+from ._witness import WitnessNode
 
 if TYPE_CHECKING:
     from ._metrics import NodeMetrics
@@ -123,6 +124,7 @@ class Agent:
         self._followers: dict[str, FileFollower] = {}  # service -> its log file copied into the ring
         self.etcd = EtcdNode(self._emit, lambda: settings_for(self._config, ephemeral=self.spool_dir.parent,
                                                               listen=self.listen))
+        self.witness = WitnessNode(self._emit, self.log)
         backend = self.log.backend
         self.broken = backend.broken if isinstance(backend, LmdbEventLog) else None
         if self.broken is None:
@@ -261,10 +263,12 @@ class Agent:
             server = Server(self, self.listen, creds2.credentials(), observe=self._metrics_service.observe_call)
             await server.start()
             AGENT.info(f"serving the API with mutual TLS on {self.listen}")
+            await self.witness.start_remote(cfg)  # a worker publishes its checkpoints through a controlplane node
         elif name == "etcd":
             await self.etcd.start()
             if self.etcd.service is not None:
                 self._followers["etcd"] = FileFollower(self.etcd.service.log_path, "etcd", self.logs)
+                await self.witness.start_on(self.etcd.service, self._config, self.spool_dir.parent)
             return
         else:
             return
@@ -277,10 +281,12 @@ class Agent:
         if follower is not None:
             follower.stop()
         if name == "etcd":  # a graceful reset leaves the cluster first
+            await self.witness.stop()
             await self.etcd.stop("the node stops its services",
                                  leave=self.fsm.stage is Stage.RESETTING and self._graceful_reset())
         server = self._servers.pop(name, None)
         if name == "api":
+            await self.witness.stop(remote_only=True)
             await self._sync_metrics()
         if server is not None:
             await server.stop(0.5)
@@ -469,11 +475,14 @@ class _EtcdGuard:
         self.etcd, self.seq = etcd, seq
 
     async def check_quorum(self, sequence: SequenceName, actor: Actor, request_seq: int) -> None:
+        """An upgrade takes the lock first (``EtcdNode.before_going_down``), so that while another node upgrades
+        the refusal names it whatever that node's state; a lock taken by a request refused here is given back."""
         if sequence.value in QUORUM_SEQUENCES:
-            await self.etcd.check_quorum(sequence.value, actor, request_seq, self.seq.record)
+            await self.etcd.before_going_down(sequence.value, actor, request_seq, self.seq.record,
+                                              lock=sequence is SequenceName.UPGRADE)
 
     async def take_upgrade_lock(self, actor: Actor, request_seq: int) -> None:
-        await self.etcd.take_upgrade_lock(actor, request_seq, self.seq.record)
+        await self.etcd.take_upgrade_lock(actor, request_seq, self.seq.record)  # taken already: its own, kept
 
 
 class _LiveNetwork:

@@ -425,10 +425,13 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
                               "pid": None})
     _save(directory, data)
     cp_addresses = [n["address"] for n in data["nodes"] if n["type"] == "controlplane"]
+    first_cp = next((n["endpoint"] for n in data["nodes"] if n["type"] == "controlplane"), None)
     for net, node in zip(nets, data["nodes"], strict=True):
         # the node's own address goes into certSANs only: the plumbing owns it, so not into machine.network;
-        # controlplane nodes run etcd and join it through the other controlplane nodes
-        cfg = config.default_config(name, f"https://{node['endpoint']}", secrets.ca_crt_pem, secrets.ca_key_pem,
+        # controlplane nodes run etcd and join it through the other controlplane nodes; a worker's cluster
+        # endpoint is the first controlplane node (it publishes its checkpoints to etcd through it)
+        endpoint = node["endpoint"] if node["type"] == "controlplane" or first_cp is None else first_cp
+        cfg = config.default_config(name, f"https://{endpoint}", secrets.ca_crt_pem, secrets.ca_key_pem,
                                     [secrets.image_pub_pem], machine_type=node["type"], hostname=node["name"],
                                     install_disk=node["disk"] or "/dev/sda", install_image=str(img),
                                     etcd_ca=secrets.etcd_ca_pems,

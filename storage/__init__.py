@@ -38,6 +38,7 @@ __all__ = [
     "DiskBase",
     "DiskLayout",
     "EtcdClient",
+    "EtcdKeyValue",
     "EtcdMember",
     "EtcdRefused",
     "EtcdTLS",
@@ -68,6 +69,7 @@ if typing.TYPE_CHECKING:
     from ._etcd import EtcdClient as EtcdClient
     from ._etcd import EtcdRefused as EtcdRefused
     from ._etcd import EtcdTLS as EtcdTLS
+    from ._etcd import KeyValue as EtcdKeyValue
     from ._etcd import Member as EtcdMember
     from ._etcd import SnapshotCheck as SnapshotCheck
     from ._systools import KERNEL_META as KERNEL_META
@@ -80,6 +82,7 @@ _LAZY: dict[str, str] = {
     "EtcdMember": "_etcd:Member",
     "EtcdRefused": "_etcd",
     "EtcdTLS": "_etcd",
+    "EtcdKeyValue": "_etcd:KeyValue",
     "KERNEL_META": "_systools",
     "KERNEL_SETUP": "_systools",
     "SnapshotCheck": "_etcd",

@@ -208,6 +208,12 @@ class LmdbEventLog:
         assert event is not None
         return event
 
+    def checkpoint(self, reason: str) -> Event:
+        """An unsealed checkpoint now, covering every event before it (one the witness can cosign at once)."""
+        event = self._control("checkpoint", reason=reason)
+        assert event is not None
+        return event
+
     def seal_tail(self, reason: str = RECOVERED) -> Event | None:
         """Seal the events the previous writer left uncovered by a checkpoint; None when it left none."""
         if not self.unsealed_tail:
@@ -423,8 +429,8 @@ class LmdbEventLog:
 
     def _control_item(self, item: Ctl, batch: Batch) -> None:
         try:
-            if item.op == "seal":
-                signed = self._chain.checkpoint(sealed=True, reason=str(item.args["reason"]))
+            if item.op in ("seal", "checkpoint"):
+                signed = self._chain.checkpoint(sealed=item.op == "seal", reason=str(item.args["reason"]))
             elif item.op == "rotate":
                 signed = self._chain.rotate(item.args["signer"], item.args["cert_der"], item.args["actor"])
                 self._signer = item.args["signer"]

@@ -184,3 +184,19 @@ def test_prove_sizes_and_errors(pki: Any) -> None:
         prove(raw, 20, 10)
     with pytest.raises(InvalidRequest, match="has 5"):
         prove(raw, 0, len(raw) + 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 70), min_size=1, max_size=8), st.data())
+def test_extended_levels_equal_levels_built_at_once_and_prove_from_any_prefix(chunks: list[int], data: Any) -> None:
+    grown = MerkleLevels([])
+    n = 0
+    for k in chunks:
+        grown.extend(LEAVES[n:n + k])
+        n += k
+        assert grown.levels == MerkleLevels(LEAVES[:n]).levels
+    new = data.draw(st.integers(0, n))
+    old = data.draw(st.integers(0, new))
+    proof = grown.consistency_proof(old, new)
+    assert proof == consistency_proof(LEAVES, old, new)
+    assert verify_consistency(old, new, MerkleLevels(LEAVES[:old]).root(), MerkleLevels(LEAVES[:new]).root(), proof)

@@ -162,6 +162,16 @@ def test_three_controlplanes_bootstrap_join_restart_leave(tmp_path: Path) -> Non
                 await node_of(cp2).check_quorum("upgrade", Actor("test"), 7, record)
             assert r.value.code.name == "QUORUM_AT_RISK" and r.value.details["down"] == []
             assert refusals[-1]["kind"] == Kind.API_REFUSED and refusals[-1]["request_seq"] == 7
+            # an upgrade takes the lock before its quorum check: while cp1 upgrades, cp2's refusal names cp1 ...
+            assert await node_of(cp1).take_upgrade_lock(Actor("alice"), 9, record) is True
+            with pytest.raises(Locked, match="cp1 holds the etcd upgrade lock"):
+                await node_of(cp2).before_going_down("upgrade", Actor("bob"), 10, record, lock=True)
+            assert await node_of(cp1).release_upgrade_lock() is True
+            # ... and a lock taken by a request the quorum check refuses is given back at once
+            with pytest.raises(QuorumAtRisk):
+                await node_of(cp2).before_going_down("upgrade", Actor("bob"), 11, record, lock=True)
+            async with cp1.svc.local_client() as c:
+                assert await c.get(b"/graven/locks/upgrade") is None
             await cp1.svc.stop()
             with pytest.raises(QuorumAtRisk, match=r"down or unhealthy: cp1"):
                 await node_of(cp2).check_quorum("reboot", Actor("test"), 8, record)

@@ -71,10 +71,16 @@ from ._witnessed import cosigned_key as cosigned_key
 from ._witnessed import verify_against_witnesses as verify_against_witnesses
 from ._witnessed import verify_witness_certificate as verify_witness_certificate
 from ._witnessed import witness_name as witness_name
+from .payloads import SCHEMAS as SCHEMAS
+from .payloads import Payload as Payload
+from .payloads import Schemas as Schemas
+from .payloads import payload_of as payload_of
+from .payloads import to_payload as to_payload
 
 __all__ = [
     "GENESIS_PREV",
     "NODE",
+    "SCHEMAS",
     "WITNESS_PREFIX",
     "WITNESS_REASONS",
     "WITNESS_UNIT",
@@ -95,9 +101,11 @@ __all__ = [
     "MemoryEventLog",
     "MerkleLevels",
     "NodeState",
+    "Payload",
     "Prepared",
     "Published",
     "RunningSequence",
+    "Schemas",
     "Seen",
     "Signed",
     "SlotState",
@@ -124,12 +132,14 @@ __all__ = [
     "leaf_hash",
     "merkle_root",
     "parse_note",
+    "payload_of",
     "prove",
     "read_bundle",
     "replay",
     "replay_raw",
     "sign_note",
     "state_at",
+    "to_payload",
     "trusted_event_hash",
     "verify_against_witnesses",
     "verify_bundle",

@@ -27,6 +27,23 @@ from ._record import (
     event_hash,
     trusted_event_hash,
 )
+from .payloads import (
+    BootCommitted,
+    BootFallback,
+    BootStarted,
+    Checkpointed,
+    ConfigApplied,
+    ConfigReverted,
+    ConfigStaged,
+    FsmTransition,
+    Genesis,
+    ImageInstalled,
+    KeyRotated,
+    SequenceFailed,
+    SequenceStarted,
+    SequenceStopped,
+    payload_of,
+)
 
 __all__ = [
     "BootRecord",
@@ -189,17 +206,17 @@ def _boot(state: NodeState, **changes: Any) -> NodeState:
 
 @applies(Kind.GENESIS)
 def _genesis(state: NodeState, e: Event) -> NodeState:
-    return replace(state, origin=str(e.payload.get("origin", "")), key_id=e.key_id)
+    return replace(state, origin=payload_of(e, Genesis).origin, key_id=e.key_id)
 
 
 @applies(Kind.KEY_ROTATED)
 def _rotated(state: NodeState, e: Event) -> NodeState:
-    return replace(state, key_id=str(e.payload.get("key_id", "")))
+    return replace(state, key_id=payload_of(e, KeyRotated).key_id)
 
 
 @applies(Kind.CHECKPOINT)
 def _checkpoint(state: NodeState, e: Event) -> NodeState:
-    return replace(state, checkpoints=state.checkpoints + 1, sealed=bool(e.payload.get("sealed")))
+    return replace(state, checkpoints=state.checkpoints + 1, sealed=payload_of(e, Checkpointed).sealed)
 
 
 @applies(Kind.BOOT_STARTED)
@@ -207,28 +224,23 @@ def _boot_started(state: NodeState, e: Event) -> NodeState:
     boots = state.boots
     if boots and boots[-1].outcome == "running":
         boots = (*boots[:-1], replace(boots[-1], outcome="failed"))
-    rec = BootRecord(
-        boot_id=e.boot_id,
-        number=len(boots),
-        started_seq=e.seq,
-        started_ns=e.time_ns,
-        slot=e.payload.get("slot"),
-        version=e.payload.get("version"),
-    )
-    return replace(state, boots=(*boots, rec), sealed=False, sequence=None, stage="booting",
-                   active_slot=e.payload.get("slot", state.active_slot))
+    p = payload_of(e, BootStarted)
+    rec = BootRecord(boot_id=e.boot_id, number=len(boots), started_seq=e.seq, started_ns=e.time_ns, slot=p.slot,
+                     version=p.version)
+    active = p.slot if "slot" in e.payload else state.active_slot
+    return replace(state, boots=(*boots, rec), sealed=False, sequence=None, stage="booting", active_slot=active)
 
 
 @applies(Kind.BOOT_FALLBACK)
 def _fallback(state: NodeState, e: Event) -> NodeState:
-    fb = {"from_slot": e.payload.get("from_slot"), "to_slot": e.payload.get("to_slot"),
-          "reason": e.payload.get("reason"), "seq": e.seq}
+    p = payload_of(e, BootFallback)
+    fb = {"from_slot": p.from_slot, "to_slot": p.to_slot, "reason": p.reason, "seq": e.seq}
     return _boot(replace(state, last_fallback=fb), fallback=fb)
 
 
 @applies(Kind.BOOT_COMMITTED)
 def _committed(state: NodeState, e: Event) -> NodeState:
-    slot = str(e.payload.get("slot", state.active_slot or ""))
+    slot = str(payload_of(e, BootCommitted).slot) if "slot" in e.payload else str(state.active_slot or "")
     slots = dict(state.slots)
     slots[slot] = replace(slots.get(slot, SlotState()), good=True)
     return _boot(replace(state, slots=slots), outcome="committed")
@@ -236,7 +248,7 @@ def _committed(state: NodeState, e: Event) -> NodeState:
 
 @applies(Kind.FSM_TRANSITION)
 def _transition(state: NodeState, e: Event) -> NodeState:
-    dst = str(e.payload["dst"])
+    dst = payload_of(e, FsmTransition).dst
     state = replace(state, stage=dst)
     if dst in ("rebooting", "shutting_down", "stopped") and state.boots:
         outcome = {"rebooting": "rebooted", "shutting_down": "shutdown", "stopped": "shutdown"}[dst]
@@ -247,12 +259,17 @@ def _transition(state: NodeState, e: Event) -> NodeState:
 
 @applies(Kind.SEQUENCE_STARTED)
 def _seq_started(state: NodeState, e: Event) -> NodeState:
-    return replace(state, sequence=RunningSequence(str(e.payload["sequence"]), str(e.actor), e.seq))
+    return replace(state, sequence=RunningSequence(payload_of(e, SequenceStarted).sequence, str(e.actor), e.seq))
 
 
 def _seq_stopped(state: NodeState, e: Event) -> NodeState:
-    last = {"name": e.payload.get("sequence"), "outcome": e.payload.get("outcome", "ok"),
-            "error": e.payload.get("error"), "seq": e.seq}
+    if e.kind == Kind.SEQUENCE_FAILED:
+        failed = payload_of(e, SequenceFailed)
+        name, outcome, error = failed.sequence, failed.outcome, failed.error
+    else:
+        stopped = payload_of(e, SequenceStopped)
+        name, outcome, error = stopped.sequence, stopped.outcome, None
+    last = {"name": name, "outcome": outcome if "outcome" in e.payload else "ok", "error": error, "seq": e.seq}
     return replace(state, sequence=None, last_sequence=last)
 
 
@@ -262,22 +279,23 @@ applies(Kind.SEQUENCE_FAILED)(_seq_stopped)
 
 @applies(Kind.CONFIG_APPLIED)
 def _config_applied(state: NodeState, e: Event) -> NodeState:
-    digest = str(e.payload["digest"])
+    p = payload_of(e, ConfigApplied)
+    digest = p.digest
     try_cfg = None
-    if e.payload.get("mode") == "try":
-        try_cfg = {"digest": digest, "revert_to": state.config_digest, "deadline_ns": e.payload.get("deadline_ns")}
+    if p.mode == "try":
+        try_cfg = {"digest": digest, "revert_to": state.config_digest, "deadline_ns": p.deadline_ns}
     return replace(state, config_digest=digest, config_generation=state.config_generation + 1,
                    try_config=try_cfg, staged_config_digest=None)
 
 
 @applies(Kind.CONFIG_STAGED)
 def _config_staged(state: NodeState, e: Event) -> NodeState:
-    return replace(state, staged_config_digest=str(e.payload["digest"]))
+    return replace(state, staged_config_digest=payload_of(e, ConfigStaged).digest)
 
 
 @applies(Kind.CONFIG_REVERTED)
 def _config_reverted(state: NodeState, e: Event) -> NodeState:
-    return replace(state, config_digest=e.payload.get("digest"), try_config=None,
+    return replace(state, config_digest=payload_of(e, ConfigReverted).digest, try_config=None,
                    config_generation=state.config_generation + 1)
 
 
@@ -288,8 +306,9 @@ def _config_confirmed(state: NodeState, e: Event) -> NodeState:
 
 @applies(Kind.IMAGE_INSTALLED)
 def _installed(state: NodeState, e: Event) -> NodeState:
+    p = payload_of(e, ImageInstalled)
     slots = dict(state.slots)
-    slots[str(e.payload["slot"])] = SlotState(e.payload.get("version"), e.payload.get("digest"), False)
+    slots[p.slot] = SlotState(p.version, p.digest, False)
     return replace(state, slots=slots)
 
 

@@ -1,0 +1,589 @@
+"""A typed payload for every event kind, its schema version, and the upcasters that read older versions.
+
+On the wire a payload stays the msgpack map ``specs/event-log.md`` describes (the bytes of every log written so
+far are unchanged); a version 1 payload carries no version key, a later one carries ``"v": n``. Reading goes:
+the map, upcast from its version to the kind's current one (one registered step per version, as
+eventsourcing's upcasting), then ``msgspec.convert`` into the kind's Struct. Keys a Struct does not name are
+ignored on read (a newer writer's additions); a key it names with the wrong type is ``InvalidEvent``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+import msgspec
+
+from errors import InvalidEvent
+
+from ._kinds import Kind
+from ._record import Event
+
+__all__ = [  # and a Struct per kind, each named in SCHEMAS
+    "SCHEMAS",
+    "VERSION_KEY",
+    "Payload",
+    "Schemas",
+    "payload_of",
+    "to_payload",
+]
+
+VERSION_KEY = "v"
+
+P = TypeVar("P", bound="Payload")
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class Payload(msgspec.Struct, frozen=True, kw_only=True):
+    """The base of every payload Struct; ``KIND`` names its kind, ``VERSION`` its schema version."""
+
+    KIND: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+
+class Schemas:
+    """Kind -> (current version, Struct), and the upcasters from each older version to the next."""
+
+    def __init__(self, types: Mapping[str, type[Payload]] | None = None,
+                 upcasters: Mapping[tuple[str, int], Upcaster] | None = None) -> None:
+        self.types: dict[str, type[Payload]] = dict(types or {})
+        self.upcasters: dict[tuple[str, int], Upcaster] = dict(upcasters or {})
+
+    def register(self, cls: type[P]) -> type[P]:
+        self.types[cls.KIND] = cls
+        return cls
+
+    def upcaster(self, kind: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Register the step that turns a ``from_version`` payload of ``kind`` into a ``from_version + 1`` one."""
+        def add(fn: Upcaster) -> Upcaster:
+            self.upcasters[(kind, from_version)] = fn
+            return fn
+
+        return add
+
+    def copy(self) -> Schemas:
+        return Schemas(self.types, self.upcasters)
+
+    def read(self, kind: str, payload: Mapping[str, Any], *, seq: int | None = None) -> Payload | None:
+        """The typed payload of an event of ``kind`` (None for a kind without a Struct: a record of the
+        bootloader's own, or a kind of a newer writer)."""
+        cls = self.types.get(kind)
+        if cls is None:
+            return None
+        data: Mapping[str, Any] = payload
+        version = 1
+        if VERSION_KEY in payload:  # a copy only for the rare versioned payload (replay reads every event)
+            rest = dict(payload)
+            version = rest.pop(VERSION_KEY)
+            data = rest
+        if not isinstance(version, int) or not 1 <= version <= cls.VERSION:
+            raise InvalidEvent(f"{kind} payload version {version!r}: this reader knows 1..{cls.VERSION}", seq=seq,
+                               kind=kind)
+        while version < cls.VERSION:
+            step = self.upcasters.get((kind, version))
+            if step is None:
+                raise InvalidEvent(f"{kind} payload version {version}: no upcaster to {version + 1}", seq=seq,
+                                   kind=kind)
+            data = step(dict(data))
+            version += 1
+        try:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise InvalidEvent(f"{kind} payload: {exc}", seq=seq, kind=kind) from exc
+
+
+def to_payload(p: Payload) -> dict[str, Any]:
+    """The map to put in an event for ``p`` (with the version key from version 2 on)."""
+    out: dict[str, Any] = msgspec.to_builtins(p, builtin_types=(bytes,))
+    if p.VERSION > 1:
+        out[VERSION_KEY] = p.VERSION
+    return out
+
+
+SCHEMAS = Schemas()
+_reg = SCHEMAS.register
+
+
+def payload_of(event: Event, cls: type[P], schemas: Schemas | None = None) -> P:
+    """``event``'s payload as ``cls`` (the Struct of its kind), upcast from the version it was written in."""
+    got = (schemas or SCHEMAS).read(event.kind, event.payload, seq=event.seq)
+    if not isinstance(got, cls):
+        raise InvalidEvent(f"seq {event.seq}: a {event.kind} payload is not a {cls.__name__}", seq=event.seq)
+    return got
+
+
+Opt = str | None
+
+
+# -- the log itself ----------------------------------------------------------------------------------------------
+@_reg
+class Genesis(Payload, frozen=True, kw_only=True):
+    KIND = Kind.GENESIS
+    origin: str = ""
+    cert: bytes = b""
+
+
+@_reg
+class Checkpointed(Payload, frozen=True, kw_only=True):
+    KIND = Kind.CHECKPOINT
+    size: int
+    root: bytes
+    frontier: list[bytes] = []
+    note: str = ""
+    sealed: bool = False
+    reason: str = ""
+
+
+@_reg
+class KeyRotated(Payload, frozen=True, kw_only=True):
+    KIND = Kind.KEY_ROTATED
+    cert: bytes = b""
+    key_id: str = ""
+
+
+# -- boots ---------------------------------------------------------------------------------------------------------
+@_reg
+class BootStarted(Payload, frozen=True, kw_only=True):
+    KIND = Kind.BOOT_STARTED
+    boot_id: str = ""
+    slot: Opt = None
+    version: Opt = None
+    image_digest: Opt = None
+    boot_number: int = 0
+
+
+@_reg
+class BootSelected(Payload, frozen=True, kw_only=True):
+    KIND = Kind.BOOT_SELECTED
+    slot: Opt = None
+    tries_left: int | None = None
+    good: bool | None = None
+    boot: int | None = None
+    reason: str = ""
+    installer: Opt = None
+    version: Opt = None
+
+
+@_reg
+class BootFallback(Payload, frozen=True, kw_only=True):
+    KIND = Kind.BOOT_FALLBACK
+    from_slot: Opt = None
+    to_slot: Opt = None
+    reason: Opt = None
+
+
+@_reg
+class BootCommitted(Payload, frozen=True, kw_only=True):
+    KIND = Kind.BOOT_COMMITTED
+    slot: Opt = None
+
+
+@_reg
+class BootFailed(Payload, frozen=True, kw_only=True):
+    KIND = Kind.BOOT_FAILED
+    boot_id: Opt = None
+    slot: Opt = None
+    version: Opt = None
+    exit_code: int | None = None
+    signal: Opt = None
+    reason: str = ""
+
+
+@_reg
+class BootReverted(Payload, frozen=True, kw_only=True):
+    KIND = Kind.BOOT_REVERTED
+    from_slot: Opt = None
+    to_slot: Opt = None
+    version: Opt = None
+    digest: Opt = None
+
+
+@_reg
+class DiskWipeFailed(Payload, frozen=True, kw_only=True):
+    KIND = Kind.DISK_WIPE_FAILED
+    labels: list[str] = []
+    reason: str = ""
+    sinks: list[str] = []
+
+
+@_reg
+class DiskWiped(Payload, frozen=True, kw_only=True):
+    KIND = Kind.DISK_WIPED
+    labels: list[str] = []
+    reason: str = ""
+    log_to_seq: int | None = None
+    shipped: list[str] = []
+
+
+@_reg
+class FsmTransition(Payload, frozen=True, kw_only=True):
+    KIND = Kind.FSM_TRANSITION
+    trigger: str = ""
+    src: str = ""
+    dst: str
+
+
+# -- sequences, phases, tasks ---------------------------------------------------------------------------------------
+class _Failure(Payload, frozen=True, kw_only=True):
+    error: Opt = None
+    code: Opt = None
+
+
+@_reg
+class SequenceStarted(Payload, frozen=True, kw_only=True):
+    KIND = Kind.SEQUENCE_STARTED
+    sequence: str
+    phases: list[str] = []
+    request: object = None  # the request record; a request id (str) in older logs
+
+
+@_reg
+class SequenceStopped(Payload, frozen=True, kw_only=True):
+    KIND = Kind.SEQUENCE_STOPPED
+    sequence: Opt = None
+    outcome: str = "ok"
+    duration_ns: int = 0
+    cancelled_by: Opt = None
+
+
+@_reg
+class SequenceFailed(_Failure, frozen=True, kw_only=True):
+    KIND = Kind.SEQUENCE_FAILED
+    sequence: Opt = None
+    outcome: str = "failed"
+    duration_ns: int = 0
+    phase: Opt = None
+    task: Opt = None
+
+
+@_reg
+class PhaseStarted(Payload, frozen=True, kw_only=True):
+    KIND = Kind.PHASE_STARTED
+    sequence: str = ""
+    phase: str = ""
+    index: int = 0
+    count: int = 0
+
+
+@_reg
+class PhaseStopped(Payload, frozen=True, kw_only=True):
+    KIND = Kind.PHASE_STOPPED
+    sequence: str = ""
+    phase: str = ""
+    duration_ns: int = 0
+    outcome: str = "ok"
+
+
+@_reg
+class PhaseFailed(_Failure, frozen=True, kw_only=True):
+    KIND = Kind.PHASE_FAILED
+    sequence: str = ""
+    phase: str = ""
+    duration_ns: int = 0
+    task: Opt = None
+
+
+@_reg
+class PhaseSkipped(Payload, frozen=True, kw_only=True):
+    KIND = Kind.PHASE_SKIPPED
+    sequence: str = ""
+    phase: str = ""
+    index: int = 0
+    count: int = 0
+    when: str = ""
+
+
+@_reg
+class TaskStarted(Payload, frozen=True, kw_only=True):
+    KIND = Kind.TASK_STARTED
+    sequence: str = ""
+    phase: str = ""
+    task: str = ""
+
+
+@_reg
+class TaskStopped(Payload, frozen=True, kw_only=True):
+    KIND = Kind.TASK_STOPPED
+    sequence: str = ""
+    phase: str = ""
+    task: str = ""
+    duration_ns: int = 0
+    outcome: str = "ok"
+
+
+@_reg
+class TaskFailed(_Failure, frozen=True, kw_only=True):
+    KIND = Kind.TASK_FAILED
+    sequence: str = ""
+    phase: str = ""
+    task: str = ""
+    duration_ns: int = 0
+    fatal: bool = True
+
+
+# -- config and images ------------------------------------------------------------------------------------------------
+@_reg
+class ConfigApplied(Payload, frozen=True, kw_only=True):
+    KIND = Kind.CONFIG_APPLIED
+    digest: str
+    mode: Opt = None
+    action: Opt = None
+    changes: list[dict[str, object]] = []
+    deadline_ns: int | None = None
+
+
+@_reg
+class ConfigStaged(Payload, frozen=True, kw_only=True):
+    KIND = Kind.CONFIG_STAGED
+    digest: str
+    mode: Opt = None
+    action: Opt = None
+    changes: list[dict[str, object]] = []
+
+
+@_reg
+class ConfigReverted(Payload, frozen=True, kw_only=True):
+    KIND = Kind.CONFIG_REVERTED
+    digest: Opt = None
+    reason: str = ""
+    tried: Opt = None
+
+
+@_reg
+class ConfigConfirmed(Payload, frozen=True, kw_only=True):
+    KIND = Kind.CONFIG_CONFIRMED
+    digest: Opt = None
+
+
+@_reg
+class ImageInstalled(Payload, frozen=True, kw_only=True):
+    KIND = Kind.IMAGE_INSTALLED
+    slot: str
+    version: Opt = None
+    digest: Opt = None
+    key_id: Opt = None
+
+
+@_reg
+class ImageMeasured(Payload, frozen=True, kw_only=True):
+    KIND = Kind.IMAGE_MEASURED
+    slot: Opt = None
+    version: Opt = None
+    digest: Opt = None
+
+
+# -- the API and the agent's services --------------------------------------------------------------------------------
+@_reg
+class ApiRequest(Payload, frozen=True, kw_only=True):
+    KIND = Kind.API_REQUEST
+    method: str = ""
+    args: dict[str, object] = {}
+
+
+@_reg
+class ApiDenied(Payload, frozen=True, kw_only=True):
+    KIND = Kind.API_DENIED
+    method: str = ""
+    subject: str = ""
+    roles: list[str] = []
+    reason: str = ""
+
+
+@_reg
+class ApiRefused(Payload, frozen=True, kw_only=True):
+    KIND = Kind.API_REFUSED
+    method: str = ""
+    request_seq: int | None = None
+    reason: str = ""
+    code: Opt = None
+    holder: Opt = None
+
+
+class _Service(Payload, frozen=True, kw_only=True):
+    service: str = ""
+    address: Opt = None
+
+
+@_reg
+class ServiceStarted(_Service, frozen=True, kw_only=True):
+    KIND = Kind.SERVICE_STARTED
+
+
+@_reg
+class ServiceStopped(_Service, frozen=True, kw_only=True):
+    KIND = Kind.SERVICE_STOPPED
+
+
+@_reg
+class ServiceFailed(_Service, frozen=True, kw_only=True):
+    KIND = Kind.SERVICE_FAILED
+    reason: str = ""
+
+
+@_reg
+class AuditShipped(Payload, frozen=True, kw_only=True):
+    KIND = Kind.AUDIT_SHIPPED
+    sink: str = ""
+    file: str = ""
+    to_seq: int | None = None
+    events: int = 0
+
+
+# -- the network ------------------------------------------------------------------------------------------------------
+@_reg
+class NetworkPlanned(Payload, frozen=True, kw_only=True):
+    KIND = Kind.NETWORK_PLANNED
+    interfaces: object = None
+    applied: bool = False
+    why: str = ""
+
+
+class _NetworkChange(Payload, frozen=True, kw_only=True):
+    interface: str = ""
+    before: object = None
+    after: object = None
+
+
+@_reg
+class NetworkLink(_NetworkChange, frozen=True, kw_only=True):
+    KIND = Kind.NETWORK_LINK
+    change: str = ""
+
+
+@_reg
+class NetworkAddress(_NetworkChange, frozen=True, kw_only=True):
+    KIND = Kind.NETWORK_ADDRESS
+    op: str = ""
+
+
+@_reg
+class NetworkRoute(_NetworkChange, frozen=True, kw_only=True):
+    KIND = Kind.NETWORK_ROUTE
+    op: str = ""
+
+
+@_reg
+class NetworkHostname(Payload, frozen=True, kw_only=True):
+    KIND = Kind.NETWORK_HOSTNAME
+    before: Opt = None
+    after: Opt = None
+    applied: bool = False
+    why: Opt = None
+
+
+@_reg
+class NetworkResolvers(Payload, frozen=True, kw_only=True):
+    KIND = Kind.NETWORK_RESOLVERS
+    path: str = ""
+    before: object = None
+    after: object = None
+
+
+@_reg
+class NetworkFailed(Payload, frozen=True, kw_only=True):
+    KIND = Kind.NETWORK_FAILED
+    interface: Opt = None
+    op: Opt = None
+    target: object = None
+    error: str = ""
+    errno: int | None = None
+
+
+@_reg
+class NetworkApplied(Payload, frozen=True, kw_only=True):
+    KIND = Kind.NETWORK_APPLIED
+    platform: str = ""
+    changes: int = 0
+    failed: int = 0
+    summary: object = None
+    interfaces: list[str] = []
+    notes: object = None
+
+
+# -- etcd -------------------------------------------------------------------------------------------------------------
+@_reg
+class EtcdWaiting(Payload, frozen=True, kw_only=True, rename={"for_": "for"}):
+    KIND = Kind.ETCD_WAITING
+    for_: str = ""
+    reason: str = ""
+
+
+@_reg
+class EtcdStarted(Payload, frozen=True, kw_only=True):
+    KIND = Kind.ETCD_STARTED
+    pid: int | None = None
+    initial_cluster_state: str = ""
+    why: str = ""
+    client_url: str = ""
+    peer_url: str = ""
+
+
+@_reg
+class EtcdExited(Payload, frozen=True, kw_only=True):
+    KIND = Kind.ETCD_EXITED
+    code: int | None = None
+    reason: str = ""
+    quick_exits: int = 0
+
+
+@_reg
+class EtcdFailed(Payload, frozen=True, kw_only=True):
+    KIND = Kind.ETCD_FAILED
+    reason: str = ""
+
+
+@_reg
+class EtcdStopped(Payload, frozen=True, kw_only=True):
+    KIND = Kind.ETCD_STOPPED
+    reason: str = ""
+    code: int | None = None
+
+
+@_reg
+class EtcdHealth(Payload, frozen=True, kw_only=True):
+    KIND = Kind.ETCD_HEALTH
+    healthy: bool = False
+    reason: str = ""
+    member_id: str = ""
+
+
+@_reg
+class EtcdBootstrapped(Payload, frozen=True, kw_only=True):
+    KIND = Kind.ETCD_BOOTSTRAPPED
+    member_id: str = ""
+    name: str = ""
+
+
+@_reg
+class EtcdJoined(Payload, frozen=True, kw_only=True, rename={"as_": "as"}):
+    KIND = Kind.ETCD_JOINED
+    member_id: str = ""
+    as_: str = ""
+    through: list[str] = []
+
+
+@_reg
+class EtcdPromoted(Payload, frozen=True, kw_only=True):
+    KIND = Kind.ETCD_PROMOTED
+    member_id: str = ""
+
+
+@_reg
+class EtcdLeft(Payload, frozen=True, kw_only=True):
+    KIND = Kind.ETCD_LEFT
+    member_id: str = ""
+
+
+@_reg
+class EtcdLocked(Payload, frozen=True, kw_only=True):
+    KIND = Kind.ETCD_LOCKED
+    lock: str = ""
+    holder: str = ""
+    ttl: int | float | None = None
+
+
+@_reg
+class EtcdUnlocked(Payload, frozen=True, kw_only=True):
+    KIND = Kind.ETCD_UNLOCKED
+    lock: str = ""
+    holder: str = ""

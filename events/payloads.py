@@ -10,7 +10,7 @@ ignored on read (a newer writer's additions); a key it names with the wrong type
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 import msgspec
 
@@ -31,7 +31,7 @@ __all__ = [  # and a Struct per kind, each named in SCHEMAS
 VERSION_KEY = "v"
 
 P = TypeVar("P", bound="Payload")
-Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+Upcaster = Callable[[dict[str, object]], dict[str, object]]
 
 
 class Payload(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,14 +64,14 @@ class Schemas:
     def copy(self) -> Schemas:
         return Schemas(self.types, self.upcasters)
 
-    def read(self, kind: str, payload: Mapping[str, Any], *, seq: int | None = None) -> Payload | None:
+    def read(self, kind: str, payload: Mapping[str, object], *, seq: int | None = None) -> Payload | None:
         """The typed payload of an event of ``kind`` (None for a kind without a Struct: a record of the
         bootloader's own, or a kind of a newer writer)."""
         cls = self.types.get(kind)
         if cls is None:
             return None
-        data: Mapping[str, Any] = payload
-        version = 1
+        data: Mapping[str, object] = payload
+        version: object = 1
         if VERSION_KEY in payload:  # a copy only for the rare versioned payload (replay reads every event)
             rest = dict(payload)
             version = rest.pop(VERSION_KEY)
@@ -92,9 +92,9 @@ class Schemas:
             raise InvalidEvent(f"{kind} payload: {exc}", seq=seq, kind=kind) from exc
 
 
-def to_payload(p: Payload) -> dict[str, Any]:
+def to_payload(p: Payload) -> dict[str, object]:
     """The map to put in an event for ``p`` (with the version key from version 2 on)."""
-    out: dict[str, Any] = msgspec.to_builtins(p, builtin_types=(bytes,))
+    out: dict[str, object] = msgspec.to_builtins(p, builtin_types=(bytes,))
     if p.VERSION > 1:
         out[VERSION_KEY] = p.VERSION
     return out
@@ -587,3 +587,39 @@ class EtcdUnlocked(Payload, frozen=True, kw_only=True):
     KIND = Kind.ETCD_UNLOCKED
     lock: str = ""
     holder: str = ""
+
+
+# -- witnessed logs ---------------------------------------------------------------------------------------------------
+@_reg
+class WitnessStarted(Payload, frozen=True, kw_only=True):
+    KIND = Kind.WITNESS_STARTED
+    witness: str = ""
+    key_id: str = ""
+    holds: list[str] = []
+
+
+@_reg
+class WitnessAdopted(Payload, frozen=True, kw_only=True):
+    KIND = Kind.WITNESS_ADOPTED
+    origin: str = ""
+    size: int = 0
+    root: object = None  # the checkpoint's root hash as the witness holds it
+    witness: str = ""
+
+
+@_reg
+class WitnessRefused(Payload, frozen=True, kw_only=True):
+    KIND = Kind.WITNESS_REFUSED
+    origin: str = ""
+    size: int = 0
+    reason: str = ""
+    message: str = ""
+    code: Opt = None
+    witnessed_size: int | None = None
+
+
+@_reg
+class WitnessUnpublished(Payload, frozen=True, kw_only=True):
+    KIND = Kind.WITNESS_UNPUBLISHED
+    size: int = 0
+    reason: str = ""

@@ -14,8 +14,6 @@ from ._bootloader import choose_slot as choose_slot
 from ._bootloader import mark_bad as mark_bad
 from ._bootloader import mark_good as mark_good
 from ._bootloader import revert as revert
-from ._build import CODE_DIR as CODE_DIR
-from ._build import build_image as build_image
 from ._format import FORMAT_VERSION as FORMAT_VERSION
 from ._format import Manifest as Manifest
 from ._format import Trailer as Trailer
@@ -28,6 +26,7 @@ from ._slots import InstallPlan as InstallPlan
 from ._slots import InstallResult as InstallResult
 from ._slots import install as install
 from ._slots import plan_install as plan_install
+from ._stamp import CODE_DIR as CODE_DIR
 from ._stamp import BuildInfo as BuildInfo
 from ._stamp import build_info as build_info
 from ._stamp import fault_point as fault_point
@@ -78,12 +77,15 @@ __all__ = [
 ]
 
 if typing.TYPE_CHECKING:
+    from ._build import build_image as build_image
     from ._initramfs import build_initramfs as build_initramfs
     from ._kernel import Kernel as Kernel
     from ._kernel import find_kernel as find_kernel
 
-# what only the qemu provisioner needs
+# what only the qemu provisioner needs, and the builder (its runtime layer's metadata and tomllib: ~20 ms), which
+# no node (supervisor or agent) uses
 _LAZY: dict[str, str] = {
+    "build_image": "_build",
     "Kernel": "_kernel",
     "build_initramfs": "_initramfs",
     "find_kernel": "_kernel",

@@ -29,13 +29,12 @@ from ._format import (
     signing_message,
 )
 from ._runtime import etcd_layer, link_tree, runtime_layer
-from ._stamp import BUILD_FILE, FAULTS, stamp
+from ._stamp import BUILD_FILE, CODE_DIR, FAULTS, stamp
 
 __all__ = ["CODE_DIR", "PACKAGES", "build_image", "os_release", "stage_tree"]
 
 PACKAGES = ("errors", "pki", "events", "fsm", "sequencer", "config", "service", "storage", "image", "api", "node",
             "specs")
-CODE_DIR = "usr/lib/graven"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*")
 _COMPRESSORS = ("gzip", "zstd", "xz", "lz4", "lzo", "lzma")
 

@@ -15,10 +15,11 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["BUILD_FILE", "DEV_VERSION", "FAULTS", "BuildInfo", "build_info", "code_root", "fault_point",
+__all__ = ["BUILD_FILE", "CODE_DIR", "DEV_VERSION", "FAULTS", "BuildInfo", "build_info", "code_root", "fault_point",
            "running_version", "stamp"]
 
 BUILD_FILE = "graven_build.json"
+CODE_DIR = "usr/lib/graven"  # where an image holds the agent's code
 DEV_VERSION = "dev"
 FAULTS = ("boot-crash", "health-fail", "oom")
 

@@ -23,9 +23,7 @@ from typing import Any
 
 from errors import GravenError, StorageError
 from events import Kind
-from storage import DiskBase, LogReader, write_durably
-
-from ._ports import DirSinks
+from storage import DiskBase, write_durably
 
 __all__ = ["MARKER", "finish_pending_wipe", "request_wipe"]
 
@@ -71,6 +69,10 @@ def finish_pending_wipe(disk: DiskBase, say: Callable[[str], None] | None = None
     events: list[dict[str, Any]] = []
     log_dir = marker.parent / LOG_DIR
     to_seq: int | None = None
+    from storage import LogReader  # the log and the sinks only when a wipe is pending: not on every boot
+
+    from ._ports import DirSinks
+
     try:
         if log_dir.is_dir():
             with LogReader(log_dir) as reader:

@@ -8,10 +8,6 @@ from ._disk_block import BlockDisk as BlockDisk
 from ._disk_block import DiskLayout as DiskLayout
 from ._disk_block import block_problem as block_problem
 from ._disk_sandbox import SandboxDisk as SandboxDisk
-from ._lmdb_log import LmdbEventLog as LmdbEventLog
-from ._lmdb_log import LogReader as LogReader
-from ._lmdb_log import seq_key as seq_key
-from ._logring import LogRing as LogRing
 from ._meta import META_SIZE as META_SIZE
 from ._meta import BootEnv as BootEnv
 from ._meta import MetaStore as MetaStore
@@ -72,12 +68,21 @@ if typing.TYPE_CHECKING:
     from ._etcd import KeyValue as EtcdKeyValue
     from ._etcd import Member as EtcdMember
     from ._etcd import SnapshotCheck as SnapshotCheck
+    from ._lmdb_log import LmdbEventLog as LmdbEventLog
+    from ._lmdb_log import LogReader as LogReader
+    from ._lmdb_log import seq_key as seq_key
+    from ._logring import LogRing as LogRing
     from ._systools import KERNEL_META as KERNEL_META
     from ._systools import KERNEL_SETUP as KERNEL_SETUP
     from ._systools import kernel_cache as kernel_cache
 
-# etcd's generated gRPC stubs load only on a node that talks to etcd; the tool table only where kernels are built
+# etcd's generated gRPC stubs load only on a node that talks to etcd; the tool table only where kernels are built;
+# the logs (lmdb and the event codecs, ~80 ms) only where they are opened: not in the supervisor, on every boot
 _LAZY: dict[str, str] = {
+    "LmdbEventLog": "_lmdb_log",
+    "LogReader": "_lmdb_log",
+    "LogRing": "_logring",
+    "seq_key": "_lmdb_log",
     "EtcdClient": "_etcd",
     "EtcdMember": "_etcd:Member",
     "EtcdRefused": "_etcd",

@@ -70,7 +70,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="container: each agent is PID 1 of its own pid, mount, uts and ipc namespaces with the slot's "
                         "squashfs as / (default as root); process: a child process on this host's root (no root "
                         "needed; also the only one for --disk block); qemu: a virtual machine booted from its own "
-                        "disk image (root; TCG unless KVM proves itself; loopback network)")
+                        "disk image (root; TCG unless KVM proves itself; one VM: user-mode networking with a "
+                        "127.0.0.1 port, several: --network netns, each VM's NIC on a tap device bridged to the "
+                        "cluster's bridge)")
     p.add_argument("--memory", default="512M", metavar="SIZE", help="container: each machine's memory limit; "
                    "qemu: each VM's memory (default 512M)")
     p.add_argument("--controlplanes", type=int, default=1, metavar="N",
@@ -109,10 +111,11 @@ def _create(args: argparse.Namespace) -> int:
     say = TimedProgress()
     machines = {"provisioner": choose_provisioner(args.provisioner, args.disk, say), "memory": args.memory}
     if machines["provisioner"] == "qemu":
+        args.disk = "block"  # the machine's disk is its raw GPT disk image
+        if args.network is None:  # one VM alone: user-mode networking; several: the bridge, with taps
+            args.network = "netns" if _node_count(args) > 1 else "loopback"
         if args.network == "netns":
-            raise InvalidRequest("--provisioner qemu: one machine per cluster on user-mode networking for now; "
-                                 "use --network loopback")
-        args.disk, args.network = "block", "loopback"  # the machine's disk is its raw GPT disk image
+            args.port = 0  # each VM's API on its own address, port 50000
     if choose_network(args.network, args.name, say) == "netns":
         data = create_cluster_netns(args.name, state=args.state, nodes=_node_count(args),
                                     controlplanes=args.controlplanes, disk=args.disk, port=args.port or FIRST_PORT,

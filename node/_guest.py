@@ -1,8 +1,11 @@
 """The agent's duties as PID 1 of a qemu machine (``GRAVEN_MACHINE=qemu``), where the initramfs executed it.
 
-- ``prepare``: bring up ``lo`` and the first virtio NIC before the API starts. Until a machine config says
-  otherwise the NIC gets qemu's user-mode network address (10.0.2.15/24, gateway 10.0.2.2), which is what the
-  host's forwarded port reaches.
+- ``prepare``: bring up ``lo`` and the first virtio NIC before the API starts, with the address the platform
+  gives it: on a cluster's bridge the one the bootloader hands over through fw_cfg (``opt/graven/net``: the
+  NIC's MAC, address and prefix length; no default route, nothing leaves the bridge), else qemu's user-mode
+  network address (10.0.2.15/24, gateway 10.0.2.2), which is what the host's forwarded port reaches. The machine
+  config's ``machine.network`` is then applied to the NIC by the agent's netlink adapter (``node._network``),
+  as on any node that owns its links (``GRAVEN_PLATFORM=netns``).
 - ``power``: a PID 1 must never exit (the kernel panics; with pvpanic the host reads that as a crash, a failed
   boot). Reboot and power off go through reboot(2), which qemu (``-no-reboot``) reports on QMP as a
   ``guest-reset`` or ``guest-shutdown`` shutdown; any other ending of the agent is left to panic the kernel,
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import sys
 import time
@@ -20,12 +24,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BOOT_FW_CFG", "USER_NET", "adopt_boot_file", "in_guest", "kernel_timings", "power", "prepare"]
+__all__ = ["BOOT_FW_CFG", "LOGGED", "NET_FW_CFG", "USER_NET", "adopt_boot_file", "in_guest", "kernel_timings",
+           "platform_address", "power", "prepare", "said_logged"]
 
 # the bootloader's boot.json, handed over by qemu's firmware configuration device (-fw_cfg name=opt/graven/boot)
 BOOT_FW_CFG = Path("/sys/firmware/qemu_fw_cfg/by_name/opt/graven/boot/raw")
+NET_FW_CFG = Path("/sys/firmware/qemu_fw_cfg/by_name/opt/graven/net/raw")
 
-USER_NET = ("10.0.2.15", 24, "10.0.2.2")  # qemu's user-mode network: guest address, prefix, gateway
+# qemu's user-mode network: the guest's address, prefix, gateway
+USER_NET: tuple[str, int, str | None] = ("10.0.2.15", 24, "10.0.2.2")
 LINUX_REBOOT_CMD_RESTART, LINUX_REBOOT_CMD_POWER_OFF = 0x01234567, 0x4321FEDC
 EXIT_POWER_OFF, EXIT_REBOOT = 0, 10
 
@@ -39,6 +46,16 @@ def adopt_boot_file(path: Path = BOOT_FW_CFG) -> None:
     ``logged()`` cannot remove it, so the host decides from the boot's ending whether the events were logged)."""
     if path.is_file():
         os.environ["GRAVEN_BOOT"] = str(path)
+
+
+LOGGED = "graven agent: the bootloader's events of boot {} are in the log"  # on the console, read by node._qemu
+
+
+def said_logged(boot_id: str, source: Path) -> None:
+    """Tell the host on the console that the boot's events (from fw_cfg, which the agent cannot remove) are logged:
+    a boot that fails after this line must not have them handed over again."""
+    if source == BOOT_FW_CFG:
+        print(LOGGED.format(boot_id), file=sys.stderr, flush=True)
 
 
 def kernel_timings(events: list[dict[str, Any]], env: Mapping[str, str] = os.environ) -> None:
@@ -57,23 +74,39 @@ def kernel_timings(events: list[dict[str, Any]], env: Mapping[str, str] = os.env
             return
 
 
-def _first_nic(names: list[str]) -> str | None:
-    return next((n for n in sorted(names) if n != "lo" and not n.startswith(("sit", "tunl", "ip6tnl"))), None)
+def _first_nic(links: list[tuple[str, str]], mac: str | None = None) -> str | None:
+    """The NIC to bring up among ``(name, MAC)``: the one with the platform's MAC, else the first that is real."""
+    real = sorted((n, m) for n, m in links if n != "lo" and not n.startswith(("sit", "tunl", "ip6tnl")))
+    if mac is not None:
+        return next((n for n, m in real if m.lower() == mac.lower()), None)
+    return real[0][0] if real else None
+
+
+def platform_address(path: Path = NET_FW_CFG) -> tuple[str | None, str, int, str | None]:
+    """``(mac, address, prefix, gateway)`` the platform gives the NIC: fw_cfg's on a bridge, else user-mode's."""
+    try:
+        net = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None, *USER_NET
+    except (OSError, ValueError) as exc:
+        raise OSError(f"{path}: unreadable ({exc})") from exc
+    return str(net["mac"]), str(net["address"]), int(net["prefixlen"]), None
 
 
 def prepare(say: Callable[[str], None], wait: float = 30.0) -> None:
-    """``lo`` up; the first NIC up with the user-mode network address and a default route."""
+    """``lo`` up; the NIC up with the platform's address (and a default route on user-mode networking)."""
     from pyroute2 import IPRoute
 
-    address, prefix, gateway = USER_NET
+    mac, address, prefix, gateway = platform_address()
     with IPRoute() as ip:
         lo = ip.link_lookup(ifname="lo")
         if lo:
             ip.link("set", index=lo[0], state="up")
         deadline = time.monotonic() + wait
         while True:
-            names = [str(link.get_attr("IFLA_IFNAME")) for link in ip.get_links()]
-            nic = _first_nic(names)
+            links = [(str(link.get_attr("IFLA_IFNAME")), str(link.get_attr("IFLA_ADDRESS") or ""))
+                     for link in ip.get_links()]
+            nic = _first_nic(links, mac)
             if nic is not None or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
@@ -84,9 +117,11 @@ def prepare(say: Callable[[str], None], wait: float = 30.0) -> None:
         ip.link("set", index=idx, state="up")
         with contextlib.suppress(Exception):  # already there after a restart of the agent's network code
             ip.addr("add", index=idx, address=address, prefixlen=prefix)
-        with contextlib.suppress(Exception):
-            ip.route("add", dst="0.0.0.0/0", gateway=gateway)
-    say(f"qemu machine: {nic} up as {address}/{prefix} via {gateway}")
+        if gateway is not None:
+            with contextlib.suppress(Exception):
+                ip.route("add", dst="0.0.0.0/0", gateway=gateway)
+    say(f"qemu machine: {nic} up as {address}/{prefix}" + (f" via {gateway}" if gateway else
+                                                          f" (MAC {mac}, the platform's address on the bridge)"))
 
 
 def power(code: int) -> int:

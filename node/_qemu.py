@@ -4,7 +4,10 @@ ending as QMP reports it.
 The machine is Debian's cloud kernel (``image._kernel``) with Graven's initramfs (``image._initramfs``) and one
 raw GPT disk image (the block disk's layout) as virtio-blk; the slot to boot is on the kernel command line
 (``graven.slot=BOOT-A``). The serial console is appended to a log file. A lone machine uses qemu's user-mode
-network with the API's port forwarded to the host's loopback.
+network with the API's port forwarded to the host's loopback. A machine of a cluster on a bridge (``GuestNic``)
+gets its virtio NIC on a tap device in its network namespace (``node._netns``, ``vms=True``), a MAC made from
+its address, and that address handed to the guest through fw_cfg (``opt/graven/net``), as a DHCP server would
+lease it; the agent inside then applies the machine config's network to the NIC with netlink.
 
 Accelerator: KVM only when a smoke boot under KVM proves it (``kvm_works``; the paravirtual KVM of some
 hosts cannot run a stock kernel: qemu aborts or hangs), else TCG, software emulation.
@@ -13,6 +16,7 @@ hosts cannot run a stock kernel: qemu aborts or hangs), else TCG, software emula
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -30,7 +34,8 @@ from image import Kernel, build_initramfs
 
 from ._qmp import Ending, Qmp, classify
 
-__all__ = ["QEMU", "Boot", "QemuRunner", "QemuSpec", "free_port", "kvm_works", "qemu_argv", "qemu_problem", "start"]
+__all__ = ["QEMU", "Boot", "GuestNic", "QemuRunner", "QemuSpec", "free_port", "kvm_works", "qemu_argv", "qemu_problem",
+           "start"]
 
 QEMU = "qemu-system-x86_64"
 GUEST_API_PORT = 50000
@@ -40,6 +45,7 @@ GUEST_DISK_SIZE = 768 << 20
 GUEST_SLOT_MIB = 200
 INIT_STARTED = b"graven-init: started"
 BOOT_FW_CFG = "opt/graven/boot"  # node._guest reads it under /sys/firmware/qemu_fw_cfg/by_name/
+NET_FW_CFG = "opt/graven/net"  # the platform's address for the guest's NIC (a bridged machine)
 
 
 def qemu_problem() -> str | None:
@@ -63,6 +69,37 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True)
+class GuestNic:
+    """A machine's NIC on its cluster's bridge: the tap device in the machine's network namespace, and the address
+    the platform gives the guest (until its machine config says otherwise)."""
+
+    tap: str
+    address: ipaddress.IPv4Interface
+
+    @classmethod
+    def parse(cls, tap: str, cidr: str) -> GuestNic:
+        try:
+            address = ipaddress.IPv4Interface(cidr)
+        except ValueError as exc:
+            raise StorageError(f"--address {cidr!r}: an IPv4 address with its prefix length, e.g. "
+                               f"198.18.7.2/24 ({exc})") from exc
+        if "/" not in cidr or address.ip == address.network.network_address:
+            raise StorageError(f"--address {cidr!r}: an IPv4 host address with its prefix length, e.g. 198.18.7.2/24")
+        if not tap or len(tap) > 15 or "/" in tap:
+            raise StorageError(f"--tap {tap!r}: a network interface name (at most 15 characters)")
+        return cls(tap, address)
+
+    @property
+    def mac(self) -> str:
+        """Locally administered, unicast, and the address's four bytes: one per node on the bridge, readable."""
+        return "52:54:" + ":".join(f"{b:02x}" for b in self.address.ip.packed)
+
+    def to_json(self) -> bytes:
+        return json.dumps({"mac": self.mac, "address": str(self.address.ip),
+                           "prefixlen": self.address.network.prefixlen}).encode()
+
+
+@dataclass(frozen=True)
 class QemuSpec:
     kernel: Kernel
     initramfs: Path
@@ -75,10 +112,19 @@ class QemuSpec:
     accel: str = "tcg"
     cmdline: tuple[str, ...] = field(default_factory=tuple)  # more kernel parameters
     boot_file: Path | None = None  # the bootloader's boot.json, handed to the agent through fw_cfg
+    nic: GuestNic | None = None  # on a bridge through a tap device; None: user-mode networking with ``forwards``
+    net_file: Path | None = None  # the nic's JSON, handed to the agent through fw_cfg
 
 
 def qemu_argv(spec: QemuSpec) -> list[str]:
-    fwd = "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in spec.forwards)
+    if spec.nic is None:
+        fwd = "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in spec.forwards)
+        net = ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0"]
+    else:
+        net = ["-netdev", f"tap,id=net0,ifname={spec.nic.tap},script=no,downscript=no",
+               "-device", f"virtio-net-pci,netdev=net0,mac={spec.nic.mac}"]
+        if spec.net_file is not None:
+            net += ["-fw_cfg", f"name={NET_FW_CFG},file={spec.net_file}"]
     append = " ".join(["console=ttyS0", "quiet", "loglevel=4", f"graven.slot={spec.slot}", *spec.cmdline])
     return [
         QEMU, "-name", spec.disk.stem, "-accel", spec.accel, "-cpu", "max" if spec.accel == "tcg" else "host",
@@ -87,7 +133,7 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
         "-chardev", f"file,id=console,path={spec.console},append=on", "-serial", "chardev:console",
         "-kernel", str(spec.kernel.vmlinuz), "-initrd", str(spec.initramfs), "-append", append,
         "-drive", f"file={spec.disk},format=raw,if=virtio,cache=writeback,discard=unmap",
-        "-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0",
+        *net,
         "-qmp", f"unix:{spec.qmp},server=on,wait=off",
         *(["-fw_cfg", f"name={BOOT_FW_CFG},file={spec.boot_file}"] if spec.boot_file is not None else []),
     ]
@@ -297,7 +343,7 @@ class QemuRunner:
     kernel and initramfs chosen once, the accelerator proven once, the console appended to ``console.log``
     and copied to the supervisor's own log as it comes."""
 
-    def __init__(self, disk: Path, run_dir: Path, listen: str, *, memory_mib: int = 512,
+    def __init__(self, disk: Path, run_dir: Path, listen: str, *, memory_mib: int = 512, nic: GuestNic | None = None,
                  say: Callable[[str], None] = print) -> None:
         from image import find_kernel
 
@@ -308,27 +354,47 @@ class QemuRunner:
         self.run_dir = run_dir
         self.say = say
         host, _, port = listen.rpartition(":")
-        if host not in ("127.0.0.1", "localhost", ""):
+        self.nic = nic
+        if nic is not None:
+            if host != str(nic.address.ip) or port != str(GUEST_API_PORT):
+                raise StorageError(f"--provisioner qemu: a machine on a bridge answers on its own address, port "
+                                   f"{GUEST_API_PORT}: --listen {nic.address.ip}:{GUEST_API_PORT} (not {listen})")
+            if not Path("/sys/class/net", nic.tap).exists():
+                raise StorageError(f"--tap {nic.tap}: no such network interface in this network namespace (a cluster "
+                                   "makes it: gravenctl cluster create --provisioner qemu --network netns)")
+        elif host not in ("127.0.0.1", "localhost", ""):
             raise StorageError(f"--provisioner qemu: a lone machine answers on the host's loopback (user-mode "
-                               f"networking); --listen {listen} names another address")
+                               f"networking); --listen {listen} names another address (a bridged machine: --tap "
+                               "and --address)")
         self.port = int(port)
         self.memory_mib = memory_mib
         self.kernel = find_kernel()
         self.initramfs = initramfs_for(self.kernel, run_dir)
         self.accel = choose_accel(self.kernel, self.initramfs, run_dir)
         self.console = run_dir / "console.log"
+        self.console_from = 0  # where the last boot's console output begins
         self.boot: Boot | None = None
 
     def spec(self, slot: str, boot_file: Path | None) -> QemuSpec:
+        net_file = None
+        if self.nic is not None:
+            net_file = self.run_dir / "net.json"
+            net_file.write_bytes(self.nic.to_json())
         return QemuSpec(self.kernel, self.initramfs, self.disk, slot, self.console, self.run_dir / "qmp.sock",
-                        ((self.port, GUEST_API_PORT),), memory_mib=self.memory_mib, accel=self.accel,
-                        boot_file=boot_file)
+                        () if self.nic else ((self.port, GUEST_API_PORT),), memory_mib=self.memory_mib,
+                        accel=self.accel, boot_file=boot_file, nic=self.nic, net_file=net_file)
+
+    def where(self) -> str:
+        if self.nic is None:
+            return f"API on 127.0.0.1:{self.port}"
+        return f"NIC {self.nic.mac} on {self.nic.tap}, API on {self.nic.address.ip}:{GUEST_API_PORT}"
 
     def run(self, slot: str, boot_file: Path | None, on_start: Callable[[subprocess.Popen[bytes]], None]) -> Ending:
         spec = self.spec(slot, boot_file)
-        self.say(f"qemu: {self.kernel.release} ({self.accel.upper()}), {slot} of {self.disk}, API on "
-                 f"127.0.0.1:{self.port}, console {self.console}")
+        self.say(f"qemu: {self.kernel.release} ({self.accel.upper()}), {slot} of {self.disk}, {self.where()}, "
+                 f"console {self.console}")
         start_at = self.console.stat().st_size if self.console.exists() else 0
+        self.console_from = start_at
         boot = start(spec)
         self.boot = boot
         on_start(boot.proc)
@@ -346,6 +412,15 @@ class QemuRunner:
             if last:
                 ending = Ending(ending.code, f"{ending.reason}; the console's last line before it: {last}")
         return ending
+
+
+    def console_says(self, line: str) -> bool:
+        """Whether the last boot's console holds ``line`` (what the guest told the host, e.g. its boot events are
+        logged)."""
+        with contextlib.suppress(OSError), open(self.console, "rb") as f:
+            f.seek(self.console_from)
+            return line.encode() in f.read()
+        return False
 
 
 def _last_words(console: Path, start_at: int) -> str:

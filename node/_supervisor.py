@@ -78,6 +78,8 @@ class MachineOptions:
     # "qemu": a virtual machine booted from the disk image file (node._qemu); the supervisor stays its firmware
     memory: int = _launch.DEFAULT_MEMORY  # container: the machine's memory cgroup limit
     shares: list[Path] = field(default_factory=list)  # container: host directories the node may write (sinks)
+    tap: str | None = None  # qemu: the VM's NIC on this tap device (a cluster's bridge) instead of user-mode networking
+    address: str | None = None  # qemu with tap: the guest's address (CIDR) until its machine config sets its own
 
 
 @dataclass
@@ -146,10 +148,12 @@ class Machine:
         self._kill_at: float | None = None
         self.qemu = None
         if opts.provisioner == "qemu":
-            from ._qemu import QemuRunner
+            from ._qemu import GuestNic, QemuRunner
 
             assert opts.device is not None
-            self.qemu = QemuRunner(opts.device, self.run_dir, opts.listen, memory_mib=opts.memory >> 20, say=self.say)
+            nic = GuestNic.parse(opts.tap, opts.address or "") if opts.tap else None
+            self.qemu = QemuRunner(opts.device, self.run_dir, opts.listen, memory_mib=opts.memory >> 20, nic=nic,
+                                   say=self.say)
 
     # -- output ------------------------------------------------------------------------------------------
     @staticmethod
@@ -436,7 +440,11 @@ class Machine:
             self._agent = None
             boot_file.unlink(missing_ok=True)
         if ending.code not in (AGENT_POWER_OFF, AGENT_REBOOT):
-            self.pending = handed + self.pending  # the agent may not have logged them (fw_cfg is read-only)
+            from ._guest import LOGGED
+
+            # fw_cfg is read-only: the agent says on the console when it logged them; else the next boot does
+            if not self.qemu.console_says(LOGGED.format(boot.boot_id)):
+                self.pending = handed + self.pending
             return ending.code, ending.reason
         return ending.code, None
 
@@ -486,6 +494,9 @@ def run_machine(opts: MachineOptions) -> int:
     if opts.provisioner == "qemu" and (opts.device is None or not opts.device.is_file()):
         raise InvalidRequest("--provisioner qemu boots a disk image file: pass --disk FILE (make one with "
                              "gravenctl cluster create --provisioner qemu)")
+    if (opts.tap is None) != (opts.address is None) or (opts.tap and opts.provisioner != "qemu"):
+        raise InvalidRequest("--tap and --address go together, with --provisioner qemu: the VM's NIC on a tap "
+                             "device and the guest's address on that network")
     if opts.device is None and opts.boot_from is None and not (opts.root / "disk").exists():
         raise InvalidRequest(f"{opts.root}: an empty disk and no installer image: pass --boot-from IMAGE")
     disk = open_disk(opts.root, opts.device, opts.root.absolute() / "run")

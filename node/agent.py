@@ -49,7 +49,7 @@ from service import (
 )
 from storage import DiskBase, LmdbEventLog, LogRing
 
-from . import _pid1, _resources
+from . import _guest, _pid1, _resources
 from ._disk import open_disk
 from ._etcd_node import QUORUM_SEQUENCES, EtcdNode, settings_for
 from ._identity import FileIdentity
@@ -92,10 +92,12 @@ class BootInfo:
                    digest=data.get("digest", ""), events=list(data.get("events", [])), source=Path(path))
 
     def logged(self) -> None:
-        """The events are in the log: remove the file, which tells the supervisor not to hand them over again."""
+        """The events are in the log: remove the file, which tells the supervisor not to hand them over again (a
+        qemu machine's is read-only: the guest says so on its console instead)."""
         if self.source is not None:
             with contextlib.suppress(OSError):
                 self.source.unlink()
+            _guest.said_logged(self.boot_id, self.source)
 
 
 class Agent:
@@ -536,8 +538,6 @@ def run_agent(root: Path, listen: str, *, device: Path | str | None = None,
     gc.freeze()  # the import-time objects never die; keep the collector off them
     gc.set_threshold(50_000, 50, 100)
     tune_allocator()  # what a hostile request made the agent allocate goes back after it
-    from . import _guest
-
     disk = open_disk(root, device, Path(root).absolute() / "run" / "agent")
     try:
         if _guest.in_guest():

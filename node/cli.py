@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default %(default)s)")
     m.add_argument("--share", type=Path, action="append", default=[], metavar="DIR",
                    help="container: a host folder the node may write, at its host path (audit sinks; repeat)")
+    m.add_argument("--tap", metavar="IFNAME",
+                   help="qemu: the VM's NIC on this tap device of the machine's network namespace (a cluster's "
+                        "bridge) instead of user-mode networking; needs --address, and --listen ADDRESS:50000")
+    m.add_argument("--address", metavar="CIDR",
+                   help="qemu with --tap: the guest's address on that network (e.g. 198.18.7.2/24), handed to it "
+                        "through fw_cfg until its machine config sets its own")
     m.set_defaults(func=_machine)
     return parser
 
@@ -78,7 +84,7 @@ def _machine(args: argparse.Namespace) -> int:
                           trusted_keys=load_trusted_keys(args.trusted_key), listen=args.listen,
                           health_timeout=args.health_timeout, grace=args.grace,
                           max_failed_boots=args.max_failed_boots, provisioner=args.provisioner,
-                          memory=_size(args.memory), shares=args.share)
+                          memory=_size(args.memory), shares=args.share, tap=args.tap, address=args.address)
     return run_machine(opts)
 
 

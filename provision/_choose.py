@@ -29,7 +29,7 @@ def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None]
         if why:
             raise Unavailable(f"--provisioner qemu: {why}")
         say("provisioner: qemu: each node a virtual machine booted from its own raw GPT disk image (Debian's cloud "
-            "kernel, Graven's initramfs, the agent as PID 1), the API forwarded to a 127.0.0.1 port")
+            "kernel, Graven's initramfs, the agent as PID 1)")
         return "qemu"
     if problem is None:
         from node import container_problem

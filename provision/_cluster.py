@@ -15,8 +15,11 @@ folder, detaches the loop devices over its disk files, drops the client config c
 ``--network netns`` (the default as root where ``ip netns`` works; else ``loopback``, 127.0.0.1 ports): each
 machine runs in a network namespace (and UTS namespace) of its own, made by ``provision._netns``, with its own address
 from 198.18.0.0/15 on a bridge and its API on ``ADDRESS:50000``; the agent applies the config's network with
-netlink there. The machines install at the same time. ``destroy`` also removes the cluster's namespaces, links
-and whatever still runs inside them, found by their names: after a crash too, even without the folder.
+netlink there. The machines install at the same time. With ``--provisioner qemu`` each namespace holds a tap
+device bridged to its veth instead of the address, and the VM's virtio NIC on it takes the address (handed over
+by the bootloader, then set by the machine config's ``machine.network``). ``destroy`` also removes the cluster's
+namespaces, links and whatever still runs inside them, found by their names: after a crash too, even without the
+folder.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from errors import GravenError, InvalidRequest, NotFound, Unavailable
 __all__ = ["choose_network", "create_cluster", "create_cluster_netns", "load_cluster", "netns_problem"]
 
 DEFAULT_NAME = "graven"
+GUEST_API_PORT = 50000  # node._qemu's: a VM on a bridge answers on its own address, this port
 FIRST_PORT = 50000
 DISK_SIZE = 512 << 20  # block disks: a sparse file, GPT with slots of ~228 MiB
 CLUSTER_FILE = "cluster.json"
@@ -242,7 +246,7 @@ def _announce(data: dict[str, Any], directory: Path, client_cfg: ClientConfig, m
 
 
 def _start_machine(node: dict[str, Any], data: dict[str, Any], health_timeout: float | None,
-                   prefix: Sequence[str] = ()) -> int:
+                   prefix: Sequence[str] = (), extra: Sequence[str] = ()) -> int:
     """``graven machine`` for the node, in the background; its pid. ``prefix`` runs it inside the node's namespaces
     (``ip netns exec … unshare --uts``, both exec, so the pid is still the supervisor's; the agent it starts
     inherits them and picks the netlink platform by itself)."""
@@ -254,10 +258,18 @@ def _start_machine(node: dict[str, Any], data: dict[str, Any], health_timeout: f
         cmd += ["--health-timeout", f"{health_timeout:g}"]
     if data.get("provisioner") in ("container", "qemu"):
         cmd += ["--provisioner", data["provisioner"], "--memory", str(data.get("memory") or "512M")]
+    cmd += list(extra)
     with open(node["log"], "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=node["root"], env=_child_env(), start_new_session=True)
     return proc.pid
+
+
+def _with_interface(cfg: config.MachineConfig, iface: config.Interface) -> config.MachineConfig:
+    import msgspec
+
+    network = msgspec.structs.replace(cfg.machine.network, interfaces=(iface,))
+    return msgspec.structs.replace(cfg, machine=msgspec.structs.replace(cfg.machine, network=network))
 
 
 def _install_disk(node: dict[str, Any], data: dict[str, Any]) -> str:
@@ -410,16 +422,19 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
     report(f"building the {IMAGE_VERSION} image")
     manifest = image.build_image(IMAGE_VERSION, secrets.image_key, img, progress=lambda m: report(f"  image: {m}"))
     data.update(image=str(img), image_version=manifest.version)
-    nets = _netns.create(name, nodes, names=[n for n, _ in names])
+    vms = data.get("provisioner") == "qemu"
+    if vms:
+        port = GUEST_API_PORT
+    nets = _netns.create(name, nodes, names=[n for n, _ in names], vms=vms)
     data.update(subnet=str(ipaddress.ip_interface(nets[0].cidr).network), bridge=nets[0].bridge)
     report(f"network: bridge {nets[0].bridge} ({nets[0].bridge_address}/{nets[0].prefixlen} on this host), "
-           f"{nodes} namespace(s), no route out")
+           f"{nodes} namespace(s)" + (", each with a tap device for its VM's NIC" if vms else "") + ", no route out")
     for net, (node_name, machine_type) in zip(nets, names, strict=True):
         root = directory / "nodes" / node_name
         root.mkdir(parents=True, exist_ok=True)
         data["nodes"].append({"name": node_name, "type": machine_type, "root": str(root),
                               "endpoint": net.endpoint(port), "address": net.address, "netns": net.netns,
-                              "host_veth": net.host_veth,
+                              "host_veth": net.host_veth, "tap": net.tap,
                               "disk": str(root / "disk.img") if disk == "block" else None,
                               "config": str(root / f"{machine_type}.yaml"), "log": str(root / "machine.log"),
                               "pid": None})
@@ -433,20 +448,29 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
         endpoint = node["endpoint"] if node["type"] == "controlplane" or first_cp is None else first_cp
         cfg = config.default_config(name, f"https://{endpoint}", secrets.ca_crt_pem, secrets.ca_key_pem,
                                     [secrets.image_pub_pem], machine_type=node["type"], hostname=node["name"],
-                                    install_disk=node["disk"] or "/dev/sda", install_image=str(img),
-                                    etcd_ca=secrets.etcd_ca_pems,
+                                    install_disk=_install_disk(node, data), install_image=str(img),
+                                    etcd_ca=None if vms else secrets.etcd_ca_pems,
                                     etcd_endpoints=[a for a in cp_addresses if a != node["address"]])
+        if vms:  # the VM owns its NIC: the config names its address (the plumbing only bridges frames to it)
+            cfg = _with_interface(cfg, config.Interface(interface="eth0", addresses=(net.cidr,)))
         text = config.dump_yaml(cfg)
         config.validate(text).unwrap(node["config"])
         atomic_write(node["config"], text.encode(), 0o600)
-        if node["disk"]:
+        if vms:
+            from node._qemu import GUEST_DISK_SIZE, preinstalled_disk
+
+            report(f"{node['name']}: disk image {node['disk']} with {IMAGE_VERSION} in slot A")
+            preinstalled_disk(Path(node["disk"]), GUEST_DISK_SIZE, img, secrets.image_pub_pem,
+                              run_dir=Path(node["root"]) / "prep")
+        elif node["disk"]:
             with open(node["disk"], "wb") as f:
                 f.truncate(DISK_SIZE)
         # a container machine makes its own UTS namespace, and its supervisor needs the host's /sys (the memory
         # cgroup), which `ip netns exec` would hide behind the namespace's own sysfs: nsenter joins the network alone
         prefix = ["nsenter", f"--net={_netns.NETNS_DIR / net.netns}", "--"] \
             if data.get("provisioner") == "container" else net.exec_prefix()
-        node["pid"] = _start_machine(node, data, health_timeout, prefix=prefix)
+        extra = ["--tap", str(net.tap), "--address", net.cidr] if vms else []
+        node["pid"] = _start_machine(node, data, health_timeout, prefix=prefix, extra=extra)
         _save(directory, data)
         report(f"{node['name']}: machine started in {net.netns} (pid {node['pid']}), API on {node['endpoint']}; "
                f"log {node['log']}")

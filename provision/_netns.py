@@ -8,6 +8,11 @@ do not forward (``net.ipv4.conf.<link>.forwarding=0``, the per-interface switch,
 links alone), no NAT rule is made, and IPv6 is off on the host side (no link-local chatter). Each namespace has
 its loopback up and ``eth0`` with its address.
 
+A virtual machine's namespace (``create(..., vms=True)``, Talos's way): its ``eth0`` keeps no address; a bridge
+``br0`` inside the namespace joins it to a tap device ``tap0``, where qemu attaches the VM's virtio NIC, so the
+guest itself holds the node's address on the cluster's bridge (the bootloader hands it over; the machine config
+sets it).
+
 Names come from the cluster name: namespaces ``graven.<cluster>.<node>`` (the dots cannot occur in either
 name, so one cluster's namespaces never match another's), links ``gv<tag>`` (the bridge) and ``gv<tag>-<i>``
 (the host ends of the veths), where ``<tag>`` is the name's first letters and a hash (link names have at most
@@ -55,6 +60,7 @@ NS_PREFIX = "graven."
 NETNS_DIR = Path("/run/netns")
 LOCK_FILE = Path("/run/graven-netns.lock")
 NODE_IF = "eth0"
+VM_BRIDGE, VM_TAP = "br0", "tap0"  # inside a VM's namespace
 DEFAULT_PORT = 50000
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _PROC_SYS = Path("/proc/sys/net")
@@ -73,6 +79,7 @@ class NodeNet:
     host_veth: str  # the veth's end in the host namespace, a port of the bridge
     bridge: str
     bridge_address: str  # the host's address on the cluster network
+    tap: str | None = None  # a VM's namespace: the tap device the VM's NIC attaches to (its eth0 has no address)
 
     @property
     def cidr(self) -> str:
@@ -227,12 +234,14 @@ def _free_subnet(cluster: str) -> ipaddress.IPv4Network:
 
 
 # -- create, show, destroy -----------------------------------------------------------------------------------
-def create(cluster: str, n: int, *, names: Sequence[str] | None = None, subnet: str | None = None) -> list[NodeNet]:
+def create(cluster: str, n: int, *, names: Sequence[str] | None = None, subnet: str | None = None,
+           vms: bool = False) -> list[NodeNet]:
     """Make the cluster's network: the bridge, and for each of ``n`` nodes a namespace joined by a veth pair.
 
     ``names``: the nodes' names (default ``node1``..``nodeN``); ``subnet``: a /24 (or larger) inside
-    198.18.0.0/15 (default: a free /24). A cluster whose network exists already is refused (``destroy`` it
-    first); a failure part-way removes what was made.
+    198.18.0.0/15 (default: a free /24); ``vms``: the nodes are virtual machines, each namespace gets a tap
+    device bridged to its ``eth0`` instead of the node's address. A cluster whose network exists already is
+    refused (``destroy`` it first); a failure part-way removes what was made.
     """
     _require_root()
     node_names = list(names) if names is not None else [f"node{i}" for i in range(1, n + 1)]
@@ -254,7 +263,8 @@ def create(cluster: str, n: int, *, names: Sequence[str] | None = None, subnet: 
         plen = net.prefixlen
         gateway = str(hosts[0])
         nodes = [NodeNet(cluster=cluster, name=name, netns=ns, address=str(hosts[i + 1]), prefixlen=plen,
-                         interface=NODE_IF, host_veth=f"{veth_prefix}{i + 1}", bridge=bridge, bridge_address=gateway)
+                         interface=NODE_IF, host_veth=f"{veth_prefix}{i + 1}", bridge=bridge, bridge_address=gateway,
+                         tap=VM_TAP if vms else None)
                  for i, (name, ns) in enumerate(zip(node_names, namespaces, strict=True))]
         try:
             _ip("link", "add", bridge, "type", "bridge", "stp_state", "0")
@@ -289,8 +299,18 @@ def _plumb(node: NodeNet) -> None:
     _ip("link", "set", node.host_veth, "master", node.bridge, "up")
     _ip("-n", node.netns, "link", "set", "lo", "up")
     _ip("-n", node.netns, "link", "set", node.interface, "addrgenmode", "none")
-    _ip("-n", node.netns, "addr", "add", node.cidr, "dev", node.interface)
-    _ip("-n", node.netns, "link", "set", node.interface, "up")
+    if node.tap is None:
+        _ip("-n", node.netns, "addr", "add", node.cidr, "dev", node.interface)
+        _ip("-n", node.netns, "link", "set", node.interface, "up")
+        return
+    # a VM's namespace: eth0, br0 and tap0 carry frames only; the address is the guest's
+    _ip("-n", node.netns, "link", "add", VM_BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+    _ip("-n", node.netns, "link", "set", VM_BRIDGE, "addrgenmode", "none")
+    _ip("-n", node.netns, "tuntap", "add", "dev", node.tap, "mode", "tap")
+    _ip("-n", node.netns, "link", "set", node.tap, "addrgenmode", "none")
+    for link in (node.interface, node.tap):
+        _ip("-n", node.netns, "link", "set", link, "master", VM_BRIDGE, "up")
+    _ip("-n", node.netns, "link", "set", VM_BRIDGE, "up")
 
 
 def show(cluster: str) -> list[NodeNet]:
@@ -313,9 +333,12 @@ def show(cluster: str) -> list[NodeNet]:
                 for a in link.get("addr_info", []):
                     if a.get("family") == "inet" and not address:
                         address, plen = a["local"], int(a["prefixlen"])
+        tap = None
+        with contextlib.suppress(GravenError):
+            tap = VM_TAP if _ip_json("-n", ns, "link", "show", "dev", VM_TAP) else None
         nodes.append(NodeNet(cluster=cluster, name=name, netns=ns, address=address, prefixlen=plen,
                              interface=NODE_IF, host_veth=veths.get(name, ""), bridge=bridge,
-                             bridge_address=bridge_address))
+                             bridge_address=bridge_address, tap=tap))
     return nodes
 
 

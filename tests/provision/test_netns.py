@@ -205,3 +205,22 @@ def test_names_subnets_and_refusals(cluster: str) -> None:
     finally:
         _netns.destroy(other)
     assert _netns.exec_in("graven.x.y") == ["ip", "netns", "exec", "graven.x.y", "unshare", "--uts", "--"]
+
+
+def test_vm_namespaces_bridge_a_tap_to_the_veth(cluster: str) -> None:
+    """A VM's namespace (Talos's way): eth0 without the node's address, bridged by br0 to tap0, where qemu puts
+    the VM's NIC; the guest holds the address. ``show`` finds the tap; ``destroy`` removes it with the namespace."""
+    nodes = _netns.create(cluster, 2, names=["cp-1", "worker-1"], vms=True)
+    assert [n.tap for n in nodes] == ["tap0", "tap0"]
+    for node in nodes:
+        links = {link["ifname"]: link for link in json.loads(ip("-n", node.netns, "-j", "-d", "link", "show"))}
+        assert links["tap0"]["linkinfo"]["info_kind"] == "tun" and links["tap0"].get("master") == "br0"
+        assert links["eth0"].get("master") == "br0" and links["br0"]["linkinfo"]["info_kind"] == "bridge"
+        assert all("UP" in links[n]["flags"] for n in ("eth0", "br0"))
+        addrs = json.loads(ip("-n", node.netns, "-j", "addr", "show"))
+        assert [a["local"] for link in addrs for a in link.get("addr_info", [])
+                if a["family"] == "inet"] == ["127.0.0.1"]  # the node's address is the guest's, not the namespace's
+    shown = [(n.name, n.tap, n.address) for n in _netns.show(cluster)]
+    assert shown == [("cp-1", "tap0", ""), ("worker-1", "tap0", "")]
+    _netns.destroy(cluster)
+    assert_nothing_left(cluster, [])

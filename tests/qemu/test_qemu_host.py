@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from errors import StorageError
 from image._kernel import Kernel
-from node._qemu import QemuSpec, qemu_argv
+from node._guest import USER_NET, _first_nic, platform_address
+from node._qemu import GuestNic, QemuSpec, qemu_argv
 from node._qmp import EXIT_FAILED, EXIT_POWER_OFF, EXIT_REBOOT, classify
 from storage._guest import sysfs_partitions
 
@@ -38,6 +42,33 @@ def test_qemu_argv(tmp_path: Path) -> None:
     assert f"file={tmp_path / 'disk.raw'},format=raw,if=virtio" in argv[argv.index("-drive") + 1]
     assert "hostfwd=tcp:127.0.0.1:4000-:50000" in argv[argv.index("-netdev") + 1]
     assert str(k.vmlinuz).endswith("boot/vmlinuz-6.1.0-1-cloud-amd64")
+
+
+def test_bridged_nic(tmp_path: Path) -> None:
+    """A VM on a cluster's bridge: its NIC on the namespace's tap device with a MAC made from its address (one per
+    node on the bridge), no user-mode network, the address handed to the guest through fw_cfg, which the guest
+    reads back to find and address that NIC."""
+    nic = GuestNic.parse("tap0", "198.18.7.2/24")
+    assert nic.mac == "52:54:c6:12:07:02"
+    assert GuestNic.parse("tap0", "198.18.7.3/24").mac != nic.mac
+    k = Kernel(tmp_path, "linux-image-x", "6.1.1-1", "6.1.0-1-cloud-amd64", "00")
+    net_file = tmp_path / "net.json"
+    net_file.write_bytes(nic.to_json())
+    spec = QemuSpec(k, tmp_path / "initrd", tmp_path / "disk.raw", "BOOT-A", tmp_path / "c.log", tmp_path / "q.sock",
+                    nic=nic, net_file=net_file)
+    argv = qemu_argv(spec)
+    assert argv[argv.index("-netdev") + 1] == "tap,id=net0,ifname=tap0,script=no,downscript=no"
+    assert "virtio-net-pci,netdev=net0,mac=52:54:c6:12:07:02" in argv
+    assert f"name=opt/graven/net,file={net_file}" in argv and not any("hostfwd" in a for a in argv)
+    assert platform_address(net_file) == ("52:54:c6:12:07:02", "198.18.7.2", 24, None)  # no way out: no gateway
+    assert platform_address(tmp_path / "absent") == (None, *USER_NET)
+    links = [("lo", "00:00:00:00:00:00"), ("eth1", "52:54:00:00:00:01"), ("eth0", "52:54:C6:12:07:02")]
+    assert _first_nic(links, nic.mac) == "eth0" and _first_nic(links[:2], nic.mac) is None
+    assert _first_nic([("sit0", ""), *links[:2]]) == "eth1"
+    for tap, cidr in (("tap0", "198.18.7.0/24"), ("tap0", "198.18.7.2"), ("tap0", "nope"), ("", "198.18.7.2/24"),
+                      ("x" * 16, "198.18.7.2/24")):
+        with pytest.raises(StorageError):
+            GuestNic.parse(tap, cidr)
 
 
 def test_sysfs_partitions(tmp_path: Path) -> None:

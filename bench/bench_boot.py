@@ -21,125 +21,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _machine import BenchMachine
 
 TARGET_S = 1.5
 CONTAINER_TARGET_S = 1.0
 MEMORY_TARGET = 100 << 20
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)
-    env.setdefault("GRPC_VERBOSITY", "ERROR")
-    return env
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ctl(cfg: Path, endpoint: str, *args: str, insecure: bool = False) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "cli", "--gravenconfig", str(cfg), "-e", endpoint, *args]
-    return subprocess.run(cmd + (["--insecure"] if insecure else []), capture_output=True, text=True, env=_env(),
-                          timeout=120, check=False)
-
-
-class Node:
+class Node(BenchMachine):
     def __init__(self, base: Path, backend: str) -> None:
-        from api._pki import gen_config
-        from image import build_image, load_signing_key
-
-        self.base = base
-        self.root = base / "machine"
-        self.root.mkdir(parents=True)
-        self.endpoint = f"127.0.0.1:{_port()}"
-        gen_config("bench", self.endpoint, base)
-        self.image = base / "v1.img"
-        build_image("v1", load_signing_key(base / "image.key"), self.image)
+        super().__init__(base)
         self.device = self.root / "disk.img" if backend == "block" else None
         self.container = backend == "container"
         if self.device is not None:
             with open(self.device, "wb") as f:
                 f.truncate(512 << 20)
-        self.cfg = base / "gravenconfig"
-        self.proc: subprocess.Popen[bytes] | None = None
+            self.install_disk = str(self.device)
 
-    def start(self) -> int:
-        cmd = [sys.executable, "-m", "node", "machine", "--root", str(self.root), "--listen", self.endpoint,
-               "--boot-from", str(self.image), "--trusted-key", str(self.base / "image.pub")]
-        if self.device is not None:
-            cmd += ["--disk", str(self.device)]
-        if self.container:
-            cmd += ["--provisioner", "container"]
-        with open(self.root / "machine.log", "ab") as log:  # the child has its own copy of the descriptor
-            t0 = time.time_ns()
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=self.base,
-                                         start_new_session=True)
-        return t0
-
-    def status(self, insecure: bool = False) -> dict[str, Any] | None:
-        from api import _clientconfig
-        from api._client import GravenClient
-        from errors import GravenError
-
-        try:
-            if insecure:
-                client = GravenClient.insecure(self.endpoint, quiet=True, timeout=2)
-            else:
-                client = GravenClient.from_context(_clientconfig.load(self.cfg).current()[1], self.endpoint, timeout=2)
-            with client:
-                return dict(client.status())
-        except GravenError:
-            return None
-
-    def wait(self, pred: Any, insecure: bool = False, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, (self.root / "machine.log").read_text()
-            st = self.status(insecure)
-            if st is not None and pred(st):
-                return st
-            time.sleep(0.02)
-        raise TimeoutError((self.root / "machine.log").read_text()[-3000:])
-
-    def install(self) -> None:
-        import config
-        from api._pki import ClusterSecrets
-
-        self.start()
-        self.wait(lambda s: s["stage"] == "maintenance", insecure=True)
-        secrets = ClusterSecrets.load("bench", (self.base / "ca.crt").read_bytes(), (self.base / "ca.key").read_bytes(),
-                                      (self.base / "image.key").read_bytes())
-        cfg = config.default_config("bench", f"https://{self.endpoint}", secrets.ca_crt_pem, secrets.ca_key_pem,
-                                    [secrets.image_pub_pem], install_image=str(self.image),
-                                    install_disk=str(self.device or "/dev/sda"))
-        path = self.base / "node.yaml"
-        path.write_text(config.dump_yaml(cfg))
-        r = _ctl(self.cfg, self.endpoint, "apply-config", "-f", str(path), insecure=True)
-        assert r.returncode == 0, r.stderr
-        self.wait(lambda s: s["stage"] == "running" and s["ready"])
-        self.stop()
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
+    def machine_args(self) -> list[str]:
+        return [*super().machine_args(), *(["--disk", str(self.device)] if self.device is not None else []),
+                *(["--provisioner", "container"] if self.container else [])]
 
     def memory(self) -> dict[str, float]:
         """The container machine at rest: its cgroup's memory now, split as the cgroup accounts it, and PID 1's
@@ -161,14 +72,12 @@ class Node:
 
     def boot_once(self) -> dict[str, float]:
         t0 = self.start()
-        st = self.wait(lambda s: s["stage"] == "running" and s["ready"])
+        st = self.running()
         mem: dict[str, float] = {}
         if self.container:
             time.sleep(1.0)  # at rest: the boot's transient allocations are done
             mem = {f"mem_{k}": v for k, v in self.memory().items()}
-        r = _ctl(self.cfg, self.endpoint, "events", "-o", "json", "--tail", "400")
-        events = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-        mine = [e for e in events if e["boot_id"] == st["boot_id"]]
+        mine = self.boot_events(st["boot_id"])
         spawned = next(e["payload"]["agent_started_ns"] for e in mine if e["kind"] == "boot.selected")
         started = next(e["time_ns"] for e in mine if e["kind"] == "boot.started")
         committed = next(e["time_ns"] for e in mine if e["kind"] == "boot.committed")
@@ -209,8 +118,7 @@ def run(backend: str, rounds: int) -> None:
             results = [node.boot_once() for _ in range(rounds)]
             floor = floor_import(node)
         finally:
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.kill()
+            node.kill()
         med = {k: statistics.median(r[k] for r in results) for k in results[0]}
         best = min(r["total"] for r in results)
         target = CONTAINER_TARGET_S if node.container else TARGET_S

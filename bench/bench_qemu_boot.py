@@ -20,126 +20,48 @@ Run: PYTHONPATH=. python bench/bench_qemu_boot.py [--rounds 2]   (root; one core
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)
-    env.setdefault("GRPC_VERBOSITY", "ERROR")
-    return env
+from _machine import BenchMachine, ctl
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class VM(BenchMachine):
+    """An installed qemu machine (its disk image pre-installed with v1, as a vendor ships it), polled every 0.2 s:
+    each poll costs the emulated guest CPU time."""
 
+    poll_s = 0.2
+    timeout_s = 300.0
+    install_disk = "/dev/vda"
 
-def _ctl(cfg: Path, endpoint: str, *args: str, insecure: bool = False) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "cli", "--gravenconfig", str(cfg), "-e", endpoint, *args]
-    return subprocess.run(cmd + (["--insecure"] if insecure else []), capture_output=True, text=True, env=_env(),
-                          timeout=120, check=False)
-
-
-class VM:
     def __init__(self, base: Path) -> None:
-        from api._pki import gen_config
-        from image import build_image, load_signing_key
         from node._qemu import GUEST_DISK_SIZE, preinstalled_disk
 
-        self.base = base
-        self.root = base / "machine"
-        self.root.mkdir(parents=True)
-        self.endpoint = f"127.0.0.1:{_port()}"
-        gen_config("bench", self.endpoint, base)
-        self.image = base / "v1.img"
-        build_image("v1", load_signing_key(base / "image.key"), self.image)
+        super().__init__(base)
         self.disk = base / "disk.raw"
         preinstalled_disk(self.disk, GUEST_DISK_SIZE, self.image, (base / "image.pub").read_bytes(),
                           run_dir=base / "prep")
-        self.cfg = base / "gravenconfig"
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> int:
-        cmd = [sys.executable, "-m", "node", "machine", "--root", str(self.root), "--listen", self.endpoint,
-               "--disk", str(self.disk), "--provisioner", "qemu", "--trusted-key", str(self.base / "image.pub")]
-        with open(self.root / "machine.log", "ab") as log:
-            t0 = time.monotonic_ns()
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=self.base,
-                                         start_new_session=True)
-        return t0
-
-    def status(self, insecure: bool = False) -> dict[str, Any] | None:
-        from api import _clientconfig
-        from api._client import GravenClient
-        from errors import GravenError
-
-        try:
-            if insecure:
-                client = GravenClient.insecure(self.endpoint, quiet=True, timeout=2)
-            else:
-                client = GravenClient.from_context(_clientconfig.load(self.cfg).current()[1], self.endpoint, timeout=2)
-            with client:
-                return dict(client.status())
-        except GravenError:
-            return None
-
-    def wait(self, pred: Any, insecure: bool = False, timeout: float = 300) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, (self.root / "machine.log").read_text()[-3000:]
-            st = self.status(insecure)
-            if st is not None and pred(st):
-                return st
-            time.sleep(0.2)
-        raise TimeoutError((self.root / "machine.log").read_text()[-3000:])
-
-    def install(self) -> None:
-        import config
-        from api._pki import ClusterSecrets
-
-        self.start()
-        self.wait(lambda s: s["stage"] == "maintenance", insecure=True)
-        secrets = ClusterSecrets.load("bench", (self.base / "ca.crt").read_bytes(), (self.base / "ca.key").read_bytes(),
-                                      (self.base / "image.key").read_bytes())
-        cfg = config.default_config("bench", f"https://{self.endpoint}", secrets.ca_crt_pem, secrets.ca_key_pem,
-                                    [secrets.image_pub_pem], install_image=str(self.image), install_disk="/dev/vda")
-        path = self.base / "node.yaml"
-        path.write_text(config.dump_yaml(cfg))
-        r = _ctl(self.cfg, self.endpoint, "apply-config", "-f", str(path), insecure=True)
-        assert r.returncode == 0, r.stderr
-        self.wait(lambda s: s["stage"] == "running" and s["ready"])
-        self.stop()
+    def machine_args(self) -> list[str]:
+        return ["--disk", str(self.disk), "--provisioner", "qemu"]
 
     def stop(self) -> None:
         assert self.proc is not None
-        r = _ctl(self.cfg, self.endpoint, "shutdown")  # the agent seals its log and powers the VM off
+        r = ctl(self.cfg, self.endpoint, "shutdown")  # the agent seals its log and powers the VM off
         if r.returncode != 0:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.terminate()
         self.proc.wait(120)
 
     def boot_once(self) -> dict[str, float]:
         t0 = self.start()
-        st = self.wait(lambda s: s["stage"] == "running" and s["ready"])
-        total = (time.monotonic_ns() - t0) / 1e9
-        r = _ctl(self.cfg, self.endpoint, "events", "-o", "json", "--tail", "400")
-        events = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-        mine = [e for e in events if e["boot_id"] == st["boot_id"]]
+        st = self.running()
+        total = (time.time_ns() - t0) / 1e9
+        mine = self.boot_events(st["boot_id"])
         guest = next(e["payload"]["guest_ns"] for e in mine if e["kind"] == "boot.selected")
         first = mine[0]["mono_ns"]
         started = next(e["mono_ns"] for e in mine if e["kind"] == "boot.started")
@@ -166,10 +88,9 @@ def main() -> int:
         try:
             vm.install()
             results = [vm.boot_once() for _ in range(args.rounds)]
-            log = (vm.root / "machine.log").read_text(errors="replace")
+            log = vm.log_text()
         finally:
-            if vm.proc is not None and vm.proc.poll() is None:
-                vm.proc.kill()
+            vm.kill()
     accel = "KVM" if "(KVM)" in log else "TCG"
     med = {k: statistics.median(r[k] for r in results) for k in results[0]}
     floor = med["kernel"] + med["initramfs"] + med["agent_start"]

@@ -2,9 +2,12 @@
 
 It holds ``/init`` (``image/init.c`` compiled with ``gcc -static``: mounts devtmpfs, loads the modules, mounts
 the slot the kernel command line names read-only as ``/`` and executes the agent as PID 1), ``/init.conf``
-(the modules in load order, the agent's argv and environment), the modules themselves, ``/dev/console`` and
-empty mount points. The archive is cpio ``newc`` written here with every entry sorted by name, owned by root,
-dated 0, then gzip with mtime 0: the same kernel and the same agent command give the same bytes.
+(the modules in load order, the agent's argv and environment), the modules themselves, ``/dev/console``, empty
+mount points, and ``/tools``: the host's ``sfdisk``, ``mkfs.ext4`` and ``partx`` with the libraries they need
+beyond the C library, which init binds on ``/run/tools`` for the agent (the install partitions and formats the
+guest's blank disk with them; the OS image holds no disk tools). The archive is cpio ``newc`` written here with
+every entry sorted by name, owned by root, dated 0, then gzip with mtime 0: the same kernel, host tools and agent
+command give the same bytes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
+import shutil
 import stat
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -40,6 +45,10 @@ INIT_SOURCE = Path(__file__).with_name("init.c")
 AGENT_LISTEN = "0.0.0.0:50000"
 MACHINE = "/machine"  # tmpfs inside the VM: the agent's run folder (mount points of STATE and EPHEMERAL)
 GUEST_DISK = "/dev/vda"  # the machine's disk, the first virtio-blk device
+GUEST_TOOLS = "/run/tools"  # where init binds the initramfs's /tools
+DISK_TOOLS = ("sfdisk", "mkfs.ext4", "partx")
+# the image brings these (its interpreter needs them): the tools use the image's own
+_IMAGE_LIBS = re.compile(r"^(libc|libm|libpthread|libdl|librt|ld-linux[-\w]*)\.so")
 _TRAILER = "TRAILER!!!"
 
 
@@ -81,7 +90,8 @@ def agent_command(listen: str = AGENT_LISTEN, extra: Sequence[str] = ()) -> tupl
     """The agent's argv and environment as PID 1 of the machine: the image's interpreter and code alone."""
     argv = [f"/{PYTHON}", "-S", "-P", "-m", "node", "agent", "--root", MACHINE, "--disk", GUEST_DISK,
             "--listen", listen, *extra]
-    env = ["PATH=/usr/bin", "HOME=/run", "LANG=C.UTF-8", "PYTHONHOME=/usr",
+    env = [f"PATH=/usr/bin:{GUEST_TOOLS}/bin", f"LD_LIBRARY_PATH={GUEST_TOOLS}/lib", "HOME=/run", "LANG=C.UTF-8",
+           "PYTHONHOME=/usr",
            f"PYTHONPATH=/{CODE_DIR}:/{SITE}", "PYTHONDONTWRITEBYTECODE=1", "PYTHONSAFEPATH=1",
            "GRAVEN_PLATFORM=netns", "GRAVEN_MACHINE=qemu"]
     return argv, env
@@ -95,12 +105,33 @@ def _conf(modules: Iterable[str], argv: Sequence[str], env: Sequence[str]) -> by
     return ("\n".join(lines) + "\n").encode()
 
 
+def disk_tools(tools: Sequence[str] = DISK_TOOLS) -> dict[str, Path]:
+    """``tools/bin/NAME`` and ``tools/lib/LIB`` -> the host file: each tool found on this host, and the shared
+    libraries it links beyond those of the image's interpreter (``ldd``)."""
+    found: dict[str, Path] = {}
+    for tool in tools:
+        path = shutil.which(tool)
+        if path is None:
+            continue
+        found[f"tools/bin/{tool}"] = Path(path).resolve()
+        done = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=30, check=False)
+        for line in done.stdout.splitlines():
+            name, _, rest = line.strip().partition(" => ")
+            lib = rest.split(" (", 1)[0].strip()
+            if lib.startswith("/") and not _IMAGE_LIBS.match(name):
+                found[f"tools/lib/{name}"] = Path(lib).resolve()
+    return found
+
+
 def initramfs_entries(kernel: Kernel, init: Path, argv: Sequence[str], env: Sequence[str],
-                      modules: tuple[str, ...] = BOOT_MODULES) -> list[CpioEntry]:
+                      modules: tuple[str, ...] = BOOT_MODULES, tools: dict[str, Path] | None = None) -> list[CpioEntry]:
     order = module_order(kernel.modules, modules)
     names = [f"lib/modules/{i:02d}-{name}.ko" for i, (name, _) in enumerate(order)]
+    tools = disk_tools() if tools is None else tools
     dirs = ["dev", "lib", "lib/modules", "newroot", "proc", "sys"]
+    dirs += ["tools", "tools/bin", "tools/lib"] if tools else []
     entries = [CpioEntry(d, stat.S_IFDIR | 0o755) for d in dirs]
+    entries.extend(CpioEntry(n, stat.S_IFREG | 0o755, p.read_bytes()) for n, p in sorted(tools.items()))
     entries.append(CpioEntry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
     entries.append(CpioEntry("init", stat.S_IFREG | 0o755, init.read_bytes()))
     entries.append(CpioEntry("init.conf", stat.S_IFREG | 0o644, _conf(names, argv, env)))

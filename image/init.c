@@ -2,9 +2,10 @@
  *
  * No shell, no scripts: it mounts devtmpfs, proc and sysfs, loads the kernel modules listed in /init.conf in
  * that order (dependencies first), finds the partition whose GPT name the kernel command line gives as
- * graven.slot=NAME, mounts it read-only as the new root (a squashfs), moves /dev, /proc and /sys there, puts
- * tmpfs on /run, /tmp and /machine, switches root and executes the agent as PID 1 with the argv and environment
- * of /init.conf. Any failure is printed on the console and init exits: the kernel panics, which the host reads
+ * graven.slot=NAME (or the whole disk graven.root=NAME names: the installer image, e.g. vdb), mounts it read-only
+ * as the new root (a squashfs), moves /dev, /proc and /sys there, puts tmpfs on /run, /tmp and /machine, binds
+ * the initramfs's /tools (the disk tools the install runs: sfdisk, mkfs.ext4) on /run/tools, switches root and
+ * executes the agent as PID 1 with the argv and environment of /init.conf. Any failure is printed on the console and init exits: the kernel panics, which the host reads
  * (pvpanic) as a failed boot.
  *
  * The agent's environment gets GRAVEN_INITRAMFS_NS=START,EXEC (CLOCK_MONOTONIC ns) for the boot trace.
@@ -104,6 +105,15 @@ static int find_partition(const char *name, char *dev, size_t size) {
     return found;
 }
 
+/* the /dev node of the whole disk NAME (e.g. vdb), once the kernel has it */
+static int find_disk(const char *name, char *dev, size_t size) {
+    char path[300];
+    snprintf(path, sizeof path, "/sys/class/block/%s/dev", name);
+    if (access(path, F_OK)) return -1;
+    snprintf(dev, size, "/dev/%s", name);
+    return 0;
+}
+
 static long long now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -145,15 +155,17 @@ int main(void) {
     say("modules loaded at %.3f s", now());
 
     char *cmdline = slurp("/proc/cmdline");
-    char slot[64], dev[300];
-    if (!cmdline || cmdline_value(cmdline, "graven.slot", slot, sizeof slot)) {
-        say("the kernel command line names no graven.slot=PARTITION");
+    char slot[64], disk[64], dev[300];
+    int whole = cmdline && !cmdline_value(cmdline, "graven.root", disk, sizeof disk) && !strchr(disk, '/');
+    if (!whole && (!cmdline || cmdline_value(cmdline, "graven.slot", slot, sizeof slot))) {
+        say("the kernel command line names no graven.slot=PARTITION (nor graven.root=DISK)");
         return 1;
     }
+    if (whole) snprintf(slot, sizeof slot, "the installer image");
     double deadline = now() + WAIT_DEVICE_S;
-    while (find_partition(slot, dev, sizeof dev)) {
+    while (whole ? find_disk(disk, dev, sizeof dev) : find_partition(slot, dev, sizeof dev)) {
         if (now() > deadline) {
-            say("no partition named %s appeared in %d s", slot, WAIT_DEVICE_S);
+            say("no %s named %s appeared in %d s", whole ? "disk" : "partition", whole ? disk : slot, WAIT_DEVICE_S);
             return 1;
         }
         usleep(20000);
@@ -170,6 +182,11 @@ int main(void) {
     static const char *tmpfs[] = {"/newroot/run", "/newroot/tmp", "/newroot/machine"};
     for (unsigned i = 0; i < sizeof tmpfs / sizeof *tmpfs; i++)
         if (mount("tmpfs", tmpfs[i], "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")) return fail(tmpfs[i]);
+    struct stat tools;
+    if (!stat("/tools", &tools) && S_ISDIR(tools.st_mode)) {
+        if (mkdir("/newroot/run/tools", 0755)) return fail("mkdir /newroot/run/tools");
+        if (mount("/tools", "/newroot/run/tools", NULL, MS_BIND | MS_REC, NULL)) return fail("bind /tools");
+    }
     if (chdir("/newroot")) return fail("chdir /newroot");
     if (mount(".", "/", NULL, MS_MOVE, NULL)) return fail("move the new root to /");
     if (chroot(".")) return fail("chroot");

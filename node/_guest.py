@@ -24,12 +24,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BOOT_FW_CFG", "LOGGED", "NET_FW_CFG", "USER_NET", "adopt_boot_file", "in_guest", "kernel_timings",
-           "platform_address", "power", "prepare", "said_logged"]
+__all__ = ["BOOT_FW_CFG", "LOGGED", "NET_FW_CFG", "USER_NET", "adopt_boot_file", "adopt_installer", "in_guest",
+           "kernel_timings", "platform_address", "power", "prepare", "said_logged"]
 
 # the bootloader's boot.json, handed over by qemu's firmware configuration device (-fw_cfg name=opt/graven/boot)
 BOOT_FW_CFG = Path("/sys/firmware/qemu_fw_cfg/by_name/opt/graven/boot/raw")
 NET_FW_CFG = Path("/sys/firmware/qemu_fw_cfg/by_name/opt/graven/net/raw")
+INSTALLER_DISK = Path("/dev/vdb")  # the installer image the VM booted from, read-only
+HOST_VIEW = Path("/run/host")  # where host paths the VM reaches appear (tmpfs)
 
 # qemu's user-mode network: the guest's address, prefix, gateway
 USER_NET: tuple[str, int, str | None] = ("10.0.2.15", 24, "10.0.2.2")
@@ -42,10 +44,39 @@ def in_guest() -> bool:
 
 
 def adopt_boot_file(path: Path = BOOT_FW_CFG) -> None:
-    """``GRAVEN_BOOT`` = the boot.json the host's bootloader put in fw_cfg, when it did (read-only: the agent's
-    ``logged()`` cannot remove it, so the host decides from the boot's ending whether the events were logged)."""
+    """``GRAVEN_BOOT`` = the boot.json the host's bootloader put in fw_cfg, when it did (read-only: the agent says
+    on the console when it logged its events, see ``said_logged``). On the installer's boot, the installer image
+    is reached at its host path too (``adopt_installer``)."""
     if path.is_file():
         os.environ["GRAVEN_BOOT"] = str(path)
+        try:
+            installer = json.loads(path.read_bytes()).get("installer")
+            if installer:
+                adopt_installer(str(installer["path"]), int(installer["size"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # the install will say it finds no image
+            print(f"graven agent: the installer image is not reachable: {exc}", file=sys.stderr, flush=True)
+
+
+def adopt_installer(host_path: str, size: int, *, device: Path = INSTALLER_DISK, view: Path = HOST_VIEW) -> Path:
+    """The installer image the VM booted from (``device``, whole sectors) copied, its own ``size`` bytes, to
+    ``view`` + its host path (tmpfs) with ``GRAVEN_HOST_VIEW`` set, so a config's ``machine.install.image`` naming
+    the host's file finds it, as a container machine finds its shared folders (``node._ports.host_path``)."""
+    from ._ports import HOST_VIEW_ENV
+
+    target = Path(str(view) + host_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(device, "rb") as src, open(target, "wb") as dst:
+        left = size
+        while left > 0:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                raise OSError(f"{device} ends {left} bytes short of the installer image's {size}")
+            dst.write(chunk)
+            left -= len(chunk)
+    os.environ[HOST_VIEW_ENV] = str(view)
+    print(f"graven agent: the installer image {device} ({size} bytes) is {host_path} for the install",
+          file=sys.stderr, flush=True)
+    return target
 
 
 LOGGED = "graven agent: the bootloader's events of boot {} are in the log"  # on the console, read by node._qemu

@@ -9,6 +9,11 @@ gets its virtio NIC on a tap device in its network namespace (``node._netns``, `
 its address, and that address handed to the guest through fw_cfg (``opt/graven/net``), as a DHCP server would
 lease it; the agent inside then applies the machine config's network to the NIC with netlink.
 
+A machine with nothing to boot on its disk (a blank disk image) boots the installer image: attached read-only as
+a second virtio disk (``/dev/vdb``, padded to whole sectors), mounted as ``/`` by the initramfs
+(``graven.root=vdb``); the agent in maintenance then installs from it onto ``/dev/vda`` (partition, format,
+slot A) and reboots into slot A.
+
 Accelerator: KVM only when a smoke boot under KVM proves it (``kvm_works``; the paravirtual KVM of some
 hosts cannot run a stock kernel: qemu aborts or hangs), else TCG, software emulation.
 """
@@ -114,6 +119,7 @@ class QemuSpec:
     boot_file: Path | None = None  # the bootloader's boot.json, handed to the agent through fw_cfg
     nic: GuestNic | None = None  # on a bridge through a tap device; None: user-mode networking with ``forwards``
     net_file: Path | None = None  # the nic's JSON, handed to the agent through fw_cfg
+    installer: Path | None = None  # boot this image (a second disk, read-only) instead of ``slot``
 
 
 def qemu_argv(spec: QemuSpec) -> list[str]:
@@ -125,14 +131,17 @@ def qemu_argv(spec: QemuSpec) -> list[str]:
                "-device", f"virtio-net-pci,netdev=net0,mac={spec.nic.mac}"]
         if spec.net_file is not None:
             net += ["-fw_cfg", f"name={NET_FW_CFG},file={spec.net_file}"]
-    append = " ".join(["console=ttyS0", "quiet", "loglevel=4", f"graven.slot={spec.slot}", *spec.cmdline])
+    root = "graven.root=vdb" if spec.installer is not None else f"graven.slot={spec.slot}"
+    append = " ".join(["console=ttyS0", "quiet", "loglevel=4", root, *spec.cmdline])
+    installer = [] if spec.installer is None else \
+        ["-drive", f"file={spec.installer},format=raw,if=virtio,readonly=on"]
     return [
         QEMU, "-name", spec.disk.stem, "-accel", spec.accel, "-cpu", "max" if spec.accel == "tcg" else "host",
         "-m", str(spec.memory_mib), "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
         "-no-reboot", "-action", "panic=shutdown", "-device", "pvpanic",
         "-chardev", f"file,id=console,path={spec.console},append=on", "-serial", "chardev:console",
         "-kernel", str(spec.kernel.vmlinuz), "-initrd", str(spec.initramfs), "-append", append,
-        "-drive", f"file={spec.disk},format=raw,if=virtio,cache=writeback,discard=unmap",
+        "-drive", f"file={spec.disk},format=raw,if=virtio,cache=writeback,discard=unmap", *installer,
         *net,
         "-qmp", f"unix:{spec.qmp},server=on,wait=off",
         *(["-fw_cfg", f"name={BOOT_FW_CFG},file={spec.boot_file}"] if spec.boot_file is not None else []),
@@ -375,23 +384,31 @@ class QemuRunner:
         self.console_from = 0  # where the last boot's console output begins
         self.boot: Boot | None = None
 
-    def spec(self, slot: str, boot_file: Path | None) -> QemuSpec:
+    def spec(self, slot: str, boot_file: Path | None, installer: Path | None = None) -> QemuSpec:
         net_file = None
         if self.nic is not None:
             net_file = self.run_dir / "net.json"
             net_file.write_bytes(self.nic.to_json())
         return QemuSpec(self.kernel, self.initramfs, self.disk, slot, self.console, self.run_dir / "qmp.sock",
                         () if self.nic else ((self.port, GUEST_API_PORT),), memory_mib=self.memory_mib,
-                        accel=self.accel, boot_file=boot_file, nic=self.nic, net_file=net_file)
+                        accel=self.accel, boot_file=boot_file, nic=self.nic, net_file=net_file, installer=installer)
 
     def where(self) -> str:
         if self.nic is None:
             return f"API on 127.0.0.1:{self.port}"
         return f"NIC {self.nic.mac} on {self.nic.tap}, API on {self.nic.address.ip}:{GUEST_API_PORT}"
 
-    def run(self, slot: str, boot_file: Path | None, on_start: Callable[[subprocess.Popen[bytes]], None]) -> Ending:
-        spec = self.spec(slot, boot_file)
-        self.say(f"qemu: {self.kernel.release} ({self.accel.upper()}), {slot} of {self.disk}, {self.where()}, "
+    def run(self, slot: str | None, boot_file: Path | None, on_start: Callable[[subprocess.Popen[bytes]], None],
+            installer: Path | None = None) -> Ending:
+        """One boot of ``slot``, or of the ``installer`` image when ``slot`` is None; its ending."""
+        disk = None
+        if slot is None:
+            if installer is None:
+                raise StorageError("a qemu boot needs a slot or an installer image")
+            disk = padded_copy(installer, self.run_dir / "installer.raw")
+        spec = self.spec(slot or "installer", boot_file, disk)
+        what = f"{slot} of {self.disk}" if slot else f"the installer {installer} (/dev/vdb), disk {self.disk}"
+        self.say(f"qemu: {self.kernel.release} ({self.accel.upper()}), {what}, {self.where()}, "
                  f"console {self.console}")
         start_at = self.console.stat().st_size if self.console.exists() else 0
         self.console_from = start_at
@@ -421,6 +438,18 @@ class QemuRunner:
             f.seek(self.console_from)
             return line.encode() in f.read()
         return False
+
+
+def padded_copy(image_file: Path, out: Path) -> Path:
+    """``image_file`` copied to ``out`` with zeros up to a whole number of 512-byte sectors (a virtio disk is
+    sectors; the image's trailer must stay in its bytes, whose length the guest learns from boot.json)."""
+    size = image_file.stat().st_size
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    shutil.copyfile(image_file, tmp)
+    with open(tmp, "r+b") as f:
+        f.truncate(-(-size // 512) * 512)
+    os.replace(tmp, out)
+    return out
 
 
 def _last_words(console: Path, start_at: int) -> str:

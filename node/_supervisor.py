@@ -339,8 +339,9 @@ class Machine:
 
     def _installer(self, choice: image.BootChoice, keys: list[bytes]) -> _Boot | None:
         why = str(choice.events[-1].payload.get("reason", "no slot can boot")) if choice.events else "no slot"
-        if self.qemu is not None:
-            self.say(f"nothing to boot: {why}; a qemu machine boots only from its disk image's slots")
+        if self.qemu is not None and self.opts.boot_from is None:
+            self.say(f"nothing to boot: {why}; a qemu machine boots its disk image's slots, or an installer image "
+                     "(--boot-from IMAGE)")
             return None
         if self.opts.boot_from is None:
             self.say(f"nothing to boot: {why}, and no installer image was given (--boot-from IMAGE)")
@@ -353,7 +354,7 @@ class Machine:
         except GravenError as exc:
             raise InvalidRequest(f"installer image {self.opts.boot_from} refused: {exc.message}",
                                  path=str(self.opts.boot_from)) from exc
-        root = self.disk.mount_image(verified)
+        root = Path() if self.qemu else self.disk.mount_image(verified)  # a VM's kernel mounts it (/dev/vdb)
         self.boots += 1
         self.pending += [{"kind": e.kind, "payload": e.payload} for e in choice.events]
         self.pending.append({"kind": Kind.BOOT_SELECTED, "payload": {
@@ -375,8 +376,12 @@ class Machine:
                 break
         boot_file = self.run_dir / "boot.json"
         tmp = boot_file.with_name("boot.json.tmp")
+        installer = None  # a VM learns its installer image's host path and length (its disk is whole sectors)
+        if self.qemu is not None and boot.slot is None and self.opts.boot_from is not None:
+            installer = {"path": str(self.opts.boot_from.absolute()), "size": self.opts.boot_from.stat().st_size}
         tmp.write_text(json.dumps({"boot_id": boot.boot_id, "slot": boot.slot.value if boot.slot else None,
-                                   "digest": boot.digest, "version": boot.version, "events": self.pending}))
+                                   "digest": boot.digest, "version": boot.version, "events": self.pending,
+                                   **({"installer": installer} if installer else {})}))
         os.replace(tmp, boot_file)
         handed, self.pending = self.pending, []  # the agent logs them, then removes the file
         cwd = self.run_dir / "cwd"
@@ -423,7 +428,7 @@ class Machine:
 
     def _run_vm(self, boot: _Boot, boot_file: Path, handed: list[dict[str, Any]]) -> tuple[int, str | None]:
         """One boot of the qemu machine from the boot's slot; QMP's report of its ending is the exit code."""
-        assert self.qemu is not None and boot.slot is not None
+        assert self.qemu is not None
         self.disk.close()  # detach the loop devices: the guest writes the disk image file now
 
         def started(proc: subprocess.Popen[bytes]) -> None:
@@ -431,7 +436,8 @@ class Machine:
             (self.run_dir / "agent.pid").write_text(f"{proc.pid}\n")
 
         try:
-            ending = self.qemu.run(boot.slot.label.value, boot_file, started)
+            ending = self.qemu.run(boot.slot.label.value if boot.slot else None, boot_file, started,
+                                   installer=self.opts.boot_from if boot.slot is None else None)
         except GravenError as exc:
             self.pending = handed + self.pending
             return 1, exc.message

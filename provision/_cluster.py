@@ -209,11 +209,7 @@ def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk
         config.validate(text).unwrap(node["config"])
         atomic_write(node["config"], text.encode(), 0o600)
         if data["provisioner"] == "qemu":
-            from node import GUEST_DISK_SIZE, preinstalled_disk
-
-            report(f"{node['name']}: disk image {node['disk']} with {IMAGE_VERSION} in slot A")
-            preinstalled_disk(Path(node["disk"]), GUEST_DISK_SIZE, img, secrets.image_pub_pem,
-                              run_dir=Path(node["root"]) / "prep")
+            _blank_vm_disk(node, report)
         elif node["disk"]:
             with open(node["disk"], "wb") as f:
                 f.truncate(DISK_SIZE)
@@ -263,6 +259,17 @@ def _start_machine(node: dict[str, Any], data: dict[str, Any], health_timeout: f
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=node["root"], env=_child_env(), start_new_session=True)
     return proc.pid
+
+
+def _blank_vm_disk(node: dict[str, Any], report: Callable[[str], None]) -> None:
+    """A VM's disk: a blank (sparse) raw image file; the VM boots the installer image, and the install sequence
+    partitions and formats it and writes slot A from inside the guest."""
+    from node._qemu import GUEST_DISK_SIZE
+
+    with open(node["disk"], "wb") as f:
+        f.truncate(GUEST_DISK_SIZE)
+    report(f"{node['name']}: blank disk image {node['disk']} ({GUEST_DISK_SIZE >> 20} MiB); the VM boots the "
+           f"installer image")
 
 
 def _with_interface(cfg: config.MachineConfig, iface: config.Interface) -> config.MachineConfig:
@@ -457,11 +464,7 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
         config.validate(text).unwrap(node["config"])
         atomic_write(node["config"], text.encode(), 0o600)
         if vms:
-            from node._qemu import GUEST_DISK_SIZE, preinstalled_disk
-
-            report(f"{node['name']}: disk image {node['disk']} with {IMAGE_VERSION} in slot A")
-            preinstalled_disk(Path(node["disk"]), GUEST_DISK_SIZE, img, secrets.image_pub_pem,
-                              run_dir=Path(node["root"]) / "prep")
+            _blank_vm_disk(node, report)
         elif node["disk"]:
             with open(node["disk"], "wb") as f:
                 f.truncate(DISK_SIZE)

@@ -1,6 +1,8 @@
-"""``gravenctl cluster create --provisioner qemu --nodes 2``: two virtual machines (a control plane and a worker)
-booted from their own disk images, each NIC on a tap device in the node's network namespace, bridged to the
-cluster's bridge; configured in maintenance over the bridge, rebooted (QMP guest-reset) into Running. The worker's
+"""``gravenctl cluster create --provisioner qemu --nodes 2``: two virtual machines (a control plane and a worker),
+each with a blank disk image, each NIC on a tap device in the node's network namespace, bridged to the cluster's
+bridge. Each VM boots the installer image (a second, read-only virtio disk), is configured in maintenance over the
+bridge, and the install sequence partitions and formats its disk and writes slot A from inside the guest (the
+initramfs's sfdisk and mkfs.ext4); the VM reboots (QMP guest-reset) into slot A and Running. The worker's
 NIC follows its machine config (an address added live, with netlink inside the guest, answers the host).
 ``version`` and ``dmesg`` answer from the guest's own kernel, and ``trace boot`` starts at the kernel's zero; an
 upgrade v1 -> v2 of the control plane streams the image into its VM, which writes slot B through its virtio disk and
@@ -93,7 +95,9 @@ def test_qemu_cluster_create_upgrade_destroy(tmp_path: Path) -> None:
         print(f"cluster create --provisioner qemu --nodes 2 (TCG), to running and ready: {created:.1f} s")
         assert data["network"] == "netns" and (node["type"], worker["type"]) == ("controlplane", "worker")
         assert r.stderr.count("running, ready (slot A, v1)") == 2
-        assert "console: graven-init: BOOT-A (/dev/vda2) mounted read-only as /" in log
+        installed = log.index("console: graven-init: the installer image (/dev/vdb) mounted read-only as /")
+        assert "the installer image /dev/vdb" in log and "console: graven-init: BOOT-A (/dev/vda2) mounted " \
+            "read-only as /" in log[installed:]  # installed from inside the VM, then booted from its disk
         assert f"NIC 52:54:{':'.join(f'{int(b):02x}' for b in node['address'].split('.'))} on tap0" in log
         assert "reboot" in log  # the install's reboot, read from QMP's guest-reset
         ep = node["endpoint"]

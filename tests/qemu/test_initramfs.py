@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import stat
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from errors import StorageError
-from image._initramfs import CpioEntry, agent_command, build_initramfs, compile_init, cpio_newc, read_cpio
+from image._initramfs import (
+    GUEST_TOOLS,
+    CpioEntry,
+    agent_command,
+    build_initramfs,
+    compile_init,
+    cpio_newc,
+    read_cpio,
+)
 from image._kernel import BOOT_MODULES, find_kernel, module_info, module_order
 from image._runtime import forbidden_paths
 from storage._sys import have
@@ -135,3 +145,12 @@ def test_initramfs_reproducible_and_shell_free(tmp_path: Path) -> None:
     assert [line[2:] for line in conf if line.startswith("e ")] == env
     other = build_initramfs(KERNEL, tmp_path / "c.img", init=init, listen="0.0.0.0:50001").read_bytes()
     assert other != a
+    # the disk tools the install runs inside the VM, with what they link beyond the image's C library
+    assert {"tools/bin/sfdisk", "tools/bin/mkfs.ext4"} <= set(entries) and not forbidden_paths(entries)
+    for tool in ("sfdisk", "mkfs.ext4"):
+        needed = subprocess.run(["ldd", str(shutil.which(tool))], capture_output=True, text=True).stdout
+        for line in needed.splitlines():
+            name = line.strip().split(" ", 1)[0]
+            if " => /" in line and not name.startswith(("libc.", "libm.", "ld-linux")):
+                assert f"tools/lib/{name}" in entries, (tool, name)
+    assert f"PATH=/usr/bin:{GUEST_TOOLS}/bin" in env and f"LD_LIBRARY_PATH={GUEST_TOOLS}/lib" in env

@@ -9,8 +9,9 @@ import pytest
 
 from errors import StorageError
 from image._kernel import Kernel
-from node._guest import USER_NET, _first_nic, platform_address
-from node._qemu import GuestNic, QemuSpec, qemu_argv
+from node._guest import USER_NET, _first_nic, adopt_installer, platform_address
+from node._ports import HOST_VIEW_ENV, host_path
+from node._qemu import GuestNic, QemuSpec, padded_copy, qemu_argv
 from node._qmp import EXIT_FAILED, EXIT_POWER_OFF, EXIT_REBOOT, classify
 from storage._guest import sysfs_partitions
 
@@ -69,6 +70,34 @@ def test_bridged_nic(tmp_path: Path) -> None:
                       ("x" * 16, "198.18.7.2/24")):
         with pytest.raises(StorageError):
             GuestNic.parse(tap, cidr)
+
+
+def test_installer_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blank disk's first boot: the installer image as a second, read-only virtio disk padded to whole sectors,
+    the initramfs told to mount that whole disk; inside, the image's own bytes (its length from boot.json) reached
+    at its host path, which a config's machine.install.image names."""
+    image_file = tmp_path / "images" / "v1.img"
+    image_file.parent.mkdir()
+    image_file.write_bytes(b"squashfs" + bytes(range(256)) * 4 + b"trailer")  # not a whole number of sectors
+    size = image_file.stat().st_size
+    disk = padded_copy(image_file, tmp_path / "installer.raw")
+    assert disk.stat().st_size % 512 == 0 and disk.read_bytes()[:size] == image_file.read_bytes()
+    assert set(disk.read_bytes()[size:]) == {0}
+    k = Kernel(tmp_path, "linux-image-x", "6.1.1-1", "6.1.0-1-cloud-amd64", "00")
+    spec = QemuSpec(k, tmp_path / "initrd", tmp_path / "disk.raw", "installer", tmp_path / "c.log",
+                    tmp_path / "q.sock", installer=disk)
+    argv = qemu_argv(spec)
+    append = argv[argv.index("-append") + 1].split()
+    assert "graven.root=vdb" in append and not any(a.startswith("graven.slot=") for a in append)
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    assert drives[0].startswith(f"file={tmp_path / 'disk.raw'},") and drives[1].endswith(",readonly=on")
+    monkeypatch.delenv(HOST_VIEW_ENV, raising=False)
+    view = tmp_path / "view"
+    copied = adopt_installer(str(image_file), size, device=disk, view=view)
+    assert copied.read_bytes() == image_file.read_bytes()
+    assert host_path(image_file) == copied  # what the install sequence opens for machine.install.image
+    with pytest.raises(OSError, match="short"):
+        adopt_installer(str(image_file), disk.stat().st_size + 1, device=disk, view=tmp_path / "v2")
 
 
 def test_sysfs_partitions(tmp_path: Path) -> None:

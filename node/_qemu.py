@@ -47,6 +47,10 @@ GUEST_API_PORT = 50000
 # a machine's disk image (sparse): slots of 200 MiB and EPHEMERAL ~347 MiB, where an upgrade spools the image
 # (~34 MiB) and must leave 64 MiB free
 GUEST_DISK_SIZE = 768 << 20
+# a blank disk image (sparse), which the install partitions inside the VM with the default layout: that keeps
+# EPHEMERAL at its 128 MiB floor on disks under ~2.2 GiB, too little for an upgrade to spool a 46 MiB image (with
+# etcd) and leave 64 MiB free; at 3 GiB the slots get 1 GiB each and EPHEMERAL ~1 GiB (only written bytes count)
+GUEST_BLANK_DISK_SIZE = 3 << 30
 GUEST_SLOT_MIB = 200
 INIT_STARTED = b"graven-init: started"
 BOOT_FW_CFG = "opt/graven/boot"  # node._guest reads it under /sys/firmware/qemu_fw_cfg/by_name/

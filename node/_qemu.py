@@ -21,6 +21,7 @@ hosts cannot run a stock kernel: qemu aborts or hangs), else TCG, software emula
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -28,6 +29,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +42,7 @@ from image import Kernel, build_initramfs
 from ._qmp import Ending, Qmp, classify
 
 __all__ = ["QEMU", "Boot", "GuestNic", "QemuRunner", "QemuSpec", "free_port", "kvm_works", "qemu_argv", "qemu_problem",
-           "start"]
+           "qmp_socket", "start"]
 
 QEMU = "qemu-system-x86_64"
 GUEST_API_PORT = 50000
@@ -393,7 +395,7 @@ class QemuRunner:
         if self.nic is not None:
             net_file = self.run_dir / "net.json"
             net_file.write_bytes(self.nic.to_json())
-        return QemuSpec(self.kernel, self.initramfs, self.disk, slot, self.console, self.run_dir / "qmp.sock",
+        return QemuSpec(self.kernel, self.initramfs, self.disk, slot, self.console, qmp_socket(self.run_dir),
                         () if self.nic else ((self.port, GUEST_API_PORT),), memory_mib=self.memory_mib,
                         accel=self.accel, boot_file=boot_file, nic=self.nic, net_file=net_file, installer=installer)
 
@@ -442,6 +444,16 @@ class QemuRunner:
             f.seek(self.console_from)
             return line.encode() in f.read()
         return False
+
+
+def qmp_socket(run_dir: Path) -> Path:
+    """``run_dir/qmp.sock``, or where a unix socket's path fits (108 bytes) when that is too long: a name in the
+    temporary folder made from ``run_dir``, one per machine."""
+    path = run_dir.absolute() / "qmp.sock"
+    if len(os.fsencode(path)) < 100:
+        return path
+    digest = hashlib.sha256(os.fsencode(run_dir.absolute())).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"graven-qmp-{digest}.sock"
 
 
 def padded_copy(image_file: Path, out: Path) -> Path:

@@ -11,7 +11,7 @@ from errors import StorageError
 from image._kernel import Kernel
 from node._guest import USER_NET, _first_nic, adopt_installer, platform_address
 from node._ports import HOST_VIEW_ENV, host_path
-from node._qemu import GuestNic, QemuSpec, padded_copy, qemu_argv
+from node._qemu import GuestNic, QemuSpec, padded_copy, qemu_argv, qmp_socket
 from node._qmp import EXIT_FAILED, EXIT_POWER_OFF, EXIT_REBOOT, classify
 from storage._guest import sysfs_partitions
 
@@ -98,6 +98,13 @@ def test_installer_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert host_path(image_file) == copied  # what the install sequence opens for machine.install.image
     with pytest.raises(OSError, match="short"):
         adopt_installer(str(image_file), disk.stat().st_size + 1, device=disk, view=tmp_path / "v2")
+
+
+def test_qmp_socket_path_fits(tmp_path: Path) -> None:
+    assert qmp_socket(tmp_path / "run") == tmp_path / "run" / "qmp.sock"
+    deep = tmp_path / ("x" * 60) / "clusters" / "q1" / "nodes" / "q1-controlplane-1" / "run"
+    far = qmp_socket(deep)
+    assert len(str(far)) < 108 and far != qmp_socket(deep.with_name("run2"))  # one per machine
 
 
 def test_sysfs_partitions(tmp_path: Path) -> None:

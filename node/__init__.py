@@ -6,12 +6,14 @@ import typing
 if typing.TYPE_CHECKING:
     from ._launch import container_problem as container_problem
     from ._launch import forget as forget_container
+    from ._qemu import GUEST_BLANK_DISK_SIZE as GUEST_BLANK_DISK_SIZE
     from ._qemu import GUEST_DISK_SIZE as GUEST_DISK_SIZE
     from ._qemu import preinstalled_disk as preinstalled_disk
     from ._qemu import qemu_problem as qemu_problem
 
 # what the provisioner asks of the machine launchers, loaded by the provisioner that uses it
 _LAZY: dict[str, str] = {
+    "GUEST_BLANK_DISK_SIZE": "_qemu",
     "GUEST_DISK_SIZE": "_qemu",
     "container_problem": "_launch",
     "forget_container": "_launch:forget",
@@ -30,6 +32,7 @@ def __getattr__(name: str) -> object:
     return value
 
 __all__ = [
+    "GUEST_BLANK_DISK_SIZE",
     "GUEST_DISK_SIZE",
     "container_problem",
     "forget_container",

@@ -264,7 +264,7 @@ def _start_machine(node: dict[str, Any], data: dict[str, Any], health_timeout: f
 def _blank_vm_disk(node: dict[str, Any], report: Callable[[str], None]) -> None:
     """A VM's disk: a blank (sparse) raw image file; the VM boots the installer image, and the install sequence
     partitions and formats it and writes slot A from inside the guest."""
-    from node._qemu import GUEST_BLANK_DISK_SIZE
+    from node import GUEST_BLANK_DISK_SIZE
 
     with open(node["disk"], "wb") as f:
         f.truncate(GUEST_BLANK_DISK_SIZE)

@@ -8,22 +8,32 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import config
 from errors import (
     InvalidRequest,
 )
+from sequencer.ports import Network
 
 from ._net_live import MAIN_TABLE, _Route
 
-__all__ = ["Emit", "PathSource", "plan_rows"]
+__all__ = ["Emit", "NodeNetwork", "PathSource", "plan_rows"]
 
 Emit = Callable[[str, dict[str, Any]], None]
 PathSource = Path | Callable[[], Path | None] | None
 
 
-def plan_rows(plan: dict[str, Any], what: str) -> list[dict[str, Any]]:
+class NodeNetwork(Network, Protocol):
+    """The sequencer's ``Network`` port and what the agent reads back from it: the ``Network`` RPC's rows, and the
+    drift from the config (None where the live network cannot be read: the sandbox)."""
+
+    def rows(self, what: str, network: config.Network | None) -> list[dict[str, object]]: ...
+
+    def live_drift(self, network: config.Network) -> list[dict[str, object]] | None: ...
+
+
+def plan_rows(plan: dict[str, Any], what: str) -> list[dict[str, object]]:
     """The sandbox's answer to the ``Network`` RPC: the recorded plan (``PlanNetwork.state``) in the shape of the
     live rows, each marked ``planned`` (nothing was applied); no drift can be read there."""
     links = [i for i in plan.get("links") or [] if isinstance(i, dict)]

@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from errors import (
     InvalidRequest,
 )
 
-from ._net_plan import Emit, PathSource
+from ._net_plan import Emit, NodeNetwork, PathSource
 
 __all__ = ["PLATFORM_ENV", "NetworkChoice", "in_own_namespace", "select_network"]
 
@@ -71,7 +70,7 @@ def _named_netns(mine: os.stat_result) -> bool:
 class NetworkChoice:
     """The ``Network`` port the agent uses, which platform it is, and why (the agent prints it at boot)."""
 
-    port: Any
+    port: NodeNetwork
     platform: str  # "netns" or "sandbox"
     reason: str
 

@@ -334,7 +334,7 @@ class NetlinkNetwork:
         """The live links, addresses and routes (main table) as plain dicts; ``graven`` marks what Graven added."""
         return self._call(self._read_state)
 
-    def query(self, what: str) -> list[dict[str, Any]]:
+    def query(self, what: str) -> list[dict[str, object]]:
         """One of ``links``, ``addresses``, ``routes`` (the ``Network`` RPC), or ``drift`` against the last config."""
         if what == "drift":
             return self.drift(None)
@@ -342,7 +342,16 @@ class NetlinkNetwork:
             raise InvalidRequest(f"network resource {what!r}: expected links, addresses or routes", what=what)
         return self.read_state()[what]
 
-    def drift(self, network: config.Network | Sequence[config.Interface] | None) -> list[dict[str, Any]]:
+    def rows(self, what: str, network: config.Network | None) -> list[dict[str, object]]:
+        """The ``Network`` RPC's rows; ``drift`` against ``network`` (none without a config)."""
+        if what == "drift":
+            return self.drift(network) if network is not None else []
+        return self.query(what)
+
+    def live_drift(self, network: config.Network) -> list[dict[str, object]] | None:
+        return self.drift(network)
+
+    def drift(self, network: config.Network | Sequence[config.Interface] | None) -> list[dict[str, object]]:
         """What differs between ``network`` (``machine.network``, or its interfaces) and the live state, one
         dict per difference: ``{interface, kind, want, have}``; empty when they agree."""
         return self._call(self._drift, network)
@@ -432,7 +441,7 @@ class NetlinkNetwork:
         return {"links": [link.to_dict() for link in sorted(live.links.values(), key=lambda li: li.index)],
                 "addresses": addresses, "routes": routes}
 
-    def _drift(self, network: config.Network | Sequence[config.Interface] | None) -> list[dict[str, Any]]:
+    def _drift(self, network: config.Network | Sequence[config.Interface] | None) -> list[dict[str, object]]:
         if network is None:
             return []
         interfaces = network.interfaces if isinstance(network, config.Network) else tuple(network)

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+import config
 import image
 from config import install_disk_mismatch
 from config.limits import LIMITS
@@ -25,6 +26,8 @@ from sequencer.ports import BootState, RunningImage
 from sequencer.ports import SlotBoot as CoreSlotBoot
 from storage import BootEnv, DiskBase, Slot, write_durably
 from storage import SlotBoot as MetaSlotBoot
+
+from ._net_plan import plan_rows
 
 __all__ = ["BootEnvPort", "DirSinks", "DiskPort", "ImagesPort", "PlanNetwork", "to_core", "to_meta"]
 
@@ -224,6 +227,12 @@ class PlanNetwork:
 
     def set_resolvers(self, nameservers: Sequence[str]) -> None:
         self.state["resolvers"] = list(nameservers)
+
+    def rows(self, what: str, network: config.Network | None) -> list[dict[str, object]]:
+        return plan_rows(self.state, what)
+
+    def live_drift(self, network: config.Network) -> list[dict[str, object]] | None:
+        return None  # the host's links are not the node's: nothing to compare
 
 
 class DirSinks:

@@ -57,8 +57,9 @@ from ._kmsg import kernel_records, own_kernel
 from ._log import NodeLog
 from ._logging import AGENT, FileFollower, setup_agent_logging
 from ._metrics_service import MetricsService
-from ._network import NetlinkNetwork, plan_rows, select_network
-from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort, PlanNetwork
+from ._net_plan import NodeNetwork
+from ._network import select_network
+from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort
 from ._wipe import finish_pending_wipe, request_wipe
 from ._witness import WitnessNode
 
@@ -143,7 +144,7 @@ class Agent:
             clock=SystemClock(), identity=self.identity,
             sinks=DirSinks(self._ca_pem, self._emit),
         )
-        self.planned_network = net.port
+        self.network_port = net.port
         self.seq = Sequencer(self.log, self.fsm, self.ports, runtime=Runtime())
         self.service = NodeService(
             self.seq, BootFacts(self.boot.boot_id, self.boot.slot, self.version_string, self.boot.digest), _Host(self),
@@ -423,15 +424,8 @@ class Agent:
         return cfg.machine.ca.crt_pem(), crt, key
 
     def network(self, what: str) -> list[dict[str, object]]:
-        state = self.planned_network
-        if isinstance(state, NetlinkNetwork):
-            if what == "drift":
-                cfg = self._config
-                return state.drift(cfg.machine.network) if cfg is not None else []
-            return state.query(what)
-        if not isinstance(state, PlanNetwork):
-            return []
-        return plan_rows(state.state, what)
+        cfg = self._config
+        return list(self.network_port.rows(what, cfg.machine.network if cfg is not None else None))
 
 
 class _Services:
@@ -490,13 +484,12 @@ class _EtcdGuard:
 class _LiveNetwork:
     """The service's ``NetworkView`` port: drift where the node owns its links (netlink), else none."""
 
-    def __init__(self, port: object, platform: str) -> None:
+    def __init__(self, port: NodeNetwork, platform: str) -> None:
         self.port, self.platform = port, platform
 
     def drift(self, cfg: config.MachineConfig) -> list[dict[str, object]] | None:
-        if not isinstance(self.port, NetlinkNetwork):
-            return None
-        return list(self.port.drift(cfg.machine.network))
+        rows = self.port.live_drift(cfg.machine.network)
+        return None if rows is None else list(rows)
 
 
 class _Power:

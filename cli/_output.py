@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 from errors import GravenError
 
 
-def add_output_flag(parser: Any, choices: Sequence[str] = ("table", "json")) -> None:
+def add_output_flag(parser: argparse.ArgumentParser, choices: Sequence[str] = ("table", "json")) -> None:
     parser.add_argument("-o", "--output", choices=list(choices), default=choices[0], help="output format")
 
 
-def print_json(obj: Any, out: TextIO | None = None) -> None:
+def print_json(obj: object, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     json.dump(obj, out, indent=2, sort_keys=True, default=_default)
     out.write("\n")
 
 
-def _default(obj: Any) -> Any:
+def _default(obj: object) -> object:
     if isinstance(obj, bytes):
         return obj.hex()
     if isinstance(obj, set | frozenset | tuple):
@@ -28,7 +29,7 @@ def _default(obj: Any) -> Any:
     return str(obj)
 
 
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: TextIO | None = None) -> None:
+def table(rows: Sequence[Mapping[str, object]], columns: Sequence[str], out: TextIO | None = None) -> None:
     """Print ``rows`` as an aligned table with upper-case headers."""
     out = out or sys.stdout
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
@@ -38,7 +39,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: TextIO
         out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, bytes):

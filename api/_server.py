@@ -176,13 +176,13 @@ def fit_message(message: str, max_bytes: int) -> str:
     return out + tail
 
 
-def fit_details(details: dict[str, Any], max_bytes: int) -> str:
+def fit_details(details: Mapping[str, object], max_bytes: int) -> str:
     """The details as JSON within ``max_bytes``: long lists lose their tail (counted in ``<key>_omitted``), long
     strings are clipped, and if that is not enough only the scalars are kept."""
     text = json.dumps(details, default=str)
     if len(text) <= max_bytes:
         return text
-    slim: dict[str, Any] = {}
+    slim: dict[str, object] = {}
     for key, value in details.items():
         if isinstance(value, str):
             slim[key] = clip_utf8(value, 200)

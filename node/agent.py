@@ -15,7 +15,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Coroutine, Generator, Iterator, Sequence
+from collections.abc import Coroutine, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -348,7 +348,7 @@ class Agent:
     def _disk_file(self, label: str, name: str) -> Path | None:
         return self.disk.path(label) / name if self.disk.is_partitioned() else None
 
-    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+    def _emit(self, kind: str, payload: Mapping[str, object]) -> None:
         self.log.submit(kind, payload)
 
     def _ca_pem(self) -> bytes | None:

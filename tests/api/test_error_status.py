@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api._pb import machine_pb2 as pb
-from api._server import error_status
+from api._status import error_status
 from config.limits import LIMITS
 from errors import GravenError, InvalidConfig, TooLarge
 

@@ -8,6 +8,8 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from servicekit import Node
 
 from errors import BadImage, Code, GravenError, InvalidRequest, NotFound, QuorumAtRisk, TransitionRejected
@@ -151,3 +153,27 @@ def test_reboot_and_shutdown_record_force_only_when_given(make_node: Any, make_c
     assert events(node, Kind.API_REQUEST) == [{"method": cmd.sequence.value, "args": args}]
     if isinstance(cmd, Reboot):
         assert request == RebootRequest()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(wipe=st.lists(st.sampled_from(["STATE", "EPHEMERAL"]), unique=True, max_size=2), graceful=st.booleans(),
+       force=st.booleans(), sinks=st.booleans())
+def test_reset_is_refused_exactly_when_it_would_lose_unshipped_events(make_node: Any, make_config: Any,
+                                                                      wipe: list[str], graceful: bool, force: bool,
+                                                                      sinks: bool) -> None:
+    node = make_node(cfg=make_config(sinks=["/audit"] if sinks else []))
+    cmd = Reset(wipe=tuple(wipe) or ("STATE", "EPHEMERAL"), graceful=graceful, force=force)
+    loses_log = "EPHEMERAL" in cmd.wipe and not force and not (graceful and sinks)
+
+    async def go() -> None:
+        await node.service.request(cmd, ADMIN)
+
+    if loses_log:
+        with pytest.raises(InvalidRequest):
+            run(go())
+        assert [e["code"] for e in events(node, Kind.API_REFUSED)] == [Code.INVALID_REQUEST.name]
+    else:
+        run(go())
+        assert events(node, Kind.API_REFUSED) == []
+    [req] = events(node, Kind.API_REQUEST)
+    assert req["args"] == {"wipe": list(cmd.wipe), "graceful": graceful, "reboot": False, "force": force}

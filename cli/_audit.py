@@ -106,8 +106,8 @@ def _verify(args: argparse.Namespace) -> int:
             report, since_size = verify_path_since(args.path, ca, args.since_export)
     except TamperedLog as exc:
         if args.output == "json":
-            print_json({"verdict": "tampered", "seq": exc.seq, "reason": exc.reason, "message": exc.message,
-                        **{k: exc.details[k] for k in ("witness", "checkpoint") if k in exc.details}})
+            found: dict[str, object] = {k: exc.details[k] for k in ("witness", "checkpoint") if k in exc.details}
+            print_json({"verdict": "tampered", "seq": exc.seq, "reason": exc.reason, "message": exc.message, **found})
         else:
             where = f"at seq {exc.seq}" if exc.seq is not None else "in the bundle"
             print(f"TAMPERED {where} ({exc.reason}): {exc.message}")

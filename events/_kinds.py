@@ -66,5 +66,5 @@ class Kind:
     # witnessed logs (node._witness): what a node's publisher and its witness did, on change (specs/event-log.md §13)
     WITNESS_STARTED = "witness.started"  # {witness, key_id, holds}: this node's witness serves (holds: origins)
     WITNESS_ADOPTED = "witness.adopted"  # {origin, size, root, witness}: the first checkpoint it cosigned of an origin
-    WITNESS_REFUSED = "witness.refused"  # {origin, size, reason, message, code, witnessed_size}: once per size+reason
+    WITNESS_REFUSED = "witness.refused"  # {origin, size, reason, message, code, witnessed_size}: once per origin+reason
     WITNESS_UNPUBLISHED = "witness.unpublished"  # {size, reason}: this node could not publish its checkpoint

@@ -10,9 +10,10 @@ controlplane node's witness cosigns the other nodes' checkpoints that extend tho
   ``/graven/witness/<origin>/cosigned/<witness name>`` (compare-and-swap again).
 
 Events (signed, in the node's log): ``witness.started``, ``witness.adopted`` (an origin's first checkpoint),
-``witness.refused`` (once per origin, size and reason), ``witness.unpublished`` (on a change of reason). A
-cosignature is not an event each time: each would need a checkpoint, which the other witnesses would cosign,
-whose events would need checkpoints, forever; the cosignatures themselves are the signed record.
+``witness.refused`` (once per origin and reason until it accepts one of that origin again),
+``witness.unpublished`` (on a change of reason). A cosignature is not an event each time: each would need a
+checkpoint, which the other witnesses would cosign, whose events would need checkpoints, forever; the
+cosignatures themselves are the signed record.
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ class Witness:
         self.own_origin = own_origin
         self._state_path = key.folder / "state.json"
         self.held: dict[str, Cosigned] = _load_state(self._state_path)
-        self._refused: set[tuple[str, int, str]] = set()
+        self._refused: set[tuple[str, str]] = set()  # (origin, reason) said since the origin's last acceptance
 
     async def step(self, client: EtcdClient) -> list[str]:
         """One pass over every published checkpoint; the origins cosigned (or cosigned again) in it."""
@@ -275,14 +276,15 @@ class Witness:
         except (WitnessRefused, VerificationError) as exc:
             reason = exc.reason if isinstance(exc, WitnessRefused) else "malformed"
             size = int(exc.details.get("size", -1))
-            if (pub.origin, size, reason) not in self._refused:
-                self._refused.add((pub.origin, size, reason))
+            if (pub.origin, reason) not in self._refused:  # a log that keeps growing wrong: said once, not each time
+                self._refused.add((pub.origin, reason))
                 self._emit(Kind.WITNESS_REFUSED, {"origin": pub.origin, "size": size, "reason": reason,
                                                   "message": exc.message, "code": exc.code.name,
                                                   "witnessed_size": before.size if before else None})
             return before
         entry = Cosigned.of(held, self.key.name, self.key.cert_der, pub.cert)
         self.held[pub.origin] = entry
+        self._refused = {r for r in self._refused if r[0] != pub.origin}
         await asyncio.to_thread(_save_state, self._state_path, self.held)
         if before is None:
             self._emit(Kind.WITNESS_ADOPTED, {"origin": held.origin, "size": held.size, "root": held.root,

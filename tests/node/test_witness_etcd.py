@@ -144,6 +144,11 @@ def test_publish_cosign_refuse_and_audit(kit: EtcdKit, pki: Any, tmp_path: Path)
     refused = wev.of("witness.refused")
     assert len(refused) == 1 and refused[0]["reason"] == "inconsistent" and refused[0]["witnessed_size"] == 55
     assert refused[0]["code"] == "WITNESS_REFUSED"
+    for i in range(5):  # the rewritten log grows on: still refused, and said once, not at each checkpoint
+        forged.append("test.event", {"i": 500 + i})
+    forged.checkpoint("witness")
+    assert publish(kit, pub2) == 77
+    assert run(kit, witness.step) == [] and len(wev.of("witness.refused")) == 1
     again = Cosigned.from_json(run(kit, lambda c: c.get(cosigned_key(ORIGIN, key.name))).value)
     assert again.size == 55
 

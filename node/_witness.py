@@ -116,7 +116,9 @@ class Publisher:
         self._retry_at = 0.0  # after a failure, the next try waits (doubling, up to RETRY_MAX)
 
     async def step(self, store: CheckpointStore) -> int | None:
-        """One pass; the size published, if it published one."""
+        """One pass; the size published, if it published one. Nothing is asked of the log (no checkpoint) and
+        nothing is said (no event) before the store first answered: a node with no etcd to publish to (a worker
+        of a cluster without one) keeps its log as it would without witnesses."""
         f = self.follower
         await asyncio.to_thread(f.update)
         now = time.monotonic()
@@ -124,23 +126,28 @@ class Publisher:
             self._uncovered_since = None
         elif self._uncovered_since is None:
             self._uncovered_since = now
-        elif now - self._uncovered_since >= CHECKPOINT_AFTER:
-            await asyncio.to_thread(self.log.checkpoint, "witness")
-            self._uncovered_since = None
-            await asyncio.to_thread(f.update)
-        if f.last is None or f.last[0] == self.published or not f.origin or now < self._retry_at:
+        due = self._uncovered_since is not None and now - self._uncovered_since >= CHECKPOINT_AFTER
+        new = f.last is not None and f.last[0] != self.published
+        if not f.origin or not (due or new) or now < self._retry_at:
             return None
-        size, note, cert = f.last
         try:
             sizes = await store.held_sizes(f.origin) | {self.published}
+            if due:
+                await asyncio.to_thread(self.log.checkpoint, "witness")
+                self._uncovered_since = None
+                await asyncio.to_thread(f.update)
+            if f.last is None or f.last[0] == self.published:
+                return None
+            size, note, cert = f.last
             proofs = {s: f.tree.consistency_proof(s, size) for s in sorted(sizes) if 0 < s < size}
             await store.publish(f.origin, Published(f.origin, note, cert, proofs, time.time_ns()).to_json())
         except GravenError as exc:
             self._failures += 1
             self._retry_at = time.monotonic() + min(RETRY_MAX, EVERY * 2.0 ** self._failures)
-            if exc.message != self._why:
+            if exc.message != self._why and self.published:  # news only once it has published
                 self._why = exc.message
-                self._emit(Kind.WITNESS_UNPUBLISHED, {"size": size, "reason": exc.message})
+                self._emit(Kind.WITNESS_UNPUBLISHED, {"size": f.last[0] if f.last else 0, "reason": exc.message})
+            AGENT.debug(f"witness publisher: {exc.message}")
             return None
         self._why, self._failures, self._retry_at = "", 0, 0.0
         self.published = size

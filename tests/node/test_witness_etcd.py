@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from etcdkit import ETCD, MISSING, EtcdKit
 
-from errors import PermissionDenied, TamperedLog, UntrustedKey, VerificationError
+from errors import PermissionDenied, TamperedLog, Unavailable, UntrustedKey, VerificationError
 from events import MemoryEventLog, verify_items
 from events._since import Seen
 from events._verify import ChainVerifier
@@ -186,8 +186,18 @@ def test_publisher_checkpoints_a_waiting_tail(kit: EtcdKit, pki: Any, monkeypatc
     ev = Events()
     log = _log(pki, 7)
     pub = Publisher(log, ev)
-    assert publish(kit, pub) is None  # the tail is seen waiting
-    assert publish(kit, pub) == 8  # then checkpointed (reason "witness", unsealed) and published
+
+    class Nowhere:  # a worker of a cluster without etcd: its publisher asks nothing of its log, says nothing
+        async def held_sizes(self, origin: str) -> set[int]:
+            raise Unavailable("this node is a worker: only controlplane nodes run etcd")
+
+        async def publish(self, origin: str, value: bytes) -> None:
+            raise AssertionError("not reached")
+
+    assert aw(pub.step(Nowhere())) is None
+    assert log.next_seq() == 8 and ev.seen == []
+    pub._retry_at = 0.0  # (it backs off after a failure; the test does not wait)
+    assert publish(kit, pub) == 8  # with etcd: the waiting tail is checkpointed (unsealed, "witness"), published
     last = list(log.read())[-1]
     assert last.kind == "log.checkpoint" and last.payload["reason"] == "witness" and not last.payload["sealed"]
     assert publish(kit, pub) is None and publish(kit, pub) is None  # nothing new: no checkpoint, no write

@@ -1,7 +1,9 @@
 """etcd on a local cluster of three controlplane nodes and a worker, each in its network namespace (root):
 ``gravenctl bootstrap`` and its refusals, the two other controlplane nodes joining on their own as learners
 and promoted, Debian's ``etcdctl`` with the certificate ``gen etcd-client`` writes, a snapshot streamed with its
-checksum, an etcd killed and restarted by its node, and a member that leaves while the others keep quorum.
+checksum, an etcd killed and restarted by its node, and a member that leaves while the others keep quorum; the
+witnesses of cp2 and cp3 cosigning cp1's checkpoints and catching a truncated copy of its export; two operators'
+concurrent rolling upgrades, the second refused naming the holder of the etcd upgrade lock.
 
 Everything goes through ``gravenctl`` against real agents; the etcd binary is the host's (Debian etcd-server).
 """
@@ -194,6 +196,15 @@ def test_bootstrap_join_etcdctl_snapshot_restart_leave(cluster: Cluster, tmp_pat
     health = etcdctl("endpoint", "health", "-w", "json")
     assert len(json.loads(health)) == 3 and all(h["health"] for h in json.loads(health))
 
+    # witnessed logs: cp1's checkpoints cosigned by cp2's and cp3's witnesses; a truncated copy is caught
+    _witness_catches_a_truncated_log(cluster, tmp_path)
+    # two operators' concurrent rolling upgrades: one takes the etcd lock, the other is refused naming the holder
+    v2 = tmp_path / "v2.img"
+    built = gravenctl("image", "build", "--version", "v2", "--key", cluster.data["image_key"], "-o", str(v2),
+                      timeout=120)
+    assert built.returncode == 0, built.stderr
+    _concurrent_rolling_upgrades(cluster, v2, etcdctl)
+
     # a snapshot streamed from cp2, its checksum checked, written atomically
     snap = tmp_path / "etcd.snapshot"
     row = cluster.json("etcd", "snapshot", str(snap), node=cp2)
@@ -228,11 +239,8 @@ def test_bootstrap_join_etcdctl_snapshot_restart_leave(cluster: Cluster, tmp_pat
     assert r.returncode == 1, r.stdout
     err = json.loads(r.stderr)["error"]
     assert err["code"] == "QUORUM_AT_RISK" and err["details"]["down"] == [cp3["name"]], err
-    v2 = tmp_path / "v2.img"  # a good image: the node verifies it before it asks etcd about quorum
-    built = gravenctl("image", "build", "--version", "v2", "--key", cluster.data["image_key"], "-o", str(v2),
-                      timeout=120)
-    assert built.returncode == 0, built.stderr
-    r = cluster.ctl("upgrade", "-i", str(v2), node=cp1)
+    # (v2 is a good image: the node verifies it before it asks etcd about quorum; cp2 still runs v1)
+    r = cluster.ctl("upgrade", "-i", str(v2), node=cp2)
     assert r.returncode == 1 and "QUORUM_AT_RISK" in r.stderr and cp3["name"] in r.stderr, r.stderr
     assert cluster.status(cp2)["service"]["state"] == "running"  # nothing happened to them
 
@@ -248,3 +256,81 @@ def test_bootstrap_join_etcdctl_snapshot_restart_leave(cluster: Cluster, tmp_pat
     cluster.until(lambda: [m["name"] for m in cluster.json("etcd", "members", node=cp1)["members"]] == [cp1["name"]],
                   60, "cp2 left etcd on its graceful reset")
     assert etcdctl("put", "/e2e/alone", "ok").strip() == "OK"
+
+
+def _cosigned(cluster: Cluster, origin: str) -> list[dict[str, Any]]:
+    doc = cluster.json("audit", "witnessed", node=cluster.cps[1])
+    return [d for d in doc["cosigned"] if d["origin"] == origin]
+
+
+def _witness_catches_a_truncated_log(cluster: Cluster, tmp_path: Path) -> None:
+    from events import read_bundle, write_bundle
+
+    cp1, cp2, cp3 = cluster.cps
+    origin = f"graven/{cp1['name']}"
+    witnesses = {f"graven-witness/{cp2['name']}", f"graven-witness/{cp3['name']}"}
+    cluster.until(lambda: {d["witness"] for d in _cosigned(cluster, origin)} == witnesses, 60,
+                  f"{origin} cosigned by both other controlplane nodes' witnesses")
+    worker = f"graven/{cluster.worker['name']}"  # the worker publishes through cp1's API
+    cluster.until(lambda: {d["witness"] for d in _cosigned(cluster, worker)} == witnesses | {
+        f"graven-witness/{cp1['name']}"}, 60, f"{worker} cosigned by the three witnesses")
+    started = [e["payload"]["witness"] for e in cluster.events(cp2, "witness.started")]
+    assert started and started[-1] == f"graven-witness/{cp2['name']}"
+    assert any(e["payload"]["origin"] == origin for e in cluster.events(cp2, "witness.adopted"))
+    table = cluster.ctl("audit", "witnessed", node=cp3)
+    assert table.returncode == 0 and origin in table.stdout and "graven-witness/" in table.stdout, table.stdout
+
+    # the auditor: the witness records first, then the export
+    records = tmp_path / "witnessed.json"
+    w = cluster.ctl("audit", "witnessed", "-o", str(records), node=cp2)
+    assert w.returncode == 0, w.stderr
+    size = max(d["size"] for d in json.loads(records.read_text())["cosigned"] if d["origin"] == origin)
+    bundle = tmp_path / "cp1.tar"
+    e = cluster.ctl("audit", "export", "-o", str(bundle), node=cp1)
+    assert e.returncode == 0, e.stderr
+    ca = cluster.data["ca_cert"]
+    ok = cluster.json("audit", "verify", str(bundle), "--ca", ca, "--witnessed", str(records), node=cp2)
+    assert ok["verdict"] == "ok" and {w["witness"] for w in ok["witnessed"]} == witnesses, ok
+
+    # a copy cut right before the last cosigned checkpoint verifies alone, not against the witnesses
+    with bundle.open("rb") as f:
+        raw = list(enumerate(read_bundle(f).events))
+    cut = tmp_path / "cut.tar"
+    with cut.open("wb") as f:
+        write_bundle(f, raw[: size - 1])
+    alone = gravenctl("audit", "verify", str(cut), "--ca", ca)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    r = cluster.ctl("audit", "verify", str(cut), "--ca", ca, "--witnessed", str(records), "-o", "json", node=cp2)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and doc["reason"] == "truncated" and doc["seq"] == size - 1, r.stdout
+    assert doc["witness"] in witnesses and doc["checkpoint"]["size"] == size and origin in doc["message"]
+    live = cluster.ctl("audit", "verify", str(cut), "--ca", ca, "--witness", node=cp3)  # from etcd, now
+    assert live.returncode == 1 and "(truncated)" in live.stdout and "graven-witness/" in live.stdout, live.stdout
+
+
+def _concurrent_rolling_upgrades(cluster: Cluster, v2: Path, etcdctl: Any) -> None:
+    import threading
+
+    cp1, cp2, _ = cluster.cps
+    first: list[subprocess.CompletedProcess[str]] = []
+    alice = threading.Thread(target=lambda: first.append(cluster.ctl(
+        "upgrade", "--rolling", "-i", str(v2), "--timeout", "90s", "-o", "json", node=cp1, timeout=150)))
+    alice.start()
+    try:
+        cluster.until(lambda: cp1["name"] in etcdctl("get", "/graven/locks/upgrade", "--print-value-only"), 60,
+                      "cp1 holds the upgrade lock")
+        r = cluster.ctl("upgrade", "--rolling", "-i", str(v2), "--timeout", "30s", "-o", "json", node=cp2)
+    finally:
+        alice.join(160)
+    assert r.returncode == 1, r.stdout + r.stderr
+    row = json.loads(r.stdout)["nodes"][0]
+    assert row["outcome"] == "failed" and "[LOCKED]" in row["message"], row
+    assert f"{cp1['name']} holds the etcd upgrade lock" in row["message"], row
+    refused = [e["payload"] for e in cluster.events(cp2, "api.refused") if e["payload"]["method"] == "upgrade"]
+    assert refused and refused[-1]["holder"] == cp1["name"]
+    assert first and first[0].returncode == 0, (first[0].stdout + first[0].stderr) if first else "no result"
+    assert json.loads(first[0].stdout)["nodes"][0]["outcome"] == "upgraded"
+    # cp1 gives the lock back once its etcd is healthy again on v2; cp2 was not touched
+    cluster.until(lambda: etcdctl("get", "/graven/locks/upgrade", "--print-value-only").strip() == "", 60,
+                  "the upgrade lock released")
+    assert cluster.events(cp1, "etcd.unlocked")

@@ -121,6 +121,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("member_id", metavar="ID", help="the member id (hex)")
     add_output_flag(p)
     p.set_defaults(func=_manage, action="remove-member")
+    p = cmds.add_parser("witness-forget", help="make the target node's witness forget a log (after its node's reset)",
+                        description="The target controlplane node's witness drops what it holds for ORIGIN (e.g. "
+                                    "graven/cp2), so that it adopts that origin's next checkpoint on first use. A "
+                                    "node reset with its log wiped starts a new log, which its witnesses refuse "
+                                    "as a rollback until each is told so: run it on every controlplane node. "
+                                    "Recorded (api.request, witness.forgotten).")
+    p.add_argument("origin", metavar="ORIGIN", help="the log's origin, graven/<node name>")
+    add_output_flag(p)
+    p.set_defaults(func=_manage, action="witness-forget")
     p = cmds.add_parser("snapshot", help="save a snapshot of the target node's member",
                         description="Stream a snapshot of the node's etcd member into FILE (written as "
                                     "FILE.part, its SHA-256 trailer checked, then renamed).")
@@ -184,7 +193,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _manage(args: argparse.Namespace) -> int:
     node = single_target(args, f"etcd {args.action}")
-    extra = {"member_id": args.member_id} if args.action == "remove-member" else {}
+    extra = {"member_id": args.member_id} if args.action == "remove-member" else \
+        {"origin": args.origin} if args.action == "witness-forget" else {}
     with connect(args, node, timeout=90) as c:
         out = etcd_call(c, args.action, extra, manage=True, timeout=90)
     if args.output == "json":

@@ -67,4 +67,5 @@ class Kind:
     WITNESS_STARTED = "witness.started"  # {witness, key_id, holds}: this node's witness serves (holds: origins)
     WITNESS_ADOPTED = "witness.adopted"  # {origin, size, root, witness}: the first checkpoint it cosigned of an origin
     WITNESS_REFUSED = "witness.refused"  # {origin, size, reason, message, code, witnessed_size}: once per origin+reason
+    WITNESS_FORGOTTEN = "witness.forgotten"  # {origin, witness, size, root, actor}: an operator dropped its state
     WITNESS_UNPUBLISHED = "witness.unpublished"  # {size, reason}: this node could not publish its checkpoint

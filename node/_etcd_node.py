@@ -44,7 +44,7 @@ from ._witness import EtcdStore, read_witnessed
 __all__ = ["MANAGE", "QUERIES", "QUORUM_SEQUENCES", "EtcdNode", "node_address", "settings_for"]
 
 QUERIES = ("members", "status", "witnessed")
-MANAGE = ("bootstrap", "leave", "forfeit-leadership", "remove-member", "publish-checkpoint")
+MANAGE = ("bootstrap", "leave", "forfeit-leadership", "remove-member", "publish-checkpoint", "witness-forget")
 QUORUM_SEQUENCES = ("upgrade", "reboot", "shutdown", "reset")  # each takes the node down
 UPGRADE_LOCK = b"/graven/locks/upgrade"
 UPGRADE_LOCK_TTL = 120  # seconds: long enough for an upgrade's reboot, short after a crash
@@ -116,6 +116,7 @@ class EtcdNode:
         self.service: EtcdService | None = None
         self._release: asyncio.Task[None] | None = None
         self.upgrade_lock_ttl = UPGRADE_LOCK_TTL
+        self.forget_witnessed: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None
 
     async def start(self) -> None:
         self.service = EtcdService(self._settings(), self._emit)
@@ -243,6 +244,15 @@ class EtcdNode:
                 raise exc
             return await self.manage(action, args)
         event = await record(Kind.API_REQUEST, {"method": method, "args": dict(args)}, actor)
+        if action == "witness-forget":  # the witness beside this node's etcd: the agent wires it (forget_witnessed)
+            try:
+                if self.forget_witnessed is None:
+                    raise NotFound("this node runs no witness")
+                return await self.forget_witnessed(str(args.get("origin", "")), actor.id)
+            except GravenError as exc:
+                await record(Kind.API_REFUSED, {"method": method, "request_seq": event.seq, "reason": exc.message,
+                                                "code": exc.code.name}, actor)
+                raise
         try:
             return await self.manage(action, args)
         except GravenError as exc:

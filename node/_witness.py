@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import config
-from errors import GravenError, VerificationError, WitnessRefused
+from errors import GravenError, NotFound, VerificationError, WitnessRefused
 from events import (
     WITNESS_PREFIX,
     WITNESS_UNIT,
@@ -271,6 +271,15 @@ class Witness:
                 done.append(entry.origin)
         return done
 
+    async def forget(self, origin: str) -> Cosigned | None:
+        """Drop what this witness holds for ``origin`` (an operator's decision: the node was reset and its new log
+        is to be adopted on first use); what it held, or None."""
+        held = self.held.pop(origin, None)
+        self._refused = {r for r in self._refused if r[0] != origin}
+        if held is not None:
+            await asyncio.to_thread(_save_state, self._state_path, self.held)
+        return held
+
     async def _consider(self, pub: Published) -> Cosigned | None:
         """What this witness holds for ``pub``'s origin after seeing it (None: nothing to write)."""
         before = self.held.get(pub.origin)
@@ -404,6 +413,19 @@ class WitnessNode:
             except Exception as exc:  # a bug must not stop witnessing for the rest of the boot: say it, go on
                 AGENT.warning(f"witness: {exc!r}")
             await asyncio.sleep(EVERY)
+
+    async def forget(self, origin: str, actor: str) -> dict[str, Any]:
+        """``gravenctl etcd witness-forget ORIGIN``: this node's witness drops its state for ``origin`` (a signed
+        ``witness.forgotten`` event), so that the next checkpoint of that origin is adopted on first use."""
+        if self.witness is None:
+            raise NotFound("this node runs no witness (only controlplane nodes with etcd do)")
+        held = await self.witness.forget(origin)
+        if held is None:
+            raise NotFound(f"this node's witness holds nothing for {origin}", origin=origin)
+        out = {"origin": origin, "witness": self.witness.key.name, "size": held.size, "root": held.root.hex(),
+               "actor": actor}
+        self._emit(Kind.WITNESS_FORGOTTEN, out)
+        return out
 
     async def stop(self, *, remote_only: bool = False) -> None:
         """Stop publishing and witnessing (``remote_only``: only a worker's publishing, which the API carries)."""

@@ -128,6 +128,7 @@ class Agent:
         self.etcd = EtcdNode(self._emit, lambda: settings_for(self._config, ephemeral=self.spool_dir.parent,
                                                               listen=self.listen))
         self.witness = WitnessNode(self._emit, self.log)
+        self.etcd.forget_witnessed = self.witness.forget
         backend = self.log.backend
         self.broken = backend.broken if isinstance(backend, LmdbEventLog) else None
         if self.broken is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from etcdkit import ETCD, MISSING, EtcdKit
 
-from errors import PermissionDenied, TamperedLog, Unavailable, UntrustedKey, VerificationError
+from errors import NotFound, PermissionDenied, TamperedLog, Unavailable, UntrustedKey, VerificationError
 from events import MemoryEventLog, verify_items
 from events._since import Seen
 from events._verify import ChainVerifier
@@ -27,7 +28,7 @@ from events._witnessed import (
     verify_witness_certificate,
 )
 from node import _witness
-from node._witness import EtcdStore, Publisher, Witness, WitnessKey, read_witnessed
+from node._witness import EtcdStore, Publisher, Witness, WitnessKey, WitnessNode, read_witnessed
 from pki import load_certificate, private_key_pem
 from storage._etcd import EtcdClient
 
@@ -168,10 +169,23 @@ def test_publish_cosign_refuse_and_audit(kit: EtcdKit, pki: Any, tmp_path: Path)
     assert publish(kit, Publisher(genuine, nev)) == 61
     assert run(kit, restarted.step) == [ORIGIN]
 
+    # the node is reset (a new log, same origin): refused as a rollback until an operator makes the witness forget
+    reset = _log(pki, 4, tag="after reset")
+    reset.checkpoint("witness")
+    assert publish(kit, Publisher(reset, nev)) == 5
+    assert run(kit, restarted.step) == [] and wev.of("witness.refused")[-1]["reason"] == "rollback"
+    node = WitnessNode(wev, genuine)
+    node.witness = restarted
+    forgot = aw(node.forget(ORIGIN, "alice"))
+    assert forgot["size"] == 61 and wev.of("witness.forgotten")[-1]["actor"] == "alice"
+    assert run(kit, restarted.step) == [ORIGIN] and wev.of("witness.adopted")[-1]["size"] == 5
+    with pytest.raises(NotFound, match="holds nothing for graven/nobody"):
+        aw(node.forget("graven/nobody", "alice"))
+
     # what gravenctl audit witnessed returns
     doc = read_witnessed(run(kit, lambda c: c.range(b"/graven/witness/")))
     assert [d["origin"] for d in doc["published"]] == [ORIGIN]
-    assert [(d["witness"], d["size"]) for d in doc["cosigned"]] == [(key.name, 61)]
+    assert [(d["witness"], d["size"]) for d in doc["cosigned"]] == [(key.name, 5)]
     json.dumps(doc)
 
 
@@ -224,8 +238,9 @@ def test_a_node_publishes_its_own_checkpoints_only(pki: Any) -> None:
 
     recorded: list[tuple[str, dict[str, Any]]] = []
 
-    async def record(kind: str, payload: dict[str, Any], actor: Actor) -> None:
+    async def record(kind: str, payload: dict[str, Any], actor: Actor) -> Any:
         recorded.append((kind, payload))
+        return types.SimpleNamespace(seq=len(recorded) - 1)
 
     log = _log(pki, 3)
     log.checkpoint("witness")
@@ -236,3 +251,8 @@ def test_a_node_publishes_its_own_checkpoints_only(pki: Any) -> None:
         aw(node.action("publish-checkpoint", {"value": value}, Actor("worker2", ("os:admin",)), manage=True,
                        record=record))
     assert recorded[-1][0] == "api.denied" and "graven/node1" in recorded[-1][1]["reason"]
+    # etcd witness-forget on a node that runs no witness: refused, recorded
+    with pytest.raises(NotFound, match="runs no witness"):
+        aw(node.action("witness-forget", {"origin": ORIGIN}, Actor("alice", ("os:admin",)), manage=True,
+                       record=record))
+    assert [k for k, _ in recorded[-2:]] == ["api.request", "api.refused"]

@@ -619,6 +619,16 @@ class WitnessRefused(Payload, frozen=True, kw_only=True):
 
 
 @_reg
+class WitnessForgotten(Payload, frozen=True, kw_only=True):
+    KIND = Kind.WITNESS_FORGOTTEN
+    origin: str = ""
+    witness: str = ""
+    size: int = 0
+    root: str = ""  # hex of the root the witness held
+    actor: str = ""
+
+
+@_reg
 class WitnessUnpublished(Payload, frozen=True, kw_only=True):
     KIND = Kind.WITNESS_UNPUBLISHED
     size: int = 0

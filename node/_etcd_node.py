@@ -116,7 +116,7 @@ class EtcdNode:
         self.service: EtcdService | None = None
         self._release: asyncio.Task[None] | None = None
         self.upgrade_lock_ttl = UPGRADE_LOCK_TTL
-        self.forget_witnessed: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None
+        self.forget_witnessed: Callable[[str, str], Awaitable[dict[str, object]]] | None = None
 
     async def start(self) -> None:
         self.service = EtcdService(self._settings(), self._emit)

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,7 +74,7 @@ class _Log(Protocol):
 class LogFollower:
     """Reads a log as it grows: its leaf hashes, origin, certificate in force, and checkpoints (size, note, cert)."""
 
-    read_raw: Callable[[int], Any]
+    read_raw: Callable[[int], Iterable[tuple[int, bytes]]]
     tree: MerkleLevels = field(default_factory=lambda: MerkleLevels([]))
     origin: str = ""
     cert: bytes = b""
@@ -191,7 +191,7 @@ class RemoteStore:
         self.endpoint = endpoint
         self._tls = (ca_pem, crt_pem, key_pem)
 
-    def _call(self, method: str, action: str, args: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, method: str, action: str, args: dict[str, object]) -> dict[str, Any]:
         from api import GravenClient
         from api import machine_pb2 as pb
 
@@ -326,8 +326,8 @@ def _save_state(path: Path, held: dict[str, Cosigned]) -> None:
 
 def read_witnessed(kvs: list[EtcdKeyValue]) -> dict[str, Any]:
     """The witness records under ``/graven/witness/`` as ``gravenctl audit witnessed`` writes them."""
-    published: list[Any] = []
-    cosigned: list[Any] = []
+    published: list[object] = []
+    cosigned: list[object] = []
     for kv in kvs:
         try:
             doc = json.loads(kv.value)
@@ -414,7 +414,7 @@ class WitnessNode:
                 AGENT.warning(f"witness: {exc!r}")
             await asyncio.sleep(EVERY)
 
-    async def forget(self, origin: str, actor: str) -> dict[str, Any]:
+    async def forget(self, origin: str, actor: str) -> dict[str, object]:
         """``gravenctl etcd witness-forget ORIGIN``: this node's witness drops its state for ``origin`` (a signed
         ``witness.forgotten`` event), so that the next checkpoint of that origin is adopted on first use."""
         if self.witness is None:

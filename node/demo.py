@@ -1,9 +1,10 @@
 """``make run``: a one-node sandbox cluster named ``demo`` (a previous one is destroyed first), then what to try.
 
 It runs ``gravenctl cluster destroy --name demo`` and ``gravenctl cluster create --name demo`` (the machine
-keeps running in the background; with GRAVEN_PROVISIONER=container, a container machine: the agent is PID 1 of
-its own namespaces), and prints the commands that show the node: status, version, events, the audit verdict, its
-processes and mounts, an upgrade to a v2 image built with the cluster's key, and the boot trace.
+keeps running in the background; as root, a container machine: the agent is PID 1 of its own namespaces with the
+slot's squashfs as /; without root, or with GRAVEN_PROVISIONER=process, a process machine), and prints the
+commands that show the node: status, version, events, the audit verdict, its processes and mounts, an upgrade
+to a v2 image built with the cluster's key, and the boot trace.
 """
 
 from __future__ import annotations

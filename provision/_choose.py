@@ -11,7 +11,7 @@ from errors import InvalidRequest, Unavailable
 __all__ = ["PROVISIONERS", "choose_provisioner"]
 
 PROVISIONERS = ("container", "process", "qemu")
-DEFAULT_CONTAINER = False  # True once the cluster e2e suite has run green on container machines here
+DEFAULT_CONTAINER = True  # as root with namespaces: the e2e machine and cluster suites run green on containers
 DEFAULT_ENV = "GRAVEN_PROVISIONER"  # container | process: the default when --provisioner is not given
 
 
@@ -46,9 +46,9 @@ def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None]
         say("provisioner: process (--provisioner process): each agent a child process on this host's root")
         return "process"
     if wanted is None and (why or disk == "block" or prefer != "container"):
-        reason = why or ("--disk block" if disk == "block" else f"the default; {DEFAULT_ENV}=container or "
-                         "--provisioner container for the other")
-        say(f"provisioner: process ({reason}; --provisioner container needs root and sandbox disks)")
+        reason = why or ("--disk block" if disk == "block" else f"{DEFAULT_ENV}={prefer}")
+        say(f"provisioner: process ({reason}): each agent a child process on this host's root, as --provisioner "
+            "process (container machines, the default, need root, namespaces and sandbox disks)")
         return "process"
     say("provisioner: container: each agent PID 1 of its own namespaces, the slot's squashfs as /, in a memory "
         "cgroup" + ("" if wanted else " (root; --provisioner process for the old way)"))

@@ -5,9 +5,10 @@
 - ``secrets`` (session): a cluster's CA, image signing key and admin client config (``gravenctl gen config``).
 - ``images`` (session): ``images.build(version, fault=None, overlay=None)`` builds (once) and returns a signed
   image file; ``images.v1`` / ``images.v2`` are the common ones.
-- ``machines``: ``machines.new(disk="sandbox"|"block", ...)`` makes a ``Machine`` (not started); every machine is
-  stopped, unmounted and its loop devices detached after the test. ``machines.installed(...)`` returns one
-  that booted the v1 installer, got its config and runs v1 from slot A.
+- ``machines``: ``machines.new(disk="sandbox"|"block", ...)`` makes a ``Machine`` (not started; a sandbox one is a
+  container machine where root allows, else a process one; ``$GRAVEN_PROVISIONER`` or ``provisioner=`` decide
+  otherwise); every machine is stopped, unmounted and its loop devices detached after the test.
+  ``machines.installed(...)`` returns one that booted the v1 installer, got its config and runs v1 from slot A.
 - ``Machine``: ``start``, ``ctl(...)`` (a ``gravenctl`` subprocess against it), ``ctl_json``, ``apply``,
   ``wait_maintenance``, ``wait_running``, ``status``, ``events``, ``stop``, ``kill_agent``, ``kill_supervisor``,
   ``meta`` (the boot environment read straight from the sandbox disk), ``log`` (the machine's output).
@@ -69,6 +70,14 @@ def block_problem() -> str | None:
 
 requires_block = pytest.mark.skipif(block_problem() is not None,
                                     reason=f"block backend unavailable: {block_problem()}")
+
+
+def _default_provisioner() -> str:
+    """The machines' provisioner when a test names none: container where root and namespaces allow it (as
+    ``cluster create``'s default), else process."""
+    from node._launch import container_problem
+
+    return "container" if container_problem() is None else "process"
 
 
 # -- secrets and images ----------------------------------------------------------------------------------
@@ -181,8 +190,9 @@ class Machine:
         self.device = root / "disk.img" if disk == "block" else None
         self.health_timeout = health_timeout
         self.max_failed_boots = max_failed_boots
-        # $GRAVEN_PROVISIONER=container runs the machine tests on container machines (sandbox disks only)
-        default = os.environ.get("GRAVEN_PROVISIONER", "process") if disk == "sandbox" else "process"
+        # container machines where root allows them (sandbox disks only), as cluster create does;
+        # $GRAVEN_PROVISIONER=process runs the machine tests on process machines
+        default = (os.environ.get("GRAVEN_PROVISIONER") or _default_provisioner()) if disk == "sandbox" else "process"
         self.provisioner, self.memory, self.shares = provisioner or default, memory, list(shares)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "machine.log"

@@ -6,6 +6,9 @@ built with the test-only fault point ``oom``) and counted as a failed boot, out 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,41 @@ def _pid1(m: Machine) -> dict[str, Any]:
             "own_pidns": os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid"),
             "own_mntns": os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"),
             "root": _root_of(pid)}
+
+
+# run inside the machine's pid namespace: fork a child that outlives its parent by two seconds
+ORPHAN = "import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(2.0)\n    os._exit(7)\nprint(pid)\n"
+
+
+def _host_pid(pid1: int, nspid: int) -> int:
+    """The host's pid of process ``nspid`` of PID 1's pid namespace."""
+    ns = os.readlink(f"/proc/{pid1}/ns/pid")
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and os.readlink(d / "ns" / "pid") == ns:
+                status = dict(x.split(":\t", 1) for x in (d / "status").read_text().splitlines() if ":\t" in x)
+                if int(status["NSpid"].split()[-1]) == nspid:
+                    return int(d.name)
+        except (OSError, KeyError, ValueError):
+            continue
+    raise AssertionError(f"no process {nspid} in the pid namespace of {pid1}")
+
+
+def _orphan_is_reaped(m: Machine) -> None:
+    """A process whose parent exits is re-parented to the machine's PID 1 (the agent), which reaps it once it
+    exits: without a reaper it would stay a zombie for the machine's whole life."""
+    pid1 = m.pid1()
+    assert pid1 is not None, m.log()
+    done = subprocess.run(["nsenter", f"--target={pid1}", "--pid", "--", sys.executable, "-S", "-c", ORPHAN],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    orphan = _host_pid(pid1, int(done.stdout))
+    ppid = next(x for x in Path(f"/proc/{orphan}/status").read_text().splitlines() if x.startswith("PPid:"))
+    assert int(ppid.split()[1]) == pid1  # re-parented to the agent
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{orphan}").exists():
+        assert time.monotonic() < deadline, f"orphan {orphan} not reaped: {Path(f'/proc/{orphan}/stat').read_text()}"
+        time.sleep(0.2)
 
 
 def test_pid1_is_the_agent_on_the_slot_squashfs_and_an_upgrade_moves_it_to_the_other_slot(
@@ -85,8 +123,9 @@ def test_a_crashing_image_spends_its_tries_and_falls_back(machines: Machines, im
     assert _pid1(m)["root"]["backing"] == str(m.root / "disk" / "BOOT-A")
 
 
-def test_reset_on_a_container_machine_returns_to_maintenance(machines: Machines) -> None:
+def test_pid1_reaps_orphans_and_a_reset_returns_to_maintenance(machines: Machines) -> None:
     m = machines.installed("reset", provisioner="container")
+    _orphan_is_reaped(m)
     r = m.ctl("reset", "--force", "--reboot", "--wait", "--timeout", "60")
     assert r.returncode == 0, r.stdout + r.stderr + m.log()
     st = m.wait_maintenance(20)

@@ -26,7 +26,7 @@ def test_default_falls_back_to_process_and_says_why():
     lines, say = _said()
     got = choose_provisioner(None, "sandbox", say, problem=lambda: "container machines need root",
                              prefer="container")
-    assert got == "process" and "need root" in lines[0]
+    assert got == "process" and "need root" in lines[0] and "--provisioner process" in lines[0]
     lines.clear()
     assert choose_provisioner(None, "block", say, problem=lambda: None, prefer="container") == "process"
     assert "--disk block" in lines[0]
@@ -48,3 +48,11 @@ def test_the_default_follows_graven_provisioner(monkeypatch: pytest.MonkeyPatch)
     assert choose_provisioner(None, "sandbox", print, problem=lambda: None) == "container"
     monkeypatch.setenv("GRAVEN_PROVISIONER", "process")
     assert choose_provisioner(None, "sandbox", print, problem=lambda: None) == "process"
+
+
+def test_without_a_preference_the_default_is_container(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("GRAVEN_PROVISIONER", raising=False)
+    assert choose_provisioner(None, "sandbox", print, problem=lambda: None) == "container"
+    lines, say = _said()
+    assert choose_provisioner(None, "sandbox", say, problem=lambda: "container machines need root") == "process"
+    assert "need root" in lines[0] and "--provisioner process" in lines[0]

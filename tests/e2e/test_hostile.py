@@ -312,7 +312,7 @@ def events(node: Machine, kind: str) -> list[dict[str, Any]]:
 
 def test_version_answers_during_a_storm_and_memory_comes_back(node: Machine, channel: grpc.Channel,
                                                               cluster: ClusterSecrets, tmp_path: Path) -> None:
-    pid = node.agent_pid()
+    pid = node.pid1() or node.agent_pid()  # the agent itself: a container machine's PID 1, not its launcher
     assert pid is not None
     with client(node, cluster) as c:
         c.version()

@@ -35,7 +35,7 @@ from ._sys import have, is_root, os_errors, run
 
 __all__ = ["BlockDisk", "DiskLayout", "block_problem"]
 
-MIN_EPHEMERAL_MIB = 128
+MIN_EPHEMERAL_MIB = 160
 _MIB = 1 << 20
 _NODE_METHODS = ("auto", "kernel", "mknod", "loop")
 _LINUX_FS = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
@@ -58,8 +58,8 @@ class DiskLayout:
         mib = size // _MIB
         if mib >= 6 * 1024:
             return cls()
-        # EPHEMERAL keeps at least 128 MiB: an upgrade spools a whole OS image (~31 MiB) there and must still leave
-        # the log its reserve (config.limits upload_free_bytes, 64 MiB)
+        # EPHEMERAL keeps at least 160 MiB: an upgrade spools a whole OS image (~47 MiB with etcd) there and must
+        # still leave the log its reserve (config.limits upload_free_bytes, 64 MiB), past ext4's own ~13%
         slot = min(1024, (mib - 2 - 4 - 1 - 16 - MIN_EPHEMERAL_MIB) // 2)
         if slot < 16:
             least = 2 + 4 + 1 + 16 + MIN_EPHEMERAL_MIB + 2 * 16

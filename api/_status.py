@@ -50,7 +50,7 @@ def error_status(exc: GravenError) -> grpc.Status:
     code = _GRPC_CODE.get(exc.code, code_pb2.INVALID_ARGUMENT if exc.code.value >= 40 else code_pb2.FAILED_PRECONDITION)
     message = fit_message(exc.message, _MESSAGE_BYTES)
     detail = pb.ErrorDetail(code=exc.code.name, message=message,
-                            details_json=fit_details(exc.to_dict()["details"], _DETAILS_BYTES))
+                            details_json=fit_details(exc.plain_details(), _DETAILS_BYTES))
     return _status(code, message, detail)
 
 

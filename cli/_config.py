@@ -18,8 +18,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, TextIO
 
 import config
 from config.limits import LIMITS
@@ -121,23 +121,28 @@ def _patch_source(arg: str) -> tuple[str, bytes]:
     raise NotFound(f"patch {arg!r}: no such file (give a file, @file, or an inline patch starting with [ or {{)")
 
 
-def _rows(level: str, problems: Sequence[config.Problem | dict[str, Any]]) -> list[dict[str, Any]]:
+def _rows(level: str, problems: Sequence[object]) -> list[dict[str, object]]:
     rows = []
     for p in problems:
         d = p.to_dict() if isinstance(p, config.Problem) else p
-        rows.append({**d, "level": level, "path": d.get("path") or "(document)"})
+        if isinstance(d, Mapping):
+            rows.append({**d, "level": level, "path": d.get("path") or "(document)"})
     return rows
 
 
-def _print_problems(errors: Sequence[Any], warnings: Sequence[Any], out: TextIO) -> None:
+def _listed(value: object) -> Sequence[object]:
+    return value if isinstance(value, list | tuple) else ()
+
+
+def _print_problems(errors: Sequence[object], warnings: Sequence[object], out: TextIO) -> None:
     rows = _rows("error", errors) + _rows("warning", warnings)
     if rows:
         table(rows, _PROBLEM_COLUMNS, out)
 
 
 def _report_invalid(exc: InvalidConfig, name: str) -> int:
-    errors = exc.details.get("errors", [])
-    _print_problems(errors, exc.details.get("warnings", []), sys.stderr)
+    errors = _listed(exc.details.get("errors"))
+    _print_problems(errors, _listed(exc.details.get("warnings")), sys.stderr)
     n = len(errors)
     sys.stderr.write(f"{name}: invalid: {n} error{'s' if n != 1 else ''}\n")
     return 1
@@ -193,7 +198,7 @@ def _patch(args: argparse.Namespace) -> int:
                 return _report_invalid(exc, source)
         patched = config.apply_patch(base, *patches)
     except InvalidConfig as exc:
-        return _report_invalid(exc, exc.details.get("source", args.file))
+        return _report_invalid(exc, str(exc.details.get("source", args.file)))
     warnings = config.validate(patched).warnings
     if warnings:
         _print_problems((), warnings, sys.stderr)
@@ -209,7 +214,7 @@ def _patch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
@@ -217,7 +222,7 @@ def _diff(args: argparse.Namespace) -> int:
     try:
         old, new = _load(args.old), _load(args.new)
     except InvalidConfig as exc:
-        return _report_invalid(exc, exc.details.get("source", "config"))
+        return _report_invalid(exc, str(exc.details.get("source", "config")))
     changes = config.diff(old, new)
     if args.output == "json":
         print_json(

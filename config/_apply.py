@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 
@@ -96,7 +95,7 @@ class ApplyPlan(msgspec.Struct, frozen=True, kw_only=True):
     revert_to: MachineConfig | None = None
     warnings: tuple[str, ...] = ()
 
-    def event_payload(self) -> dict[str, Any]:
+    def event_payload(self) -> dict[str, object]:
         """The ``config.applied`` payload: the diff (secrets as digests) and the new config's digest."""
         return {
             "mode": str(self.mode),

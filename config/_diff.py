@@ -4,7 +4,7 @@ appear only as ``sha256:<hex>`` of their text, so a diff can go into an event or
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 import msgspec.inspect as mi
@@ -23,14 +23,14 @@ class Change(msgspec.Struct, frozen=True, kw_only=True):
 
     path: str
     op: Literal["add", "remove", "replace"]
-    old: Any = None
-    new: Any = None
+    old: object = None
+    new: object = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"path": self.path, "op": self.op, "old": self.old, "new": self.new}
 
 
-def _redact_tree(value: Any, t: mi.Type) -> Any:
+def _redact_tree(value: object, t: mi.Type) -> object:
     if isinstance(t, mi.Metadata):
         if (t.extra or {}).get("secret") and isinstance(value, str):
             return secret_digest(value)
@@ -63,10 +63,10 @@ def secret_paths() -> list[str]:
     return [p.replace(".*", "[*]") for p in _secret_paths(_INFO, ())]
 
 
-def redacted_dict(config: MachineConfig) -> dict[str, Any]:
+def redacted_dict(config: MachineConfig) -> dict[str, object]:
     """``to_dict(config)`` with every secret replaced by its digest."""
-    tree: dict[str, Any] = _redact_tree(to_dict(config), _INFO)
-    return tree
+    tree = _redact_tree(to_dict(config), _INFO)
+    return tree if isinstance(tree, dict) else {}
 
 
 def redact(config: MachineConfig) -> MachineConfig:
@@ -100,7 +100,7 @@ def diff(old: MachineConfig | None, new: MachineConfig | None) -> list[Change]:
     return out
 
 
-def _diff(a: Any, b: Any, path: Path, out: list[Change]) -> None:
+def _diff(a: object, b: object, path: Path, out: list[Change]) -> None:
     if a == b:
         return
     if isinstance(a, dict) and isinstance(b, dict):

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 import yaml
 from yaml._yaml import CParser
 from yaml.composer import Composer
-from yaml.events import AliasEvent
+from yaml.events import AliasEvent, NodeEvent
 
 from errors import LimitExceeded, TooLarge
 
@@ -33,7 +32,7 @@ class _Bounded(Composer):
 
     limits: Limits = LIMITS
     check_event: Callable[..., bool]  # the parser's, which comes after this class in a loader's bases
-    peek_event: Callable[[], Any]
+    peek_event: Callable[[], yaml.Event]
 
     def _start_bounds(self, limits: Limits) -> None:
         self.limits = limits
@@ -43,7 +42,7 @@ class _Bounded(Composer):
         self._sizes: dict[str, int] = {}
         self._deadline = time.monotonic() + limits.parse_seconds
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         lim = self.limits
         self._nodes += 1
         if self._nodes > lim.yaml_nodes:
@@ -59,15 +58,15 @@ class _Bounded(Composer):
                                 max=lim.parse_seconds, line=self._line())
         if self.check_event(AliasEvent):
             self._aliases += 1
-            anchor = self.peek_event().anchor
+            anchor = self._anchor()
             if self._aliases > lim.yaml_aliases:
                 raise LimitExceeded(f"the config uses a YAML alias (*{anchor}): aliases are not allowed in a "
                                     f"machine config (limit yaml_aliases = {lim.yaml_aliases})",
                                     limit="yaml_aliases", value=self._aliases, max=lim.yaml_aliases,
                                     line=self._line())
-            self._nodes += self._sizes.get(anchor, 0)  # what the alias expands to counts as much as a copy
+            self._nodes += self._sizes.get(anchor or "", 0)  # what the alias expands to counts as much as a copy
             return super().compose_node(parent, index)
-        anchor = self.peek_event().anchor
+        anchor = self._anchor()
         start = self._nodes
         self._depth += 1
         try:
@@ -77,6 +76,10 @@ class _Bounded(Composer):
         if anchor is not None:
             self._sizes[anchor] = self._nodes - start + 1
         return node
+
+    def _anchor(self) -> str | None:
+        event = self.peek_event()
+        return event.anchor if isinstance(event, NodeEvent) else None
 
     def _line(self) -> int | None:
         mark = getattr(self.peek_event(), "start_mark", None)
@@ -105,12 +108,12 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def _fail(message: str, mark: Any = None) -> tuple[Any, dict[Path, int], list[Problem]]:
+def _fail(message: str, mark: yaml.Mark | None = None) -> tuple[object, dict[Path, int], list[Problem]]:
     line = mark.line + 1 if mark is not None else None
     return None, {}, [Problem(path="", message=message, line=line)]
 
 
-def parse_yaml(data: bytes | str, limits: Limits = LIMITS) -> tuple[Any, dict[Path, int], list[Problem]]:
+def parse_yaml(data: bytes | str, limits: Limits = LIMITS) -> tuple[object, dict[Path, int], list[Problem]]:
     """Parse one YAML document: (plain tree, line of every path, syntax problems). ``LimitExceeded`` (or
     ``TooLarge``) when the document goes past one of ``limits``."""
     size = len(data.encode("utf-8", "replace") if isinstance(data, str) else data)
@@ -185,7 +188,7 @@ def load(source: bytes | str, *, name: str | None = None) -> MachineConfig:
     return validate(source).unwrap(name)
 
 
-def _plain(value: Any, prune: bool) -> Any:
+def _plain(value: object, prune: bool) -> object:
     if isinstance(value, dict):
         items = ((k, _plain(v, prune)) for k, v in value.items())
         return {k: v for k, v in items if not prune or (v is not None and v != [] and v != {})}
@@ -194,13 +197,13 @@ def _plain(value: Any, prune: bool) -> Any:
     return value
 
 
-def to_dict(config: MachineConfig, *, full: bool = False) -> dict[str, Any]:
+def to_dict(config: MachineConfig, *, full: bool = False) -> dict[str, object]:
     """The config as plain JSON-like data; unless ``full``, without nulls and empty lists or mappings."""
-    tree: dict[str, Any] = _plain(msgspec.to_builtins(config), prune=not full)
-    return tree
+    tree = _plain(msgspec.to_builtins(config), prune=not full)
+    return tree if isinstance(tree, dict) else {}
 
 
-def dump_yaml(config: MachineConfig | dict[str, Any]) -> str:
+def dump_yaml(config: MachineConfig | dict[str, object]) -> str:
     """YAML text for a config (keys in schema order, block style)."""
     tree = to_dict(config) if isinstance(config, MachineConfig) else config
     text: str = yaml.dump(tree, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)

@@ -10,7 +10,6 @@ the result is validated again as a whole.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import msgspec
 import yaml
@@ -29,13 +28,13 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class JsonPatch(msgspec.Struct, frozen=True):
     """An RFC 6902 JSON Patch: a list of operations."""
 
-    ops: tuple[dict[str, Any], ...]
+    ops: tuple[dict[str, object], ...]
 
 
 class MergePatch(msgspec.Struct, frozen=True):
     """An RFC 7386 merge patch."""
 
-    patch: dict[str, Any]
+    patch: dict[str, object]
 
 
 Patch = JsonPatch | MergePatch
@@ -46,7 +45,7 @@ def _invalid(message: str, path: str = "patch", line: int | None = None) -> Inva
     return Validation(config=None, errors=(problem,)).error("patch")
 
 
-def load_patch(data: bytes | str | list[Any] | dict[str, Any]) -> Patch:
+def load_patch(data: bytes | str | list[object] | dict[str, object]) -> Patch:
     """A patch from YAML or JSON text (or already decoded): a list is a JSON Patch, a mapping a merge patch."""
     if isinstance(data, bytes | str):
         try:
@@ -59,14 +58,16 @@ def load_patch(data: bytes | str | list[Any] | dict[str, Any]) -> Patch:
     if isinstance(data, dict):
         return MergePatch(data)
     if isinstance(data, list):
+        ops = []
         for i, op in enumerate(data):
             if not isinstance(op, dict) or not isinstance(op.get("op"), str) or not isinstance(op.get("path"), str):
                 raise _invalid("a JSON Patch operation needs string 'op' and 'path'", f"patch[{i}]")
-        return JsonPatch(tuple(data))
+            ops.append(op)
+        return JsonPatch(tuple(ops))
     raise _invalid("a patch must be a list of JSON Patch operations or a mapping (a merge patch)")
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
+def merge_patch(target: object, patch: object) -> object:
     """RFC 7386 on plain trees; neither argument is modified."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
@@ -79,7 +80,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def patch_tree(tree: Any, patch: Patch) -> Any:
+def patch_tree(tree: object, patch: Patch) -> object:
     """Apply one patch to a plain tree; a failing JSON Patch operation raises ``InvalidConfig`` naming it."""
     if isinstance(patch, MergePatch):
         return merge_patch(tree, patch.patch)
@@ -96,7 +97,7 @@ def patch_tree(tree: Any, patch: Patch) -> Any:
 
 def apply_patch(config: MachineConfig, *patches: Patch) -> MachineConfig:
     """Apply patches in order and validate the result; raises ``InvalidConfig`` with every error."""
-    tree: Any = to_dict(config, full=True)
+    tree: object = to_dict(config, full=True)
     for patch in patches:
         tree = patch_tree(tree, patch)
     result = validate_tree(tree)

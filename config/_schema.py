@@ -8,7 +8,7 @@ Sequences are tuples so that a config is an immutable value.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-def _str(check: str, description: str, **schema: Any) -> msgspec.Meta:
+def _str(check: str, description: str, **schema: object) -> msgspec.Meta:
     return msgspec.Meta(extra={"check": check}, description=description, extra_json_schema=schema or None)
 
 
@@ -72,7 +72,7 @@ def secret_digest(value: str | None) -> str | None:
     return None if value is None else "sha256:" + hashlib.sha256(value.encode()).hexdigest()
 
 
-_OPTS: dict[str, Any] = {"frozen": True, "forbid_unknown_fields": True, "rename": "camel", "kw_only": True}
+_OPTS: dict[str, object] = {"frozen": True, "forbid_unknown_fields": True, "rename": "camel", "kw_only": True}
 
 
 class CA(msgspec.Struct, **_OPTS):
@@ -90,9 +90,8 @@ class CA(msgspec.Struct, **_OPTS):
     def __repr__(self) -> str:
         return f"CA(crt={self.crt!r}, key={secret_digest(self.key)!r})"
 
-    def __rich_repr__(self) -> Any:
-        yield "crt", self.crt
-        yield "key", secret_digest(self.key)
+    def __rich_repr__(self) -> list[tuple[str, object]]:
+        return [("crt", self.crt), ("key", secret_digest(self.key))]
 
 
 class Install(msgspec.Struct, **_OPTS):

@@ -12,7 +12,6 @@ import datetime
 import difflib
 import ipaddress
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import msgspec
 import msgspec.inspect as mi
@@ -52,7 +51,7 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
         where = self.path or "(document)"
         return f"{where} (line {self.line}): {self.message}" if self.line else f"{where}: {self.message}"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"path": self.path, "line": self.line, "message": self.message}
 
 
@@ -98,7 +97,7 @@ def _short(text: str) -> str:
     return clip_utf8(text, 240)
 
 
-def _short_problem(p: Problem) -> dict[str, Any]:
+def _short_problem(p: Problem) -> dict[str, object]:
     return {"path": _short(p.path), "line": p.line, "message": _short(p.message)}
 
 
@@ -124,7 +123,7 @@ class _Ctx:
         self.warnings.append(Problem(path=format_path(path), message=message, line=self.line(path)))
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -144,7 +143,7 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _walk(value: Any, t: mi.Type, path: Path, ctx: _Ctx) -> bool:
+def _walk(value: object, t: mi.Type, path: Path, ctx: _Ctx) -> bool:
     """Report every problem of ``value`` against ``t``; true when its type (not necessarily value) is right."""
     if isinstance(t, mi.Metadata):
         if not _walk(value, t.type, path, ctx):
@@ -152,7 +151,7 @@ def _walk(value: Any, t: mi.Type, path: Path, ctx: _Ctx) -> bool:
         extra = t.extra or {}
         if extra.get("secret") and isinstance(value, str) and value.startswith("sha256:"):
             ctx.error(path, "holds the digest of a redacted secret, not the secret; supply the real value")
-        elif (msg := CHECKS[extra["check"]](value) if "check" in extra else None) is not None:
+        elif "check" in extra and isinstance(value, str) and (msg := CHECKS[str(extra["check"])](value)) is not None:
             ctx.error(path, msg)
         return True
     if isinstance(t, mi.UnionType):
@@ -199,7 +198,7 @@ def _walk(value: Any, t: mi.Type, path: Path, ctx: _Ctx) -> bool:
     raise TypeError(f"config schema uses an unsupported type {t!r}")  # a bug in _schema
 
 
-def _walk_struct(value: Any, t: mi.StructType, path: Path, ctx: _Ctx) -> bool:
+def _walk_struct(value: object, t: mi.StructType, path: Path, ctx: _Ctx) -> bool:
     if not isinstance(value, dict):
         ctx.error(path, f"expected a mapping, got {_kind(value)}")
         return False
@@ -220,7 +219,7 @@ def _walk_struct(value: Any, t: mi.StructType, path: Path, ctx: _Ctx) -> bool:
     return True
 
 
-def _get(tree: Any, *keys: str) -> Any:
+def _get(tree: object, *keys: str) -> object:
     for key in keys:
         if not isinstance(tree, dict):
             return None
@@ -228,18 +227,18 @@ def _get(tree: Any, *keys: str) -> Any:
     return tree
 
 
-def _items(value: Any) -> list[tuple[int, Any]]:
+def _items(value: object) -> list[tuple[int, object]]:
     return list(enumerate(value)) if isinstance(value, list) else []
 
 
-def _interface(value: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+def _interface(value: object) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
     try:
         return ipaddress.ip_interface(value) if isinstance(value, str) and "/" in value else None
     except ValueError:
         return None
 
 
-def _cross_checks(tree: Any, ctx: _Ctx) -> None:
+def _cross_checks(tree: object, ctx: _Ctx) -> None:
     net = ("machine", "network")
     seen_ifaces: dict[str, int] = {}
     seen_addrs: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
@@ -267,7 +266,7 @@ def _cross_checks(tree: Any, ctx: _Ctx) -> None:
                 _check_gateway(route, (*here, "routes", k), nets, iface.get("dhcp") is True, ctx)
 
 
-def _etcd_checks(tree: Any, ctx: _Ctx) -> None:
+def _etcd_checks(tree: object, ctx: _Ctx) -> None:
     """``cluster.etcd.ca``: ECDSA; only controlplane nodes hold it, and they need its key."""
     etcd = _get(tree, "cluster", "etcd")
     kind = _get(tree, "machine", "type")
@@ -290,7 +289,10 @@ def _etcd_checks(tree: Any, ctx: _Ctx) -> None:
         ctx.error(here, problem)
 
 
-def _check_gateway(route: dict[str, Any], here: Path, nets: list[Any], dhcp: bool, ctx: _Ctx) -> None:
+_Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _check_gateway(route: dict[str, object], here: Path, nets: Sequence[_Net], dhcp: bool, ctx: _Ctx) -> None:
     gateway, network = route.get("gateway"), route.get("network")
     if not isinstance(gateway, str) or not isinstance(network, str):
         return  # a wrong type is reported at its own path; ipaddress would take an int as an address
@@ -307,7 +309,7 @@ def _check_gateway(route: dict[str, Any], here: Path, nets: list[Any], dhcp: boo
         ctx.warn((*here, "gateway"), f"gateway {gw} is on none of the interface's networks; it may be unreachable")
 
 
-def _warnings(tree: Any, ctx: _Ctx) -> None:
+def _warnings(tree: object, ctx: _Ctx) -> None:
     if isinstance(_get(tree, "machine"), dict):
         if _get(tree, "machine", "network", "hostname") is None:
             ctx.warn(("machine", "network", "hostname"), "no hostname set; the node keeps its default hostname")
@@ -326,7 +328,7 @@ def _by_line(p: Problem) -> int:
     return p.line if p.line is not None else 1 << 62
 
 
-def validate_tree(tree: Any, lines: Mapping[Path, int] | None = None) -> Validation:
+def validate_tree(tree: object, lines: Mapping[Path, int] | None = None) -> Validation:
     """Validate a plain tree (as decoded from YAML or JSON); ``lines`` maps paths to YAML lines."""
     ctx = _Ctx(lines or {})
     _walk(tree, _INFO, (), ctx)

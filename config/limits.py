@@ -6,8 +6,6 @@ operator reading an error finds the number here and in ``gravenctl limits``-styl
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 __all__ = ["LIMITS", "WHAT", "Limits", "clip_utf8"]
@@ -36,11 +34,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     name_bytes: int = 256
     list_items: int = 64
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = msgspec.to_builtins(self)
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = msgspec.to_builtins(self)
         return out
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[dict[str, object]]:
         """One row per limit: name, value, what it bounds (``gravenctl limits``)."""
         return [{"name": k, "value": v, "what": WHAT[k]} for k, v in self.as_dict().items()]
 

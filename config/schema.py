@@ -11,7 +11,6 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -22,7 +21,7 @@ __all__ = ["DEFAULT_PATH", "json_schema", "main", "render"]
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "specs" / "config.schema.json"
 
 
-def json_schema() -> dict[str, Any]:
+def json_schema() -> dict[str, object]:
     """The JSON Schema (draft 2020-12) of a machine config."""
     schema = msgspec.json.schema(MachineConfig)
     return {

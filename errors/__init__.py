@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 __all__ = [
     "BadImage",
@@ -99,16 +99,20 @@ class GravenError(Exception):
 
     code: ClassVar[Code] = Code.UNKNOWN
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, **details: object) -> None:
         super().__init__(message)
         self.message = message
-        self.details: dict[str, Any] = details
+        self.details: dict[str, object] = details
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code.name, "message": self.message, "details": _plain(self.details)}
+    def plain_details(self) -> dict[str, object]:
+        """The details as JSON values (bytes in hex, anything else unknown as its ``str``)."""
+        return {str(k): _plain(v) for k, v in self.details.items()}
+
+    def to_dict(self) -> dict[str, object]:
+        return {"code": self.code.name, "message": self.message, "details": self.plain_details()}
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -149,7 +153,7 @@ class TamperedLog(VerificationError):
 
     code = Code.TAMPERED_LOG
 
-    def __init__(self, message: str, *, seq: int | None, reason: str, **details: Any) -> None:
+    def __init__(self, message: str, *, seq: int | None, reason: str, **details: object) -> None:
         super().__init__(message, seq=seq, reason=reason, **details)
         self.seq = seq
         self.reason = reason
@@ -169,7 +173,7 @@ class WitnessRefused(VerificationError):
 
     code = Code.WITNESS_REFUSED
 
-    def __init__(self, message: str, *, reason: str, **details: Any) -> None:
+    def __init__(self, message: str, *, reason: str, **details: object) -> None:
         super().__init__(message, reason=reason, **details)
         self.reason = reason
 
@@ -231,7 +235,7 @@ class LimitExceeded(InvalidRequest):
 
     code = Code.LIMIT_EXCEEDED
 
-    def __init__(self, message: str, *, limit: str, value: Any, max: Any, **details: Any) -> None:
+    def __init__(self, message: str, *, limit: str, value: object, max: object, **details: object) -> None:
         super().__init__(message, limit=limit, value=value, max=max, **details)
         self.limit = limit
 
@@ -251,7 +255,7 @@ for _cls in list(globals().values()):
 _BY_CODE[Code.UNKNOWN] = GravenError
 
 
-def error_for_code(code: int | str, message: str, details: Mapping[str, Any] | None = None) -> GravenError:
+def error_for_code(code: int | str, message: str, details: Mapping[str, object] | None = None) -> GravenError:
     """Rebuild an error on the client side from its stable code."""
     try:
         c = Code[code] if isinstance(code, str) else Code(code)
@@ -262,7 +266,9 @@ def error_for_code(code: int | str, message: str, details: Mapping[str, Any] | N
     if cls is WitnessRefused:
         return WitnessRefused(message, reason=str(d.pop("reason", "unknown")), **d)
     if cls is TamperedLog:
-        return TamperedLog(message, seq=d.pop("seq", None), reason=d.pop("reason", "unknown"), **d)
+        seq = d.pop("seq", None)
+        return TamperedLog(message, seq=seq if isinstance(seq, int) else None, reason=str(d.pop("reason", "unknown")),
+                           **d)
     if issubclass(cls, LimitExceeded):
         return cls(message, limit=str(d.pop("limit", "")), value=d.pop("value", None), max=d.pop("max", None), **d)
     return cls(message, **d)

@@ -291,7 +291,8 @@ class Witness:
                                        name=self.key.name, signer=self.key.signer, timestamp=int(time.time()))
         except (WitnessRefused, VerificationError) as exc:
             reason = exc.reason if isinstance(exc, WitnessRefused) else "malformed"
-            size = int(exc.details.get("size", -1))
+            size = exc.details.get("size", -1)
+            size = size if isinstance(size, int) else -1
             if (pub.origin, reason) not in self._refused:  # a log that keeps growing wrong: said once, not each time
                 self._refused.add((pub.origin, reason))
                 self._emit(Kind.WITNESS_REFUSED, {"origin": pub.origin, "size": size, "reason": reason,

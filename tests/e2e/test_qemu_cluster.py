@@ -30,9 +30,10 @@ from api._client import GravenClient
 from errors import GravenError
 from image import build_image, load_signing_key
 from node._qemu import qemu_problem
+from provision._cluster import netns_problem
 from storage import block_problem
 
-PROBLEM = qemu_problem() or block_problem()
+PROBLEM = qemu_problem() or block_problem() or netns_problem()  # two VMs share a bridge: network namespaces
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(600),
               pytest.mark.skipif(PROBLEM is not None, reason=f"no qemu machines here: {PROBLEM}")]
 

@@ -418,7 +418,12 @@ class QemuRunner:
                  f"console {self.console}")
         start_at = self.console.stat().st_size if self.console.exists() else 0
         self.console_from = start_at
-        boot = start(spec)
+        try:
+            boot = start(spec)
+        except BaseException:
+            if disk is not None:
+                disk.unlink(missing_ok=True)
+            raise
         self.boot = boot
         on_start(boot.proc)
         stop = threading.Event()
@@ -430,6 +435,8 @@ class QemuRunner:
             stop.set()
             copier.join(timeout=2)
             self.boot = None
+            if disk is not None:  # the installer's copy (an image's size): the next installer boot makes another
+                disk.unlink(missing_ok=True)
         if ending.code not in (0, 10):
             last = _last_words(self.console, start_at)
             if last:

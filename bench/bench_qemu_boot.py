@@ -11,8 +11,10 @@ What is left is the host's part: the supervisor (META, slot verification, initra
 importing the agent, with nothing done (the kernel, initramfs and agent-start spans); under TCG these are
 software-emulated, about 45x slower than native.
 
-Measured here (2 cores, KVM unusable: TCG): median 21.6 s (best 19.6 s) = kernel 2.7 s, initramfs 0.8 s, agent
-start 13.5 s, sequences 1.3 s, host 3.2 s; limit 17.0 s, ratio 1.28x.
+Measured here (2 cores, KVM unusable: TCG): median 18.7 s (best 18.6 s) = kernel 2.6 s, initramfs 0.8 s, agent
+start 11.1 s, sequences 1.0 s, host 3.1 s; limit 14.5 s, ratio 1.29x (before: 21.6 s, limit 17.0 s, 1.28x). The
+machine driver (install through maintenance, start, poll, events of a boot) is bench/_machine.py, shared with
+bench_boot.
 
 Run: PYTHONPATH=. python bench/bench_qemu_boot.py [--rounds 2]   (root; one core busy per boot)
 """

@@ -308,24 +308,34 @@ def _install_node(node: dict[str, Any], ctx: Context, timeout: float,
             raise fail(f"no maintenance API within {timeout:g} s ({last_error})")
         time.sleep(0.1)
     report(f"{name}: config applied in maintenance mode ({result['digest'][:20]}); installing")
-    seen = ""
-    with GravenClient.from_context(ctx, endpoint, timeout=5) as client:
+    seen, last_error = "", ""
+    status_client: GravenClient | None = None
+    try:
         while True:
             if not machine_alive(node["pid"], node["root"]):
                 raise fail("the machine stopped")
             try:
-                st = client.status()
+                status_client = status_client or GravenClient.from_context(ctx, endpoint, timeout=5)
+                st = status_client.status()
                 now = f"{st['stage']}{', ready' if st['ready'] else ''} (slot {st['slot'] or '-'}, {st['version']})"
-            except GravenError:
-                now = "installing or rebooting"
+            except GravenError as exc:
+                now, last_error = "installing or rebooting", exc.message
+                if status_client is not None:  # a new channel for the next try: nothing carried over a reboot
+                    status_client.close()
+                    status_client = None
             if now != seen:
                 seen = now
                 report(f"{name}: {now}")
             if now.startswith("running, ready"):
                 return
             if time.monotonic() > deadline:
-                raise fail(f"not Running within {timeout:g} s (last seen: {seen})")
+                raise fail(f"not Running within {timeout:g} s (last seen: {seen}"
+                           + (f"; last error: {last_error}" if last_error and seen.startswith("installing") else "")
+                           + ")")
             time.sleep(0.1)
+    finally:
+        if status_client is not None:
+            status_client.close()
 
 
 # -- clusters on real addresses: one network namespace per node (root) ----------------------------------------

@@ -272,11 +272,17 @@ def _blank_vm_disk(node: dict[str, Any], report: Callable[[str], None]) -> None:
            f"boots the installer image")
 
 
-def _with_interface(cfg: config.MachineConfig, iface: config.Interface) -> config.MachineConfig:
+def _vm_network(cfg: config.MachineConfig, cidr: str) -> config.MachineConfig:
+    """A VM's config: its NIC (eth0) with its address, and that address among the certificate's names (the guest
+    listens on 0.0.0.0, and a worker's cluster endpoint names a controlplane node, not itself)."""
     import msgspec
 
-    network = msgspec.structs.replace(cfg.machine.network, interfaces=(iface,))
-    return msgspec.structs.replace(cfg, machine=msgspec.structs.replace(cfg.machine, network=network))
+    address = cidr.split("/", 1)[0]
+    network = msgspec.structs.replace(cfg.machine.network,
+                                      interfaces=(config.Interface(interface="eth0", addresses=(cidr,)),))
+    sans = tuple(dict.fromkeys((address, *cfg.machine.cert_sans)))
+    machine = msgspec.structs.replace(cfg.machine, network=network, cert_sans=sans)
+    return msgspec.structs.replace(cfg, machine=machine)
 
 
 def _install_disk(node: dict[str, Any], data: dict[str, Any]) -> str:
@@ -469,7 +475,7 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
                                     etcd_ca=None if vms else secrets.etcd_ca_pems,
                                     etcd_endpoints=[a for a in cp_addresses if a != node["address"]])
         if vms:  # the VM owns its NIC: the config names its address (the plumbing only bridges frames to it)
-            cfg = _with_interface(cfg, config.Interface(interface="eth0", addresses=(net.cidr,)))
+            cfg = _vm_network(cfg, net.cidr)
         text = config.dump_yaml(cfg)
         config.validate(text).unwrap(node["config"])
         atomic_write(node["config"], text.encode(), 0o600)

@@ -83,11 +83,11 @@ def test_machine_without_installer_on_empty_disk_says_why(machines: Machines) ->
 
 def test_the_agent_runs_the_images_code_not_the_checkouts(machines: Machines, images: Images) -> None:
     """An image whose code differs behaves differently: here it names the node differently."""
-    source = (REPO / "node" / "_identity.py").read_text()
+    source = (REPO / "service" / "_app.py").read_text()  # node_name, which the node's version reports
     patched = source.replace('return cfg.machine.network.hostname or cfg.cluster.name or "graven"',
                              'return (cfg.machine.network.hostname or cfg.cluster.name or "graven") + "-from-image"')
     assert patched != source
-    overlay = images.overlay("identity", {"usr/lib/graven/node/_identity.py": patched})
+    overlay = images.overlay("identity", {"usr/lib/graven/service/_app.py": patched})
     img = images.build("v1", overlay=overlay, name="v1-identity.img")
     m = machines.new("code", boot_from=img).start()
     m.wait_maintenance()

@@ -25,7 +25,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 from cryptography import x509
@@ -104,7 +103,7 @@ class Context:
             return []
         return sorted(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
 
-    def to_yaml(self) -> dict[str, Any]:
+    def to_yaml(self) -> dict[str, object]:
         return {"endpoints": list(self.endpoints), "nodes": list(self.nodes), "ca": _b64(self.ca),
                 "crt": _b64(self.crt), "key": _b64(self.key)}
 
@@ -160,7 +159,7 @@ def _b64(pem: bytes) -> str:
     return base64.b64encode(pem).decode("ascii")
 
 
-def _unb64(value: Any, where: str) -> bytes:
+def _unb64(value: object, where: str) -> bytes:
     if value in (None, ""):
         return b""
     if not isinstance(value, str):
@@ -177,7 +176,7 @@ def _unb64(value: Any, where: str) -> bytes:
     return data
 
 
-def _strings(value: Any, where: str) -> list[str]:
+def _strings(value: object, where: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

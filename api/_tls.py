@@ -10,7 +10,6 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
 from cryptography import x509
@@ -37,13 +36,13 @@ class ServingCredentials:
         self.ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
         self._config = self._issue()
 
-    def _issue(self) -> Any:
+    def _issue(self) -> object:
         self.cert_pem, key_pem = issue_server_certificate(self._ca_key, self._ca_cert, cn=self._node,
                                                           sans=self._sans, ttl=self._lifetime)
         self._issued_at = time.monotonic()
         return grpc.ssl_server_certificate_configuration([(key_pem, self.cert_pem)], root_certificates=self.ca_pem)
 
-    def _fetch(self) -> Any:  # a new configuration, or None to keep the current one
+    def _fetch(self) -> object:  # a new configuration, or None to keep the current one
         with self._lock:
             if time.monotonic() - self._issued_at < self._lifetime.total_seconds() / 2:
                 return None

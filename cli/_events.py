@@ -8,7 +8,6 @@ import json
 import sys
 import threading
 import time
-from typing import Any
 
 from api import GravenClient
 from errors import GravenError
@@ -28,7 +27,7 @@ def _ts(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
-def _event_row(node: str, e: Event) -> dict[str, Any]:
+def _event_row(node: str, e: Event) -> dict[str, object]:
     return {"node": node, "seq": e.seq, "time": _ts(e.time_ns), "kind": e.kind, "actor": str(e.actor),
             "details": summarize(e.payload)}
 
@@ -54,7 +53,7 @@ class _EventPrinter:
                 self._write(_event_row(node, e))
             sys.stdout.flush()
 
-    def _write(self, r: dict[str, Any]) -> None:
+    def _write(self, r: dict[str, object]) -> None:
         node = f"{r['node']:<21} " if self.several else ""
         line = f"{node}{r['seq']!s:>7}  {r['time']:<24} {r['kind']:<18} {r['actor']:<24} {r['details']}"
         sys.stdout.write(line.rstrip() + "\n")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
 import image
 
@@ -117,7 +116,7 @@ def _inspect(args: argparse.Namespace) -> int:
         return 0
     m, t = info.manifest, info.trailer
     _err("WARNING: UNVERIFIED. This is what the file claims; use `gravenctl image verify` to check it.")
-    rows: list[dict[str, Any]] = [
+    rows: list[dict[str, object]] = [
         {"field": "version", "value": m.version},
         {"field": "format", "value": m.format},
         {"field": "created", "value": _when(m.created)},

@@ -15,7 +15,6 @@ Pure: ``Waiter.feed(event)`` returns the lines to show and sets ``outcome`` once
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from events import Event, Kind
 
@@ -31,11 +30,11 @@ class Outcome:
     message: str
     failed_task: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "message": self.message, "failed_task": self.failed_task}
 
 
-def _err(payload: dict[str, Any]) -> str:
+def _err(payload: dict[str, object]) -> str:
     code = payload.get("code")
     error = payload.get("error") or "no reason given"
     return f"{code}: {error}" if code and not str(error).startswith(str(code)) else str(error)
@@ -107,7 +106,7 @@ class Waiter:
         return self.outcome
 
     # -- the request's own sequence ----------------------------------------------------------------------
-    def _is_our_request(self, payload: dict[str, Any]) -> bool:
+    def _is_our_request(self, payload: dict[str, object]) -> bool:
         request = payload.get("request")
         return not isinstance(request, int) or isinstance(request, bool) or request == self.request_seq
 
@@ -115,7 +114,7 @@ class Waiter:
         n = f"/{self._phase_n}" if self._phase_n else ""
         return f"phase {self._phase_i}{n} {self._phase}" if self._phase else "starting"
 
-    def _ours(self, kind: str, p: dict[str, Any], event: Event) -> list[str]:
+    def _ours(self, kind: str, p: dict[str, object], event: Event) -> list[str]:
         if kind == Kind.SEQUENCE_STARTED and not self._started:
             self._started = True
             phases = p.get("phases")
@@ -159,7 +158,7 @@ class Waiter:
         return []
 
     # -- after the reboot --------------------------------------------------------------------------------
-    def _next_boot(self, kind: str, p: dict[str, Any], event: Event) -> list[str]:
+    def _next_boot(self, kind: str, p: dict[str, object], event: Event) -> list[str]:
         if self.sequence not in _NEXT_BOOT:
             return []
         if kind == Kind.BOOT_STARTED:

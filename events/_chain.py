@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from errors import InvalidEvent
 from pki import Signer
@@ -74,7 +74,7 @@ class ChainWriter:
         if self.tree.size != next_seq:
             raise ValueError(f"tree size {self.tree.size} does not match next seq {next_seq}")
 
-    def prepare(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Prepared:
+    def prepare(self, kind: str, payload: Mapping[str, object], actor: Actor = NODE) -> Prepared:
         """Give the next event its seq and prev; the signature (of ``prepared[2]``) may then be made anywhere (even
         in parallel), but ``complete`` must be called in seq order before anything else is prepared past a
         checkpoint.
@@ -83,7 +83,7 @@ class ChainWriter:
         _check_appendable(kind, actor)
         return self._prepare(kind, payload, actor)
 
-    def _prepare(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> Prepared:
+    def _prepare(self, kind: str, payload: Mapping[str, object], actor: Actor) -> Prepared:
         clock = self.clock
         try:
             body = UnsignedEvent(self._prepared, clock.time_ns(), clock.monotonic_ns(), self.boot_id, kind, actor,
@@ -112,7 +112,7 @@ class ChainWriter:
         self.since_checkpoint += 1
         return event, raw
 
-    def _sign(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> Signed:
+    def _sign(self, kind: str, payload: Mapping[str, object], actor: Actor) -> Signed:
         if self._prepared != self.next_seq:
             raise ValueError("events are prepared but not completed")
         prepared = self._prepare(kind, payload, actor)
@@ -123,7 +123,7 @@ class ChainWriter:
             raise ValueError("genesis must be the first event")
         return self._sign(Kind.GENESIS, {"origin": self.origin, "cert": cert_der}, actor)
 
-    def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> list[Signed]:
+    def append(self, kind: str, payload: Mapping[str, object], actor: Actor = NODE) -> list[Signed]:
         """The event, followed by a checkpoint when one is due."""
         _check_appendable(kind, actor)
         out = [self._sign(kind, payload, actor)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
-from typing import Any
 
 from errors import InvalidEvent
 from pki import Signer
@@ -53,7 +52,7 @@ class MemoryEventLog:
             self._cond.notify_all()
         return signed[0][0]
 
-    def submit(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Future[Event]:
+    def submit(self, kind: str, payload: Mapping[str, object], actor: Actor = NODE) -> Future[Event]:
         fut: Future[Event] = Future()
         with self._cond:
             try:
@@ -64,7 +63,7 @@ class MemoryEventLog:
             fut.set_result(self._store(signed))
         return fut
 
-    def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Event:
+    def append(self, kind: str, payload: Mapping[str, object], actor: Actor = NODE) -> Event:
         return self.submit(kind, payload, actor).result()
 
     def flush(self) -> None:

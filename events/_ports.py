@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Protocol
 
 from ._record import Actor, Event
 
@@ -18,9 +18,9 @@ class EventLog(Protocol):
     ``append`` waits for that. ``seal`` appends a final checkpoint and waits for it.
     """
 
-    def submit(self, kind: str, payload: Mapping[str, Any], actor: Actor = ...) -> Future[Event]: ...
+    def submit(self, kind: str, payload: Mapping[str, object], actor: Actor = ...) -> Future[Event]: ...
 
-    def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = ...) -> Event: ...
+    def append(self, kind: str, payload: Mapping[str, object], actor: Actor = ...) -> Event: ...
 
     def flush(self) -> None: ...
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from typing import Any
 
 import msgspec
 
@@ -59,7 +58,7 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     created: int  # seconds since the epoch, UTC
     key_id: str  # key_id_for(raw Ed25519 public key): first 8 bytes of its SHA-256, hex
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "format": self.format,
             "version": self.version,
@@ -136,7 +135,7 @@ class Trailer(msgspec.Struct, frozen=True):
             image_length=sig_off + signature_length + TRAILER_SIZE,
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "magic": self.magic.hex(),
             "format": self.format,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 __all__ = ["BUILD_FILE", "CODE_DIR", "DEV_VERSION", "FAULTS", "BuildInfo", "build_info", "code_root", "fault_point",
            "running_version", "stamp"]
@@ -39,7 +39,7 @@ def code_root() -> Path:
 def build_info() -> BuildInfo:
     path = code_root() / BUILD_FILE
     try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
+        data: object = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return BuildInfo(DEV_VERSION, None, False)
     except (OSError, ValueError) as exc:

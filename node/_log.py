@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -72,7 +71,7 @@ class NodeLog:
             self._durable, self._memory, self._path = log, None, path
 
     # -- the EventLog port -----------------------------------------------------------------------------------
-    def submit(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Future[Event]:
+    def submit(self, kind: str, payload: Mapping[str, object], actor: Actor = NODE) -> Future[Event]:
         start = time.perf_counter()
         with self._lock:
             future = self.backend.submit(kind, payload, actor)
@@ -81,7 +80,7 @@ class NodeLog:
             future.add_done_callback(lambda _: observe(time.perf_counter() - start))
         return future
 
-    def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Event:
+    def append(self, kind: str, payload: Mapping[str, object], actor: Actor = NODE) -> Event:
         return self.submit(kind, payload, actor).result()
 
     def flush(self) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import config
 from api import issue_server_certificate
@@ -27,7 +27,7 @@ CERT_TTL = dt.timedelta(days=365)  # prometheus_client loads its certificate onc
 
 
 class MetricsService:
-    def __init__(self, make: Callable[[], NodeMetrics], emit: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(self, make: Callable[[], NodeMetrics], emit: Callable[[str, dict[str, object]], None]) -> None:
         self._make, self._emit = make, emit
         self.metrics: NodeMetrics | None = None  # made when the config first enables them
         self.endpoint: MetricsEndpoint | None = None

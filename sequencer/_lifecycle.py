@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import config
 from events import NODE, Actor, Event, Kind
@@ -97,7 +96,7 @@ async def confirm_config(seq: Sequencer, plan: config.ApplyPlan, *, actor: Actor
     return event
 
 
-async def _persisted(seq: Sequencer, writes: list[tuple[str, bytes | None]], kind: str, payload: dict[str, Any],
+async def _persisted(seq: Sequencer, writes: list[tuple[str, bytes | None]], kind: str, payload: dict[str, object],
                      actor: Actor) -> Event:
     """Record ``kind`` with the files ``writes`` names (None: remove it) in STATE, two-phase, so that a crash leaves
     the config and its event both there or both absent: the new files go to ``*.pending`` first, the event is made

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ def render_table(trace: BootTrace) -> str:
     return "\n".join([*_header(trace), "", *body, "", "* critical path: the longest task of each phase"]) + "\n"
 
 
-def render_json(trace: BootTrace) -> dict[str, Any]:
-    def span(s: Span) -> dict[str, Any]:
+def render_json(trace: BootTrace) -> dict[str, object]:
+    def span(s: Span) -> dict[str, object]:
         return {**asdict(s), "name": s.name}
 
     return {
@@ -62,10 +62,10 @@ def render_json(trace: BootTrace) -> dict[str, Any]:
     }
 
 
-def render_chrome(trace: BootTrace) -> dict[str, Any]:
+def render_chrome(trace: BootTrace) -> dict[str, object]:
     """Trace Event Format: one process per sequence run, thread 0 for it and its phases, 1.. for task lanes."""
     pids: dict[tuple[str, int], int] = {}
-    out: list[dict[str, Any]] = []
+    out: list[dict[str, object]] = []
     threads: set[tuple[int, int]] = set()
     critical = {s.seq for s in trace.critical_path}
     for s in trace.spans:
@@ -82,7 +82,7 @@ def render_chrome(trace: BootTrace) -> dict[str, Any]:
             threads.add((pid, tid))
             out.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
                         "args": {"name": f"tasks {tid}" if tid else "phases"}})
-        args: dict[str, Any] = {"outcome": s.outcome, "actor": s.actor, "seq": s.seq}
+        args: dict[str, object] = {"outcome": s.outcome, "actor": s.actor, "seq": s.seq}
         if s.error:
             args["error"] = s.error
         if s.seq in critical:

@@ -11,7 +11,6 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 from errors import (
     Cancelled,
@@ -89,11 +88,11 @@ def _error(exc: BaseException) -> GravenError:
     return err
 
 
-def _error_fields(err: GravenError) -> dict[str, Any]:
+def _error_fields(err: GravenError) -> dict[str, object]:
     return {"error": err.message, "code": err.code.name}
 
 
-def _describe(request: Request | None) -> dict[str, Any] | None:
+def _describe(request: Request | None) -> dict[str, object] | None:
     if request is None:
         return None
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(request).items()}
@@ -188,7 +187,7 @@ class Sequencer:
     ) -> SequenceResult:
         return await self.request(name, request, actor=actor).wait()
 
-    async def record(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Event:
+    async def record(self, kind: str, payload: Mapping[str, object], actor: Actor = NODE) -> Event:
         """Append one event and return once it is durable (how a config change is acknowledged)."""
         return await asyncio.wrap_future(self.log.submit(kind, payload, actor))
 
@@ -254,7 +253,7 @@ class Sequencer:
         return SequenceResult(seq.name, outcome, run.actor, duration, error, phase, task)
 
     @staticmethod
-    async def _durable(pending: list[Future[Any]]) -> None:
+    async def _durable(pending: list[Future[object]]) -> None:
         waiting = [f for f in pending if not f.done()]
         if waiting:
             await asyncio.gather(*(asyncio.wrap_future(f) for f in waiting))
@@ -291,7 +290,7 @@ class Sequencer:
             raise
         ctx.emit(Kind.PHASE_STOPPED, {**base, "duration_ns": clock.monotonic_ns() - started, "outcome": "ok"})
 
-    async def _task(self, ctx: Context, base: Mapping[str, Any], task: Task) -> None:
+    async def _task(self, ctx: Context, base: Mapping[str, object], task: Task) -> None:
         payload = {**base, "task": task.name}
         clock = self.ports.clock
         ctx.emit(Kind.TASK_STARTED, payload)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from errors import NotFound
 from events import Event, Kind
@@ -62,7 +61,7 @@ class BootSummary:
     sequences: tuple[str, ...]
     failure: Failure | None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -166,7 +165,7 @@ _STOPS = {
 }  # fmt: skip
 
 
-def _key(kind: str, p: dict[str, Any]) -> tuple[str, ...]:
+def _key(kind: str, p: dict[str, object]) -> tuple[str, ...]:
     parts = {"sequence": ("sequence",), "phase": ("sequence", "phase"), "task": ("sequence", "phase", "task")}[kind]
     return (kind, *(str(p.get(k)) for k in parts))
 

@@ -10,7 +10,7 @@ import abc
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from errors import BadImage, StorageError
 
@@ -174,8 +174,8 @@ class DiskBase(abc.ABC):
     def write_boot_env(self, env: BootEnv) -> BootEnv:
         return self.meta.write(env)
 
-    def describe(self) -> dict[str, Any]:
-        slots: dict[str, Any] = {}
+    def describe(self) -> dict[str, object]:
+        slots: dict[str, object] = {}
         if self.is_partitioned():
             for s in Slot:
                 info = self.slot_info(s)

@@ -21,7 +21,6 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from errors import StorageError
 
@@ -426,7 +425,7 @@ class BlockDisk(DiskBase):
         self._parts = None
         self._nodes.clear()
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         data = super().describe()
         data.update(source=str(self.source), device=str(self.device),
                     partitions={n: {"start": p.start, "size": p.size} for n, p in self._partitions().items()})

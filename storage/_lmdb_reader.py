@@ -1,6 +1,6 @@
 """Reading the LMDB event log: named database ``events``, key = seq as 8-byte big-endian, value = canonical bytes.
 
-Any number of ``LogReader``s may run beside the one writer (``LmdbEventLog``); in the writer's process they share
+Several ``LogReader``s may run beside the one writer (``LmdbEventLog``); in the writer's process they share
 its environment, as LMDB allows one environment per path per process.
 """
 

@@ -22,7 +22,7 @@ import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 
@@ -90,7 +90,7 @@ class BootEnv(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
             return msgspec.structs.replace(self, a=state)
         return msgspec.structs.replace(self, b=state)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "seq": self.seq,
             "default": self.default.value if self.default else None,

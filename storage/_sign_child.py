@@ -7,7 +7,7 @@ big batch's hashes, signs the rest itself, and reads the child's signatures back
 signatures are the ones the sequencer would have made; the bytes on disk do not change.
 
 The child is started on the first big batch (a node at rest never starts it), holds the log key only in memory,
-and exits when its pipe closes (the log closed, or the writer died). Any failure (it died, a short read) stops
+and exits when its pipe closes (the log closed, or the writer died). A failure (it died, a short read) stops
 its use for this log's life: the batch is signed in the writer's process instead, nothing is lost.
 """
 

@@ -16,7 +16,7 @@ import enum
 import hashlib
 import struct
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import msgspec
 
@@ -104,7 +104,7 @@ class SlotInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def ok(self) -> bool:
         return self.state is SlotState.OK
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "state": self.state.value,
             "version": self.version,
@@ -170,7 +170,7 @@ class InstallableImage:
     version: str
     key_id: str
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if InstallableImage._sealed_to is not None:
             raise TypeError(
@@ -179,7 +179,7 @@ class InstallableImage:
             )
         InstallableImage._sealed_to = cls
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> InstallableImage:
+    def __new__(cls, *args: object, **kwargs: object) -> InstallableImage:
         if cls is InstallableImage:
             raise TypeError("InstallableImage cannot be made directly; use image.verify()")
         return super().__new__(cls)

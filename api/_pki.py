@@ -19,7 +19,6 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -93,7 +92,7 @@ def issue_client_certificate(
 ) -> tuple[bytes, bytes]:
     """A client certificate (ExtendedKeyUsage clientAuth only; roles as Organization): (crt PEM, key PEM)."""
     key = new_tls_key()
-    cert = issue_certificate(ca_key, ca_cert, cast(Any, key.public_key()), cn=cn, orgs=check_roles(roles),
+    cert = issue_certificate(ca_key, ca_cert, key.public_key(), cn=cn, orgs=check_roles(roles),
                              ttl=ttl, client=True)
     return cert_pem(cert), key_pem(key)
 
@@ -104,7 +103,7 @@ def issue_server_certificate(
 ) -> tuple[bytes, bytes]:
     """The node's serving certificate (serverAuth, the node's addresses and certSANs): (crt PEM, key PEM)."""
     key = new_tls_key()
-    cert = issue_certificate(ca_key, ca_cert, cast(Any, key.public_key()), cn=cn, ttl=ttl, server=True,
+    cert = issue_certificate(ca_key, ca_cert, key.public_key(), cn=cn, ttl=ttl, server=True,
                              sans=list(dict.fromkeys(sans)))
     return cert_pem(cert), key_pem(key)
 

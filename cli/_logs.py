@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from ._output import add_output_flag
 from ._remote import connect, single_target
@@ -14,7 +13,7 @@ from ._remote import connect, single_target
 LEVEL_WIDTH = 7
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "logs", help="a service's log lines: the agent's own by default, or -f to follow them",
         description="The log lines of SERVICE on the node (default: agent, the node agent itself): JSON lines with "

@@ -17,9 +17,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.metrics_core import Metric
 
 from errors import Unavailable
 from events import Event, Kind, decode_event
@@ -50,7 +50,7 @@ class _SyncedRegistry(CollectorRegistry):
         super().__init__(auto_describe=True)
         self._before = before
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterable[Metric]:
         self._before()
         return super().collect()
 
@@ -163,7 +163,7 @@ class NodeMetrics:
             self.refusals.labels(_s(p, "method"), _s(p, "code")).inc()
 
 
-def _s(payload: dict[str, Any], key: str) -> str:
+def _s(payload: dict[str, object], key: str) -> str:
     value = payload.get(key)
     return value if isinstance(value, str) and value else "none"
 
@@ -172,7 +172,7 @@ def _slot(value: object) -> str:
     return value if value in ("A", "B") else "none"
 
 
-def _seconds(payload: dict[str, Any]) -> float:
+def _seconds(payload: dict[str, object]) -> float:
     ns = payload.get("duration_ns")
     return ns / 1e9 if isinstance(ns, int) and ns >= 0 else 0.0
 

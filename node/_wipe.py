@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from errors import GravenError, StorageError
 from events import Kind
@@ -40,7 +39,7 @@ def request_wipe(disk: DiskBase, labels: Sequence[str], *, reason: str, sinks: S
     write_durably(path, json.dumps(data, sort_keys=True).encode())
 
 
-def _marker(disk: DiskBase) -> tuple[Path, dict[str, Any]] | None:
+def _marker(disk: DiskBase) -> tuple[Path, dict[str, object]] | None:
     if not disk.is_partitioned():
         return None
     try:
@@ -57,16 +56,20 @@ def _marker(disk: DiskBase) -> tuple[Path, dict[str, Any]] | None:
     return path, data if isinstance(data, dict) else {}
 
 
-def finish_pending_wipe(disk: DiskBase, say: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def _strs(value: object) -> list[str]:
+    return [str(x) for x in value] if isinstance(value, list) else []
+
+
+def finish_pending_wipe(disk: DiskBase, say: Callable[[str], None] | None = None) -> list[dict[str, object]]:
     """Carry out a pending wipe, if any; returns what happened as events ({kind, payload}) for the next log."""
     found = _marker(disk)
     if found is None:
         return []
     marker, info = found
     report = say or (lambda _msg: None)
-    labels = [str(x) for x in info.get("labels") or ["EPHEMERAL"]]
-    sinks = [str(s) for s in info.get("sinks") or []]
-    events: list[dict[str, Any]] = []
+    labels = _strs(info.get("labels")) or ["EPHEMERAL"]
+    sinks = _strs(info.get("sinks"))
+    events: list[dict[str, object]] = []
     log_dir = marker.parent / LOG_DIR
     to_seq: int | None = None
     from storage import LogReader  # the log and the sinks only when a wipe is pending: not on every boot

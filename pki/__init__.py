@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -168,7 +169,7 @@ def make_ca(name: str, *, days: int = 3650) -> tuple[Ed25519PrivateKey, x509.Cer
 def issue_certificate(
     ca_key: Ed25519PrivateKey,
     ca_cert: x509.Certificate,
-    public_key: Ed25519PublicKey,
+    public_key: CertificatePublicKeyTypes,
     *,
     cn: str,
     orgs: Sequence[str] = (),

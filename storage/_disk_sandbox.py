@@ -14,7 +14,6 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from errors import StorageError
 
@@ -51,7 +50,7 @@ class SandboxDisk(DiskBase):
     def __repr__(self) -> str:
         return f"SandboxDisk({str(self.root)!r})"
 
-    def _table(self) -> dict[str, Any] | None:
+    def _table(self) -> dict[str, object] | None:
         try:
             data = json.loads((self.disk_dir / _TABLE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -62,7 +61,8 @@ class SandboxDisk(DiskBase):
         table = self._table()
         if table is None or table.get("version") != _TABLE_VERSION:
             return False
-        names = {p.get("name") for p in table.get("partitions", []) if isinstance(p, dict)}
+        parts = table.get("partitions")
+        names = {p.get("name") for p in (parts if isinstance(parts, list) else []) if isinstance(p, dict)}
         return names >= {label.value for label in ALL_LABELS}
 
     def partition(self) -> None:

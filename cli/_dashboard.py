@@ -10,7 +10,9 @@ import argparse
 import signal
 import threading
 import time
-from typing import Any
+from typing import Protocol
+
+from rich.console import RenderableType
 
 from errors import GravenError
 
@@ -21,7 +23,7 @@ from ._remote import connect, targets
 RETRY_S = 1.0
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "dashboard", help="a live view of nodes: stage, readiness, slot, running sequence, recent events",
         description="A live terminal view of the nodes (-n/-e or the context's): stage, readiness, slot and version, "
@@ -34,6 +36,10 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_dashboard)
 
 
+class _Closing(Protocol):
+    def close(self) -> None: ...
+
+
 class _Watchers:
     """The watcher threads and their open clients: stopping closes every channel, which ends the streams they
     block in (a thread left in a grpc stream can hold up the interpreter's exit)."""
@@ -41,7 +47,7 @@ class _Watchers:
     def __init__(self) -> None:
         self.stop = threading.Event()
         self._lock = threading.Lock()
-        self._clients: set[Any] = set()
+        self._clients: set[_Closing] = set()
         self._threads: list[threading.Thread] = []
 
     def start(self, args: argparse.Namespace, board: NodeBoard, first: threading.Event) -> None:
@@ -50,11 +56,11 @@ class _Watchers:
         self._threads.append(t)
         t.start()
 
-    def opened(self, client: Any) -> None:
+    def opened(self, client: _Closing) -> None:
         with self._lock:
             self._clients.add(client)
 
-    def closed(self, client: Any) -> None:
+    def closed(self, client: _Closing) -> None:
         with self._lock:
             self._clients.discard(client)
 
@@ -106,7 +112,7 @@ def _watch(args: argparse.Namespace, board: NodeBoard, watchers: _Watchers, firs
         stop.wait(RETRY_S)
 
 
-def _render(boards: list[NodeBoard]) -> Any:
+def _render(boards: list[NodeBoard]) -> RenderableType:
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table

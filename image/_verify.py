@@ -76,7 +76,7 @@ class VerifiedImage(InstallableImage):
         for name, value in fields.items():
             object.__setattr__(self, name, value)
 
-    def __setattr__(self, name: str, value: Any) -> NoReturn:
+    def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError(f"VerifiedImage is immutable; cannot set {name}")
 
     def __delattr__(self, name: str) -> NoReturn:
@@ -93,7 +93,7 @@ class VerifiedImage(InstallableImage):
         """The image's identity: its payload SHA-256, hex."""
         return self.payload_sha256.hex()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"verified": True, "path": str(self.path), "image_size": self.image_size, **self.manifest.to_dict()}
 
 
@@ -110,7 +110,7 @@ class ImageInfo:
     problems: tuple[str, ...] = field(default=())
     verified: Literal[False] = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "verified": False,
             "warning": "UNVERIFIED: read without checking the signature or the payload digest",
@@ -124,7 +124,7 @@ class ImageInfo:
         }
 
 
-def _bad(path: Path, reason: str, **details: Any) -> BadImage:
+def _bad(path: Path, reason: str, **details: object) -> BadImage:
     return BadImage(f"image {path} refused: {reason}", path=str(path), **details)
 
 

@@ -18,7 +18,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import config
@@ -33,7 +32,7 @@ from errors import (
     TransitionRejected,
     Unavailable,
 )
-from events import WITNESS_PREFIX, Actor, Kind, Published
+from events import WITNESS_PREFIX, Actor, Event, Kind, Published
 from storage import EtcdClient
 
 from ._etcd_args import CLIENT_PORT, EtcdFiles, client_url
@@ -110,7 +109,7 @@ def settings_for(cfg: config.MachineConfig | None, *, ephemeral: Path, listen: s
 class EtcdNode:
     """Holds the node's etcd service between its start and its stop; answers the API's etcd actions."""
 
-    def __init__(self, emit: Callable[[str, dict[str, Any]], None], settings: Callable[[], EtcdSettings]) -> None:
+    def __init__(self, emit: Callable[[str, dict[str, object]], None], settings: Callable[[], EtcdSettings]) -> None:
         self._emit = emit
         self._settings = settings
         self.service: EtcdService | None = None
@@ -125,7 +124,7 @@ class EtcdNode:
 
     # -- the upgrade lock -----------------------------------------------------------------------------------------
     async def before_going_down(self, what: str, actor: Actor, request_seq: int,
-                                record: Callable[[str, dict[str, Any], Actor], Awaitable[Any]], *,
+                                record: Callable[[str, dict[str, object], Actor], Awaitable[Event]], *,
                                 lock: bool) -> None:
         """The checks before a request takes this node down: with ``lock`` (an upgrade), the upgrade lock first, as
         Talos takes it around its pre-checks, so that while another node upgrades the refusal names it (``Locked``)
@@ -162,7 +161,7 @@ class EtcdNode:
         return True
 
     async def take_upgrade_lock(self, actor: Actor, request_seq: int,
-                                record: Callable[[str, dict[str, Any], Actor], Awaitable[Any]]) -> bool:
+                                record: Callable[[str, dict[str, object], Actor], Awaitable[Event]]) -> bool:
         """Before a controlplane node upgrades: take ``/graven/locks/upgrade`` under a lease of
         ``UPGRADE_LOCK_TTL`` seconds, so that two controlplane nodes never upgrade at once. Held by another node:
         refused (``Locked``, recorded) naming the holder. Released by this node once its etcd is healthy again
@@ -227,8 +226,8 @@ class EtcdNode:
             raise TransitionRejected("etcd has not started on this node yet (it starts at boot)")
         return self.service
 
-    async def action(self, action: str, args: dict[str, Any], actor: Actor, *, manage: bool,
-                     record: Callable[[str, dict[str, Any], Actor], Awaitable[Any]]) -> dict[str, Any]:
+    async def action(self, action: str, args: dict[str, object], actor: Actor, *, manage: bool,
+                     record: Callable[[str, dict[str, object], Actor], Awaitable[Event]]) -> dict[str, object]:
         """``gravenctl bootstrap`` and ``gravenctl etcd ...``; a management action is recorded (``record``, the
         sequencer's), and so is its refusal with the reason."""
         if not manage:
@@ -261,7 +260,7 @@ class EtcdNode:
             raise
 
     async def check_quorum(self, what: str, actor: Actor, request_seq: int,
-                           record: Callable[[str, dict[str, Any], Actor], Awaitable[Any]]) -> None:
+                           record: Callable[[str, dict[str, object], Actor], Awaitable[Event]]) -> None:
         """Refuse (``QuorumAtRisk``, recorded with the reason) a request that takes this node down when the voting
         members that would stay up and healthy are fewer than a quorum."""
         svc = self.service
@@ -278,12 +277,12 @@ class EtcdNode:
                                         "code": problem.code.name, **problem.details}, actor)
         raise problem
 
-    async def query(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def query(self, action: str, args: dict[str, object]) -> dict[str, object]:
         svc = self._svc()
         if action == "members":
             return {"members": [m.to_dict() for m in await svc.members()]}
         if action == "status":
-            out: dict[str, Any] = {"service": svc.describe()}
+            out: dict[str, object] = {"service": svc.describe()}
             if svc.describe()["pid"] is not None:
                 async with svc.local_client() as c:
                     out["status"] = (await c.status(svc.s.client_url)).to_dict()
@@ -301,11 +300,11 @@ class EtcdNode:
         if svc.describe()["pid"] is None:
             raise Unavailable(f"etcd is not running on this node ({svc.state}: {svc.reason})", state=svc.state)
 
-    async def manage(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def manage(self, action: str, args: dict[str, object]) -> dict[str, object]:
         svc = self._svc()
         if action == "bootstrap":
             recover = args.get("recover_from")
-            return await svc.bootstrap(Path(recover) if recover else None)
+            return await svc.bootstrap(Path(str(recover)) if recover else None)
         if action == "leave":
             return await svc.leave()
         if action == "remove-member":
@@ -320,7 +319,7 @@ class EtcdNode:
             return {"published": pub.origin}
         raise InvalidRequest(f"unknown etcd action {action!r} (actions: {', '.join(MANAGE)})", action=action)
 
-    async def _remove(self, svc: EtcdService, args: dict[str, Any]) -> dict[str, Any]:
+    async def _remove(self, svc: EtcdService, args: dict[str, object]) -> dict[str, object]:
         raw = str(args.get("member_id", ""))
         try:
             member_id = int(raw, 16)
@@ -335,7 +334,7 @@ class EtcdNode:
             left = await c.member_remove(member_id)
         return {"removed": f"{member_id:016x}", "members": [m.to_dict() for m in left]}
 
-    async def _forfeit(self, svc: EtcdService) -> dict[str, Any]:
+    async def _forfeit(self, svc: EtcdService) -> dict[str, object]:
         async with svc.local_client() as c:
             st = await c.status(svc.s.client_url)
             if st.leader != st.member_id:
@@ -392,7 +391,7 @@ async def _quorum_problem(svc: EtcdService, what: str) -> QuorumAtRisk | None:
                         down=down, voting=len(voters), needed=needed)
 
 
-def _holder(value: bytes) -> dict[str, Any]:
+def _holder(value: bytes) -> dict[str, object]:
     try:
         out = json.loads(value)
     except ValueError:

@@ -23,10 +23,9 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from api import EtcdCA
 from errors import GravenError, InvalidRequest, TransitionRejected, Unavailable
@@ -93,7 +92,7 @@ class _Proc:
 class EtcdService:
     """One node's etcd. Create and use it on the agent's event loop."""
 
-    def __init__(self, settings: EtcdSettings, emit: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(self, settings: EtcdSettings, emit: Callable[[str, dict[str, object]], None]) -> None:
         self.s = settings
         self._emit = emit
         self.state = "stopped"  # waiting | starting | running | failed | stopped
@@ -117,7 +116,7 @@ class EtcdService:
             self._waiting_for = key
             self._emit(Kind.ETCD_WAITING, {"for": what, "reason": reason})
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
@@ -248,7 +247,7 @@ class EtcdService:
             await asyncio.sleep(0.1)
 
     # -- bootstrap and join --------------------------------------------------------------------------------------
-    async def bootstrap(self, recover_from: Path | None = None) -> dict[str, Any]:
+    async def bootstrap(self, recover_from: Path | None = None) -> dict[str, object]:
         """Make this node a new one-member cluster, from a snapshot when ``recover_from`` is given; refused at once
         with the reason when it cannot be."""
         async with self._lock:
@@ -266,7 +265,8 @@ class EtcdService:
             await self._launch("new", {self.s.name: [self.s.peer_url]},
                                why="bootstrap" if digest is None else "bootstrap from a snapshot")
         await self.wait_healthy(30)
-        out = {"member_id": f"{self.member_id:016x}", "name": self.s.name, "client_url": self.s.client_url}
+        out: dict[str, object] = {"member_id": f"{self.member_id:016x}", "name": self.s.name,
+                                  "client_url": self.s.client_url}
         if digest is not None:
             out["recovered_from"] = digest
         self._emit(Kind.ETCD_BOOTSTRAPPED, out)
@@ -352,7 +352,7 @@ class EtcdService:
             await asyncio.sleep(0.5)
 
     # -- queries and management ----------------------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         return {"name": self.s.name, "state": self.state, "reason": self.reason, "healthy": self.healthy,
                 "member_id": f"{self.member_id:016x}", "client_url": self.s.client_url, "peer_url": self.s.peer_url,
                 "pid": self._proc.proc.pid if self._proc else None}
@@ -366,7 +366,7 @@ class EtcdService:
         async with self.local_client() as c:
             return await c.members()
 
-    async def leave(self, retry_for: float = 60.0) -> dict[str, Any]:
+    async def leave(self, retry_for: float = 60.0) -> dict[str, object]:
         """Remove this member from the cluster (retried for ``retry_for`` seconds while the cluster is briefly
         unhealthy), stop etcd and empty its data folder."""
         self._need_running()

@@ -41,7 +41,7 @@ class _Failure(Exception):
         super().__init__(error.message)
         self.interface, self.op, self.target, self.error = interface, op, target, error
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"interface": self.interface, "op": self.op, "target": self.target, "error": self.error.message,
                 "code": self.error.code.name, "errno": self.error.details.get("errno")}
 
@@ -85,7 +85,7 @@ class _Link:
     mac: str | None
     kind: str | None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"index": self.index, "interface": self.name, "up": self.up, "mtu": self.mtu,
                 "operstate": self.operstate, "mac": self.mac, "kind": self.kind}
 
@@ -116,7 +116,7 @@ class _Route:
     scope: int
     type: int
 
-    def plain(self) -> dict[str, Any]:
+    def plain(self) -> dict[str, object]:
         return {"network": self.dst, "gateway": self.gateway, "metric": self.metric}
 
 
@@ -130,7 +130,7 @@ class _Live:
         return {link.index: name for name, link in self.links.items()}
 
 
-def _dump(ipr: Any) -> _Live:
+def _dump(ipr: Any) -> _Live:  # pyroute2 has no types
     links: dict[str, _Link] = {}
     for msg in ipr.link("dump"):
         name = msg.get_attr("IFLA_IFNAME")

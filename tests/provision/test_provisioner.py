@@ -56,3 +56,19 @@ def test_without_a_preference_the_default_is_container(monkeypatch: pytest.Monke
     lines, say = _said()
     assert choose_provisioner(None, "sandbox", say, problem=lambda: "container machines need root") == "process"
     assert "need root" in lines[0] and "--provisioner process" in lines[0]
+
+
+def test_a_vm_config_names_its_own_address():
+    """A VM's agent listens on 0.0.0.0, so only its config puts its address among its certificate's names; a
+    worker's cluster endpoint names the controlplane node, whose address alone would leave the worker unreachable."""
+    import config
+    from api._pki import ClusterSecrets
+    from provision._cluster import _vm_network
+
+    s = ClusterSecrets.generate("q")
+    cfg = config.default_config("q", "https://198.19.1.2:50000", s.ca_crt_pem, s.ca_key_pem, [s.image_pub_pem],
+                                machine_type="worker", install_disk="/dev/vda")
+    cfg = _vm_network(cfg, "198.19.1.3/24")
+    assert cfg.machine.cert_sans[:2] == ("198.19.1.3", "198.19.1.2")
+    assert [(i.interface, i.addresses) for i in cfg.machine.network.interfaces] == [("eth0", ("198.19.1.3/24",))]
+    assert config.validate(config.dump_yaml(cfg)).ok

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Protocol
 
 import grpc
 
@@ -14,7 +14,28 @@ __all__ = ["CallObserver", "served_methods"]
 Observe = Callable[[str, str, float], None]  # method, status code name, seconds
 
 
-def _code(context: Any, failed: BaseException | None) -> str:
+class _Coded(Protocol):
+    """What the observer reads of a servicer context: the status code the call ended with."""
+
+    def code(self) -> object: ...
+
+
+class _Handler(Protocol):
+    """grpc's ``RpcMethodHandler`` (grpc ships no types): one behaviour is set, for the call's cardinality."""
+
+    request_deserializer: Callable[[bytes], object] | None
+    response_serializer: Callable[[object], bytes] | None
+    unary_unary: Unary | None
+    stream_unary: Unary | None
+    unary_stream: Streaming | None
+    stream_stream: Streaming | None
+
+
+Unary = Callable[[object, _Coded], Awaitable[object]]
+Streaming = Callable[[object, _Coded], AsyncIterator[object]]
+
+
+def _code(context: _Coded, failed: BaseException | None) -> str:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
@@ -37,8 +58,8 @@ class CallObserver(grpc.aio.ServerInterceptor):
         self._observe = observe
         self._known = served_methods()
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-                                handler_call_details: grpc.HandlerCallDetails) -> Any:
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+                                handler_call_details: grpc.HandlerCallDetails) -> object:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -46,8 +67,8 @@ class CallObserver(grpc.aio.ServerInterceptor):
         method = method if method in self._known else "other"
         observe = self._observe
 
-        def unary(behavior: Any) -> Any:
-            async def timed(request: Any, context: Any) -> Any:
+        def unary(behavior: Unary) -> Unary:
+            async def timed(request: object, context: _Coded) -> object:
                 start, failed = time.perf_counter(), None
                 try:
                     return await behavior(request, context)
@@ -58,8 +79,8 @@ class CallObserver(grpc.aio.ServerInterceptor):
                     observe(method, _code(context, failed), time.perf_counter() - start)
             return timed
 
-        def streaming(behavior: Any) -> Any:
-            async def timed(request: Any, context: Any) -> AsyncIterator[Any]:
+        def streaming(behavior: Streaming) -> Streaming:
+            async def timed(request: object, context: _Coded) -> AsyncIterator[object]:
                 start, failed = time.perf_counter(), None
                 try:
                     async for item in behavior(request, context):

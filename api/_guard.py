@@ -12,23 +12,38 @@ import asyncio
 import functools
 import logging
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 import grpc
 from google.protobuf import descriptor, message, unknown_fields
 
 from config.limits import LIMITS, Limits
 from errors import GravenError, InvalidRequest, InvariantViolation, LimitExceeded
+from events import Actor
 
 from ._memory import BIG_REQUEST, trim
 
-__all__ = ["Undecodable", "add_service", "check_request", "decoder", "guarded", "guarded_stream"]
+__all__ = ["Ctx", "Undecodable", "add_service", "check_request", "decoder", "guarded", "guarded_stream"]
 
 log = logging.getLogger("graven.api")
 
 # Fields whose strings are not short names: the config document, upload chunks, the upgrade URL, JSON arguments.
 _LONG_FIELDS = {"data", "chunk", "url", "args_json", "json"}
+
+
+class Ctx(Protocol):
+    """What the handlers use of grpc.aio's servicer context (grpc ships no types of its own)."""
+
+    def auth_context(self) -> Mapping[str, Sequence[bytes]]: ...
+
+    async def abort_with_status(self, status: grpc.Status) -> None: ...
+
+
+class Authorizing(Protocol):
+    """The servicer as the guard sees it: it names the caller of a method, or refuses it."""
+
+    async def authorize(self, method: str, context: Ctx) -> Actor: ...
 
 
 class Undecodable:
@@ -44,11 +59,11 @@ class Undecodable:
                               message_type=self.type_name, size=self.size)
 
 
-def decoder(cls: type[message.Message]) -> Callable[[bytes], Any]:
+def decoder(cls: type[message.Message]) -> Callable[[bytes], message.Message | Undecodable]:
     """``cls.FromString`` that never raises: an undecodable body becomes ``Undecodable``."""
     name = cls.DESCRIPTOR.full_name
 
-    def decode(data: bytes) -> Any:
+    def decode(data: bytes) -> message.Message | Undecodable:
         try:
             msg = cls.FromString(data)
         except Exception as exc:  # DecodeError, or whatever the C decoder raises on garbage
@@ -88,10 +103,12 @@ def check_request(msg: message.Message, limits: Limits = LIMITS) -> None:
                                     max=limits.name_bytes, field=where)
 
 
-def first_problem(request: Any) -> GravenError | None:
+def first_problem(request: object) -> GravenError | None:
     """Why a decoded request is refused before its handler runs, if it is."""
     if isinstance(request, Undecodable):
         return request.error()
+    if not isinstance(request, message.Message):
+        return None
     try:
         check_request(request)
     except GravenError as exc:
@@ -107,7 +124,8 @@ def internal(method: str, exc: BaseException) -> InvariantViolation:
 
 
 T = TypeVar("T")
-Abort = Callable[[Any, GravenError], Awaitable[None]]
+M = TypeVar("M")
+Abort = Callable[[Ctx, GravenError], Awaitable[None]]
 
 
 _STREAMED = {"Upgrade", "EtcdRecover"}
@@ -143,9 +161,8 @@ def guarded(method: str, abort: Abort) -> Callable[[Callable[..., Awaitable[T]]]
 
     def wrap(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         @functools.wraps(fn)
-        async def handler(self: Any, request: Any, context: Any) -> T:
-            big = method in _STREAMED or (not isinstance(request, AsyncIterator | Undecodable)
-                                          and request.ByteSize() >= BIG_REQUEST)
+        async def handler(self: Authorizing, request: object, context: Ctx) -> T:
+            big = method in _STREAMED or (isinstance(request, message.Message) and request.ByteSize() >= BIG_REQUEST)
             try:
                 actor = await self.authorize(method, context)
                 problem = None if isinstance(request, AsyncIterator) else first_problem(request)
@@ -175,7 +192,7 @@ def guarded_stream(method: str, abort: Abort
 
     def wrap(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterator[T]]:
         @functools.wraps(fn)
-        async def handler(self: Any, request: Any, context: Any) -> AsyncIterator[T]:
+        async def handler(self: Authorizing, request: object, context: Ctx) -> AsyncIterator[T]:
             try:
                 actor = await self.authorize(method, context)
                 problem = first_problem(request)
@@ -197,7 +214,7 @@ def guarded_stream(method: str, abort: Abort
     return wrap
 
 
-async def checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def checked_stream(requests: AsyncIterator[M]) -> AsyncIterator[M]:
     """A client-streaming request's messages, each refused like a unary request's."""
     async for msg in requests:
         problem = first_problem(msg)
@@ -206,18 +223,23 @@ async def checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield msg
 
 
-def shielded(fn: Callable[..., Any], streaming: bool, abort: Abort) -> Callable[..., Any]:
+def shielded_stream(fn: Callable[[object, Ctx], AsyncIterator[object]], abort: Abort
+                    ) -> Callable[[object, Ctx], AsyncIterator[object]]:
+    """Another library's streaming handler (health's Watch) behind the same decoder: an undecodable body is refused
+    here."""
+    async def stream(request: object, context: Ctx) -> AsyncIterator[object]:
+        if isinstance(request, Undecodable):
+            await abort(context, request.error())
+        async for item in fn(request, context):
+            yield item
+
+    return stream
+
+
+def shielded(fn: Callable[[object, Ctx], Awaitable[object]], abort: Abort
+             ) -> Callable[[object, Ctx], Awaitable[object]]:
     """Another library's handler (health) behind the same decoder: an undecodable body is refused here."""
-    if streaming:
-        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            if isinstance(request, Undecodable):
-                await abort(context, request.error())
-            async for item in fn(request, context):
-                yield item
-
-        return stream
-
-    async def unary(request: Any, context: Any) -> Any:
+    async def unary(request: object, context: Ctx) -> object:
         if isinstance(request, Undecodable):
             await abort(context, request.error())
         return await fn(request, context)
@@ -225,7 +247,7 @@ def shielded(fn: Callable[..., Any], streaming: bool, abort: Abort) -> Callable[
     return unary
 
 
-def add_service(servicer: Any, server: grpc.aio.Server, service: descriptor.ServiceDescriptor,
+def add_service(servicer: object, server: grpc.aio.Server, service: descriptor.ServiceDescriptor,
                 classes: Callable[[descriptor.Descriptor], type[message.Message]], abort: Abort | None = None) -> None:
     """Register ``servicer``'s methods for ``service`` with decoders that never raise; with ``abort``, the
     servicer is another library's and its methods are ``shielded``."""
@@ -239,7 +261,7 @@ def add_service(servicer: Any, server: grpc.aio.Server, service: descriptor.Serv
                 (True, True): grpc.stream_stream_rpc_method_handler}[(m.client_streaming, m.server_streaming)]
         fn = getattr(servicer, m.name)
         if abort is not None:
-            fn = shielded(fn, m.server_streaming, abort)
+            fn = shielded_stream(fn, abort) if m.server_streaming else shielded(fn, abort)
         handlers[m.name] = kind(fn, request_deserializer=decoder(classes(m.input_type)),
                                 response_serializer=classes(m.output_type).SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

@@ -10,7 +10,6 @@ import ctypes
 import ctypes.util
 import functools
 import os
-from typing import Any
 
 __all__ = ["BIG_REQUEST", "rss_bytes", "trim", "trim_when_grown", "tune_allocator"]
 
@@ -19,7 +18,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
 
 @functools.cache
-def _libc() -> Any:
+def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     try:
         lib = ctypes.CDLL(name) if name else None

@@ -14,14 +14,15 @@ import functools
 import io
 import json
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 import msgspec
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from google.protobuf import descriptor, message
 from grpc_health.v1 import health, health_pb2
 
 from config import ApplyMode
@@ -45,7 +46,7 @@ from service import (
 )
 
 from ._calls import CallObserver, Observe
-from ._guard import add_service, checked_stream, guarded, guarded_stream
+from ._guard import Ctx, add_service, checked_stream, guarded, guarded_stream
 from ._memory import trim_when_grown
 from ._pb import machine_pb2 as pb
 from ._pb import machine_pb2_grpc as pb_grpc
@@ -114,14 +115,6 @@ class LogSource(Protocol):
     def read(self, service: str, start: int, limit: int = 500) -> list[tuple[int, bytes]]: ...
 
     def wait_for(self, service: str, position: int, timeout: float) -> bool: ...
-
-
-class Ctx(Protocol):
-    """What the handlers use of grpc.aio's servicer context (grpc ships no types of its own)."""
-
-    def auth_context(self) -> Mapping[str, Sequence[bytes]]: ...
-
-    async def abort_with_status(self, status: grpc.Status) -> None: ...
 
 
 Rows = list[dict[str, object]]  # a table's rows, sent as JSON
@@ -457,15 +450,19 @@ REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
+class _GenericHandler(Protocol):
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> object: ...
+
+
 class _LazyReflection:  # a grpc.GenericRpcHandler: grpc asks only for its ``service`` method
     """Server reflection (what grpcurl asks), v1 and v1alpha, loaded by its first call: its descriptor modules
     would cost every agent at rest about 1 MiB, and most nodes are never asked."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self._names = tuple(names)
-        self._handlers: dict[str, Any] = {}
+        self._handlers: dict[str, _GenericHandler] = {}
 
-    def service(self, handler_call_details: Any) -> Any:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> object:
         method = handler_call_details.method
         name = next((n for n in (REFLECTION_V1, REFLECTION) if method.startswith(f"/{n}/")), None)
         if name is None:
@@ -482,8 +479,11 @@ class _LazyReflection:  # a grpc.GenericRpcHandler: grpc asks only for its ``ser
         return self._handlers[name].service(handler_call_details)
 
 
-def _message_class(desc: Any) -> Any:
-    return getattr(pb, desc.name)
+def _message_class(desc: descriptor.Descriptor) -> type[message.Message]:
+    cls = getattr(pb, desc.name)
+    if not (isinstance(cls, type) and issubclass(cls, message.Message)):
+        raise TypeError(f"machine_pb2.{desc.name} is not a message class")
+    return cls
 
 
 _trimmer: asyncio.Task[None] | None = None

@@ -10,10 +10,12 @@ import tempfile
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from config.limits import LIMITS, Limits
 from errors import DiskFull, InvalidRequest, LimitExceeded, TooLarge
+
+from ._pb import machine_pb2 as pb
 
 __all__ = ["Upload", "check_url"]
 
@@ -42,7 +44,7 @@ class Upload:
         self.size = 0
         self.declared = 0
 
-    async def receive(self, messages: AsyncIterator[Any]) -> None:
+    async def receive(self, messages: AsyncIterator[pb.UpgradeRequest]) -> None:
         with contextlib.ExitStack() as stack:
             f: IO[bytes] | None = None
             async for msg in messages:

@@ -25,6 +25,8 @@ if typing.TYPE_CHECKING:
     from ._pki import gen_etcd_client as gen_etcd_client
     from ._pki import issue_client_certificate as issue_client_certificate
     from ._pki import issue_server_certificate as issue_server_certificate
+    from ._replies import StatusInfo as StatusInfo
+    from ._replies import VersionInfo as VersionInfo
     from ._server import Server as Server
     from ._tls import MaintenanceCredentials as MaintenanceCredentials
     from ._tls import ServingCredentials as ServingCredentials
@@ -41,6 +43,8 @@ _LAZY: dict[str, str] = {
     "MaintenanceCredentials": "_tls",
     "Server": "_server",
     "ServingCredentials": "_tls",
+    "StatusInfo": "_replies",
+    "VersionInfo": "_replies",
     "atomic_write": "_clientconfig",
     "check_roles": "_pki",
     "client_version": "_client",
@@ -77,6 +81,8 @@ __all__ = [
     "MaintenanceCredentials",
     "Server",
     "ServingCredentials",
+    "StatusInfo",
+    "VersionInfo",
     "atomic_write",
     "check_roles",
     "client_version",

@@ -52,6 +52,7 @@ from ._client_tls import cert_names, probe_tls
 from ._clientconfig import Context, endpoint_target, split_endpoint
 from ._pb import machine_pb2 as pb
 from ._pb import machine_pb2_grpc as pb_grpc
+from ._replies import Applied, ConfigDocument, FallbackInfo, SequenceInfo, StatusInfo, VersionInfo
 
 __all__ = [
     "CHUNK_SIZE",
@@ -69,7 +70,7 @@ CHUNK_SIZE = 1 << 20
 MAX_MESSAGE = 64 << 20
 _BACKOFF_MIN, _BACKOFF_MAX = 0.2, 2.0
 
-_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+_CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.keepalive_time_ms", 30_000),  # notice a node that vanished without closing the connection
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
@@ -108,7 +109,7 @@ class Accepted:
     actor: str
     roles: tuple[str, ...]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -168,7 +169,7 @@ def map_rpc_error(exc: grpc.RpcError, node: str, method: str,
     detail = error_detail(exc)
     if detail is not None:
         try:
-            details: Any = json.loads(detail.details_json) if detail.details_json else {}
+            details: object = json.loads(detail.details_json) if detail.details_json else {}
         except ValueError:
             details = {"details": detail.details_json}
         if not isinstance(details, dict):
@@ -290,18 +291,18 @@ class GravenClient:
         return Accepted(self.endpoint, resp.sequence, resp.seq, resp.actor.id, tuple(resp.actor.roles))
 
     # -- reads -----------------------------------------------------------------------------------------
-    def version(self) -> dict[str, Any]:
+    def version(self) -> VersionInfo:
         r = self._unary("Version", pb.Empty())
         return {"version": r.version, "image_digest": r.image_digest, "slot": r.slot, "boot_id": r.boot_id,
                 "node": r.node, "kernel": r.kernel, "os_image": r.os_image, "provisioner": r.provisioner}
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusInfo:
         r = self._unary("MachineStatus", pb.Empty())
-        seq = None
+        seq: SequenceInfo | None = None
         if r.HasField("sequence"):
             seq = {"name": r.sequence.name, "actor": {"id": r.sequence.actor.id, "roles": list(r.sequence.actor.roles)},
                    "started_seq": r.sequence.started_seq}
-        fallback = None
+        fallback: FallbackInfo | None = None
         if r.HasField("last_fallback"):
             f = r.last_fallback
             fallback = {"slot": f.from_slot, "from_slot": f.from_slot, "to_slot": f.to_slot, "reason": f.reason,
@@ -310,12 +311,14 @@ class GravenClient:
             details = json.loads(r.details_json) if r.details_json else {}
         except ValueError:
             details = {"raw": r.details_json}
+        if not isinstance(details, dict):
+            details = {"raw": details}
         return {"node": r.node, "stage": r.stage, "ready": r.ready, "slot": r.slot, "version": r.version,
                 "sequence": seq, "last_fallback": fallback, "boot_id": r.boot_id, "log_next_seq": r.log_next_seq,
                 "config_digest": r.config_digest or None, "staged_config_digest": r.staged_config_digest or None,
                 "details": details}
 
-    def get_configuration(self) -> dict[str, Any]:
+    def get_configuration(self) -> ConfigDocument:
         r = self._unary("GetConfiguration", pb.Empty())
         return {"data": r.data.decode("utf-8", "replace"), "digest": r.digest, "redacted": r.redacted}
 
@@ -334,7 +337,7 @@ class GravenClient:
 
     # -- changes ---------------------------------------------------------------------------------------
     def apply_configuration(self, data: bytes, *, mode: str = "auto", dry_run: bool = False,
-                            try_timeout: float | None = None) -> dict[str, Any]:
+                            try_timeout: float | None = None) -> Applied:
         if mode not in MODES:
             raise InvalidRequest(f"unknown apply mode {mode!r} (modes: {', '.join(MODES)})")
         req = pb.ApplyConfigurationRequest(data=data, mode=MODES[mode], dry_run=dry_run,
@@ -344,6 +347,8 @@ class GravenClient:
             diff = json.loads(r.diff_json) if r.diff_json else []
         except ValueError:
             diff = [{"raw": r.diff_json}]
+        if not isinstance(diff, list):
+            diff = [diff]
         return {"node": self.endpoint, "mode": _MODE_NAMES.get(r.mode, str(r.mode)), "dry_run": dry_run,
                 "diff": diff, "digest": r.digest, "seq": r.seq if not dry_run else None,
                 "reboot_required": r.reboot_required, "warnings": list(r.warnings)}

@@ -9,6 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from api import StatusInfo
 from events import Event
 
 __all__ = ["NodeBoard"]
@@ -34,7 +35,7 @@ class NodeBoard:
     last_fallback: str | None = None
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT))
 
-    def status(self, st: dict[str, Any]) -> None:
+    def status(self, st: StatusInfo) -> None:
         """A MachineStatus answer: taken once per (re)connection, the stream does the rest."""
         self.link, self.error = "online", ""
         self.stage, self.ready = str(st.get("stage") or "?"), bool(st.get("ready"))

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from api import GravenClient
+from api import GravenClient, StatusInfo, VersionInfo
 from errors import GravenError, InvalidRequest, NotFound
 
 from ._output import print_json, table
@@ -33,14 +33,14 @@ def _image_version(source: str) -> str | None:
         raise NotFound(f"{source}: cannot read the image: {exc.strerror}", path=source) from None
 
 
-def _version_cell(v: dict[str, Any] | None) -> str | None:
+def _version_cell(v: VersionInfo | None) -> str | None:
     return f"{v['version']} ({v['slot'] or '-'})" if v else None
 
 
-def _settled(client: GravenClient, deadline: float, boot_not: str | None) -> dict[str, Any] | None:
+def _settled(client: GravenClient, deadline: float, boot_not: str | None) -> StatusInfo | None:
     """The node's status once it is Running and ready (its boot committed) in a boot other than ``boot_not``,
     or its last status (None if unreachable) at ``deadline``."""
-    last: dict[str, Any] | None = None
+    last: StatusInfo | None = None
     while True:
         try:
             last = client.status()
@@ -77,7 +77,7 @@ def _rolling_upgrade(args: argparse.Namespace) -> int:
         started = time.monotonic()
         deadline = started + args.timeout
         say = functools.partial(progress.line, node)
-        before: dict[str, Any] = {}
+        before: VersionInfo | None = None
         try:
             with connect(args, node) as client:
                 before = client.version()
@@ -102,7 +102,7 @@ def _rolling_upgrade(args: argparse.Namespace) -> int:
                 else f"it runs {st['version']}, not {want}"
             row.update(outcome="failed", message=f"{outcome.message}; but {why}")
         elif "fell back" in outcome.message or (st is not None and st.get("last_fallback") is not None
-                                                 and st["version"] == before.get("version")):
+                                                 and before is not None and st["version"] == before["version"]):
             fb = st.get("last_fallback") if st else None
             row.update(outcome="fell back", message=outcome.message
                        + (f"; now {'Running' if st and st['ready'] else 'booting'} on {row['after']}"

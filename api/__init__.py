@@ -25,6 +25,8 @@ if typing.TYPE_CHECKING:
     from ._pki import gen_etcd_client as gen_etcd_client
     from ._pki import issue_client_certificate as issue_client_certificate
     from ._pki import issue_server_certificate as issue_server_certificate
+    from ._replies import Applied as Applied
+    from ._replies import SequenceInfo as SequenceInfo
     from ._replies import StatusInfo as StatusInfo
     from ._replies import VersionInfo as VersionInfo
     from ._server import Server as Server
@@ -43,6 +45,8 @@ _LAZY: dict[str, str] = {
     "MaintenanceCredentials": "_tls",
     "Server": "_server",
     "ServingCredentials": "_tls",
+    "Applied": "_replies",
+    "SequenceInfo": "_replies",
     "StatusInfo": "_replies",
     "VersionInfo": "_replies",
     "atomic_write": "_clientconfig",
@@ -73,12 +77,14 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "DEFAULT_TIMEOUT",
     "Accepted",
+    "Applied",
     "ClientConfig",
     "ClusterSecrets",
     "Context",
     "EtcdCA",
     "GravenClient",
     "MaintenanceCredentials",
+    "SequenceInfo",
     "Server",
     "ServingCredentials",
     "StatusInfo",

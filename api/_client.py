@@ -347,8 +347,7 @@ class GravenClient:
             diff = json.loads(r.diff_json) if r.diff_json else []
         except ValueError:
             diff = [{"raw": r.diff_json}]
-        if not isinstance(diff, list):
-            diff = [diff]
+        diff = [c if isinstance(c, dict) else {"raw": c} for c in (diff if isinstance(diff, list) else [diff])]
         return {"node": self.endpoint, "mode": _MODE_NAMES.get(r.mode, str(r.mode)), "dry_run": dry_run,
                 "diff": diff, "digest": r.digest, "seq": r.seq if not dry_run else None,
                 "reboot_required": r.reboot_required, "warnings": list(r.warnings)}

@@ -62,7 +62,7 @@ class Applied(TypedDict):
     node: str
     mode: str
     dry_run: bool
-    diff: list[object]
+    diff: list[dict[str, object]]
     digest: str
     seq: int | None
     reboot_required: bool

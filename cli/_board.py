@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from api import StatusInfo
 from events import Event
@@ -92,7 +91,7 @@ class NodeBoard:
                 "log": f"{self.next_seq} events"}
 
 
-def _brief(kind: str, p: dict[str, Any]) -> str:
+def _brief(kind: str, p: dict[str, object]) -> str:
     keys = {"fsm.transition": ("src", "dst"), "phase.started": ("phase",), "sequence.started": ("sequence",),
             "sequence.failed": ("sequence", "error"), "boot.fallback": ("reason",), "config.applied": ("mode",),
             "api.request": ("method",), "api.denied": ("method", "subject"), "task.failed": ("task", "error")}

@@ -15,14 +15,24 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 import config
-from api import Accepted, ClientConfig, Context, GravenClient, check_roles, client_version
+from api import (
+    Accepted,
+    Applied,
+    ClientConfig,
+    Context,
+    GravenClient,
+    SequenceInfo,
+    StatusInfo,
+    check_roles,
+    client_version,
+)
 from errors import GravenError, InvalidConfig, InvalidRequest, NotFound
 
 from . import _contexts, _gen, _resources
@@ -215,7 +225,7 @@ def _version(args: argparse.Namespace) -> int:
                  lambda n, r: {"node": n, "client": {"version": mine}, "server": r})
 
 
-def _sequence_cell(seq: dict[str, Any] | None) -> str | None:
+def _sequence_cell(seq: SequenceInfo | None) -> str | None:
     if not seq:
         return None
     roles = ",".join(seq["actor"]["roles"])
@@ -225,7 +235,7 @@ def _sequence_cell(seq: dict[str, Any] | None) -> str | None:
 def _status(args: argparse.Namespace) -> int:
     results = _on_nodes(args, lambda c: c.status())
 
-    def row(n: str, r: dict[str, Any]) -> dict[str, Any]:
+    def row(n: str, r: StatusInfo) -> dict[str, object]:
         fb = r["last_fallback"]
         return {"node": n, "stage": r["stage"], "ready": "yes" if r["ready"] else "no", "slot": r["slot"] or None,
                 "version": r["version"], "sequence": _sequence_cell(r["sequence"]),
@@ -236,7 +246,7 @@ def _status(args: argparse.Namespace) -> int:
                  row, lambda n, r: {**r, "node": n, "drift": r["details"].get("drift")})
 
 
-def _drift_cell(details: dict[str, Any]) -> str | None:
+def _drift_cell(details: dict[str, object]) -> str | None:
     """``none``, or how many differences and the first of them; ``-`` where drift is not read (the sandbox)."""
     if details.get("drift_error"):
         return f"unknown: {details['drift_error']}"
@@ -245,8 +255,12 @@ def _drift_cell(details: dict[str, Any]) -> str | None:
         return None
     if not drift:
         return "none"
+    if not isinstance(drift, list):
+        return _cell(drift)
 
-    def one(d: dict[str, Any]) -> str:
+    def one(d: object) -> str:
+        if not isinstance(d, dict):
+            return _cell(d)
         where = f"{d['interface']} " if d.get("interface") else ""
         want, have = (("-" if v is None else _cell(v)) for v in (d.get("want"), d.get("have")))
         return f"{where}{d['kind']}: want {want}, have {have}"
@@ -338,9 +352,9 @@ def _apply(args: argparse.Namespace) -> int:
                  lambda n, r: {**r, "node": n})
 
 
-def _print_dry_run(results: list[tuple[str, Any]]) -> int:
+def _print_dry_run(results: Sequence[tuple[str, Applied | GravenError]]) -> int:
     several = len(results) > 1
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, object]] = []
     failed = False
     for node, r in results:
         if isinstance(r, GravenError):
@@ -420,12 +434,12 @@ def _lifecycle(args: argparse.Namespace, request: Callable[[GravenClient, _Progr
         return _emit(args, results, ("node", "sequence", "seq", "actor"),
                      lambda n, r: {**r[0].to_dict(), "node": n}, lambda n, r: r[0].to_dict())
 
-    def as_json(n: str, r: tuple[Accepted, Outcome, float]) -> dict[str, Any]:
-        return {**r[0].to_dict(), **r[1].to_dict(), "elapsed_s": round(r[2], 3)}
+    def as_json(n: str, r: tuple[Accepted, Outcome | None, float]) -> dict[str, object]:
+        return {**r[0].to_dict(), **(r[1].to_dict() if r[1] else {}), "elapsed_s": round(r[2], 3)}
 
     code = _emit(args, results, ("node", "sequence", "outcome", "elapsed", "message"),
-                 lambda n, r: {"node": n, "sequence": r[0].sequence, "outcome": "ok" if r[1].ok else "FAILED",
-                               "elapsed": f"{r[2]:.1f}s", "message": r[1].message}, as_json)
+                 lambda n, r: {"node": n, "sequence": r[0].sequence, "outcome": "ok" if r[1] and r[1].ok else "FAILED",
+                               "elapsed": f"{r[2]:.1f}s", "message": r[1].message if r[1] else ""}, as_json)
     return 1 if code or any(not (r[1] and r[1].ok) for _, r in results if not isinstance(r, GravenError)) else 0
 
 

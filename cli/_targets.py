@@ -6,8 +6,8 @@ import argparse
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from api import Accepted, GravenClient
 from errors import GravenError
@@ -19,6 +19,7 @@ from ._wait import Outcome, Waiter
 __all__ = ["wait_back", "wait_for"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 
@@ -53,8 +54,8 @@ def _on_nodes(args: argparse.Namespace, fn: Callable[[GravenClient], T]) -> list
     return results
 
 
-def _emit(args: argparse.Namespace, results: list[tuple[str, Any]], columns: Sequence[str],
-          row: Callable[[str, Any], dict[str, Any]], as_json: Callable[[str, Any], dict[str, Any]]) -> int:
+def _emit(args: argparse.Namespace, results: Sequence[tuple[str, R | GravenError]], columns: Sequence[str],
+          row: Callable[[str, R], Mapping[str, object]], as_json: Callable[[str, R], object]) -> int:
     failed = any(isinstance(r, GravenError) for _, r in results)
     if args.output == "json":
         items = [{"node": n, "error": r.to_dict()} if isinstance(r, GravenError) else as_json(n, r) for n, r in results]

@@ -102,7 +102,7 @@ class _Apply:
         self.failures: list[_Failure] = []
         self.notes: list[str] = []
 
-    def attempt(self, interface: str, op: str, target: str, fn: Callable[[], Any]) -> bool:
+    def attempt(self, interface: str, op: str, target: str, fn: Callable[[], object]) -> bool:
         try:
             with _netlink(interface, op, target):
                 fn()
@@ -115,11 +115,11 @@ class _Apply:
         self.failures.append(failure)
         self.emit(Kind.NETWORK_FAILED, failure.to_dict())
 
-    def changed(self, kind: str, payload: dict[str, Any]) -> None:
+    def changed(self, kind: str, payload: dict[str, object]) -> None:
         self.changes += 1
         self.emit(kind, payload)
 
-    def _link(self, name: str, change: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+    def _link(self, name: str, change: str, before: dict[str, object], after: dict[str, object]) -> None:
         self.changed(Kind.NETWORK_LINK, {"interface": name, "change": change, "before": before, "after": after})
 
     # -- 1. links ----------------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ class _Apply:
                 if any(w.matches(r, link.index) for r in current):
                     continue
                 dst, plen = w.dst.split("/")
-                spec: dict[str, Any] = {"dst": dst, "dst_len": int(plen), "family": w.family, "oif": link.index,
+                spec: dict[str, object] = {"dst": dst, "dst_len": int(plen), "family": w.family, "oif": link.index,
                                         "table": MAIN_TABLE, "proto": RTPROT_GRAVEN}
                 if w.gateway:
                     spec["gateway"] = w.gateway
@@ -285,7 +285,7 @@ class NetlinkNetwork:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    def _call(self, fn: Callable[..., T], *args: object) -> T:
         future = self._pool.submit(fn, *args)
         try:
             return future.result(timeout=CALL_TIMEOUT)
@@ -293,7 +293,7 @@ class NetlinkNetwork:
             raise TaskTimeout(f"netlink: no answer within {CALL_TIMEOUT:.0f}s", netns=self._netns) from None
 
     @contextlib.contextmanager
-    def _ipr(self) -> Iterator[Any]:
+    def _ipr(self) -> Iterator[Any]:  # pyroute2 has no types
         from pyroute2 import IPRoute
 
         with _netlink(self._netns or "netns", "open netlink socket", self._netns or ""):
@@ -306,7 +306,7 @@ class NetlinkNetwork:
     def _load_record(self) -> _Record:
         if self._record is None:
             path = _resolve(self._record_src)
-            data: dict[str, Any] = {}
+            data: dict[str, object] = {}
             if path is not None:
                 with contextlib.suppress(OSError, ValueError):
                     data = json.loads(path.read_text())
@@ -330,7 +330,7 @@ class NetlinkNetwork:
         self._call(self._set_resolvers, tuple(nameservers))
 
     # -- reads ------------------------------------------------------------------------------------------------
-    def read_state(self) -> dict[str, list[dict[str, Any]]]:
+    def read_state(self) -> dict[str, list[dict[str, object]]]:
         """The live links, addresses and routes (main table) as plain dicts; ``graven`` marks what Graven added."""
         return self._call(self._read_state)
 
@@ -423,7 +423,7 @@ class NetlinkNetwork:
             raise OperationalError(f"resolv.conf {path}: {exc.strerror}", path=str(path)) from exc
         self._emit(Kind.NETWORK_RESOLVERS, {"path": str(path), "before": before, "after": after})
 
-    def _read_state(self) -> dict[str, list[dict[str, Any]]]:
+    def _read_state(self) -> dict[str, list[dict[str, object]]]:
         with self._ipr() as ipr:
             live = _dump(ipr)
         record = self._load_record()
@@ -433,6 +433,7 @@ class NetlinkNetwork:
                       "family": _FAMILY.get(a.family, str(a.family)), "scope": _SCOPE.get(a.scope, str(a.scope)),
                       "graven": a.proto == RTPROT_GRAVEN or (names.get(a.index), a.cidr) in recorded}
                      for a in live.addrs]
+        routes: list[dict[str, object]]
         routes = [{"interface": names.get(r.oif, None) if r.oif else None, "network": r.dst, "gateway": r.gateway,
                    "metric": r.metric, "family": _FAMILY.get(r.family, str(r.family)),
                    "protocol": _PROTO.get(r.proto, str(r.proto)), "scope": _SCOPE.get(r.scope, str(r.scope)),
@@ -449,7 +450,7 @@ class NetlinkNetwork:
             live = _dump(ipr)
         record = self._load_record()
         names = live.by_index()
-        out: list[dict[str, Any]] = []
+        out: list[dict[str, object]] = []
         wanted_addrs: set[tuple[str, str]] = set()
         wanted_routes: dict[str, list[_WantRoute]] = {}
         for iface in interfaces:
@@ -494,9 +495,9 @@ class NetlinkNetwork:
         return out
 
 
-def _route_spec(r: _Route) -> dict[str, Any]:
+def _route_spec(r: _Route) -> dict[str, object]:
     dst, plen = r.dst.split("/")
-    spec: dict[str, Any] = {"dst": dst, "dst_len": int(plen), "family": r.family, "table": r.table,
+    spec: dict[str, object] = {"dst": dst, "dst_len": int(plen), "family": r.family, "table": r.table,
                             "priority": r.metric, "proto": r.proto}
     if r.oif is not None:
         spec["oif"] = r.oif
@@ -505,7 +506,7 @@ def _route_spec(r: _Route) -> dict[str, Any]:
     return spec
 
 
-def _route_text(r: dict[str, Any]) -> str:
+def _route_text(r: dict[str, object]) -> str:
     text = str(r["network"])
     if r.get("gateway"):
         text += f" via {r['gateway']}"

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from config import MachineConfig
 from errors import Cancelled, InvalidRequest
@@ -104,13 +104,13 @@ class Context:
     fsm: NodeFSM
     runtime: Runtime
     cancel: CancelToken
-    pending: list[Future[Any]] = field(default_factory=list)  # every event of the run, awaited before it ends
+    pending: list[Future[Event]] = field(default_factory=list)  # every event of the run, awaited before it ends
     image: Image | None = None  # the image verify found, for write
     slot: str | None = None  # the slot write filled, for the bootloader to arm
     power: str | None = None  # "reboot" | "power_off", carried out by the runner once all is durable
     sealed: bool = False
 
-    def emit(self, kind: str, payload: Mapping[str, Any]) -> Future[Event]:
+    def emit(self, kind: str, payload: Mapping[str, object]) -> Future[Event]:
         """Append an event as the run's actor; the run ends only once it is durable."""
         fut = self.log.submit(kind, payload, self.actor)
         self.pending.append(fut)
@@ -132,6 +132,6 @@ class Context:
             raise InvalidRequest(f"{self.sequence} needs a machine config and the node has none")
         return self.runtime.config
 
-    async def blocking(self, fn: Callable[..., R], *args: Any) -> R:
+    async def blocking(self, fn: Callable[..., R], *args: object) -> R:
         """Run a blocking port call off the event loop."""
         return await asyncio.to_thread(fn, *args)

@@ -253,7 +253,7 @@ class Sequencer:
         return SequenceResult(seq.name, outcome, run.actor, duration, error, phase, task)
 
     @staticmethod
-    async def _durable(pending: list[Future[object]]) -> None:
+    async def _durable(pending: list[Future[Event]]) -> None:
         waiting = [f for f in pending if not f.done()]
         if waiting:
             await asyncio.gather(*(asyncio.wrap_future(f) for f in waiting))

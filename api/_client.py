@@ -326,14 +326,14 @@ class GravenClient:
         r = self._unary("BootTrace", pb.BootTraceRequest(boot=boot, boot_id=boot_id, format=fmt))
         return bytes(r.data)
 
-    def resources(self, kind: str) -> Any:
+    def resources(self, kind: str) -> list[dict[str, object]]:
         """``processes`` or ``mounts``, as the node sees them from inside."""
         r = self._unary("Resources", pb.ResourcesRequest(kind=kind))
-        return json.loads(r.json) if r.json else []
+        return _json_rows(r.json)
 
-    def network(self, what: str) -> Any:
+    def network(self, what: str) -> list[dict[str, object]]:
         r = self._unary("Network", pb.NetworkRequest(what=what))
-        return json.loads(r.json) if r.json else []
+        return _json_rows(r.json)
 
     # -- changes ---------------------------------------------------------------------------------------
     def apply_configuration(self, data: bytes, *, mode: str = "auto", dry_run: bool = False,
@@ -551,3 +551,9 @@ class GravenClient:
             wait = backoff if deadline is None else min(backoff, max(0.0, deadline - now))
             sleep(wait)
             backoff = min(backoff * 2, _BACKOFF_MAX)
+
+
+def _json_rows(text: str) -> list[dict[str, object]]:
+    """A table's rows sent as JSON (a list of objects); anything else in it is dropped."""
+    data = json.loads(text) if text else []
+    return [row for row in data if isinstance(row, dict)] if isinstance(data, list) else []

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -270,7 +269,7 @@ def _drift_cell(details: dict[str, object]) -> str | None:
 
 def _get_network(args: argparse.Namespace) -> int:
     results = _on_nodes(args, lambda c: c.network(args.what))
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, object]] = []
     failed = False
     for node, r in results:
         if isinstance(r, GravenError):
@@ -299,7 +298,7 @@ def _get_network(args: argparse.Namespace) -> int:
 def _get_config(args: argparse.Namespace) -> int:
     results = _on_nodes(args, lambda c: c.get_configuration())
     failed = False
-    items: list[dict[str, Any]] = []
+    items: list[dict[str, object]] = []
     for node, r in results:
         if isinstance(r, GravenError):
             failed = True

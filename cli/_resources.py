@@ -7,7 +7,6 @@ read-only; on a process machine these are the host's, as the agent sees them.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from errors import GravenError
 
@@ -50,7 +49,7 @@ def _show(args: argparse.Namespace) -> int:
     from ._targets import _on_nodes
 
     results = _on_nodes(args, lambda c: c.resources(args.kind))
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, object]] = []
     failed = False
     for node, r in results:
         if isinstance(r, GravenError):
@@ -60,15 +59,20 @@ def _show(args: argparse.Namespace) -> int:
             continue
         if args.kind == "processes":
             key, rev = SORTS[args.sort]
-            r = sorted(r, key=lambda row: row.get(key) or 0, reverse=rev)
+            r = sorted(r, key=lambda row: _number(row.get(key)), reverse=rev)
         rows += [{"node": node, **item} for item in r]
     if args.output == "json":
         print_json(rows)
         return 1 if failed else 0
     for row in rows:
         if "rss_bytes" in row:
-            row["rss"] = _mib(int(row["rss_bytes"]))
+            row["rss"] = _mib(int(_number(row["rss_bytes"])))
         if "read_only" in row:
             row["mode"] = "ro" if row["read_only"] else "rw"
     table(rows, [*COLUMNS[args.kind], *(["error"] if failed else [])])
     return 1 if failed else 0
+
+
+def _number(value: object) -> float:
+    """A numeric cell (a missing or non-numeric one sorts as 0)."""
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0

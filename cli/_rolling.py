@@ -7,7 +7,6 @@ import argparse
 import functools
 import sys
 import time
-from typing import Any
 
 from api import GravenClient, StatusInfo, VersionInfo
 from errors import GravenError, InvalidRequest, NotFound
@@ -60,10 +59,10 @@ def _rolling_upgrade(args: argparse.Namespace) -> int:
     nodes = targets(args)
     want = _image_version(args.image)
     progress = _Progress(nodes)
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, object]] = []
     stopped_at: str | None = None
     for node in nodes:
-        row: dict[str, Any] = {"node": node, "outcome": "untouched", "before": None, "after": None,
+        row: dict[str, object] = {"node": node, "outcome": "untouched", "before": None, "after": None,
                                "elapsed_s": None, "message": None}
         rows.append(row)
         if stopped_at is not None:  # only read: it keeps what it runs

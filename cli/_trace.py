@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
+from events import Event
 from sequencer.trace import (
     BootSummary,
     format_ns,
@@ -24,7 +26,7 @@ from ._remote import with_remote_path
 _PATH_HELP = "LMDB log directory, node root, or audit export bundle (default: fetched from the node, -e/-n)"
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     trace = sub.add_parser("trace", help="boot traces from a node's event log",
                            description="Boot traces read offline from a signed event log: PATH is an LMDB log "
                                        "directory (or a node root) or an audit export bundle; without PATH, the "
@@ -49,7 +51,7 @@ def register(sub: Any) -> None:
     ls.set_defaults(func=with_remote_path(_boots))
 
 
-def _events(path: str) -> list[Any]:
+def _events(path: str) -> list[Event]:
     from ._source import open_events
 
     return open_events(path)
@@ -63,7 +65,7 @@ def _write(text: str, out: str | None) -> None:
         f.write(text)
 
 
-def _boot(args: Any) -> int:
+def _boot(args: argparse.Namespace) -> int:
     trace = trace_boot(_events(args.path), index=args.boot, boot_id=args.boot_id)
     if args.output == "table":
         text = render_table(trace)
@@ -80,7 +82,7 @@ def _when(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S") + "Z"
 
 
-def _row(b: BootSummary) -> dict[str, Any]:
+def _row(b: BootSummary) -> dict[str, object]:
     where = None
     if b.failure is not None:
         where = "/".join(x for x in (b.failure.sequence, b.failure.phase, b.failure.task) if x) or b.failure.error
@@ -97,7 +99,7 @@ def _counted(names: tuple[str, ...]) -> str:
     return ", ".join(n if c == 1 else f"{n} x{c}" for n, c in counts.items())
 
 
-def _boots(args: Any, out: TextIO | None = None) -> int:
+def _boots(args: argparse.Namespace, out: TextIO | None = None) -> int:
     boots = list_boots(_events(args.path))
     if args.output == "json":
         print_json([b.to_json() for b in boots], out or sys.stdout)

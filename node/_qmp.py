@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 __all__ = ["EXIT_FAILED", "EXIT_POWER_OFF", "EXIT_REBOOT", "Ending", "Qmp", "classify"]
 
@@ -28,7 +27,7 @@ class Ending:
     reason: str  # for people and the log
 
 
-def classify(events: Iterable[dict[str, Any]], *, timed_out: bool = False, qemu_rc: int | None = None) -> Ending:
+def classify(events: Iterable[dict[str, object]], *, timed_out: bool = False, qemu_rc: int | None = None) -> Ending:
     """The machine's exit from the QMP events of one run of qemu (and whether the host gave up waiting)."""
     seen = list(events)
     names = [e.get("event") for e in seen]
@@ -36,7 +35,8 @@ def classify(events: Iterable[dict[str, Any]], *, timed_out: bool = False, qemu_
         return Ending(EXIT_FAILED, "the guest kernel panicked (PID 1 died, or a kernel crash)")
     for e in seen:
         if e.get("event") == "SHUTDOWN":
-            reason = str((e.get("data") or {}).get("reason", ""))
+            data = e.get("data")
+            reason = str(data.get("reason", "")) if isinstance(data, dict) else ""
             if reason == "guest-reset":
                 return Ending(EXIT_REBOOT, "the guest rebooted")
             if reason == "guest-shutdown":
@@ -66,18 +66,18 @@ class Qmp:
                 time.sleep(0.05)
         self._sock = sock
         self._file = sock.makefile("rb")
-        self.events: list[dict[str, Any]] = []
+        self.events: list[dict[str, object]] = []
         self.greeting = self._read()
         self.command("qmp_capabilities")
 
-    def _read(self) -> dict[str, Any]:
+    def _read(self) -> dict[str, object]:
         line = self._file.readline()
         if not line:
             raise EOFError("qemu closed its QMP socket")
-        msg: dict[str, Any] = json.loads(line)
+        msg: dict[str, object] = json.loads(line)
         return msg
 
-    def command(self, name: str, **arguments: Any) -> Any:
+    def command(self, name: str, **arguments: object) -> object:
         self._sock.sendall(json.dumps({"execute": name, **({"arguments": arguments} if arguments else {})})
                            .encode() + b"\n")
         while True:
@@ -85,11 +85,12 @@ class Qmp:
             if "event" in msg:
                 self.events.append(msg)
             elif "error" in msg:
-                raise RuntimeError(f"QMP {name}: {msg['error'].get('desc', msg['error'])}")
+                error = msg["error"]
+                raise RuntimeError(f"QMP {name}: {error.get('desc', error) if isinstance(error, dict) else error}")
             elif "return" in msg:
                 return msg["return"]
 
-    def follow(self) -> Iterator[dict[str, Any]]:
+    def follow(self) -> Iterator[dict[str, object]]:
         """Events until qemu closes the socket (it exits)."""
         while True:
             try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
 
 from errors import InvalidRequest
 
@@ -22,14 +21,12 @@ def _clk_tck() -> int:
         return 100
 
 
-def processes(proc: str = "/proc") -> list[dict[str, Any]]:
+def processes(proc: str = "/proc") -> list[dict[str, object]]:
     """One row per process: pid, ppid, state, threads, resident memory, CPU seconds, command line."""
     page = os.sysconf("SC_PAGE_SIZE")
     tck = _clk_tck()
-    rows = []
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
+    rows: list[dict[str, object]] = []
+    for name in sorted((n for n in os.listdir(proc) if n.isdigit()), key=int):
         try:
             stat = Path(f"{proc}/{name}/stat").read_bytes()
             cmdline = Path(f"{proc}/{name}/cmdline").read_bytes()
@@ -43,14 +40,14 @@ def processes(proc: str = "/proc") -> list[dict[str, Any]]:
                      "threads": int(fields[17]), "rss_bytes": int(statm[1]) * page,
                      "cpu_seconds": round((int(fields[11]) + int(fields[12])) / tck, 2),
                      "command": " ".join(args) if args else f"[{comm}]"})
-    return sorted(rows, key=lambda r: r["pid"])
+    return rows
 
 
 def _unescape(path: str) -> str:
     return path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
-def mounts(mountinfo: str = "/proc/self/mountinfo") -> list[dict[str, Any]]:
+def mounts(mountinfo: str = "/proc/self/mountinfo") -> list[dict[str, object]]:
     """One row per mount: mount point, file system type, source, read-only or not, options."""
     rows = []
     for line in Path(mountinfo).read_text().splitlines():
@@ -87,7 +84,7 @@ def about() -> dict[str, str]:
     return {"kernel": kernel(), "os_image": os_image(), "provisioner": provisioner}
 
 
-def read(kind: str) -> list[dict[str, Any]]:
+def read(kind: str) -> list[dict[str, object]]:
     if kind == "processes":
         return processes()
     if kind == "mounts":

@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TypedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -73,7 +73,24 @@ def _context(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cert_info(ctx: Context) -> dict[str, Any]:
+class _CertInfo(TypedDict, total=False):
+    subject: str | None
+    roles: list[str]
+    expires: str | None
+    expired: bool | None
+    error: str
+
+
+class _ContextInfo(TypedDict):
+    name: str
+    current: bool
+    endpoints: list[str]
+    nodes: list[str]
+    certificate: _CertInfo
+    ca_sha256: str | None
+
+
+def _cert_info(ctx: Context) -> _CertInfo:
     try:
         cert = ctx.certificate()
     except ValueError as exc:
@@ -96,7 +113,7 @@ def _ca_fingerprint(ctx: Context) -> str | None:
     return hashlib.sha256(der).hexdigest()
 
 
-def _context_dict(name: str, ctx: Context, current: bool) -> dict[str, Any]:
+def _context_dict(name: str, ctx: Context, current: bool) -> _ContextInfo:
     return {"name": name, "current": current, "endpoints": ctx.endpoints, "nodes": ctx.nodes,
             "certificate": _cert_info(ctx), "ca_sha256": _ca_fingerprint(ctx)}
 

@@ -5,14 +5,26 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from config import Interface, MachineConfig, install_disk_mismatch
 from errors import BadImage, StorageError, Unavailable
 from events import Event, SystemClock
 
 from ._context import Ports
-from .ports import BootState, Image, RunningImage
+from .ports import (
+    BootEnv,
+    BootState,
+    Clock,
+    Disk,
+    Identity,
+    Image,
+    Images,
+    Network,
+    Power,
+    RunningImage,
+    Services,
+    Sinks,
+)
 
 __all__ = [
     "MemoryBootEnv",
@@ -198,21 +210,16 @@ class MemorySinks:
         return count
 
 
-def memory_ports(**overrides: object) -> Ports:
+def memory_ports(*, boot_env: BootEnv | None = None, disk: Disk | None = None, images: Images | None = None,
+                 network: Network | None = None, services: Services | None = None, power: Power | None = None,
+                 clock: Clock | None = None, identity: Identity | None = None, sinks: Sinks | None = None) -> Ports:
     """A full set of in-memory ports; pass any of them (by ``Ports`` field name) to replace the default."""
-    parts: dict[str, Any] = {
-        "boot_env": MemoryBootEnv(),
-        "disk": MemoryDisk(),
-        "images": MemoryImages(),
-        "network": MemoryNetwork(),
-        "services": MemoryServices(),
-        "power": MemoryPower(),
-        "clock": SystemClock(),
-        "identity": MemoryIdentity(),
-        "sinks": MemorySinks(),
-    }
-    unknown = set(overrides) - set(parts)
-    if unknown:
-        raise TypeError(f"unknown ports: {', '.join(sorted(unknown))}")
-    parts.update(overrides)
-    return Ports(**parts)
+    return Ports(boot_env=MemoryBootEnv() if boot_env is None else boot_env,
+                 disk=MemoryDisk() if disk is None else disk,
+                 images=MemoryImages() if images is None else images,
+                 network=MemoryNetwork() if network is None else network,
+                 services=MemoryServices() if services is None else services,
+                 power=MemoryPower() if power is None else power,
+                 clock=SystemClock() if clock is None else clock,
+                 identity=MemoryIdentity() if identity is None else identity,
+                 sinks=MemorySinks() if sinks is None else sinks)

@@ -14,7 +14,6 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 
@@ -28,12 +27,20 @@ from ._remote import connect, fanout, single_target, targets
 __all__ = ["etcd_call", "etcd_recover", "etcd_snapshot", "register"]
 
 
-def etcd_call(client: GravenClient, action: str, args: dict[str, Any] | None = None, *,
-              manage: bool = False, timeout: float | None = None) -> dict[str, Any]:
+def etcd_call(client: GravenClient, action: str, args: dict[str, object] | None = None, *,
+              manage: bool = False, timeout: float | None = None) -> dict[str, object]:
     req = pb.EtcdRequest(action=action, args_json=json.dumps(args or {}))
     resp = client._unary("EtcdManage" if manage else "EtcdQuery", req, timeout=timeout)
-    out: dict[str, Any] = json.loads(resp.json) if resp.json else {}
-    return out
+    return _object(resp.json)
+
+
+def _object(text: str) -> dict[str, object]:
+    out = json.loads(text) if text else {}
+    return out if isinstance(out, dict) else {"reply": out}
+
+
+def _dict(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
 
 
 def etcd_snapshot(client: GravenClient, path: Path) -> tuple[int, str]:
@@ -60,7 +67,7 @@ def etcd_snapshot(client: GravenClient, path: Path) -> tuple[int, str]:
     return check.size, digest
 
 
-def etcd_recover(client: GravenClient, snapshot: Path) -> dict[str, Any]:
+def etcd_recover(client: GravenClient, snapshot: Path) -> dict[str, object]:
     """Bootstrap the node's etcd from ``snapshot``, streamed in 1 MiB chunks."""
     try:
         f = snapshot.open("rb")
@@ -76,8 +83,7 @@ def etcd_recover(client: GravenClient, snapshot: Path) -> dict[str, Any]:
         resp = client._stub.EtcdRecover(chunks(), timeout=180)
     except grpc.RpcError as exc:
         raise client._error(exc, "EtcdRecover") from exc
-    out: dict[str, Any] = json.loads(resp.json) if resp.json else {}
-    return out
+    return _object(resp.json)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -155,7 +161,8 @@ def _bootstrap(args: argparse.Namespace) -> int:
 def _members(args: argparse.Namespace) -> int:
     node = single_target(args, "etcd members")
     with connect(args, node) as c:
-        members = etcd_call(c, "members")["members"]
+        listed = etcd_call(c, "members").get("members")
+    members = [m for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
     if args.output == "json":
         print_json({"node": node, "members": members})
         return 0
@@ -166,7 +173,7 @@ def _members(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    def one(node: str) -> dict[str, Any]:
+    def one(node: str) -> dict[str, object]:
         with connect(args, node) as c:
             return etcd_call(c, "status")
 
@@ -175,17 +182,17 @@ def _status(args: argparse.Namespace) -> int:
         print_json([{"node": n, **r} if isinstance(r, dict) else {"node": n, "error": r.to_dict()}
                     for n, r in results])
     else:
-        rows: list[dict[str, Any]] = []
+        rows: list[dict[str, object]] = []
         for n, r in results:
             if not isinstance(r, dict):
                 rows.append({"node": n, "state": "error", "reason": f"[{r.code.name}] {r.message}"})
                 continue
-            svc, st = r["service"], r.get("status") or {}
-            rows.append({"node": n, "state": svc["state"], "healthy": "yes" if svc["healthy"] else "no",
-                         "member_id": st.get("member_id", svc["member_id"]), "leader": st.get("leader"),
+            svc, st = _dict(r.get("service")), _dict(r.get("status"))
+            rows.append({"node": n, "state": svc.get("state"), "healthy": "yes" if svc.get("healthy") else "no",
+                         "member_id": st.get("member_id", svc.get("member_id")), "leader": st.get("leader"),
                          "learner": None if not st else ("yes" if st["learner"] else "no"),
                          "raft_term": st.get("raft_term"), "raft_index": st.get("raft_index"),
-                         "db_size": st.get("db_size"), "reason": svc["reason"]})
+                         "db_size": st.get("db_size"), "reason": svc.get("reason")})
         table(rows, ("node", "state", "healthy", "member_id", "leader", "learner", "raft_term", "raft_index",
                      "db_size", "reason"))
     return 1 if any(not isinstance(r, dict) for _, r in results) else 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import config
+import storage
 from api import EtcdCA
 from errors import (
     GravenError,
@@ -33,7 +34,6 @@ from errors import (
     Unavailable,
 )
 from events import WITNESS_PREFIX, Actor, Event, Kind, Published
-from storage import EtcdClient
 
 from ._etcd_args import CLIENT_PORT, EtcdFiles, client_url
 from ._etcd_service import EtcdService, EtcdSettings
@@ -353,7 +353,7 @@ class EtcdNode:
         path = Path(name)
         try:
             with open(fd, "wb") as f:
-                async with EtcdClient([svc.s.client_url], svc.tls(), timeout=30.0) as c:
+                async with storage.EtcdClient([svc.s.client_url], svc.tls(), timeout=30.0) as c:
                     await c.snapshot(f)
         except BaseException:
             path.unlink(missing_ok=True)
@@ -363,7 +363,7 @@ class EtcdNode:
 
 async def _member_healthy(svc: EtcdService, url: str) -> bool:
     try:
-        async with EtcdClient([url], svc.tls(), timeout=2.0) as c:
+        async with storage.EtcdClient([url], svc.tls(), timeout=2.0) as c:
             await c.get(b"/graven/health")  # linearizable: answered only with a quorum behind it
         return True
     except GravenError:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+import storage
 from api import EtcdCA
-from storage import EtcdTLS, write_durably
+from storage import write_durably
 
 from ._etcd_args import EtcdFiles
+
+if TYPE_CHECKING:  # etcd's stubs load with the first client (storage's lazy table), not at rest
+    from storage import EtcdTLS
 
 __all__ = ["issue_node_pki", "node_client_tls"]
 
@@ -30,4 +35,4 @@ def issue_node_pki(ca: EtcdCA, files: EtcdFiles, *, name: str, addresses: Sequen
 
 def node_client_tls(files: EtcdFiles) -> EtcdTLS:
     """The agent talks to etcd with the node's server certificate (it carries clientAuth too)."""
-    return EtcdTLS(files.ca.read_bytes(), files.server_crt.read_bytes(), files.server_key.read_bytes())
+    return storage.EtcdTLS(files.ca.read_bytes(), files.server_crt.read_bytes(), files.server_key.read_bytes())

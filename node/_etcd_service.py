@@ -26,15 +26,19 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import storage
 from api import EtcdCA
 from errors import GravenError, InvalidRequest, TransitionRejected, Unavailable
 from events import Kind
-from storage import EtcdClient, EtcdRefused, EtcdTLS, SnapshotCheck
-from storage import EtcdMember as Member
 
 from ._etcd_args import CLIENT_PORT, PEER_PORT, EtcdFiles, client_url, etcd_argv, peer_url
 from ._etcd_pki_files import issue_node_pki, node_client_tls
+
+if TYPE_CHECKING:  # etcd's stubs load with the first client (storage's lazy table), not at rest
+    from storage import EtcdClient, EtcdTLS
+    from storage import EtcdMember as Member
 
 __all__ = ["EtcdService", "EtcdSettings"]
 
@@ -126,7 +130,7 @@ class EtcdService:
         return node_client_tls(self.s.files)
 
     def local_client(self, timeout: float = 5.0) -> EtcdClient:
-        return EtcdClient([self.s.client_url], self.tls(), timeout=timeout)
+        return storage.EtcdClient([self.s.client_url], self.tls(), timeout=timeout)
 
     @property
     def log_path(self) -> Path:
@@ -275,7 +279,7 @@ class EtcdService:
     def _restore(self, snapshot: Path) -> str:
         """Check the snapshot's SHA-256 trailer, then restore it into the empty data folder as a one-member
         cluster of this node (``etcdctl snapshot restore``); the database's SHA-256."""
-        check = SnapshotCheck()
+        check = storage.SnapshotCheck()
         with snapshot.open("rb") as f:
             while chunk := f.read(1 << 20):
                 check.update(chunk)
@@ -313,7 +317,7 @@ class EtcdService:
             await asyncio.sleep(JOIN_EVERY)
 
     async def _join_once(self, endpoints: Sequence[str]) -> None:
-        async with EtcdClient(endpoints, self.tls(), timeout=3.0) as c:
+        async with storage.EtcdClient(endpoints, self.tls(), timeout=3.0) as c:
             members = await c.members()
             mine = [m for m in members if self.s.peer_url in m.peer_urls]
             for m in mine:  # a stale entry of this node (an earlier life): remove it before adding again
@@ -337,7 +341,7 @@ class EtcdService:
         """A learner cannot promote itself: ask the voting members until it is in sync and they do."""
         while not self._stopping:
             try:
-                async with EtcdClient(endpoints, self.tls(), timeout=3.0) as c:
+                async with storage.EtcdClient(endpoints, self.tls(), timeout=3.0) as c:
                     members = await c.members()
                     me = next((m for m in members if m.id == self.member_id), None)
                     if me is None:
@@ -380,7 +384,7 @@ class EtcdService:
                         raise TransitionRejected("this is the last voting member: leaving would destroy the cluster")
                     await c.member_remove(me)
                 break
-            except (Unavailable, EtcdRefused) as exc:  # "unhealthy cluster" for a few seconds after a change
+            except (Unavailable, storage.EtcdRefused) as exc:  # "unhealthy cluster" for a few seconds after a change
                 if time.monotonic() > deadline:
                     raise
                 self._wait("leave", exc.message)

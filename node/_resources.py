@@ -4,12 +4,13 @@ machine the agent is PID 1 and ``/`` is the slot's squashfs, read-only), and the
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 from pathlib import Path
 
 from errors import InvalidRequest
 
-__all__ = ["KINDS", "about", "kernel", "mounts", "os_image", "processes", "read"]
+__all__ = ["KINDS", "about", "kernel", "mounts", "os_image", "processes", "read", "release_free_heap"]
 
 KINDS = ("processes", "mounts")
 
@@ -90,3 +91,15 @@ def read(kind: str) -> list[dict[str, object]]:
     if kind == "mounts":
         return mounts()
     raise InvalidRequest(f"unknown resource {kind!r} (resources: {', '.join(KINDS)})", kind=kind)
+
+
+def release_free_heap() -> bool:
+    """Give the C heap's free pages back to the kernel (glibc's ``malloc_trim(0)``, every arena): start-up frees
+    more than it keeps (imports, the log's replay, TLS set-up), and glibc keeps freed pages resident until its top
+    chunk passes the trim threshold, which fragmentation rarely lets happen. False where libc is not glibc."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (ValueError, OSError, AttributeError):  # no such confstr name: not glibc
+        return False

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -49,12 +49,15 @@ from events import (
     witness_name,
 )
 from pki import Ed25519Signer, issue_certificate, load_certificate, load_private_key, private_key_pem
-from storage import EtcdClient, EtcdKeyValue, write_durably
+from storage import write_durably
 
 from ._etcd_service import EtcdService
 from ._identity import node_name
 from ._log import NodeLog
 from ._logging import AGENT
+
+if TYPE_CHECKING:  # etcd's stubs load with the first client (storage's lazy table), not at rest
+    from storage import EtcdClient, EtcdKeyValue
 
 __all__ = ["CHECKPOINT_AFTER", "CheckpointStore", "EtcdStore", "LogFollower", "Publisher", "RemoteStore", "Witness",
            "WitnessKey", "WitnessNode", "read_witnessed"]

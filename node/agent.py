@@ -224,6 +224,8 @@ class Agent:
                 self.log.seal("boot failed")
             self.exit_code = EXIT_BOOT_FAILED
             self._stopped.set()
+        elif self._loop is not None:  # up and serving: what start-up freed goes back to the kernel (bench_rss)
+            self._loop.call_later(1.0, _resources.release_free_heap)
 
     def _sigterm(self) -> None:
         try:

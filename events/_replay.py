@@ -21,6 +21,7 @@ from ._record import (
     _TIME64,
     _UNSIGNED_PREFIX,
     GENESIS_PREV,
+    Actor,
     Event,
     _event_decoder,
     _jsonable,
@@ -149,37 +150,65 @@ def replay(events: Iterable[Event], state: NodeState | None = None) -> NodeState
     return state
 
 
+class _Head(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An event as ``replay_raw`` reads it when its kind changes nothing but the position: every field typed and
+    checked but the payload, which is walked as msgpack and not built (most of an event's decoding)."""
+
+    seq: int
+    time_ns: int
+    mono_ns: int
+    boot_id: str
+    kind: str
+    actor: Actor
+    payload: msgspec.Raw
+    prev: bytes
+    key_id: str
+    sig: bytes
+
+
+_head_decoder = msgspec.msgpack.Decoder(_Head)
+
+
 def replay_raw(raws: Iterable[bytes], state: NodeState | None = None) -> NodeState:
     """``replay`` straight from stored bytes, the fast way: no signature and no encoding checks (that is
     ``verify_items``' job), but seq and the hash chain are checked as in ``fold``. Bytes that do not decode raise
-    ``InvalidEvent`` naming the seq; an altered event breaks the chain at the event after it.
+    ``InvalidEvent`` naming the seq; an altered event breaks the chain at the event after it. The payload of a kind
+    without an apply function is not decoded (only walked): it changes no state, and the chain covers its bytes.
 
     The result equals folding event by event. Only the final state is returned, so seq and head are kept in locals
     and written into the state before an apply function (or the closing of a boot) needs it, and at the end."""
     state = state or NodeState()
-    decode, apply = _event_decoder.decode, _APPLY.get
+    decode_head, apply = _head_decoder.decode, _APPLY.get
     seq, head = state.seq, state.head
+    prefix = _UNSIGNED_PREFIX
     for raw in raws:  # fold() and trusted_event_hash() inlined: this loop is the replay benchmark
         try:
-            event = decode(raw)
+            h = decode_head(raw)
         except (msgspec.DecodeError, ValueError, RecursionError) as exc:
             raise InvalidEvent(f"event bytes do not decode: {exc}", seq=seq + 1) from exc
         n = len(raw)
         if (raw[n - 87 : n - 81] == _SIG64 and raw[n - 17 : n - 8] == _TIME64 and raw[0] == 0x8A
-                and len(event.sig) == 64 and event.time_ns >= 1 << 32):
-            digest = hashlib.sha256(_UNSIGNED_PREFIX + raw[1 : n - 87] + raw[n - 17 :]).digest()
+                and len(h.sig) == 64 and h.time_ns >= 1 << 32):
+            digest = hashlib.sha256(prefix + raw[1 : n - 87] + raw[n - 17 :]).digest()
         else:
-            digest = trusted_event_hash(raw, event)
-        if event.seq != seq + 1 or event.prev != head:
-            return fold(_catch_up(state, seq, head), event, digest)  # raises fold's own error
+            digest = trusted_event_hash(raw, _decode_full(raw, seq))
+        if h.seq != seq + 1 or h.prev != head:
+            return fold(_catch_up(state, seq, head), _decode_full(raw, seq), digest)  # raises fold's own error
         boots = state.boots
-        if boots and boots[-1].last_seq is None and boots[-1].boot_id != event.boot_id:
-            state = _close_boot(_catch_up(state, seq, head), event.boot_id, seq)
-        fn = apply(event.kind)
+        if boots and boots[-1].last_seq is None and boots[-1].boot_id != h.boot_id:
+            state = _close_boot(_catch_up(state, seq, head), h.boot_id, seq)
+        fn = apply(h.kind)
         if fn is not None:
-            state = fn(_catch_up(state, seq, head), event)
-        seq, head = event.seq, digest
+            state = fn(_catch_up(state, seq, head), _decode_full(raw, seq))
+        seq, head = h.seq, digest
     return _catch_up(state, seq, head)
+
+
+def _decode_full(raw: bytes, seq: int) -> Event:
+    try:
+        return _event_decoder.decode(raw)
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        raise InvalidEvent(f"event bytes do not decode: {exc}", seq=seq + 1) from exc
 
 
 def _catch_up(state: NodeState, seq: int, head: bytes) -> NodeState:

@@ -25,9 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from boot import Slot
 from image import build_image, verify
 from pki import public_raw
-from storage import BlockDisk, DiskLayout, SandboxDisk, Slot, block_problem
+from storage import BlockDisk, DiskLayout, SandboxDisk, block_problem
 
 MIB = 1 << 20
 

@@ -3,17 +3,6 @@
 import importlib
 import typing
 
-from storage import Slot as Slot
-
-from ._bootloader import DEFAULT_TRIES as DEFAULT_TRIES
-from ._bootloader import BootChoice as BootChoice
-from ._bootloader import BootEvent as BootEvent
-from ._bootloader import arm as arm
-from ._bootloader import bootable_slots as bootable_slots
-from ._bootloader import choose_slot as choose_slot
-from ._bootloader import mark_bad as mark_bad
-from ._bootloader import mark_good as mark_good
-from ._bootloader import revert as revert
 from ._format import FORMAT_VERSION as FORMAT_VERSION
 from ._format import Manifest as Manifest
 from ._format import Trailer as Trailer
@@ -39,25 +28,18 @@ from ._verify import verify_slot as verify_slot
 
 __all__ = [
     "CODE_DIR",
-    "DEFAULT_TRIES",
     "FORMAT_VERSION",
-    "BootChoice",
-    "BootEvent",
     "BuildInfo",
     "ImageInfo",
     "InstallPlan",
     "InstallResult",
     "Kernel",
     "Manifest",
-    "Slot",
     "Trailer",
     "VerifiedImage",
-    "arm",
-    "bootable_slots",
     "build_image",
     "build_info",
     "build_initramfs",
-    "choose_slot",
     "fault_point",
     "find_kernel",
     "generate_key",
@@ -65,11 +47,8 @@ __all__ = [
     "install",
     "load_public_key",
     "load_signing_key",
-    "mark_bad",
-    "mark_good",
     "plan_install",
     "public_key_pem",
-    "revert",
     "running_version",
     "verify",
     "verify_slot",

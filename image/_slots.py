@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from storage import BootEnv, DiskBase, Progress, Slot, SlotInfo
+from boot import DEFAULT_TRIES, BootEnv, BootEvent, Slot, arm, mark_bad
+from storage import DiskBase, Progress, SlotInfo
 
-from ._bootloader import DEFAULT_TRIES, BootEvent, arm, mark_bad
 from ._verify import VerifiedImage
 
 __all__ = ["InstallPlan", "InstallResult", "install", "plan_install"]

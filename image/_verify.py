@@ -18,9 +18,10 @@ from typing import Any, Literal, NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from boot import Slot
 from errors import BadImage, NotFound, StorageError, UntrustedKey
 from pki import verify_signature
-from storage import DiskBase, InstallableImage, Slot
+from storage import DiskBase, InstallableImage
 
 from ._format import (
     FORMAT_VERSION,

@@ -1,6 +1,6 @@
 """Adapters from the sequencer's ports to the real parts: the disk, META, images, audit sinks.
 
-Each translates names only (slot letters, boot-environment fields); the work is in ``storage`` and ``image``.
+Each translates names only (slot letters); the work is in ``storage`` and ``image``.
 """
 
 from __future__ import annotations
@@ -17,19 +17,18 @@ import msgspec
 
 import config
 import image
+from boot import BootEnv, Slot
 from config import install_disk_mismatch
 from config.limits import LIMITS
 from errors import BadImage, DiskFull, InvalidRequest, StorageError, TooLarge
 from events import Event, Kind, encode_event
 from pki import load_certificate
-from sequencer.ports import BootState, RunningImage
-from sequencer.ports import SlotBoot as CoreSlotBoot
-from storage import BootEnv, DiskBase, Slot, write_durably
-from storage import SlotBoot as MetaSlotBoot
+from sequencer.ports import RunningImage
+from storage import DiskBase, write_durably
 
 from ._net_plan import plan_rows
 
-__all__ = ["BootEnvPort", "DirSinks", "DiskPort", "ImagesPort", "PlanNetwork", "to_core", "to_meta"]
+__all__ = ["BootEnvPort", "DirSinks", "DiskPort", "ImagesPort", "PlanNetwork"]
 
 
 class DiskPort:
@@ -95,39 +94,22 @@ class DiskPort:
         self._file(label, name).unlink(missing_ok=True)
 
 
-def to_core(env: BootEnv) -> BootState:
-    def slot(s: MetaSlotBoot) -> CoreSlotBoot:
-        return CoreSlotBoot(s.tries_left, s.good)
-
-    return BootState(default=env.default.value if env.default else None,
-                     fallback=env.fallback.value if env.fallback else None,
-                     a=slot(env.a), b=slot(env.b), boots=env.boots, last_fallback_reason=env.last_fallback_reason)
-
-
-def to_meta(state: BootState, previous: BootEnv | None) -> BootEnv:
-    base = previous or BootEnv()
-    return msgspec.structs.replace(
-        base, seq=base.seq + 1,
-        default=Slot.parse(state.default) if state.default else None,
-        fallback=Slot.parse(state.fallback) if state.fallback else None,
-        a=MetaSlotBoot(state.a.tries_left, state.a.good), b=MetaSlotBoot(state.b.tries_left, state.b.good),
-        boots=state.boots, last_fallback_reason=state.last_fallback_reason)
-
-
 class BootEnvPort:
     """META through the sequencer's ``BootEnv`` port; every store is a new, newer environment."""
 
     def __init__(self, disk: DiskBase) -> None:
         self.disk = disk
 
-    def load(self) -> BootState | None:
+    def load(self) -> BootEnv | None:
         if not self.disk.is_partitioned():
             return None  # an empty disk: nothing to boot yet
-        env = self.disk.read_boot_env()
-        return to_core(env) if env is not None else None
+        return self.disk.read_boot_env()
 
-    def store(self, state: BootState) -> None:
-        self.disk.write_boot_env(to_meta(state, self.disk.read_boot_env()))
+    def store(self, env: BootEnv) -> None:
+        current = self.disk.read_boot_env()
+        if current is not None and env.seq <= current.seq:  # META takes only a newer environment
+            env = msgspec.structs.replace(env, seq=current.seq + 1)
+        self.disk.write_boot_env(env)
 
 
 HOST_VIEW_ENV = "GRAVEN_HOST_VIEW"

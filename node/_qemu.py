@@ -339,14 +339,15 @@ def preinstalled_disk(path: Path, size: int, image_file: Path, trusted_pem: byte
     ``image_file`` verified and written to slot A, committed; STATE empty, so the machine boots into
     maintenance and an applied config only writes STATE (the install sequence's path for an installed disk)."""
     import image
-    from storage import BlockDisk, BootEnv, Slot
+    from boot import BootEnv, Slot, mark_good
+    from storage import BlockDisk
 
     make_disk(path, size, run_dir=run_dir, slot_mib=GUEST_SLOT_MIB)
     disk = BlockDisk(path, run_dir=run_dir)
     try:
         verified = image.verify(image_file, [image.load_public_key(trusted_pem)])
         image.install(disk, image.plan_install(disk.read_boot_env(), verified))
-        env, _ = image.mark_good(disk.read_boot_env() or BootEnv(), Slot.A)
+        env, _ = mark_good(disk.read_boot_env() or BootEnv(), Slot.A)
         disk.write_boot_env(env)
     finally:
         disk.close()

@@ -1,6 +1,6 @@
 """``graven machine``: the machine's firmware and bootloader, booting the agent from a verified image.
 
-Every boot: carry out a reset's pending wipe; read META; pick a slot with ``image.choose_slot`` (the default,
+Every boot: carry out a reset's pending wipe; read META; pick a slot with ``boot.choose_slot`` (the default,
 or the other one when the default ran out of tries; a slot not yet good spends a try *before* it boots, as
 systemd-boot's boot counting); verify the slot's image against the trusted keys; mount its root read-only;
 start the agent *from that root*; wait. The agent's exit code says what happened: 0 power off (the machine
@@ -45,9 +45,10 @@ import msgspec
 
 import config
 import image
+from boot import BootChoice, BootEnv, BootEvent, Slot, choose_slot, mark_bad
 from errors import GravenError, InvalidRequest, StorageError, VerificationError
 from events import Kind
-from storage import BootEnv, DiskBase, Slot
+from storage import DiskBase, slot_label
 
 from . import _launch
 from ._disk import open_disk
@@ -271,7 +272,7 @@ class Machine:
         while True:
             self.pending += finish_pending_wipe(self.disk, self.say)
             env = self.disk.read_boot_env() if self.disk.is_partitioned() else None
-            choice = image.choose_slot(env or BootEnv())
+            choice = choose_slot(env or BootEnv())
             keys = self._trusted_keys()
             if choice.slot is None:
                 return self._installer(choice, keys)
@@ -306,7 +307,7 @@ class Machine:
             return _Boot(self.boots, uuid.uuid4().hex, choice.slot, verified.version, verified.payload_sha256.hex(),
                          root)
 
-    def _explain_fallback(self, env: BootEnv, events: Sequence[image.BootEvent]) -> BootEnv:
+    def _explain_fallback(self, env: BootEnv, events: Sequence[BootEvent]) -> BootEnv:
         """Name the failure behind a fallback (the slot's last failed boot) in the event and in META."""
         for ev in events:
             if ev.kind != Kind.BOOT_FALLBACK:
@@ -324,7 +325,7 @@ class Machine:
         """The slot's image does not verify: take it out of service and record why; the loop picks again."""
         reason = f"the image in slot {slot.value} does not verify: {why}"
         self.say(f"refusing slot {slot.value}: {reason}")
-        new, _ = image.mark_bad(env, slot)
+        new, _ = mark_bad(env, slot)
         moved = new.default is not None and new.default is not slot
         if moved:
             new = msgspec.structs.replace(new, last_fallback_reason=reason, last_fallback_seq=new.seq)
@@ -337,7 +338,7 @@ class Machine:
             self.pending.append({"kind": Kind.BOOT_FALLBACK, "payload": {
                 "from_slot": slot.value, "to_slot": new.default.value, "reason": reason}})
 
-    def _installer(self, choice: image.BootChoice, keys: list[bytes]) -> _Boot | None:
+    def _installer(self, choice: BootChoice, keys: list[bytes]) -> _Boot | None:
         why = str(choice.events[-1].payload.get("reason", "no slot can boot")) if choice.events else "no slot"
         if self.qemu is not None and self.opts.boot_from is None:
             self.say(f"nothing to boot: {why}; a qemu machine boots its disk image's slots, or an installer image "
@@ -436,7 +437,7 @@ class Machine:
             (self.run_dir / "agent.pid").write_text(f"{proc.pid}\n")
 
         try:
-            ending = self.qemu.run(boot.slot.label.value if boot.slot else None, boot_file, started,
+            ending = self.qemu.run(slot_label(boot.slot).value if boot.slot else None, boot_file, started,
                                    installer=self.opts.boot_from if boot.slot is None else None)
         except GravenError as exc:
             self.pending = handed + self.pending

@@ -8,6 +8,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from boot import BootEnv
 from config import MachineConfig
 from errors import Cancelled, InvalidRequest
 from events import Actor, Event, EventLog
@@ -16,8 +17,7 @@ from fsm import NodeFSM, Trigger
 from ._model import SequenceName
 from ._requests import Request
 from .ports import (
-    BootEnv,
-    BootState,
+    BootEnvStore,
     Clock,
     Disk,
     Identity,
@@ -70,7 +70,7 @@ class CancelToken:
 
 @dataclass(frozen=True)
 class Ports:
-    boot_env: BootEnv
+    boot_env: BootEnvStore
     disk: Disk
     images: Images
     network: Network
@@ -88,7 +88,7 @@ class Runtime:
     config: MachineConfig | None = None  # active
     persisted: MachineConfig | None = None
     staged: MachineConfig | None = None
-    boot_env: BootState | None = None
+    boot_env: BootEnv | None = None
     image: RunningImage | None = None
     identity: str | None = None
     services: list[str] = field(default_factory=list)  # in start order

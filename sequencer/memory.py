@@ -6,14 +6,16 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
+from boot import BootEnv
 from config import Interface, MachineConfig, install_disk_mismatch
 from errors import BadImage, StorageError, Unavailable
 from events import Event, SystemClock
 
 from ._context import Ports
 from .ports import (
-    BootEnv,
-    BootState,
+    BootEnvStore,
     Clock,
     Disk,
     Identity,
@@ -42,15 +44,19 @@ __all__ = [
 
 @dataclass
 class MemoryBootEnv:
-    state: BootState | None = None
-    history: list[BootState] = field(default_factory=list)
+    """META in memory: as on a disk, every store is newer than the one before (``seq``)."""
 
-    def load(self) -> BootState | None:
+    state: BootEnv | None = None
+    history: list[BootEnv] = field(default_factory=list)
+
+    def load(self) -> BootEnv | None:
         return self.state
 
-    def store(self, state: BootState) -> None:
-        self.state = state
-        self.history.append(state)
+    def store(self, env: BootEnv) -> None:
+        if self.state is not None and env.seq <= self.state.seq:
+            env = msgspec.structs.replace(env, seq=self.state.seq + 1)
+        self.state = env
+        self.history.append(env)
 
 
 @dataclass(frozen=True)
@@ -210,7 +216,7 @@ class MemorySinks:
         return count
 
 
-def memory_ports(*, boot_env: BootEnv | None = None, disk: Disk | None = None, images: Images | None = None,
+def memory_ports(*, boot_env: BootEnvStore | None = None, disk: Disk | None = None, images: Images | None = None,
                  network: Network | None = None, services: Services | None = None, power: Power | None = None,
                  clock: Clock | None = None, identity: Identity | None = None, sinks: Sinks | None = None) -> Ports:
     """A full set of in-memory ports; pass any of them (by ``Ports`` field name) to replace the default."""

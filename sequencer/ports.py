@@ -8,16 +8,15 @@ core's tests. Calls are synchronous (the adapters do blocking I/O); tasks run th
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Protocol
 
+from boot import BootEnv
 from config import Interface, MachineConfig
 from events import Clock, Event, EventLog
 
 __all__ = [
-    "SLOTS",
-    "BootEnv",
-    "BootState",
+    "BootEnvStore",
     "Clock",
     "Disk",
     "EventLog",
@@ -29,51 +28,16 @@ __all__ = [
     "RunningImage",
     "Services",
     "Sinks",
-    "SlotBoot",
-    "other_slot",
 ]
 
-SLOTS = ("A", "B")
+class BootEnvStore(Protocol):
+    """META: the boot environment shared with the bootloader (``boot.BootEnv``, changed only by ``boot``'s rules)."""
 
-
-def other_slot(slot: str) -> str:
-    return "B" if slot == "A" else "A"
-
-
-@dataclass(frozen=True)
-class SlotBoot:
-    """Boot counting of one slot: tries left before the bootloader gives it up, and whether it booted good."""
-
-    tries_left: int = 0
-    good: bool = False
-
-
-@dataclass(frozen=True)
-class BootState:
-    """The boot environment as the core sees it (META holds it; ``storage.BootEnv`` has the same fields)."""
-
-    default: str | None = None  # the slot the next boot tries first
-    fallback: str | None = None  # the slot to go back to if ``default`` runs out of tries
-    a: SlotBoot = field(default_factory=SlotBoot)
-    b: SlotBoot = field(default_factory=SlotBoot)
-    boots: int = 0
-    last_fallback_reason: str | None = None
-
-    def slot(self, slot: str) -> SlotBoot:
-        return self.a if slot == "A" else self.b
-
-    def with_slot(self, slot: str, state: SlotBoot) -> BootState:
-        return replace(self, a=state) if slot == "A" else replace(self, b=state)
-
-
-class BootEnv(Protocol):
-    """META: the boot environment shared with the bootloader."""
-
-    def load(self) -> BootState | None:
+    def load(self) -> BootEnv | None:
         """The current environment; None on a blank META (a fresh disk)."""
         ...
 
-    def store(self, state: BootState) -> None:
+    def store(self, env: BootEnv) -> None:
         """Replace the environment; durable (torn-write safe) when it returns."""
         ...
 

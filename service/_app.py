@@ -18,11 +18,11 @@ import asyncio
 import json
 
 import config
+from boot import Slot
 from errors import GravenError, InvalidRequest, NotFound
 from events import Actor, Event, EventLog, Kind, NodeState, fold
 from fsm import NodeFSM, Stage
 from sequencer import RebootRequest, SequenceName, Sequencer, apply_config, confirm_config
-from sequencer.ports import other_slot
 
 from ._ports import BootFacts, Cluster, Host, NetworkView, NoCluster, NoNetworkView
 from ._records import (
@@ -216,8 +216,9 @@ class NodeService:
         running = self.boot.slot
         if running is None or env is None:
             return NotFound("this boot runs no slot of the disk (installer or bare agent); nothing to roll back to")
-        if not env.slot(other_slot(running)).good:
-            return NotFound(f"slot {other_slot(running)} holds no image that booted good; nothing to roll back to")
+        target = Slot.parse(running).other
+        if not env.slot(target).good:
+            return NotFound(f"slot {target} holds no image that booted good; nothing to roll back to")
         return None
 
     def boot_trace(self, boot: int, boot_id: str, fmt: str) -> bytes:

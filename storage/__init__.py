@@ -9,16 +9,14 @@ from ._disk_block import DiskLayout as DiskLayout
 from ._disk_block import block_problem as block_problem
 from ._disk_sandbox import SandboxDisk as SandboxDisk
 from ._meta import META_SIZE as META_SIZE
-from ._meta import BootEnv as BootEnv
 from ._meta import MetaStore as MetaStore
-from ._meta import SlotBoot as SlotBoot
 from ._mount import MountStrategy as MountStrategy
 from ._mount import available_strategies as available_strategies
 from ._slot import InstallableImage as InstallableImage
 from ._slot import Label as Label
-from ._slot import Slot as Slot
 from ._slot import SlotInfo as SlotInfo
 from ._slot import SlotState as SlotState
+from ._slot import slot_label as slot_label
 from ._slotio import Progress as Progress
 from ._sys import have as have
 from ._sys import missing_tool as missing_tool
@@ -30,7 +28,6 @@ __all__ = [
     "KERNEL_SETUP",
     "META_SIZE",
     "BlockDisk",
-    "BootEnv",
     "DiskBase",
     "DiskLayout",
     "EtcdClient",
@@ -47,8 +44,6 @@ __all__ = [
     "MountStrategy",
     "Progress",
     "SandboxDisk",
-    "Slot",
-    "SlotBoot",
     "SlotInfo",
     "SlotState",
     "SnapshotCheck",
@@ -58,6 +53,7 @@ __all__ = [
     "kernel_cache",
     "missing_tool",
     "seq_key",
+    "slot_label",
     "write_durably",
 ]
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
 
+from boot import BootEnv, Slot
 from errors import BadImage, StorageError
 
-from ._meta import BootEnv, MetaStore
+from ._meta import MetaStore
 from ._mount import MountStrategy, SlotMounts
-from ._slot import InstallableImage, Label, Slot, SlotInfo
+from ._slot import InstallableImage, Label, SlotInfo, slot_label
 from ._slotio import Progress, SlotArea, require_installable
 
 __all__ = ["ALL_LABELS", "FS_LABELS", "DiskBase", "parse_labels"]
@@ -93,10 +94,10 @@ class DiskBase(abc.ABC):
         return self._mounts.strategy
 
     def slot_path(self, slot: Slot | str) -> Path:
-        return self._raw_path(Slot.parse(slot).label)
+        return self._raw_path(slot_label(Slot.parse(slot)))
 
     def _area(self, slot: Slot) -> SlotArea:
-        return SlotArea(self._raw_path(slot.label), slot.label)
+        return SlotArea(self._raw_path(slot_label(slot)), slot_label(slot))
 
     def slot_info(self, slot: Slot | str) -> SlotInfo | None:
         """What the slot holds per its record; None for an empty or damaged record."""

@@ -22,13 +22,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from boot import Slot
 from errors import StorageError
 
 from ._disk import ALL_LABELS, FS_LABELS, DiskBase, parse_labels
 from ._guest import mount, sysfs_partitions, umount
 from ._meta import META_SIZE, MetaStore
 from ._mount import MountStrategy
-from ._slot import Label, Slot
+from ._slot import Label, slot_label
 from ._slotio import SlotArea, area_size
 from ._sys import have, is_root, os_errors, run
 
@@ -235,7 +236,7 @@ class BlockDisk(DiskBase):
             raise StorageError(f"sfdisk wrote a table on {self.device} but not every label reads back")
         MetaStore(self._raw_path(Label.META)).clear()
         for slot in Slot:
-            SlotArea(self._raw_path(slot.label), slot.label).clear()
+            SlotArea(self._raw_path(slot_label(slot)), slot_label(slot)).clear()
 
     def _busy_partitions(self) -> list[str]:
         """``LABEL at /mount/point`` for every partition of this disk mounted anywhere in this namespace."""
@@ -388,7 +389,7 @@ class BlockDisk(DiskBase):
             return self._node(label)
 
     def _slot_in_use(self, slot: Slot) -> str | None:
-        where = self._mounted_at(self._node(slot.label))
+        where = self._mounted_at(self._node(slot_label(slot)))
         return f"mounted at {where}" if where else None
 
     def _unmount_label(self, label: Label) -> None:

@@ -26,19 +26,17 @@ from typing import NamedTuple
 
 import msgspec
 
+from boot import BootEnv
 from errors import StorageError
 
-from ._slot import Slot
 from ._sys import os_errors
 
 __all__ = [
     "META_COPY_OFFSETS",
     "META_SIZE",
-    "BootEnv",
     "CopyRead",
     "CopyStatus",
     "MetaStore",
-    "SlotBoot",
     "choose_copy",
     "decode_copy",
     "encode_copy",
@@ -52,56 +50,6 @@ _MAX_PAYLOAD = 64 * 1024
 _MAGIC = b"GRVMETA\x00"
 _HEAD = struct.Struct(">8sQI")
 _BLOCK = 4096
-
-
-class SlotBoot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Boot counting state of one slot: tries left before it is given up, and whether it booted good."""
-
-    tries_left: int = 0
-    good: bool = False
-
-    @property
-    def bootable(self) -> bool:
-        return self.good or self.tries_left > 0
-
-
-class BootEnv(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """What the bootloader knows between boots.
-
-    ``seq`` numbers the environments: every change makes a new one with ``seq + 1``, and META refuses to
-    store an environment that is not newer than the one it holds. ``last_fallback_seq`` is the ``seq`` of
-    the environment that recorded the last fallback.
-    """
-
-    seq: int = 0
-    default: Slot | None = None
-    fallback: Slot | None = None
-    a: SlotBoot = msgspec.field(default_factory=SlotBoot)
-    b: SlotBoot = msgspec.field(default_factory=SlotBoot)
-    boots: int = 0
-    last_fallback_reason: str | None = None
-    last_fallback_seq: int | None = None
-
-    def slot(self, slot: Slot) -> SlotBoot:
-        return self.a if slot is Slot.A else self.b
-
-    def with_slot(self, slot: Slot, state: SlotBoot) -> BootEnv:
-        if slot is Slot.A:
-            return msgspec.structs.replace(self, a=state)
-        return msgspec.structs.replace(self, b=state)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "seq": self.seq,
-            "default": self.default.value if self.default else None,
-            "fallback": self.fallback.value if self.fallback else None,
-            "slots": {
-                s.value: {"tries_left": self.slot(s).tries_left, "good": self.slot(s).good} for s in Slot
-            },
-            "boots": self.boots,
-            "last_fallback_reason": self.last_fallback_reason,
-            "last_fallback_seq": self.last_fallback_seq,
-        }
 
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")

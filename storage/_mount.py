@@ -17,9 +17,10 @@ import shutil
 import stat
 from pathlib import Path
 
+from boot import Slot
 from errors import BadImage, StorageError
 
-from ._slot import InstallableImage, Slot
+from ._slot import InstallableImage
 from ._sys import have, is_root, os_errors, run
 
 __all__ = ["MountStrategy", "SlotMounts", "available_strategies", "strategy_problem"]

@@ -20,16 +20,18 @@ from typing import ClassVar
 
 import msgspec
 
+from boot import Slot
+
 __all__ = [
     "RAW_LABELS",
     "SLOT_RECORD_SIZE",
     "InstallableImage",
     "Label",
-    "Slot",
     "SlotInfo",
     "SlotState",
     "decode_slot_record",
     "encode_slot_record",
+    "slot_label",
 ]
 
 
@@ -60,27 +62,9 @@ class Label(enum.StrEnum):
 RAW_LABELS = frozenset({Label.BOOT_A, Label.BOOT_B, Label.META})
 
 
-class Slot(enum.StrEnum):
-    """An image slot. ``Slot("a")``, ``Slot.parse("BOOT-A")`` and ``Slot.A`` are the same slot."""
-
-    A = "A"
-    B = "B"
-
-    @property
-    def other(self) -> Slot:
-        return Slot.B if self is Slot.A else Slot.A
-
-    @property
-    def label(self) -> Label:
-        return Label.BOOT_A if self is Slot.A else Label.BOOT_B
-
-    @classmethod
-    def parse(cls, value: str | Slot) -> Slot:
-        text = str(value).upper().removeprefix("BOOT-")
-        try:
-            return cls(text)
-        except ValueError:
-            raise ValueError(f"unknown slot {value!r} (slots: A, B)") from None
+def slot_label(slot: Slot) -> Label:
+    """The partition (or sandbox file) that holds ``slot``."""
+    return Label.BOOT_A if slot is Slot.A else Label.BOOT_B
 
 
 class SlotState(enum.StrEnum):

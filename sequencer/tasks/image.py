@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import boot
+from boot import Slot
 from errors import InvalidRequest
 from events import Kind
 
 from .._context import Context
 from .._model import task
 from .._requests import InstallRequest, UpgradeRequest
-from ..ports import Image, other_slot
-from .meta import invalidated
+from ..ports import Image
 
 
 def _trusted(ctx: Context) -> tuple[bytes, ...]:
@@ -51,12 +52,12 @@ async def verify_image(ctx: Context) -> None:
 async def write_inactive_slot(ctx: Context) -> None:
     assert ctx.image is not None, "verify runs before write"
     running = ctx.runtime.image.slot if ctx.runtime.image and ctx.runtime.image.slot else "A"
-    ctx.slot = other_slot(running)
+    ctx.slot = Slot.parse(running).other.value
     # As RAUC: take the slot out of service before writing it, so that a write cut off half-way is never
     # booted, fallen back to or rolled back to on the strength of an older good flag.
     state = await ctx.blocking(ctx.ports.boot_env.load)
     if state is not None:
-        state = invalidated(state, ctx.slot)
+        state, _ = boot.mark_bad(state, Slot.parse(ctx.slot))
         await ctx.blocking(ctx.ports.boot_env.store, state)
         ctx.runtime.boot_env = state
     await ctx.blocking(ctx.ports.disk.write_image, ctx.slot, ctx.image)

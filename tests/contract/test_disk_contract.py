@@ -18,22 +18,11 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from boot import BootEnv, Slot, SlotBoot, arm
 from errors import BadImage, DiskFull, InvariantViolation, StorageError
-from image import VerifiedImage, arm, build_image, install, plan_install, verify, verify_slot
+from image import VerifiedImage, build_image, install, plan_install, verify, verify_slot
 from pki import public_raw
-from storage import (
-    BlockDisk,
-    BootEnv,
-    DiskBase,
-    DiskLayout,
-    Label,
-    MountStrategy,
-    SandboxDisk,
-    Slot,
-    SlotBoot,
-    SlotState,
-    block_problem,
-)
+from storage import BlockDisk, DiskBase, DiskLayout, Label, MountStrategy, SandboxDisk, SlotState, block_problem
 
 MIB = 1 << 20
 CREATED = 1_700_000_000
@@ -300,7 +289,7 @@ def test_reopen_sees_the_same_disk(make_disk: MakeDisk, built: Built):
 
 def test_install_protocol_upgrade(disk: DiskBase, built: Built):
     """Install A, boot it good, upgrade into B: B is written while A keeps running, then armed."""
-    from image import choose_slot, mark_good
+    from boot import choose_slot, mark_good
 
     install(disk, plan_install(None, verify(built.v1, [built.key])))
     choice = choose_slot(disk.read_boot_env())  # type: ignore[arg-type]

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from machinekit import PY, Images, Machine, Machines, _env, unsealed_boots
 
-from storage import SandboxDisk, Slot
+from boot import Slot
+from storage import SandboxDisk
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from api._client import GravenClient
+from boot import Slot, mark_good
 from errors import GravenError
-from image import build_image, install, load_signing_key, mark_good, plan_install, verify, write_keypair
+from image import build_image, install, load_signing_key, plan_install, verify, write_keypair
 from node._qemu import free_port, make_disk, qemu_problem
 from pki import public_raw
-from storage import BlockDisk, Slot, block_problem
+from storage import BlockDisk, block_problem
 
 PROBLEM = qemu_problem() or block_problem()
 pytestmark = [pytest.mark.slow, pytest.mark.root,

@@ -8,8 +8,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from image_fixtures import CREATED, Images, Keys
 
-from image import build_image, choose_slot, install, mark_good, plan_install, verify
-from storage import BootEnv, SandboxDisk, Slot
+from boot import BootEnv, Slot, choose_slot, mark_good
+from image import build_image, install, plan_install, verify
+from storage import SandboxDisk
 
 SLOT = 4 << 20
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from image_fixtures import TAMPERS, Images, Keys
 
+from boot import BootEnv, Slot, SlotBoot
 from errors import VerificationError
 from image import install, plan_install, verify, verify_slot
-from storage import BootEnv, Label, SandboxDisk, Slot, SlotBoot
+from storage import Label, SandboxDisk
 
 SLOT = 4 << 20
 

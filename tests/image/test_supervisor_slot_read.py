@@ -12,10 +12,11 @@ import pytest
 from image_fixtures import Images, Keys
 
 import image
+from boot import Slot, arm
 from errors import BadImage, StorageError
-from image import arm, install, plan_install, verify
+from image import install, plan_install, verify
 from node._supervisor import Machine, MachineOptions
-from storage import SandboxDisk, Slot
+from storage import SandboxDisk
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import asyncio
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from seqkit import Pki
 
 import config
+from boot import choose_slot
 from events import Actor, Event, EventLog, Kind, MemoryEventLog, replay, verify_items
 from fsm import NodeFSM, Stage
 from sequencer import (
@@ -40,7 +40,7 @@ from sequencer.memory import (
     MemorySinks,
     memory_ports,
 )
-from sequencer.ports import RunningImage, SlotBoot
+from sequencer.ports import RunningImage
 from sequencer.trace import list_boots, render_chrome, render_json, render_svg, render_table, trace_boot
 
 ADMIN = Actor("alice", ("os:admin",))
@@ -64,13 +64,11 @@ class Machine:
     def power_on(self) -> Sequencer:
         state = self.meta.state
         if state is not None and state.default is not None:  # the supervisor: pick, count tries, measure
-            slot = state.default
-            if not state.slot(slot).good:
-                current = state.slot(slot)
-                state = state.with_slot(slot, SlotBoot(current.tries_left - 1, False))
-            self.meta.state = replace(state, boots=state.boots + 1)
-            image = self.disk.slots[slot]
-            self.images.current = RunningImage(slot, image.version, image.payload_sha256.hex())
+            choice = choose_slot(state)  # the bootloader's own rule
+            self.meta.state = choice.env
+            assert choice.slot is not None
+            image = self.disk.slots[choice.slot.value]
+            self.images.current = RunningImage(choice.slot.value, image.version, image.payload_sha256.hex())
         if self.log is not None and hasattr(self.log, "close"):
             self.log.close()
         self.log = self.open_log(f"boot-{self.boots}")

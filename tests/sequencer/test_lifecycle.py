@@ -12,6 +12,7 @@ import pytest
 from seqkit import run
 
 import config
+from boot import BootEnv, Slot, SlotBoot
 from errors import BadImage, InvalidConfig, NotFound
 from events import Actor, Event, Kind, MemoryEventLog, replay, verify_items
 from fsm import Stage
@@ -26,7 +27,6 @@ from sequencer import (
     task,
 )
 from sequencer.memory import MemoryDisk, MemoryIdentity, MemoryImage, MemoryServices
-from sequencer.ports import BootState, SlotBoot
 
 S = SequenceName
 ADMIN = Actor("alice", ("os:admin",))
@@ -101,11 +101,11 @@ def test_a_bad_image_fails_the_upgrade_at_verify_and_the_node_keeps_running(make
 def test_rollback_needs_a_good_other_slot(make_node: Any, make_config: Any) -> None:
     node = make_node(stage=Stage.RUNNING, cfg=make_config())
     node.seq.runtime.image = node.ports.images.running()
-    node.ports.boot_env.state = BootState(default="A", a=SlotBoot(0, True))
+    node.ports.boot_env.state = BootEnv(default=Slot.A, a=SlotBoot(0, True))
     result = run(node.seq.run(S.ROLLBACK))
     assert result.outcome == "failed" and isinstance(result.error, NotFound) and result.phase == "bootloader"
     assert node.fsm.stage is Stage.RUNNING and node.ports.power.actions == []
-    node.ports.boot_env.state = BootState(default="A", a=SlotBoot(0, True), b=SlotBoot(0, True))
+    node.ports.boot_env.state = BootEnv(default=Slot.A, a=SlotBoot(0, True), b=SlotBoot(0, True))
     result = run(node.seq.run(S.ROLLBACK))  # good once, but its image is gone: refused
     assert result.outcome == "failed" and isinstance(result.error, NotFound)
     assert "does not verify" in result.error.message

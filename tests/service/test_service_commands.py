@@ -12,12 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servicekit import Node
 
+from boot import BootEnv, Slot, SlotBoot
 from errors import BadImage, Code, GravenError, InvalidRequest, NotFound, QuorumAtRisk, TransitionRejected
 from events import Actor, Kind
 from fsm import Stage
 from sequencer import RebootRequest, ResetRequest, SequenceName, UpgradeRequest
 from sequencer.memory import MemoryBootEnv
-from sequencer.ports import BootState, SlotBoot
 from service import Accepted, Reboot, Reset, Rollback, Shutdown, Upgrade
 
 T = TypeVar("T")
@@ -118,7 +118,7 @@ def test_a_graceful_reset_with_sinks_ships_first_and_is_accepted(make_node: Any,
 
 
 def _env(other_good: bool) -> MemoryBootEnv:
-    return MemoryBootEnv(BootState(default="A", fallback="B", a=SlotBoot(good=True), b=SlotBoot(good=other_good)))
+    return MemoryBootEnv(BootEnv(default=Slot.A, fallback=Slot.B, a=SlotBoot(good=True), b=SlotBoot(good=other_good)))
 
 
 def test_rollback_needs_a_good_other_slot(make_node: Any, make_config: Any) -> None:

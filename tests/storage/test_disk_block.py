@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from boot import Slot
 from errors import StorageError
 from image import build_image, verify, verify_slot
 from pki import public_raw
-from storage import BlockDisk, DiskLayout, Label, Slot, block_problem
+from storage import BlockDisk, DiskLayout, Label, block_problem
 
 MIB = 1 << 20
 PROBLEM = block_problem()

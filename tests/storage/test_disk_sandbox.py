@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from boot import Slot
 from errors import BadImage, StorageError
 from image import build_image, verify, verify_slot
 from pki import public_raw
-from storage import META_SIZE, Label, MountStrategy, SandboxDisk, Slot
+from storage import META_SIZE, Label, MountStrategy, SandboxDisk
 from storage._mount import strategy_problem
 
 MIB = 1 << 20

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from boot import BootEnv, Slot, SlotBoot
 from errors import StorageError
-from storage import META_SIZE, BootEnv, MetaStore, Slot, SlotBoot
+from storage import META_SIZE, MetaStore
 from storage._meta import (
     META_COPY_OFFSETS,
     CopyRead,

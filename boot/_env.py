@@ -6,7 +6,6 @@ META stores ``BootEnv`` as msgpack (``storage._meta``); its fields and their enc
 from __future__ import annotations
 
 import enum
-from typing import Any
 
 import msgspec
 
@@ -69,7 +68,7 @@ class BootEnv(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
             return msgspec.structs.replace(self, a=state)
         return msgspec.structs.replace(self, b=state)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "seq": self.seq,
             "default": self.default.value if self.default else None,

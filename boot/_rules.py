@@ -18,7 +18,7 @@ the caller may log.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 
@@ -46,7 +46,7 @@ DEFAULT_TRIES = 3
 
 class BootEvent(NamedTuple):
     kind: str
-    payload: dict[str, Any]
+    payload: dict[str, object]
 
 
 class BootChoice(NamedTuple):
@@ -66,12 +66,12 @@ def fallback_of(env: BootEnv) -> Slot | None:
     return other if env.slot(other).bootable else None
 
 
-def _next(env: BootEnv, **changes: Any) -> BootEnv:
+def _next(env: BootEnv, **changes: object) -> BootEnv:
     new = msgspec.structs.replace(env, seq=env.seq + 1, **changes)
     return msgspec.structs.replace(new, fallback=fallback_of(new))
 
 
-def _with(env: BootEnv, slot: Slot, state: SlotBoot, **changes: Any) -> BootEnv:
+def _with(env: BootEnv, slot: Slot, state: SlotBoot, **changes: object) -> BootEnv:
     return _next(env.with_slot(slot, state), **changes)
 
 

@@ -46,11 +46,15 @@ class DiskPort:
     def kind(self) -> str:
         return str(self.disk.kind)
 
+    @property
+    def makes_filesystems(self) -> bool:
+        return self.disk.makes_filesystems
+
     def is_partitioned(self) -> bool:
         return self.disk.is_partitioned()
 
     def check_install_disk(self, device: str) -> None:
-        if self.disk.kind != "sandbox" and not self.disk.is_named(device):
+        if self.disk.named_device and not self.disk.is_named(device):
             name = getattr(self.disk, "source", self.disk)
             raise install_disk_mismatch(device, f"{name} (given to graven machine --disk)")
 

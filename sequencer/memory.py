@@ -96,6 +96,7 @@ class MemoryImages:
 @dataclass
 class MemoryDisk:
     kind: str = "sandbox"
+    makes_filesystems: bool = False
     partitioned: bool = False
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     slots: dict[str, Image] = field(default_factory=dict)

@@ -77,7 +77,12 @@ class Disk(Protocol):
 
     @property
     def kind(self) -> str:
-        """``sandbox`` (files and folders) or ``block`` (a GPT disk)."""
+        """``sandbox`` (files and folders) or ``block`` (a GPT disk): for people; ask the capabilities."""
+        ...
+
+    @property
+    def makes_filesystems(self) -> bool:
+        """Install formats its partitions (a block disk); a sandbox's partitions are folders."""
         ...
 
     def is_partitioned(self) -> bool: ...

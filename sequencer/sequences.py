@@ -37,8 +37,8 @@ def fresh_disk(ctx: Context) -> bool:
 
 
 @condition
-def fresh_block_disk(ctx: Context) -> bool:
-    return ctx.ports.disk.kind == "block" and not _installed(ctx)
+def fresh_disk_to_format(ctx: Context) -> bool:
+    return ctx.ports.disk.makes_filesystems and not _installed(ctx)
 
 
 @condition
@@ -86,7 +86,7 @@ BOOT = Sequence(SequenceName.BOOT, stages=_in("booting"), done=Trigger.BOOTED, p
 INSTALL = Sequence(SequenceName.INSTALL, stages=_in("booting maintenance"), request=InstallRequest,
                    enter=Trigger.INSTALL, failed=Trigger.ABORT, phases=(
     Phase("disk", (disk.partition_disk,), when=fresh_disk),
-    Phase("format", (disk.format_partitions,), when=fresh_block_disk),
+    Phase("format", (disk.format_partitions,), when=fresh_disk_to_format),
     Phase("image", (image.install_image,), when=fresh_disk),
     Phase("state", (state.write_config, state.create_identity)),
     Phase("bootloader", (meta.default_slot_a,), when=fresh_disk),

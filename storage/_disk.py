@@ -44,6 +44,10 @@ class DiskBase(abc.ABC):
     """One machine disk: partitions by label, two image slots, META."""
 
     kind: ClassVar[str]
+    # What a caller may ask of a disk instead of its kind: its partitions hold filesystems that install makes (a
+    # block disk; the sandbox's are folders), and it is a device that machine.install.disk must name.
+    makes_filesystems: ClassVar[bool]
+    named_device: ClassVar[bool]
 
     def __init__(self, *, run_dir: Path, cache_dir: Path, mount_strategy: MountStrategy | str | None) -> None:
         self.run_dir = run_dir

@@ -113,6 +113,8 @@ class BlockDisk(DiskBase):
     ``mknod`` from sysfs, else a ``loop`` over the byte range) or one of those three alone (for tests)."""
 
     kind = "block"
+    makes_filesystems = True
+    named_device = True
 
     def __init__(
         self,

@@ -32,6 +32,8 @@ _TABLE_VERSION = 1
 
 class SandboxDisk(DiskBase):
     kind = "sandbox"
+    makes_filesystems = False
+    named_device = False
 
     def __init__(
         self,

@@ -198,8 +198,8 @@ def test_a_config_that_does_not_load_sends_the_node_to_maintenance(make_node: An
 def test_install_writes_only_to_the_disk_the_config_names(make_node: Any, make_config: Any, named: str,
                                                           ok: bool) -> None:
     cfg = make_config(install_disk=named)
-    node = make_node(stage=Stage.MAINTENANCE, cfg=cfg, disk=MemoryDisk(kind="block", device="/dev/vdb"),
-                     identity=MemoryIdentity())
+    block = MemoryDisk(kind="block", makes_filesystems=True, device="/dev/vdb")
+    node = make_node(stage=Stage.MAINTENANCE, cfg=cfg, disk=block, identity=MemoryIdentity())
     result = run(node.seq.run(S.INSTALL, InstallRequest(), actor=ADMIN))
     assert result.ok is ok
     disk = node.ports.disk

@@ -38,6 +38,7 @@ from ._record import encode_canonical as encode_canonical
 from ._record import encode_event as encode_event
 from ._record import event_hash as event_hash
 from ._record import trusted_event_hash as trusted_event_hash
+from ._replay import BootOutcome as BootOutcome
 from ._replay import BootRecord as BootRecord
 from ._replay import NodeState as NodeState
 from ._replay import RunningSequence as RunningSequence
@@ -85,6 +86,7 @@ __all__ = [
     "WITNESS_REASONS",
     "WITNESS_UNIT",
     "Actor",
+    "BootOutcome",
     "BootRecord",
     "Bundle",
     "ChainVerifier",

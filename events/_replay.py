@@ -6,6 +6,7 @@ but the position. The fold checks seq and prev as it goes, so a fold over a brok
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -47,6 +48,7 @@ from .payloads import (
 )
 
 __all__ = [
+    "BootOutcome",
     "BootRecord",
     "NodeState",
     "RunningSequence",
@@ -65,6 +67,14 @@ class SlotState(msgspec.Struct, frozen=True):
     good: bool = False
 
 
+class BootOutcome(enum.StrEnum):
+    RUNNING = "running"
+    COMMITTED = "committed"
+    FAILED = "failed"
+    REBOOTED = "rebooted"
+    SHUTDOWN = "shutdown"
+
+
 class BootRecord(msgspec.Struct, frozen=True):
     boot_id: str
     number: int
@@ -72,7 +82,7 @@ class BootRecord(msgspec.Struct, frozen=True):
     started_ns: int
     slot: str | None = None
     version: str | None = None
-    outcome: str = "running"  # running | committed | failed | rebooted | shutdown
+    outcome: BootOutcome = BootOutcome.RUNNING
     last_seq: int | None = None  # None while the boot is the log's latest; set when the next boot begins
     fallback: dict[str, Any] | None = None
 
@@ -251,8 +261,8 @@ def _checkpoint(state: NodeState, e: Event) -> NodeState:
 @applies(Kind.BOOT_STARTED)
 def _boot_started(state: NodeState, e: Event) -> NodeState:
     boots = state.boots
-    if boots and boots[-1].outcome == "running":
-        boots = (*boots[:-1], replace(boots[-1], outcome="failed"))
+    if boots and boots[-1].outcome is BootOutcome.RUNNING:
+        boots = (*boots[:-1], replace(boots[-1], outcome=BootOutcome.FAILED))
     p = payload_of(e, BootStarted)
     rec = BootRecord(boot_id=e.boot_id, number=len(boots), started_seq=e.seq, started_ns=e.time_ns, slot=p.slot,
                      version=p.version)
@@ -272,7 +282,10 @@ def _committed(state: NodeState, e: Event) -> NodeState:
     slot = str(payload_of(e, BootCommitted).slot) if "slot" in e.payload else str(state.active_slot or "")
     slots = dict(state.slots)
     slots[slot] = replace(slots.get(slot, SlotState()), good=True)
-    return _boot(replace(state, slots=slots), outcome="committed")
+    return _boot(replace(state, slots=slots), outcome=BootOutcome.COMMITTED)
+
+
+_ENDS = {"rebooting": BootOutcome.REBOOTED, "shutting_down": BootOutcome.SHUTDOWN, "stopped": BootOutcome.SHUTDOWN}
 
 
 @applies(Kind.FSM_TRANSITION)
@@ -280,8 +293,8 @@ def _transition(state: NodeState, e: Event) -> NodeState:
     dst = payload_of(e, FsmTransition).dst
     state = replace(state, stage=dst)
     if dst in ("rebooting", "shutting_down", "stopped") and state.boots:
-        outcome = {"rebooting": "rebooted", "shutting_down": "shutdown", "stopped": "shutdown"}[dst]
-        if state.boots[-1].outcome in ("running", "committed", "rebooted"):
+        outcome = _ENDS[dst]
+        if state.boots[-1].outcome in (BootOutcome.RUNNING, BootOutcome.COMMITTED, BootOutcome.REBOOTED):
             state = _boot(state, outcome=outcome)
     return state
 

@@ -14,6 +14,7 @@ from ._lifecycle import confirm_config as confirm_config
 from ._lifecycle import record_boot as record_boot
 from ._model import Condition as Condition
 from ._model import OnError as OnError
+from ._model import Outcome as Outcome
 from ._model import Phase as Phase
 from ._model import Sequence as Sequence
 from ._model import SequenceName as SequenceName
@@ -41,6 +42,7 @@ __all__ = [
     "Context",
     "InstallRequest",
     "OnError",
+    "Outcome",
     "Phase",
     "Ports",
     "RebootRequest",

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from ._context import Context
     from ._requests import Request
 
-__all__ = ["Condition", "OnError", "Phase", "Sequence", "SequenceName", "Task", "TaskFn", "condition", "task"]
+__all__ = ["Condition", "OnError", "Outcome", "Phase", "Sequence", "SequenceName", "Task", "TaskFn", "condition",
+           "task"]
 
 
 class SequenceName(enum.StrEnum):
@@ -30,6 +31,14 @@ class SequenceName(enum.StrEnum):
     RESET = "reset"
     REBOOT = "reboot"
     SHUTDOWN = "shutdown"
+
+
+class Outcome(enum.StrEnum):
+    """How a sequence, a phase or a task ended (the ``outcome`` of its STOP or failed event)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class OnError(enum.StrEnum):

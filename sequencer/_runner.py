@@ -25,7 +25,7 @@ from events import NODE, Actor, Event, EventLog, Kind
 from fsm import NodeFSM
 
 from ._context import CancelToken, Context, Ports, Runtime
-from ._model import OnError, Phase, Sequence, SequenceName, Task
+from ._model import OnError, Outcome, Phase, Sequence, SequenceName, Task
 from ._requests import Request
 from ._takeover import TAKEOVER, may_take_over
 from .sequences import SEQUENCES
@@ -36,7 +36,7 @@ __all__ = ["Run", "SequenceResult", "Sequencer"]
 @dataclass(frozen=True)
 class SequenceResult:
     sequence: SequenceName
-    outcome: str  # "ok" | "failed" | "cancelled"
+    outcome: Outcome
     actor: Actor
     duration_ns: int
     error: GravenError | None = None
@@ -45,7 +45,7 @@ class SequenceResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "ok"
+        return self.outcome is Outcome.OK
 
 
 class Run:
@@ -212,7 +212,8 @@ class Sequencer:
         name = seq.name.value
         ctx.emit(Kind.SEQUENCE_STARTED, {"sequence": name, "phases": [p.name for p in seq.phases],
                                          "request": _describe(run.request)})
-        outcome, error, phase, task = "ok", None, None, None
+        outcome: Outcome = Outcome.OK
+        error, phase, task = None, None, None
         try:
             ctx.cancel.check()
             if seq.enter is not None:
@@ -223,23 +224,23 @@ class Sequencer:
             if seq.done is not None:
                 ctx.fire(seq.done)
         except (Cancelled, asyncio.CancelledError):
-            outcome = "cancelled"
+            outcome = Outcome.CANCELLED
             if (current := asyncio.current_task()) is not None:
                 current.uncancel()
         except _PhaseFailed as failure:
-            outcome, error, phase, task = "failed", failure.error, failure.phase, failure.task
+            outcome, error, phase, task = Outcome.FAILED, failure.error, failure.phase, failure.task
         except Exception as exc:
-            outcome, error = "failed", _error(exc)
+            outcome, error = Outcome.FAILED, _error(exc)
         duration = clock.monotonic_ns() - started
         try:
-            if outcome == "failed" and seq.failed is not None and self.fsm.can(seq.failed):
+            if outcome is Outcome.FAILED and seq.failed is not None and self.fsm.can(seq.failed):
                 ctx.fire(seq.failed)
-            if outcome == "failed":
+            if outcome is Outcome.FAILED:
                 assert error is not None
                 ctx.emit(Kind.SEQUENCE_FAILED, {"sequence": name, "outcome": outcome, "duration_ns": duration,
                                                 "phase": phase, "task": task, **_error_fields(error)})
             else:
-                extra = {"cancelled_by": run.token.reason} if outcome == "cancelled" else {}
+                extra = {"cancelled_by": run.token.reason} if outcome is Outcome.CANCELLED else {}
                 ctx.emit(Kind.SEQUENCE_STOPPED, {"sequence": name, "outcome": outcome, "duration_ns": duration,
                                                  **extra})
             if ctx.sealed or ctx.power:
@@ -247,8 +248,8 @@ class Sequencer:
                 ctx.pending.append(await asyncio.to_thread(_seal_future, self.log, f"{name}: final"))
             await self._durable(ctx.pending)
         except GravenError as exc:
-            outcome, error = "failed", error or exc
-        if outcome == "ok" and ctx.power is not None:
+            outcome, error = Outcome.FAILED, error or exc
+        if outcome is Outcome.OK and ctx.power is not None:
             await asyncio.to_thread(getattr(self.ports.power, ctx.power))
         return SequenceResult(seq.name, outcome, run.actor, duration, error, phase, task)
 
@@ -286,9 +287,9 @@ class Sequencer:
                 err = failed.error if failed else _error(next(e for e in leaves if not isinstance(e, Cancelled)))
                 ctx.emit(Kind.PHASE_FAILED, {**base, "duration_ns": duration, "task": task_name, **_error_fields(err)})
                 raise _PhaseFailed(phase.name, task_name, err) from exc
-            ctx.emit(Kind.PHASE_STOPPED, {**base, "duration_ns": duration, "outcome": "cancelled"})
+            ctx.emit(Kind.PHASE_STOPPED, {**base, "duration_ns": duration, "outcome": Outcome.CANCELLED})
             raise
-        ctx.emit(Kind.PHASE_STOPPED, {**base, "duration_ns": clock.monotonic_ns() - started, "outcome": "ok"})
+        ctx.emit(Kind.PHASE_STOPPED, {**base, "duration_ns": clock.monotonic_ns() - started, "outcome": Outcome.OK})
 
     async def _task(self, ctx: Context, base: Mapping[str, object], task: Task) -> None:
         payload = {**base, "task": task.name}
@@ -300,7 +301,7 @@ class Sequencer:
                 await task.run(ctx)
         except (Cancelled, asyncio.CancelledError):
             ctx.emit(Kind.TASK_STOPPED, {**payload, "duration_ns": clock.monotonic_ns() - started,
-                                         "outcome": "cancelled"})
+                                         "outcome": Outcome.CANCELLED})
             raise
         except TimeoutError:
             err: GravenError = TaskTimeout(f"task {task.name!r} did not finish within {task.timeout} s",
@@ -308,7 +309,8 @@ class Sequencer:
         except Exception as exc:
             err = _error(exc)
         else:
-            ctx.emit(Kind.TASK_STOPPED, {**payload, "duration_ns": clock.monotonic_ns() - started, "outcome": "ok"})
+            ctx.emit(Kind.TASK_STOPPED, {**payload, "duration_ns": clock.monotonic_ns() - started,
+                                         "outcome": Outcome.OK})
             return
         fatal = task.on_error is OnError.FATAL
         ctx.emit(Kind.TASK_FAILED, {**payload, "duration_ns": clock.monotonic_ns() - started, "fatal": fatal,

@@ -162,6 +162,7 @@ class BootSelected(Payload, frozen=True, kw_only=True):
     reason: str = ""
     installer: Opt = None
     version: Opt = None
+    guest_ns: object = None  # a virtual machine's boot timeline {init, exec, agent} (sequencer.trace reads it)
 
 
 @_reg

@@ -9,7 +9,6 @@ same raw tree and skip what is malformed, so they never report a consequence of 
 from __future__ import annotations
 
 import datetime
-import difflib
 import ipaddress
 from collections.abc import Mapping, Sequence
 
@@ -210,6 +209,8 @@ def _walk_struct(value: object, t: mi.StructType, path: Path, ctx: _Ctx) -> bool
         if not isinstance(key, str):
             ctx.error((*path, str(key)), f"keys must be strings, got {_kind(key)}")
             continue
+        import difflib  # only for a config with a typo: not resident in every agent
+
         close = difflib.get_close_matches(key, fields, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(fields)}"
         ctx.error((*path, key), f"unknown key {key!r} ({hint})")

@@ -8,7 +8,6 @@ name the package of a tool they could not find. On a machine where everything is
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -228,6 +227,8 @@ def ensure_kernel(out: Callable[[str], None], *, cache: Path | None = None) -> i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import argparse  # the command line only: storage._sys imports this module in every agent
+
     parser = argparse.ArgumentParser(
         prog="python3 storage/_systools.py",
         description="Check that the system tools Graven runs are installed; 'ensure' installs the missing ones "

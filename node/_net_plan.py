@@ -8,7 +8,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import config
 from errors import (
@@ -20,7 +20,7 @@ from ._net_live import MAIN_TABLE, _Route
 
 __all__ = ["Emit", "NodeNetwork", "PathSource", "plan_rows"]
 
-Emit = Callable[[str, dict[str, Any]], None]
+Emit = Callable[[str, dict[str, object]], None]
 PathSource = Path | Callable[[], Path | None] | None
 
 
@@ -33,18 +33,23 @@ class NodeNetwork(Network, Protocol):
     def live_drift(self, network: config.Network) -> list[dict[str, object]] | None: ...
 
 
-def plan_rows(plan: dict[str, Any], what: str) -> list[dict[str, object]]:
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+def plan_rows(plan: dict[str, object], what: str) -> list[dict[str, object]]:
     """The sandbox's answer to the ``Network`` RPC: the recorded plan (``PlanNetwork.state``) in the shape of the
     live rows, each marked ``planned`` (nothing was applied); no drift can be read there."""
-    links = [i for i in plan.get("links") or [] if isinstance(i, dict)]
+    links = [i for i in _list(plan.get("links")) if isinstance(i, dict)]
     if what == "links":
         return [{"interface": i.get("interface"), "up": None, "mtu": i.get("mtu"), "planned": True} for i in links]
     if what == "addresses":
         return [{"interface": i.get("interface"), "address": a, "planned": True}
-                for i in links for a in i.get("addresses") or []]
+                for i in links for a in _list(i.get("addresses"))]
     if what == "routes":
         return [{"interface": i.get("interface"), "network": r.get("network"), "gateway": r.get("gateway"),
-                 "metric": r.get("metric"), "planned": True} for i in links for r in i.get("routes") or []]
+                 "metric": r.get("metric"), "planned": True} for i in links for r in _list(i.get("routes"))
+                if isinstance(r, dict)]
     if what == "drift":
         return []
     raise InvalidRequest(f"network resource {what!r}: expected links, addresses or routes", what=what)
@@ -58,7 +63,7 @@ class _WantRoute:
     metric: int | None
     family: int
 
-    def plain(self) -> dict[str, Any]:
+    def plain(self) -> dict[str, object]:
         return {"network": self.dst, "gateway": self.gateway, "metric": self.metric}
 
     def matches(self, r: _Route, oif: int) -> bool:
@@ -99,14 +104,16 @@ class _Record:
     up: list[str] = field(default_factory=list)  # links Graven brought up (they were down)
     addresses: list[list[str]] = field(default_factory=list)  # [link, cidr] Graven added
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"mtu": self.mtu, "up": sorted(self.up), "addresses": sorted(self.addresses)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> _Record:
-        return cls(mtu={str(k): int(v) for k, v in (data.get("mtu") or {}).items()},
-                   up=[str(x) for x in data.get("up") or []],
-                   addresses=[[str(a), str(b)] for a, b in data.get("addresses") or []])
+    def from_json(cls, data: dict[str, object]) -> _Record:
+        mtu = data.get("mtu")
+        return cls(mtu={str(k): int(v) for k, v in mtu.items()} if isinstance(mtu, dict) else {},
+                   up=[str(x) for x in _list(data.get("up"))],
+                   addresses=[[str(p[0]), str(p[1])] for p in _list(data.get("addresses"))
+                              if isinstance(p, list) and len(p) == 2])
 
 
 def _resolve(source: PathSource) -> Path | None:

@@ -39,7 +39,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from errors import GravenError, InvalidRequest, NotFound, OperationalError, PermissionDenied
 
@@ -92,7 +91,7 @@ class NodeNet:
     def exec_prefix(self, *, uts: bool = True) -> list[str]:
         return exec_in(self.netns, uts=uts)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "cidr": self.cidr}
 
 
@@ -148,7 +147,7 @@ def _ip(*args: str, check: bool = True) -> str:
     return proc.stdout
 
 
-def _ip_json(*args: str) -> list[dict[str, Any]]:
+def _ip_json(*args: str) -> list[dict[str, object]]:
     out = _ip("-j", *args)
     return list(json.loads(out)) if out.strip() else []
 
@@ -196,7 +195,7 @@ def _cluster_namespaces(cluster: str) -> list[str]:
     return [ns for ns in _namespaces() if ns.startswith(prefix) and "." not in ns[len(prefix):]]
 
 
-def _cluster_links(cluster: str) -> list[dict[str, Any]]:
+def _cluster_links(cluster: str) -> list[dict[str, object]]:
     bridge, prefix = link_names(cluster)
     mine = re.compile(rf"^{re.escape(prefix)}\d+$")
     alias = _alias(cluster)
@@ -211,16 +210,22 @@ def clusters() -> list[str]:
                    if ns.startswith(NS_PREFIX) and ns.count(".") == 2})
 
 
+def _inet(link: dict[str, object]) -> list[tuple[str, int]]:
+    """The IPv4 addresses of one link in ``ip -json addr``: (address, prefix length)."""
+    infos = link.get("addr_info")
+    return [(str(a["local"]), int(a["prefixlen"])) for a in (infos if isinstance(infos, list) else [])
+            if isinstance(a, dict) and a.get("family") == "inet"]
+
+
 def _free_subnet(cluster: str) -> ipaddress.IPv4Network:
     """A /24 of the benchmarking range no address or route of this host touches; the search starts at a place
     the cluster name picks, so a cluster tends to get the same subnet each time."""
     used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for link in _ip_json("addr", "show"):
-        for a in link.get("addr_info", []):
-            if a.get("family") == "inet":
-                used.append(ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False))
+        for local, prefixlen in _inet(link):
+            used.append(ipaddress.ip_network(f"{local}/{prefixlen}", strict=False))
     for r in _ip_json("-4", "route", "show", "table", "all"):
-        dst = r.get("dst", "")
+        dst = str(r.get("dst", ""))
         if dst and dst != "default":
             with contextlib.suppress(ValueError):
                 used.append(ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False))
@@ -319,9 +324,8 @@ def show(cluster: str) -> list[NodeNet]:
     bridge_address = ""
     with contextlib.suppress(GravenError):
         for link in _ip_json("addr", "show", "dev", bridge):
-            for a in link.get("addr_info", []):
-                if a.get("family") == "inet":
-                    bridge_address = a["local"]
+            for local, _ in _inet(link):
+                bridge_address = local
     veths = {str(link.get("ifalias", "")).removeprefix(_alias(cluster) + " node="): str(link["ifname"])
              for link in _cluster_links(cluster) if link.get("ifname") != bridge}
     nodes = []
@@ -330,9 +334,9 @@ def show(cluster: str) -> list[NodeNet]:
         address, plen = "", 0
         with contextlib.suppress(GravenError):
             for link in _ip_json("-n", ns, "addr", "show", "dev", NODE_IF):
-                for a in link.get("addr_info", []):
-                    if a.get("family") == "inet" and not address:
-                        address, plen = a["local"], int(a["prefixlen"])
+                for local, prefixlen in _inet(link):
+                    if not address:
+                        address, plen = local, prefixlen
         tap = None
         with contextlib.suppress(GravenError):
             tap = VM_TAP if _ip_json("-n", ns, "link", "show", "dev", VM_TAP) else None

@@ -11,7 +11,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import msgspec
 
@@ -23,8 +23,9 @@ from config.limits import LIMITS
 from errors import BadImage, DiskFull, InvalidRequest, StorageError, TooLarge
 from events import Event, Kind, encode_event
 from pki import load_certificate
+from sequencer.ports import Image as SequencerImage
 from sequencer.ports import RunningImage
-from storage import DiskBase, write_durably
+from storage import DiskBase, InstallableImage, write_durably
 
 from ._net_plan import plan_rows
 
@@ -72,7 +73,9 @@ class DiskPort:
         if later and self._defer_wipe is not None:
             self._defer_wipe(later)
 
-    def write_image(self, slot: str, img: Any) -> None:
+    def write_image(self, slot: str, img: SequencerImage) -> None:
+        if not isinstance(img, InstallableImage):  # only image.verify makes one: the disk writes nothing else
+            raise TypeError(f"slot {slot}: {type(img).__name__} is not a verified image")
         self.disk.write_image(Slot.parse(slot), img)
 
     def verify_slot(self, slot: str, trusted_keys: Sequence[bytes]) -> image.VerifiedImage:
@@ -131,7 +134,15 @@ def host_path(path: Path) -> Path:
     return inside if shared is not None and shared != Path(view) and Path(view) in shared.parents else path
 
 
-def _copy_bounded(src: Any, dst: Any, spool: Path, source: str) -> None:
+class _Reader(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+def _copy_bounded(src: _Reader, dst: _Writer, spool: Path, source: str) -> None:
     """A fetched image within the upload limits: its size (``upload_bytes``) and the free space it leaves on
     EPHEMERAL (``upload_free_bytes``), checked as it arrives."""
     size = 0
@@ -198,11 +209,11 @@ class ImagesPort:
 class PlanNetwork:
     """Where the node may not touch the host's links (the sandbox), it records the plan it would apply."""
 
-    def __init__(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(self, emit: Callable[[str, dict[str, object]], None]) -> None:
         self._emit = emit
-        self.state: dict[str, Any] = {"links": [], "hostname": None, "resolvers": []}
+        self.state: dict[str, object] = {"links": [], "hostname": None, "resolvers": []}
 
-    def configure(self, interfaces: Sequence[Any]) -> None:
+    def configure(self, interfaces: Sequence[object]) -> None:
         plan = [msgspec.to_builtins(i) for i in interfaces]
         self.state["links"] = plan
         self._emit(Kind.NETWORK_PLANNED, {"interfaces": plan, "applied": False,
@@ -224,7 +235,7 @@ class PlanNetwork:
 class DirSinks:
     """Audit sinks that are directories: write the whole log as a bundle there, then verify the copy."""
 
-    def __init__(self, ca_pem: Callable[[], bytes | None], emit: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(self, ca_pem: Callable[[], bytes | None], emit: Callable[[str, dict[str, object]], None]) -> None:
         self._ca_pem = ca_pem
         self._emit = emit
 

@@ -84,7 +84,7 @@ class BootRecord(msgspec.Struct, frozen=True):
     version: str | None = None
     outcome: BootOutcome = BootOutcome.RUNNING
     last_seq: int | None = None  # None while the boot is the log's latest; set when the next boot begins
-    fallback: dict[str, Any] | None = None
+    fallback: dict[str, object] | None = None
 
 
 class RunningSequence(msgspec.Struct, frozen=True):
@@ -102,13 +102,13 @@ class NodeState(msgspec.Struct, frozen=True):
     config_digest: str | None = None
     config_generation: int = 0
     staged_config_digest: str | None = None
-    try_config: dict[str, Any] | None = None
+    try_config: dict[str, object] | None = None
     slots: dict[str, SlotState] = {}
     active_slot: str | None = None
     boots: tuple[BootRecord, ...] = ()
     sequence: RunningSequence | None = None
-    last_sequence: dict[str, Any] | None = None
-    last_fallback: dict[str, Any] | None = None
+    last_sequence: dict[str, object] | None = None
+    last_fallback: dict[str, object] | None = None
     checkpoints: int = 0
     sealed: bool = False
     denied: int = 0
@@ -237,7 +237,7 @@ def state_at(events: Iterable[Event], seq: int) -> NodeState:
     return state
 
 
-def _boot(state: NodeState, **changes: Any) -> NodeState:
+def _boot(state: NodeState, **changes: object) -> NodeState:
     if not state.boots:
         return state
     return replace(state, boots=(*state.boots[:-1], replace(state.boots[-1], **changes)))

@@ -253,8 +253,8 @@ class NodeService:
                 state.sequence.name == run.name.value else 0
             sequence = RunningSequence(name=run.name, actor=str(run.actor), started_seq=started)
         f = state.last_fallback
-        fallback = Fallback(from_slot=f.get("from_slot") or "", to_slot=f.get("to_slot") or "",
-                            reason=f.get("reason") or "", seq=f.get("seq") or 0) if f else None
+        fallback = Fallback(from_slot=str(f.get("from_slot") or ""), to_slot=str(f.get("to_slot") or ""),
+                            reason=str(f.get("reason") or ""), seq=_int(f.get("seq"))) if f else None
         return Status(
             stage=self.fsm.stage.value, ready=self.fsm.stage is Stage.RUNNING and committed, slot=self.boot.slot,
             version=self.boot.version, boot_id=self.boot.boot_id, log_next_seq=self.log.next_seq(),
@@ -272,3 +272,7 @@ class NodeService:
         return StatusDetails(slots=dict(state.to_json()["slots"]), last_sequence=state.last_sequence,
                              durable_log=self.host.log_durable(), boots=len(state.boots), try_config=state.try_config,
                              network_platform=self.network.platform, drift=drift, drift_error=drift_error)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0

@@ -10,8 +10,9 @@ reboots into it while the worker keeps serving; a rollback reboots it into slot 
 panics the guest on each of its three tries and the machine falls back to A, each boot's bootloader events logged
 once; the VM's log verifies with the cluster's CA alone.
 
-Cost: about 4 min on two cores under TCG (232 s here, 59 s of it the create: both VMs boot the installer, install
-and reboot side by side; 241 s before, for one VM on a preinstalled disk), both cores busy while both VMs boot.
+Cost: about 4-5 min on two cores under TCG (232 s here, 59 s of it the create: both VMs boot the installer,
+install and reboot side by side; 288 s with other suites running; 241 s before, for one VM on a preinstalled
+disk), both cores busy while both VMs boot.
 """
 
 from __future__ import annotations

@@ -177,6 +177,7 @@ class _Head(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _head_decoder = msgspec.msgpack.Decoder(_Head)
+_payload_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 
 
 def replay_raw(raws: Iterable[bytes], state: NodeState | None = None) -> NodeState:
@@ -209,9 +210,19 @@ def replay_raw(raws: Iterable[bytes], state: NodeState | None = None) -> NodeSta
             state = _close_boot(_catch_up(state, seq, head), h.boot_id, seq)
         fn = apply(h.kind)
         if fn is not None:
-            state = fn(_catch_up(state, seq, head), _decode_full(raw, seq))
+            state = fn(_catch_up(state, seq, head), _event_of(h, seq))
         seq, head = h.seq, digest
     return _catch_up(state, seq, head)
+
+
+def _event_of(h: _Head, seq: int) -> Event:
+    """The Event ``h`` was read from: only its payload is left to decode."""
+    try:
+        payload = _payload_decoder.decode(h.payload)
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        raise InvalidEvent(f"event bytes do not decode: {exc}", seq=seq + 1) from exc
+    return Event(seq=h.seq, time_ns=h.time_ns, mono_ns=h.mono_ns, boot_id=h.boot_id, kind=h.kind, actor=h.actor,
+                 payload=payload, prev=h.prev, key_id=h.key_id, sig=h.sig)
 
 
 def _decode_full(raw: bytes, seq: int) -> Event:

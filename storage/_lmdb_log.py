@@ -31,7 +31,6 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import lmdb
 from cryptography.hazmat.primitives import serialization
@@ -166,13 +165,13 @@ class LmdbEventLog:
         if not self._threads:
             raise LogReadOnly(f"log {self.path} is closed")
 
-    def submit(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Future[Event]:
+    def submit(self, kind: str, payload: Mapping[str, object], actor: Actor = NODE) -> Future[Event]:
         self._check_writable()
         fut: Future[Event] = Future()
         self._queue.put(Req(kind, payload, actor, fut))
         return fut
 
-    def append(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> Event:
+    def append(self, kind: str, payload: Mapping[str, object], actor: Actor = NODE) -> Event:
         self._check_writable()
         lock = self._chain_lock
         if lock.acquire(blocking=False):
@@ -181,12 +180,11 @@ class LmdbEventLog:
                     return self._append_here(kind, payload, actor)
             finally:
                 lock.release()
-        waiter = ThreadWaiter()
+        waiter: ThreadWaiter[Event] = ThreadWaiter()
         self._queue.put(Req(kind, payload, actor, waiter))
-        event: Event = waiter.result()
-        return event
+        return waiter.result()
 
-    def append_async(self, kind: str, payload: Mapping[str, Any], actor: Actor = NODE) -> asyncio.Future[Event]:
+    def append_async(self, kind: str, payload: Mapping[str, object], actor: Actor = NODE) -> asyncio.Future[Event]:
         """For asyncio callers: an asyncio future resolved, with its batch, in one wake-up of the loop."""
         self._check_writable()
         loop = asyncio.get_running_loop()
@@ -194,10 +192,11 @@ class LmdbEventLog:
         self._queue.put(Req(kind, payload, actor, AsyncWaiter(loop, fut)))
         return fut
 
-    def _control(self, op: str, **args: Any) -> Event | None:
+    def _control(self, op: str, *, reason: str = "", rotation: tuple[Signer, bytes, Actor] | None = None
+                 ) -> Event | None:
         self._check_writable()
         fut: Future[Event | None] = Future()
-        self._queue.put(Ctl(op, fut, args))
+        self._queue.put(Ctl(op, fut, reason, rotation))
         return fut.result()
 
     def flush(self) -> None:
@@ -223,7 +222,7 @@ class LmdbEventLog:
         return event
 
     def rotate(self, signer: Signer, cert_der: bytes, actor: Actor = NODE) -> Event:
-        event = self._control("rotate", signer=signer, cert_der=cert_der, actor=actor)
+        event = self._control("rotate", rotation=(signer, cert_der, actor))
         assert event is not None
         return event
 
@@ -289,7 +288,7 @@ class LmdbEventLog:
         return (self._failing is None and bool(self._threads) and self._chain.next_seq == self._durable_next
                 and self._queue.empty() and time.monotonic() >= self._crowded_until)
 
-    def _append_here(self, kind: str, payload: Mapping[str, Any], actor: Actor) -> Event:
+    def _append_here(self, kind: str, payload: Mapping[str, object], actor: Actor) -> Event:
         """The whole append in the caller's thread, under the chain lock: no hand-off to the pipeline's threads."""
         chain = self._chain
         try:
@@ -326,7 +325,7 @@ class LmdbEventLog:
                 items = items[: items.index(STOP)]
             with self._chain_lock:
                 batch = self._build(items, signer)
-            if batch.waiters:
+            if batch.waiters or batch.controls:
                 self._hand_over(batch)
         signer.stop()
         self._child.close()
@@ -368,7 +367,7 @@ class LmdbEventLog:
         """To the committer; or, when it is idle and the batch small (few appenders), written here: one hand-off
         between threads fewer, where a big batch is better left to overlap its fsync with signing the next one."""
         if len(batch.signed) <= SMALL_BATCH and self._sent == self._done and self._failing is None:
-            self._finish(batch.signed, batch.waiters, None)
+            self._finish(batch.signed, batch.waiters, batch.controls, None)
         else:
             self._sent += 1
             self._commits.put(batch)
@@ -430,18 +429,19 @@ class LmdbEventLog:
     def _control_item(self, item: Ctl, batch: Batch) -> None:
         try:
             if item.op in ("seal", "checkpoint"):
-                signed = self._chain.checkpoint(sealed=item.op == "seal", reason=str(item.args["reason"]))
-            elif item.op == "rotate":
-                signed = self._chain.rotate(item.args["signer"], item.args["cert_der"], item.args["actor"])
-                self._signer = item.args["signer"]
+                signed = self._chain.checkpoint(sealed=item.op == "seal", reason=item.reason)
+            elif item.op == "rotate" and item.rotation is not None:
+                signer, cert_der, actor = item.rotation
+                signed = self._chain.rotate(signer, cert_der, actor)
+                self._signer = signer
             else:
-                batch.waiters.append((item.future, None))
+                batch.controls.append((item.future, None))
                 return
         except Exception as exc:
             item.future.set_exception(exc if isinstance(exc, GravenError) else InvalidEvent(f"{item.op}: {exc}"))
             return
         batch.signed.append(signed)
-        batch.waiters.append((item.future, signed[0]))
+        batch.controls.append((item.future, signed[0]))
 
     def _resync(self) -> None:
         """A commit failed: wait until the committer has failed everything in flight, then re-read the tail."""
@@ -476,7 +476,7 @@ class LmdbEventLog:
                 continue
             # Group commit here too: whatever the sequencer finished while the last fsync ran goes in one
             # transaction (all of it is acknowledged, or none).
-            signed, waiters, merged = list(batch.signed), list(batch.waiters), 1
+            signed, waiters, controls, merged = list(batch.signed), list(batch.waiters), list(batch.controls), 1
             while True:
                 try:
                     more = self._commits.get_nowait()
@@ -487,11 +487,13 @@ class LmdbEventLog:
                     break
                 signed += more.signed
                 waiters += more.waiters
+                controls += more.controls
                 merged += 1
-            failing = self._finish(signed, waiters, failing)
+            failing = self._finish(signed, waiters, controls, failing)
             self._done += merged  # after _finish has set self._failing: the sequencer reads them in this order
 
-    def _finish(self, signed: list[Signed], waiters: list[tuple[Waiter, Event | None]],
+    def _finish(self, signed: list[Signed], waiters: list[tuple[Waiter, Event]],
+                controls: list[tuple[Future[Event | None], Event | None]],
                 failing: GravenError | None) -> GravenError | None:
         """Write the events in one durable transaction (unless an earlier one failed), then resolve every waiter:
         each asyncio loop's waiters with one wake-up of that loop. Returns the failure in force."""
@@ -501,7 +503,7 @@ class LmdbEventLog:
             except GravenError as exc:
                 failing = exc
                 self._failing = exc
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Event], Event | BaseException]]] = {}
         for fut, event in waiters:
             if isinstance(fut, AsyncWaiter):
                 by_loop.setdefault(fut.loop, []).append((fut.future, failing if failing is not None else event))
@@ -509,6 +511,11 @@ class LmdbEventLog:
                 fut.set_exception(failing)
             else:
                 fut.set_result(event)
+        for ctl, result in controls:
+            if failing is not None:
+                ctl.set_exception(failing)
+            else:
+                ctl.set_result(result)
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop has closed; nobody waits any more
                 loop.call_soon_threadsafe(settle, items)

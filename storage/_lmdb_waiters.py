@@ -11,9 +11,10 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
 
 from events import Actor, Event, Signed
+from pki import Signer
 
 __all__ = ["STOP", "AsyncWaiter", "Batch", "Ctl", "Req", "SignerThread", "ThreadWaiter", "Waiter", "settle"]
 
@@ -25,38 +26,44 @@ class AsyncWaiter:
     future: asyncio.Future[Event]
 
     def set_exception(self, exc: BaseException) -> None:
-        self.loop.call_soon_threadsafe(settle, [(self.future, exc)])
+        items: list[tuple[asyncio.Future[Event], Event | BaseException]] = [(self.future, exc)]
+        self.loop.call_soon_threadsafe(settle, items)
 
 
-class ThreadWaiter:
+T = TypeVar("T")
+
+
+class ThreadWaiter(Generic[T]):
     """A blocking caller's waiter: one lock the committer releases. Lighter than a ``concurrent.futures.Future``
     (no condition variable, no callbacks), which matters when hundreds of threads wait on the same batch."""
 
-    __slots__ = ("_done", "_value")
+    __slots__ = ("_done", "_error", "_value")
 
     def __init__(self) -> None:
         self._done = threading.Lock()
         self._done.acquire()
-        self._value: Any = None
+        self._value: list[T] = []  # the result, once set
+        self._error: BaseException | None = None
 
-    def set_result(self, value: Any) -> None:
-        self._value = value
+    def set_result(self, value: T) -> None:
+        self._value.append(value)
         self._done.release()
 
     def set_exception(self, exc: BaseException) -> None:
-        self.set_result(exc)
+        self._error = exc
+        self._done.release()
 
-    def result(self) -> Any:
+    def result(self) -> T:
         self._done.acquire()
-        if isinstance(self._value, BaseException):
-            raise self._value
-        return self._value
+        if self._error is not None:
+            raise self._error
+        return self._value[0]
 
 
-Waiter = Future[Any] | AsyncWaiter | ThreadWaiter
+Waiter = Future[Event] | AsyncWaiter | ThreadWaiter[Event]
 
 
-def settle(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
+def settle(items: list[tuple[asyncio.Future[Event], Event | BaseException]]) -> None:
     for fut, value in items:
         if fut.done():
             continue
@@ -69,7 +76,7 @@ def settle(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
 @dataclass(slots=True)
 class Req:
     kind: str
-    payload: Mapping[str, Any]
+    payload: Mapping[str, object]
     actor: Actor
     future: Waiter
 
@@ -78,17 +85,22 @@ class Req:
 class Ctl:
     op: str  # "seal" | "flush" | "rotate"
     future: Future[Event | None]
-    args: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""  # seal, checkpoint
+    rotation: tuple[Signer, bytes, Actor] | None = None  # rotate: the new signer, its certificate, who asked
 
 
 @dataclass(slots=True)
 class Batch:
     signed: list[Signed] = field(default_factory=list)
-    waiters: list[tuple[Waiter, Event | None]] = field(default_factory=list)
+    waiters: list[tuple[Waiter, Event]] = field(default_factory=list)
+    controls: list[tuple[Future[Event | None], Event | None]] = field(default_factory=list)  # seal, flush, ...
     resync: threading.Event | None = None
 
 
 STOP = object()
+
+
+_SignJob = tuple[Callable[[bytes], bytes], list[bytes], ThreadWaiter[list[bytes]]]
 
 
 class SignerThread:
@@ -96,15 +108,14 @@ class SignerThread:
     sequencer signs the rest. Lighter than an executor: one queue in, one lock out per batch."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[bytes], bytes], list[bytes], ThreadWaiter] | None] = (
-            queue.SimpleQueue())
+        self._jobs: queue.SimpleQueue[_SignJob | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None  # started by the first batch it signs (not at rest)
 
-    def sign(self, sign: Callable[[bytes], bytes], digests: list[bytes]) -> ThreadWaiter:
+    def sign(self, sign: Callable[[bytes], bytes], digests: list[bytes]) -> ThreadWaiter[list[bytes]]:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="log-signer", daemon=True)
             self._thread.start()
-        waiter = ThreadWaiter()
+        waiter: ThreadWaiter[list[bytes]] = ThreadWaiter()
         self._jobs.put((sign, digests, waiter))
         return waiter
 

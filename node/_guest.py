@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 __all__ = ["BOOT_FW_CFG", "LOGGED", "NET_FW_CFG", "USER_NET", "adopt_boot_file", "adopt_installer", "in_guest",
            "kernel_timings", "platform_address", "power", "prepare", "said_logged"]
@@ -89,7 +88,7 @@ def said_logged(boot_id: str, source: Path) -> None:
         print(LOGGED.format(boot_id), file=sys.stderr, flush=True)
 
 
-def kernel_timings(events: list[dict[str, Any]], env: Mapping[str, str] = os.environ) -> None:
+def kernel_timings(events: list[dict[str, object]], env: Mapping[str, str] = os.environ) -> None:
     """Put the guest's own boot timeline (CLOCK_MONOTONIC ns, whose zero is the kernel's start) into the
     bootloader's ``boot.selected`` event: when init started, when it executed the agent, when the agent began.
     The boot trace draws the kernel, initramfs and agent-start spans from it, from the kernel's time zero."""
@@ -101,7 +100,9 @@ def kernel_timings(events: list[dict[str, Any]], env: Mapping[str, str] = os.env
     agent_ns = time.monotonic_ns()
     for ev in reversed(events):
         if ev.get("kind") == "boot.selected":
-            ev.setdefault("payload", {})["guest_ns"] = {"init": init_ns, "exec": exec_ns, "agent": agent_ns}
+            payload = ev.setdefault("payload", {})
+            if isinstance(payload, dict):
+                payload["guest_ns"] = {"init": init_ns, "exec": exec_ns, "agent": agent_ns}
             return
 
 

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Coroutine, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import config
 import image
@@ -80,7 +80,7 @@ class BootInfo:
     boot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     slot: str | None = None
     digest: str = ""
-    events: list[dict[str, Any]] = field(default_factory=list)  # the bootloader's decisions, to log
+    events: list[dict[str, object]] = field(default_factory=list)  # the bootloader's decisions, to log
     source: Path | None = None  # the GRAVEN_BOOT file
 
     @classmethod
@@ -168,7 +168,8 @@ class Agent:
             AGENT.warning(f"the previous boot ended without sealing its log: sealed seq 0..{sealed.seq - 1} "
                           f"with a checkpoint at seq {sealed.seq}")
         for ev in self.boot.events:
-            self.log.submit(ev["kind"], ev.get("payload", {}), BOOTLOADER)
+            payload = ev.get("payload")
+            self.log.submit(str(ev["kind"]), payload if isinstance(payload, dict) else {}, BOOTLOADER)
         if self.boot.events:
             self.log.flush()
         self.boot.logged()

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 import msgspec
 from cryptography import x509
@@ -41,12 +41,23 @@ class KeyInfo(msgspec.Struct, frozen=True):
     not_after: str
 
 
+class CheckpointInfo(TypedDict):
+    """One verified checkpoint of the log, as a report lists it."""
+
+    seq: int
+    size: int
+    root: str  # hex
+    sealed: bool
+    reason: object  # as the checkpoint event recorded it
+    note: str
+
+
 class VerifyReport(msgspec.Struct):
     origin: str
     first_seq: int
     last_seq: int
     events: int
-    checkpoints: list[dict[str, Any]]
+    checkpoints: list[CheckpointInfo]
     keys: list[KeyInfo]
     first_time_ns: int
     last_time_ns: int
@@ -92,7 +103,7 @@ class ChainVerifier:
         self._batch: list[_Sig] = []
         self._fail: _Pending | None = None
         self._key_infos: list[KeyInfo] = []
-        self._checkpoints: list[dict[str, Any]] = []
+        self._checkpoints: list[CheckpointInfo] = []
         self._kinds: dict[str, int] = {}
         self._boots: set[str] = set()
         self._first_time = 0

@@ -14,7 +14,7 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Literal, NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -61,10 +61,13 @@ class VerifiedImage(InstallableImage):
     signature: bytes
     trailer: Trailer
 
-    def __init__(self, token: object = None, **parts: Any) -> None:
+    def __init__(self, token: object = None, *, path: Path | None = None, manifest: Manifest | None = None,
+                 manifest_bytes: bytes = b"", signature: bytes = b"", trailer: Trailer | None = None) -> None:
         if token is not _TOKEN:
             raise TypeError("VerifiedImage has no public constructor; use image.verify()")
-        self._init(**parts)
+        if path is None or manifest is None or trailer is None:
+            raise TypeError("a VerifiedImage needs its path, manifest and trailer")
+        self._init(path=path, manifest=manifest, manifest_bytes=manifest_bytes, signature=signature, trailer=trailer)
 
     def _init(self, *, path: Path, manifest: Manifest, manifest_bytes: bytes, signature: bytes,
               trailer: Trailer) -> None:

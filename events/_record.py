@@ -103,7 +103,7 @@ _encoder = msgspec.msgpack.Encoder(order="sorted")
 _event_decoder = msgspec.msgpack.Decoder(Event)
 
 
-def encode_canonical(obj: Any) -> bytes:
+def encode_canonical(obj: object) -> bytes:
     """msgpack with every map's keys sorted: the same value always gives the same bytes."""
     return _encoder.encode(obj)
 

@@ -177,7 +177,7 @@ class _Head(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _head_decoder = msgspec.msgpack.Decoder(_Head)
-_payload_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+_payload_decoder = msgspec.msgpack.Decoder(dict[str, object])
 
 
 def replay_raw(raws: Iterable[bytes], state: NodeState | None = None) -> NodeState:

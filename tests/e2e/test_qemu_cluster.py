@@ -8,7 +8,8 @@ NIC follows its machine config (an address added live, with netlink inside the g
 upgrade v1 -> v2 of the control plane streams the image into its VM, which writes slot B through its virtio disk and
 reboots into it while the worker keeps serving; a rollback reboots it into slot A; no boot failed; a boot-crash v3
 panics the guest on each of its three tries and the machine falls back to A, each boot's bootloader events logged
-once; the VM's log verifies with the cluster's CA alone.
+once; the VM's log verifies with the cluster's CA alone; a forced reset wipes the worker's STATE and EPHEMERAL from
+inside its VM, which reboots into maintenance on its installed slot.
 
 Cost: about 4-5 min on two cores under TCG (232 s here, 59 s of it the create: both VMs boot the installer,
 install and reboot side by side; 288 s with other suites running; 241 s before, for one VM on a preinstalled
@@ -79,6 +80,20 @@ def _bridged_nic_follows_the_config(worker: dict[str, object], env: dict[str, st
     addrs = json.loads(gravenctl("-n", ep, "-e", ep, "get", "addresses", "-o", "json", env=env).stdout)
     assert any(a["interface"] == "eth0" and a["address"] == f"{extra}/24" and a["graven"] for a in addrs), addrs
     socket.create_connection((extra, 50000), timeout=10).close()
+
+
+def _reset_wipes_the_disk_from_inside_the_vm(worker: dict[str, object], env: dict[str, str]) -> None:
+    """A forced reset of the worker wipes STATE and EPHEMERAL through the guest's virtio disk; the VM reboots from
+    its installed slot A into maintenance (the install stays), on the same address."""
+    ep = str(worker["endpoint"])
+    r = gravenctl("-n", ep, "-e", ep, "reset", "--force", "--reboot", "--wait", "--timeout", "200", "-o", "json",
+                  env=env, timeout=260)
+    log = Path(str(worker["log"])).read_text(errors="replace")
+    assert r.returncode == 0, r.stdout + r.stderr + log[-3000:]
+    done = json.loads(r.stdout)
+    done = done[0] if isinstance(done, list) else done
+    assert done["ok"] and "in maintenance" in done["message"] and "slot A, version v1" in done["message"], done
+    assert "wiped EPHEMERAL" in log and log.count("console: graven-init: BOOT-A (/dev/vda2) mounted") >= 2
 
 
 def test_qemu_cluster_create_upgrade_destroy(tmp_path: Path) -> None:
@@ -172,6 +187,7 @@ def test_qemu_cluster_create_upgrade_destroy(tmp_path: Path) -> None:
         assert len(failed) == 3 and len({e["payload"]["boot_id"] for e in failed}) == 3, failed
         r = gravenctl("-n", ep, "-e", ep, "audit", "verify", "--ca", data["ca_cert"], env=env, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr  # the VM's whole log, from the cluster's CA alone
+        _reset_wipes_the_disk_from_inside_the_vm(worker, env)
     finally:
         r = gravenctl("cluster", "destroy", "--name", "q1", "--state", str(state), timeout=120, env=env)
     assert r.returncode == 0, r.stderr

@@ -1,23 +1,20 @@
-"""A typed payload for every event kind, its schema version, and the upcasters that read older versions.
+"""A typed payload for every event kind (its schema version and upcasters: ``events._schema``).
 
-On the wire a payload stays the msgpack map ``specs/event-log.md`` describes (the bytes of every log written so
-far are unchanged); a version 1 payload carries no version key, a later one carries ``"v": n``. Reading goes:
-the map, upcast from its version to the kind's current one (one registered step per version, as
-eventsourcing's upcasting), then ``msgspec.convert`` into the kind's Struct. Keys a Struct does not name are
-ignored on read (a newer writer's additions); a key it names with the wrong type is ``InvalidEvent``.
+Each Struct below is registered in ``SCHEMAS`` under its kind; ``specs/event-log.md`` has the map each one is on
+the wire.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import ClassVar, TypeVar
-
 import msgspec
 
-from errors import InvalidEvent
-
 from ._kinds import Kind
-from ._record import Event
+from ._schema import SCHEMAS as SCHEMAS
+from ._schema import VERSION_KEY as VERSION_KEY
+from ._schema import Payload as Payload
+from ._schema import Schemas as Schemas
+from ._schema import payload_of as payload_of
+from ._schema import to_payload as to_payload
 
 __all__ = [  # and a Struct per kind, each named in SCHEMAS
     "SCHEMAS",
@@ -28,89 +25,7 @@ __all__ = [  # and a Struct per kind, each named in SCHEMAS
     "to_payload",
 ]
 
-VERSION_KEY = "v"
-
-P = TypeVar("P", bound="Payload")
-Upcaster = Callable[[dict[str, object]], dict[str, object]]
-
-
-class Payload(msgspec.Struct, frozen=True, kw_only=True):
-    """The base of every payload Struct; ``KIND`` names its kind, ``VERSION`` its schema version."""
-
-    KIND: ClassVar[str] = ""
-    VERSION: ClassVar[int] = 1
-
-
-class Schemas:
-    """Kind -> (current version, Struct), and the upcasters from each older version to the next."""
-
-    def __init__(self, types: Mapping[str, type[Payload]] | None = None,
-                 upcasters: Mapping[tuple[str, int], Upcaster] | None = None) -> None:
-        self.types: dict[str, type[Payload]] = dict(types or {})
-        self.upcasters: dict[tuple[str, int], Upcaster] = dict(upcasters or {})
-
-    def register(self, cls: type[P]) -> type[P]:
-        self.types[cls.KIND] = cls
-        return cls
-
-    def upcaster(self, kind: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
-        """Register the step that turns a ``from_version`` payload of ``kind`` into a ``from_version + 1`` one."""
-        def add(fn: Upcaster) -> Upcaster:
-            self.upcasters[(kind, from_version)] = fn
-            return fn
-
-        return add
-
-    def copy(self) -> Schemas:
-        return Schemas(self.types, self.upcasters)
-
-    def read(self, kind: str, payload: Mapping[str, object], *, seq: int | None = None) -> Payload | None:
-        """The typed payload of an event of ``kind`` (None for a kind without a Struct: a record of the
-        bootloader's own, or a kind of a newer writer)."""
-        cls = self.types.get(kind)
-        if cls is None:
-            return None
-        data: Mapping[str, object] = payload
-        version: object = 1
-        if VERSION_KEY in payload:  # a copy only for the rare versioned payload (replay reads every event)
-            rest = dict(payload)
-            version = rest.pop(VERSION_KEY)
-            data = rest
-        if not isinstance(version, int) or not 1 <= version <= cls.VERSION:
-            raise InvalidEvent(f"{kind} payload version {version!r}: this reader knows 1..{cls.VERSION}", seq=seq,
-                               kind=kind)
-        while version < cls.VERSION:
-            step = self.upcasters.get((kind, version))
-            if step is None:
-                raise InvalidEvent(f"{kind} payload version {version}: no upcaster to {version + 1}", seq=seq,
-                                   kind=kind)
-            data = step(dict(data))
-            version += 1
-        try:
-            return msgspec.convert(data, cls)
-        except msgspec.ValidationError as exc:
-            raise InvalidEvent(f"{kind} payload: {exc}", seq=seq, kind=kind) from exc
-
-
-def to_payload(p: Payload) -> dict[str, object]:
-    """The map to put in an event for ``p`` (with the version key from version 2 on)."""
-    out: dict[str, object] = msgspec.to_builtins(p, builtin_types=(bytes,))
-    if p.VERSION > 1:
-        out[VERSION_KEY] = p.VERSION
-    return out
-
-
-SCHEMAS = Schemas()
 _reg = SCHEMAS.register
-
-
-def payload_of(event: Event, cls: type[P], schemas: Schemas | None = None) -> P:
-    """``event``'s payload as ``cls`` (the Struct of its kind), upcast from the version it was written in."""
-    got = (schemas or SCHEMAS).read(event.kind, event.payload, seq=event.seq)
-    if not isinstance(got, cls):
-        raise InvalidEvent(f"seq {event.seq}: a {event.kind} payload is not a {cls.__name__}", seq=event.seq)
-    return got
-
 
 Opt = str | None
 
@@ -128,7 +43,7 @@ class Checkpointed(Payload, frozen=True, kw_only=True):
     KIND = Kind.CHECKPOINT
     size: int
     root: bytes
-    frontier: list[bytes] = []
+    frontier: list[bytes] = msgspec.field(default_factory=list)
     note: str = ""
     sealed: bool = False
     reason: str = ""
@@ -202,18 +117,18 @@ class BootReverted(Payload, frozen=True, kw_only=True):
 @_reg
 class DiskWipeFailed(Payload, frozen=True, kw_only=True):
     KIND = Kind.DISK_WIPE_FAILED
-    labels: list[str] = []
+    labels: list[str] = msgspec.field(default_factory=list)
     reason: str = ""
-    sinks: list[str] = []
+    sinks: list[str] = msgspec.field(default_factory=list)
 
 
 @_reg
 class DiskWiped(Payload, frozen=True, kw_only=True):
     KIND = Kind.DISK_WIPED
-    labels: list[str] = []
+    labels: list[str] = msgspec.field(default_factory=list)
     reason: str = ""
     log_to_seq: int | None = None
-    shipped: list[str] = []
+    shipped: list[str] = msgspec.field(default_factory=list)
 
 
 @_reg
@@ -234,7 +149,7 @@ class _Failure(Payload, frozen=True, kw_only=True):
 class SequenceStarted(Payload, frozen=True, kw_only=True):
     KIND = Kind.SEQUENCE_STARTED
     sequence: str
-    phases: list[str] = []
+    phases: list[str] = msgspec.field(default_factory=list)
     request: object = None  # the request record; a request id (str) in older logs
 
 
@@ -329,7 +244,7 @@ class ConfigApplied(Payload, frozen=True, kw_only=True):
     digest: str
     mode: Opt = None
     action: Opt = None
-    changes: list[dict[str, object]] = []
+    changes: list[dict[str, object]] = msgspec.field(default_factory=list)
     deadline_ns: int | None = None
 
 
@@ -339,7 +254,7 @@ class ConfigStaged(Payload, frozen=True, kw_only=True):
     digest: str
     mode: Opt = None
     action: Opt = None
-    changes: list[dict[str, object]] = []
+    changes: list[dict[str, object]] = msgspec.field(default_factory=list)
 
 
 @_reg
@@ -378,7 +293,7 @@ class ImageMeasured(Payload, frozen=True, kw_only=True):
 class ApiRequest(Payload, frozen=True, kw_only=True):
     KIND = Kind.API_REQUEST
     method: str = ""
-    args: dict[str, object] = {}
+    args: dict[str, object] = msgspec.field(default_factory=dict)
 
 
 @_reg
@@ -386,7 +301,7 @@ class ApiDenied(Payload, frozen=True, kw_only=True):
     KIND = Kind.API_DENIED
     method: str = ""
     subject: str = ""
-    roles: list[str] = []
+    roles: list[str] = msgspec.field(default_factory=list)
     reason: str = ""
 
 
@@ -497,7 +412,7 @@ class NetworkApplied(Payload, frozen=True, kw_only=True):
     changes: int = 0
     failed: int = 0
     summary: object = None
-    interfaces: list[str] = []
+    interfaces: list[str] = msgspec.field(default_factory=list)
     notes: object = None
 
 
@@ -560,7 +475,7 @@ class EtcdJoined(Payload, frozen=True, kw_only=True, rename={"as_": "as"}):
     KIND = Kind.ETCD_JOINED
     member_id: str = ""
     as_: str = ""
-    through: list[str] = []
+    through: list[str] = msgspec.field(default_factory=list)
 
 
 @_reg
@@ -596,7 +511,7 @@ class WitnessStarted(Payload, frozen=True, kw_only=True):
     KIND = Kind.WITNESS_STARTED
     witness: str = ""
     key_id: str = ""
-    holds: list[str] = []
+    holds: list[str] = msgspec.field(default_factory=list)
 
 
 @_reg

@@ -472,7 +472,7 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
         cfg = config.default_config(name, f"https://{endpoint}", secrets.ca_crt_pem, secrets.ca_key_pem,
                                     [secrets.image_pub_pem], machine_type=node["type"], hostname=node["name"],
                                     install_disk=_install_disk(node, data), install_image=str(img),
-                                    etcd_ca=None if vms else secrets.etcd_ca_pems,
+                                    etcd_ca=secrets.etcd_ca_pems,
                                     etcd_endpoints=[a for a in cp_addresses if a != node["address"]])
         if vms:  # the VM owns its NIC: the config names its address (the plumbing only bridges frames to it)
             cfg = _vm_network(cfg, net.cidr)

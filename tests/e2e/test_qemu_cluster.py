@@ -9,7 +9,8 @@ upgrade v1 -> v2 of the control plane streams the image into its VM, which write
 reboots into it while the worker keeps serving; a rollback reboots it into slot A; no boot failed; a boot-crash v3
 panics the guest on each of its three tries and the machine falls back to A, each boot's bootloader events logged
 once; the VM's log verifies with the cluster's CA alone; a forced reset wipes the worker's STATE and EPHEMERAL from
-inside its VM, which reboots into maintenance on its installed slot.
+inside its VM, which reboots into maintenance on its installed slot; `bootstrap` starts etcd inside the controlplane VM
+from the image's own root.
 
 Cost: about 4-5 min on two cores under TCG (232 s here, 59 s of it the create: both VMs boot the installer,
 install and reboot side by side; 288 s with other suites running; 241 s before, for one VM on a preinstalled
@@ -80,6 +81,21 @@ def _bridged_nic_follows_the_config(worker: dict[str, object], env: dict[str, st
     addrs = json.loads(gravenctl("-n", ep, "-e", ep, "get", "addresses", "-o", "json", env=env).stdout)
     assert any(a["interface"] == "eth0" and a["address"] == f"{extra}/24" and a["graven"] for a in addrs), addrs
     socket.create_connection((extra, 50000), timeout=10).close()
+
+
+def _etcd_runs_in_the_controlplane_vm(node: dict[str, object], env: dict[str, str]) -> None:
+    """``gravenctl bootstrap`` on the controlplane VM starts etcd from the VM's own root (the OS image carries it):
+    one voting member, and the process inside the guest is the image's /usr/bin/etcd."""
+    ep = str(node["endpoint"])
+    r = gravenctl("-n", ep, "-e", ep, "bootstrap", "-o", "json", env=env, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr + Path(str(node["log"])).read_text(errors="replace")[-3000:]
+    r = gravenctl("-n", ep, "-e", ep, "etcd", "members", "-o", "json", env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    members = json.loads(r.stdout)
+    members = members[0] if isinstance(members, list) else members
+    assert [(m["name"], m["learner"]) for m in members["members"]] == [(node["name"], False)], members
+    r = gravenctl("-n", ep, "-e", ep, "processes", "-o", "json", env=env, timeout=60)
+    assert r.returncode == 0 and "/usr/bin/etcd" in r.stdout, r.stdout + r.stderr
 
 
 def _reset_wipes_the_disk_from_inside_the_vm(worker: dict[str, object], env: dict[str, str]) -> None:
@@ -187,6 +203,7 @@ def test_qemu_cluster_create_upgrade_destroy(tmp_path: Path) -> None:
         assert len(failed) == 3 and len({e["payload"]["boot_id"] for e in failed}) == 3, failed
         r = gravenctl("-n", ep, "-e", ep, "audit", "verify", "--ca", data["ca_cert"], env=env, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr  # the VM's whole log, from the cluster's CA alone
+        _etcd_runs_in_the_controlplane_vm(node, env)
         _reset_wipes_the_disk_from_inside_the_vm(worker, env)
     finally:
         r = gravenctl("cluster", "destroy", "--name", "q1", "--state", str(state), timeout=120, env=env)

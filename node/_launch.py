@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import _cgroup
+
 __all__ = [
     "ContainerResult",
     "ContainerSpec",
@@ -245,47 +247,42 @@ def _enc(s: str | None) -> bytes | None:
     return s.encode() if s is not None else None
 
 
-def _cgroup_files(version: int) -> dict[str, str]:
-    if version == 2:
-        return {"limit": "memory.max", "current": "memory.current", "peak": "memory.peak", "procs": "cgroup.procs"}
-    return {"limit": "memory.limit_in_bytes", "current": "memory.usage_in_bytes", "peak": "memory.max_usage_in_bytes",
-            "procs": "cgroup.procs"}
-
-
 def memory_current(cgroup: str | Path, version: int) -> int | None:
     """The machine's memory use now (the cgroup's ``memory.current`` / ``memory.usage_in_bytes``)."""
     try:
-        return int((Path(cgroup) / _cgroup_files(version)["current"]).read_text())
+        return int((Path(cgroup) / _cgroup.files(version)["current"]).read_text())
     except (OSError, ValueError):
         return None
 
 
-def _oom_kills(cgroup: Path, version: int) -> int:
-    name = "memory.events" if version == 2 else "memory.oom_control"
-    with contextlib.suppress(OSError, ValueError):
-        for line in (cgroup / name).read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-    return 0
+def _oom_kills(cgroup: Path, version: int, result: ContainerResult) -> int:
+    try:
+        verdict = _cgroup.oom_verdict(version, (cgroup / _cgroup.files(version)["events"]).read_text())
+    except (OSError, ValueError) as exc:
+        result.notes.append(f"no OOM counters: {exc}")
+        return 0
+    if not verdict.counted:
+        result.notes.append("this kernel does not count OOM kills in the cgroup"
+                            + (" (it was under OOM)" if verdict.under_oom else ""))
+    return max(verdict.kills, verdict.group_kills)
 
 
 def _enter_cgroup(spec: ContainerSpec, result: ContainerResult) -> Path:
     cg = Path(spec.cgroup)
-    files = _cgroup_files(spec.cgroup_version)
+    files = _cgroup.files(spec.cgroup_version)
     with contextlib.suppress(OSError):
         cg.rmdir()  # a stale, empty one from a launcher that was killed
     cg.mkdir(parents=True, exist_ok=True)
     if spec.cgroup_version == 2:
         with contextlib.suppress(OSError):  # the parent must delegate the memory controller to its children
             (cg.parent / "cgroup.subtree_control").write_text("+memory")
-    (cg / files["limit"]).write_text(str(spec.memory))
-    # no swap to escape to (a machine past its limit is killed, not slowed to a crawl); the files are absent when
-    # the kernel accounts no swap, which is as good
-    for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")) if spec.cgroup_version == 2 else \
-            (("memory.memsw.limit_in_bytes", str(spec.memory)), ("memory.swappiness", "0")):
-        with contextlib.suppress(OSError):
-            (cg / name).write_text(value)
+    # the limit, and no swap to escape to (a machine past its limit is killed, not slowed to a crawl)
+    for setting in _cgroup.limit_settings(spec.cgroup_version, spec.memory):
+        try:
+            (cg / setting.name).write_text(setting.value)
+        except OSError:
+            if setting.required:
+                raise
     (cg / files["procs"]).write_text(str(os.getpid()))
     result.memory_limit = spec.memory
     return cg
@@ -333,8 +330,8 @@ def _wait(pid: int, oom: int | None) -> int:
 
 
 def _leave_cgroup(cg: Path, spec: ContainerSpec, result: ContainerResult) -> None:
-    files = _cgroup_files(spec.cgroup_version)
-    result.oom_kills = _oom_kills(cg, spec.cgroup_version)
+    files = _cgroup.files(spec.cgroup_version)
+    result.oom_kills = _oom_kills(cg, spec.cgroup_version, result)
     with contextlib.suppress(OSError, ValueError):
         result.memory_peak = int((cg / files["peak"]).read_text())
     _step_out(cg, spec)

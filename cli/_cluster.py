@@ -7,7 +7,6 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from api import GravenClient, load_client_config
 from errors import GravenError, InvalidRequest
@@ -16,6 +15,7 @@ from provision import (
     FIRST_PORT,
     NETWORKS,
     PROVISIONERS,
+    ClusterRecord,
     TimedProgress,
     choose_network,
     choose_provisioner,
@@ -109,47 +109,48 @@ def _create(args: argparse.Namespace) -> int:
     merge_into: Path | bool | None = False if args.no_merge else \
         (Path(args.gravenconfig) if args.gravenconfig else None)
     say = TimedProgress()
-    machines = {"provisioner": choose_provisioner(args.provisioner, args.disk, say), "memory": args.memory}
-    if machines["provisioner"] == "qemu":
+    provisioner = choose_provisioner(args.provisioner, args.disk, say)
+    if provisioner == "qemu":
         args.disk = "block"  # the machine's disk is its raw GPT disk image
         if args.network is None:  # one VM alone: user-mode networking; several: the bridge, with taps
             args.network = "netns" if _node_count(args) > 1 else "loopback"
         if args.network == "netns":
             args.port = 0  # each VM's API on its own address, port 50000
     if choose_network(args.network, args.name, say) == "netns":
-        data = create_cluster_netns(args.name, state=args.state, nodes=_node_count(args),
-                                    controlplanes=args.controlplanes, disk=args.disk, port=args.port or FIRST_PORT,
-                                    timeout=args.timeout, health_timeout=args.health_timeout,
-                                    merge_into=merge_into, say=say, machines=machines)
-        if args.output == "json":
-            print_json(data)
-        else:
-            _print_nodes(data, live=False)
-        return 0
-    data = create_cluster(args.name, state=args.state, nodes=_node_count(args), disk=args.disk, port=args.port,
-                          timeout=args.timeout, health_timeout=args.health_timeout,
-                          merge_into=merge_into, say=say, machines=machines)
-    if args.output == "json":
-        print_json(data)
+        record = create_cluster_netns(args.name, state=args.state, nodes=_node_count(args),
+                                      controlplanes=args.controlplanes, disk=args.disk,
+                                      port=args.port or FIRST_PORT, timeout=args.timeout,
+                                      health_timeout=args.health_timeout, merge_into=merge_into, say=say,
+                                      provisioner=provisioner, memory=args.memory)
     else:
-        _print_nodes(data, live=False)
+        record = create_cluster(args.name, state=args.state, nodes=_node_count(args), disk=args.disk,
+                                port=args.port, timeout=args.timeout, health_timeout=args.health_timeout,
+                                merge_into=merge_into, say=say, provisioner=provisioner, memory=args.memory)
+    if args.output == "json":
+        print_json(record.to_json())
+    else:
+        _print_nodes(record, live=False)
     return 0
 
 
-def _node_rows(data: dict[str, Any], live: bool) -> list[dict[str, Any]]:
-    rows = []
-    ctx_file = Path(data["gravenconfig"])
+_LIVE_KEYS = ("machine", "stage", "version", "slot")
+
+
+def _node_rows(record: ClusterRecord, live: bool) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    ctx_file = Path(record.gravenconfig)
     ctx = None
     if live and ctx_file.exists():
         with contextlib.suppress(GravenError):
             ctx = load_client_config(ctx_file).current()[1]
-    for node in data["nodes"]:
-        up = machine_alive(node.get("pid"), node["root"])
-        row = {"name": node["name"], "endpoint": node["endpoint"], "machine": "running" if up else "stopped",
-               "pid": node.get("pid"), "root": node["root"], "stage": None, "version": None, "slot": None}
+    for node in record.nodes:
+        up = machine_alive(node.pid, node.root)
+        row: dict[str, object] = {"name": node.name, "endpoint": node.endpoint,
+                                  "machine": "running" if up else "stopped", "pid": node.pid, "root": node.root,
+                                  "stage": None, "version": None, "slot": None}
         if up and ctx is not None:
             try:
-                with GravenClient.from_context(ctx, node["endpoint"], timeout=2) as client:
+                with GravenClient.from_context(ctx, node.endpoint, timeout=2) as client:
                     st = client.status()
                 row.update(stage=st["stage"] + (" (ready)" if st["ready"] else ""), version=st["version"],
                            slot=st["slot"] or None)
@@ -159,26 +160,27 @@ def _node_rows(data: dict[str, Any], live: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def _print_nodes(data: dict[str, Any], live: bool) -> None:
-    rows = _node_rows(data, live)
+def _print_nodes(record: ClusterRecord, live: bool) -> None:
+    rows = _node_rows(record, live)
     cols = ("name", "endpoint", "machine", "stage", "version", "slot", "root") if live else \
         ("name", "endpoint", "machine", "root")
     table(rows, cols)
-    sys.stderr.write(f"cluster {data['name']} ({data['disk']}): client config {data['gravenconfig']}"
-                     + (f", context {data['context']} in {data['client_config']}" if data.get("context") else "")
+    sys.stderr.write(f"cluster {record.name} ({record.disk}): client config {record.gravenconfig}"
+                     + (f", context {record.context} in {record.client_config}" if record.context else "")
                      + "\n")
 
 
 def _show(args: argparse.Namespace) -> int:
-    data = load_cluster(args.state, args.name)
+    record = load_cluster(args.state, args.name)
     if args.output == "json":
-        print_json({**data, "nodes": [{**n, **{k: v for k, v in r.items() if k in ("machine", "stage", "version",
-                                                                                    "slot")}}
-                                      for n, r in zip(data["nodes"], _node_rows(data, True), strict=True)]})
+        doc = record.to_json()
+        doc["nodes"] = [{**n.to_json(), **{k: v for k, v in r.items() if k in _LIVE_KEYS}}
+                        for n, r in zip(record.nodes, _node_rows(record, True), strict=True)]
+        print_json(doc)
     else:
-        _print_nodes(data, live=True)
-        if data.get("network") == "netns":
-            _print_netns(data)
+        _print_nodes(record, live=True)
+        if record.network == "netns":
+            _print_netns(record)
     return 0
 
 
@@ -187,12 +189,12 @@ def _destroy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_netns(data: dict[str, Any]) -> None:
-    live = {n.netns: n for n in show_netns(data["name"])} if os.geteuid() == 0 else {}
-    rows = [{"name": n["name"], "type": n.get("type"), "netns": n.get("netns"), "address": n.get("address"),
-             "host_veth": n.get("host_veth"),
-             "present": ("yes" if n.get("netns") in live else "no") if os.geteuid() == 0 else "?"}
-            for n in data["nodes"]]
+def _print_netns(record: ClusterRecord) -> None:
+    live = {n.netns: n for n in show_netns(record.name)} if os.geteuid() == 0 else {}
+    rows: list[dict[str, object]] = [
+        {"name": n.name, "type": n.type, "netns": n.netns, "address": n.address, "host_veth": n.host_veth,
+         "present": ("yes" if n.netns in live else "no") if os.geteuid() == 0 else "?"}
+        for n in record.nodes]
     sys.stdout.write("\n")
     table(rows, ("name", "type", "netns", "address", "host_veth", "present"))
-    sys.stderr.write(f"network: netns, subnet {data.get('subnet')}, bridge {data.get('bridge')}\n")
+    sys.stderr.write(f"network: netns, subnet {record.subnet}, bridge {record.bridge}\n")

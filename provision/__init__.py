@@ -18,12 +18,16 @@ if typing.TYPE_CHECKING:
     from ._cluster import machine_alive as machine_alive
     from ._destroy import destroy_cluster as destroy_cluster
     from ._netns import show as show_netns
+    from ._record import ClusterRecord as ClusterRecord
+    from ._record import NodeRecord as NodeRecord
 
 # gravenctl loads only the provisioner code of the command it runs
 _LAZY: dict[str, str] = {
     "DEFAULT_NAME": "_cluster",
+    "ClusterRecord": "_record",
     "FIRST_PORT": "_cluster",
     "NETWORKS": "_cluster",
+    "NodeRecord": "_record",
     "PROVISIONERS": "_choose",
     "TimedProgress": "_cluster",
     "choose_network": "_cluster",
@@ -51,6 +55,8 @@ __all__ = [
     "FIRST_PORT",
     "NETWORKS",
     "PROVISIONERS",
+    "ClusterRecord",
+    "NodeRecord",
     "TimedProgress",
     "choose_network",
     "choose_provisioner",

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
 import os
 import socket
 import subprocess
@@ -35,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import config
 from api import (
@@ -49,13 +47,14 @@ from api import (
 )
 from errors import GravenError, InvalidRequest, NotFound, Unavailable
 
+from ._record import CLUSTER_FILE, ClusterRecord, MachineType, Network, NodeRecord, read_cluster, write_cluster
+
 __all__ = ["choose_network", "create_cluster", "create_cluster_netns", "load_cluster", "netns_problem"]
 
 DEFAULT_NAME = "graven"
 GUEST_API_PORT = 50000  # node._qemu's: a VM on a bridge answers on its own address, this port
 FIRST_PORT = 50000
 DISK_SIZE = 512 << 20  # block disks: a sparse file, GPT with slots of ~164 MiB and EPHEMERAL of 160 MiB
-CLUSTER_FILE = "cluster.json"
 IMAGE_VERSION = "v1"
 NETWORKS = ("netns", "loopback")
 
@@ -106,20 +105,15 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def load_cluster(state: Path | None, name: str) -> dict[str, Any]:
+def load_cluster(state: Path | None, name: str) -> ClusterRecord:
+    """The cluster's record (``cluster.json``): NotFound when there is no such cluster, InvalidRequest naming the
+    file and the field when it is malformed."""
     path = _cluster_dir(state, name) / CLUSTER_FILE
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
+        return read_cluster(path)
+    except NotFound:
         raise NotFound(f"no cluster {name!r} under {path.parent.parent} (create it with `gravenctl cluster create "
                        f"--name {name}`)", path=str(path)) from None
-    except (OSError, ValueError) as exc:
-        raise InvalidRequest(f"{path}: unreadable: {exc}", path=str(path)) from exc
-    return data
-
-
-def _save(directory: Path, data: dict[str, Any]) -> None:
-    atomic_write(directory / CLUSTER_FILE, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), 0o600)
 
 
 def machine_alive(pid: int | None, marker: str) -> bool:
@@ -133,15 +127,32 @@ def machine_alive(pid: int | None, marker: str) -> bool:
     return marker in cmdline
 
 
-def _machine_log_tail(node: dict[str, Any], lines: int = 15) -> str:
+def _machine_log_tail(node: NodeRecord, lines: int = 15) -> str:
     try:
-        text = Path(node["log"]).read_text(errors="replace").splitlines()
+        text = Path(node.log).read_text(errors="replace").splitlines()
     except OSError:
         return "(no machine log)"
     return "\n".join(f"    {line}" for line in text[-lines:])
 
 
 # -- create ------------------------------------------------------------------------------------------------
+def _new_record(name: str, directory: Path, disk: str, files: dict[str, tuple[str, bytes, int]], *,
+                network: Network, provisioner: str, memory: str | None) -> ClusterRecord:
+    """The record of a cluster being made: its folder, the secrets' files (``files``: key -> file name, content,
+    mode; the etcd CA's only where there is one), no image and no nodes yet."""
+
+    def path(key: str) -> str:
+        return str(directory / files[key][0])
+
+    return ClusterRecord(
+        name=name, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), disk=disk,
+        state_dir=str(directory), gravenconfig=str(directory / "gravenconfig"), ca_cert=path("ca_cert"),
+        ca_key=path("ca_key"), image_key=path("image_key"), image_pubkey=path("image_pubkey"),
+        etcd_ca_cert=path("etcd_ca_cert") if "etcd_ca_cert" in files else None,
+        etcd_ca_key=path("etcd_ca_key") if "etcd_ca_key" in files else None,
+        network=network, provisioner=provisioner, memory=memory)
+
+
 def _check_new(name: str, directory: Path, state: Path | None, nodes: int, disk: str) -> None:
     """What both network variants refuse before they make anything."""
     if nodes < 1:
@@ -160,10 +171,10 @@ def _check_new(name: str, directory: Path, state: Path | None, nodes: int, disk:
 def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk: str = "sandbox",
                    port: int = FIRST_PORT, timeout: float = 120.0, health_timeout: float | None = None,
                    merge_into: Path | bool | None = None, say: Callable[[str], None] | None = None,
-                   machines: dict[str, str] | None = None) -> dict[str, Any]:
-    """Create and boot the cluster; returns its ``cluster.json``. ``merge_into``: client config path to merge the
-    context into (None: the default path; False: none). ``machines``: ``provisioner`` (default process) and
-    ``memory``, recorded in ``cluster.json`` and passed to every ``graven machine``."""
+                   provisioner: str = "process", memory: str | None = None) -> ClusterRecord:
+    """Create and boot the cluster; returns its record (``cluster.json``). ``merge_into``: client config path to
+    merge the context into (None: the default path; False: none). ``provisioner`` and ``memory`` are recorded in
+    ``cluster.json`` and passed to every ``graven machine``."""
     import image
 
     report = say or TimedProgress()
@@ -183,92 +194,89 @@ def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk
     img = directory / "images" / f"{IMAGE_VERSION}.img"
     report(f"building the {IMAGE_VERSION} image")
     manifest = image.build_image(IMAGE_VERSION, secrets.image_key, img, progress=lambda m: report(f"  image: {m}"))
-    data: dict[str, Any] = {
-        "name": name, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "disk": disk,
-        "state_dir": str(directory), "gravenconfig": str(directory / "gravenconfig"),
-        **{k: str(directory / v[0]) for k, v in files.items()},
-        "image": str(img), "image_version": manifest.version,
-        "client_config": None, "context": None, "nodes": [], "network": "loopback",
-        "provisioner": "process", "memory": None, **(machines or {}),
-    }
+    record = _new_record(name, directory, disk, files, network="loopback", provisioner=provisioner, memory=memory)
+    record.image, record.image_version = str(img), manifest.version
     ports = [port or _free_port()] + [_free_port() for _ in range(nodes - 1)]
     for i in range(nodes):
         node_name = f"{name}-{i + 1}"
         root = directory / "nodes" / node_name
         root.mkdir(parents=True, exist_ok=True)
-        data["nodes"].append({"name": node_name, "root": str(root), "endpoint": f"127.0.0.1:{ports[i]}",
-                              "disk": str(root / "disk.img") if disk == "block" else None,
-                              "config": str(root / "controlplane.yaml"), "log": str(root / "machine.log"),
-                              "pid": None})
-    _save(directory, data)  # from here on, destroy finds everything
-    for node in data["nodes"]:
-        cfg = config.default_config(name, f"https://{node['endpoint']}", secrets.ca_crt_pem, secrets.ca_key_pem,
-                                    [secrets.image_pub_pem], hostname=node["name"],
-                                    install_disk=_install_disk(node, data), install_image=str(img))
+        record.nodes.append(NodeRecord(name=node_name, root=str(root), endpoint=f"127.0.0.1:{ports[i]}",
+                                       disk=str(root / "disk.img") if disk == "block" else None,
+                                       config=str(root / "controlplane.yaml"), log=str(root / "machine.log")))
+    write_cluster(directory, record)  # from here on, destroy finds everything
+    for node in record.nodes:
+        cfg = config.default_config(name, f"https://{node.endpoint}", secrets.ca_crt_pem, secrets.ca_key_pem,
+                                    [secrets.image_pub_pem], hostname=node.name,
+                                    install_disk=_install_disk(node, record), install_image=str(img))
         text = config.dump_yaml(cfg)
-        config.validate(text).unwrap(node["config"])
-        atomic_write(node["config"], text.encode(), 0o600)
-        if data["provisioner"] == "qemu":
+        config.validate(text).unwrap(node.config)
+        atomic_write(node.config, text.encode(), 0o600)
+        if record.provisioner == "qemu":
             _blank_vm_disk(node, report)
-        elif node["disk"]:
-            with open(node["disk"], "wb") as f:
+        elif node.disk:
+            with open(node.disk, "wb") as f:
                 f.truncate(DISK_SIZE)
-        node["pid"] = _start_machine(node, data, health_timeout)
-        _save(directory, data)
-        report(f"{node['name']}: machine started (pid {node['pid']}), booting the installer; log {node['log']}")
-    ctx = secrets.client_context([n["endpoint"] for n in data["nodes"]])
+        node.pid = _start_machine(node, record, health_timeout)
+        write_cluster(directory, record)
+        report(f"{node.name}: machine started (pid {node.pid}), booting the installer; log {node.log}")
+    ctx = secrets.client_context([n.endpoint for n in record.nodes])
     ctx.nodes = []
     client_cfg = ClientConfig(context=name, contexts={name: ctx})
     client_cfg.save(directory / "gravenconfig")
-    for node in data["nodes"]:
+    for node in record.nodes:
         _install_node(node, ctx, timeout, report)
-    return _announce(data, directory, client_cfg, merge_into, report)
+    return _announce(record, directory, client_cfg, merge_into, report)
 
 
-def _announce(data: dict[str, Any], directory: Path, client_cfg: ClientConfig, merge_into: Path | bool | None,
-              report: Callable[[str], None]) -> dict[str, Any]:
+def _announce(record: ClusterRecord, directory: Path, client_cfg: ClientConfig, merge_into: Path | bool | None,
+              report: Callable[[str], None]) -> ClusterRecord:
     """Merge the cluster's context into the user's client config (unless told not to) and say the cluster is up."""
-    name = data["name"]
+    name = record.name
     if merge_into is not False:
         target = default_client_config_path(merge_into if isinstance(merge_into, Path) else None)
         merged = load_or_new_client_config(target)
         used = merged.merge(client_cfg)[name]
         merged.save(target)
-        data["client_config"], data["context"] = str(target), used
-        _save(directory, data)
+        record.client_config, record.context = str(target), used
+        write_cluster(directory, record)
         report(f"client config: context {used} in {target} (current)")
-    report(f"cluster {name} is up: {', '.join(n['endpoint'] for n in data['nodes'])}")
-    return data
+    report(f"cluster {name} is up: {', '.join(n.endpoint for n in record.nodes)}")
+    return record
 
 
-def _start_machine(node: dict[str, Any], data: dict[str, Any], health_timeout: float | None,
+def _start_machine(node: NodeRecord, record: ClusterRecord, health_timeout: float | None,
                    prefix: Sequence[str] = (), extra: Sequence[str] = ()) -> int:
     """``graven machine`` for the node, in the background; its pid. ``prefix`` runs it inside the node's namespaces
     (``ip netns exec … unshare --uts``, both exec, so the pid is still the supervisor's; the agent it starts
     inherits them and picks the netlink platform by itself)."""
-    cmd = [*prefix, sys.executable, "-m", "node", "machine", "--root", node["root"], "--boot-from", data["image"],
-           "--trusted-key", data["image_pubkey"], "--listen", node["endpoint"]]
-    if node["disk"]:
-        cmd += ["--disk", node["disk"]]
+    if record.image is None:
+        raise InvalidRequest(f"cluster {record.name}: no image built yet to boot {node.name} from")
+    cmd = [*prefix, sys.executable, "-m", "node", "machine", "--root", node.root, "--boot-from", record.image,
+           "--trusted-key", record.image_pubkey, "--listen", node.endpoint]
+    if node.disk:
+        cmd += ["--disk", node.disk]
     if health_timeout is not None:
         cmd += ["--health-timeout", f"{health_timeout:g}"]
-    if data.get("provisioner") in ("container", "qemu"):
-        cmd += ["--provisioner", data["provisioner"], "--memory", str(data.get("memory") or "512M")]
+    if record.provisioner in ("container", "qemu"):
+        cmd += ["--provisioner", record.provisioner, "--memory", record.memory or "512M"]
     cmd += list(extra)
-    with open(node["log"], "ab") as log:
+    with open(node.log, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=node["root"], env=_child_env(), start_new_session=True)
+                                cwd=node.root, env=_child_env(), start_new_session=True)
     return proc.pid
 
 
-def _blank_vm_disk(node: dict[str, Any], report: Callable[[str], None]) -> None:
+def _blank_vm_disk(node: NodeRecord, report: Callable[[str], None]) -> None:
     """A VM's disk: a blank (sparse) raw image file; the VM boots the installer image, and the install sequence
     partitions and formats it and writes slot A from inside the guest."""
     from node import GUEST_BLANK_DISK_SIZE
 
-    with open(node["disk"], "wb") as f:
+    if node.disk is None:
+        raise InvalidRequest(f"{node.name}: a VM needs a disk image file")
+    with open(node.disk, "wb") as f:
         f.truncate(GUEST_BLANK_DISK_SIZE)
-    report(f"{node['name']}: blank disk image {node['disk']} ({GUEST_BLANK_DISK_SIZE >> 20} MiB, sparse); the VM "
+    report(f"{node.name}: blank disk image {node.disk} ({GUEST_BLANK_DISK_SIZE >> 20} MiB, sparse); the VM "
            f"boots the installer image")
 
 
@@ -285,28 +293,28 @@ def _vm_network(cfg: config.MachineConfig, cidr: str) -> config.MachineConfig:
     return msgspec.structs.replace(cfg, machine=machine)
 
 
-def _install_disk(node: dict[str, Any], data: dict[str, Any]) -> str:
-    if data.get("provisioner") == "qemu":
+def _install_disk(node: NodeRecord, record: ClusterRecord) -> str:
+    if record.provisioner == "qemu":
         return "/dev/vda"  # the disk image as the guest sees it (virtio-blk)
-    return str(node["disk"] or "/dev/sda")
+    return node.disk or "/dev/sda"
 
 
-def _install_node(node: dict[str, Any], ctx: Context, timeout: float,
+def _install_node(node: NodeRecord, ctx: Context, timeout: float,
                   report: Callable[[str], None]) -> None:
     """Maintenance → apply the config → install → reboot → Running and ready, or an error with the log's tail."""
     deadline = time.monotonic() + timeout
-    endpoint, name = node["endpoint"], node["name"]
+    endpoint, name = node.endpoint, node.name
 
     def fail(why: str) -> GravenError:
-        return Unavailable(f"{name}: {why}\n  machine log {node['log']}:\n{_machine_log_tail(node)}", node=name)
+        return Unavailable(f"{name}: {why}\n  machine log {node.log}:\n{_machine_log_tail(node)}", node=name)
 
     last_error = ""
     while True:
-        if not machine_alive(node["pid"], node["root"]):
+        if not machine_alive(node.pid, node.root):
             raise fail("the machine stopped")
         try:
             with GravenClient.insecure(endpoint, quiet=True, timeout=5) as client:
-                result = client.apply_configuration(Path(node["config"]).read_bytes())
+                result = client.apply_configuration(Path(node.config).read_bytes())
             break
         except GravenError as exc:
             last_error = exc.message
@@ -318,7 +326,7 @@ def _install_node(node: dict[str, Any], ctx: Context, timeout: float,
     status_client: GravenClient | None = None
     try:
         while True:
-            if not machine_alive(node["pid"], node["root"]):
+            if not machine_alive(node.pid, node.root):
                 raise fail("the machine stopped")
             try:
                 status_client = status_client or GravenClient.from_context(ctx, endpoint, timeout=5)
@@ -388,7 +396,7 @@ def choose_network(wanted: str | None, name: str, say: Callable[[str], None]) ->
     return "netns"
 
 
-def _netns_node_names(name: str, nodes: int, controlplanes: int) -> list[tuple[str, str]]:
+def _netns_node_names(name: str, nodes: int, controlplanes: int) -> list[tuple[str, MachineType]]:
     """``(node name, machine type)``: ``NAME-controlplane-1``.., then ``NAME-worker-1``.."""
     return [(f"{name}-controlplane-{i + 1}", "controlplane") for i in range(controlplanes)] + \
         [(f"{name}-worker-{i + 1}", "worker") for i in range(nodes - controlplanes)]
@@ -397,8 +405,8 @@ def _netns_node_names(name: str, nodes: int, controlplanes: int) -> list[tuple[s
 def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3, controlplanes: int = 1,
                          disk: str = "sandbox", port: int = FIRST_PORT, timeout: float = 120.0,
                          health_timeout: float | None = None, merge_into: Path | bool | None = None,
-                         say: Callable[[str], None] | None = None,
-                         machines: dict[str, str] | None = None) -> dict[str, Any]:
+                         say: Callable[[str], None] | None = None, provisioner: str = "process",
+                         memory: str | None = None) -> ClusterRecord:
     """Like ``create_cluster``, but every node runs in a network namespace of its own (and a UTS namespace, for
     its hostname) with its own address from 198.18.0.0/15 on the cluster's bridge, its API on ``ADDRESS:port``.
     The machines install at the same time. ``cluster.json`` records ``network: netns``, the subnet and each
@@ -432,86 +440,79 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
         files["etcd_ca_key"] = ("etcd-ca.key", secrets.etcd_ca.key_pem, 0o600)
     for fname, content, mode in files.values():
         atomic_write(directory / fname, content, mode)
-    data: dict[str, Any] = {
-        "name": name, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "disk": disk,
-        "network": "netns", "subnet": None, "bridge": None,
-        "state_dir": str(directory), "gravenconfig": str(directory / "gravenconfig"),
-        **{k: str(directory / v[0]) for k, v in files.items()},
-        "image": None, "image_version": None, "client_config": None, "context": None, "nodes": [],
-        "provisioner": "process", "memory": None, **(machines or {}),
-    }
-    _save(directory, data)  # from here on, destroy finds everything (and the namespaces by their names)
+    record = _new_record(name, directory, disk, files, network="netns", provisioner=provisioner, memory=memory)
+    write_cluster(directory, record)  # from here on, destroy finds everything (and the namespaces by their names)
     img = directory / "images" / f"{IMAGE_VERSION}.img"
     report(f"building the {IMAGE_VERSION} image")
     manifest = image.build_image(IMAGE_VERSION, secrets.image_key, img, progress=lambda m: report(f"  image: {m}"))
-    data.update(image=str(img), image_version=manifest.version)
-    vms = data.get("provisioner") == "qemu"
+    record.image, record.image_version = str(img), manifest.version
+    vms = record.provisioner == "qemu"
     if vms:
         port = GUEST_API_PORT
     nets = _netns.create(name, nodes, names=[n for n, _ in names], vms=vms)
-    data.update(subnet=str(ipaddress.ip_interface(nets[0].cidr).network), bridge=nets[0].bridge)
+    record.subnet, record.bridge = str(ipaddress.ip_interface(nets[0].cidr).network), nets[0].bridge
     report(f"network: bridge {nets[0].bridge} ({nets[0].bridge_address}/{nets[0].prefixlen} on this host), "
            f"{nodes} namespace(s)" + (", each with a tap device for its VM's NIC" if vms else "") + ", no route out")
     for net, (node_name, machine_type) in zip(nets, names, strict=True):
         root = directory / "nodes" / node_name
         root.mkdir(parents=True, exist_ok=True)
-        data["nodes"].append({"name": node_name, "type": machine_type, "root": str(root),
-                              "endpoint": net.endpoint(port), "address": net.address, "netns": net.netns,
-                              "host_veth": net.host_veth, "tap": net.tap,
-                              "disk": str(root / "disk.img") if disk == "block" else None,
-                              "config": str(root / f"{machine_type}.yaml"), "log": str(root / "machine.log"),
-                              "pid": None})
-    _save(directory, data)
-    cp_addresses = [n["address"] for n in data["nodes"] if n["type"] == "controlplane"]
-    first_cp = next((n["endpoint"] for n in data["nodes"] if n["type"] == "controlplane"), None)
-    for net, node in zip(nets, data["nodes"], strict=True):
+        record.nodes.append(NodeRecord(name=node_name, type=machine_type, root=str(root),
+                                       endpoint=net.endpoint(port), address=net.address, netns=net.netns,
+                                       host_veth=net.host_veth, tap=net.tap,
+                                       disk=str(root / "disk.img") if disk == "block" else None,
+                                       config=str(root / f"{machine_type}.yaml"), log=str(root / "machine.log")))
+    write_cluster(directory, record)
+    cp_addresses = [n.address for n in record.nodes if n.type == "controlplane" and n.address]
+    first_cp = next((n.endpoint for n in record.nodes if n.type == "controlplane"), None)
+    for net, node in zip(nets, record.nodes, strict=True):
         # the node's own address goes into certSANs only: the plumbing owns it, so not into machine.network;
         # controlplane nodes run etcd and join it through the other controlplane nodes; a worker's cluster
         # endpoint is the first controlplane node (it publishes its checkpoints to etcd through it)
-        endpoint = node["endpoint"] if node["type"] == "controlplane" or first_cp is None else first_cp
+        machine_type = node.type or "controlplane"
+        endpoint = node.endpoint if machine_type == "controlplane" or first_cp is None else first_cp
         cfg = config.default_config(name, f"https://{endpoint}", secrets.ca_crt_pem, secrets.ca_key_pem,
-                                    [secrets.image_pub_pem], machine_type=node["type"], hostname=node["name"],
-                                    install_disk=_install_disk(node, data), install_image=str(img),
+                                    [secrets.image_pub_pem], machine_type=machine_type, hostname=node.name,
+                                    install_disk=_install_disk(node, record), install_image=str(img),
                                     etcd_ca=secrets.etcd_ca_pems,
-                                    etcd_endpoints=[a for a in cp_addresses if a != node["address"]])
+                                    etcd_endpoints=[a for a in cp_addresses if a != node.address])
         if vms:  # the VM owns its NIC: the config names its address (the plumbing only bridges frames to it)
             cfg = _vm_network(cfg, net.cidr)
         text = config.dump_yaml(cfg)
-        config.validate(text).unwrap(node["config"])
-        atomic_write(node["config"], text.encode(), 0o600)
+        config.validate(text).unwrap(node.config)
+        atomic_write(node.config, text.encode(), 0o600)
         if vms:
             _blank_vm_disk(node, report)
-        elif node["disk"]:
-            with open(node["disk"], "wb") as f:
+        elif node.disk:
+            with open(node.disk, "wb") as f:
                 f.truncate(DISK_SIZE)
         # a container machine makes its own UTS namespace, and its supervisor needs the host's /sys (the memory
         # cgroup), which `ip netns exec` would hide behind the namespace's own sysfs: nsenter joins the network alone
         prefix = ["nsenter", f"--net={_netns.NETNS_DIR / net.netns}", "--"] \
-            if data.get("provisioner") == "container" else net.exec_prefix()
+            if record.provisioner == "container" else net.exec_prefix()
         extra = ["--tap", str(net.tap), "--address", net.cidr] if vms else []
-        node["pid"] = _start_machine(node, data, health_timeout, prefix=prefix, extra=extra)
-        _save(directory, data)
-        report(f"{node['name']}: machine started in {net.netns} (pid {node['pid']}), API on {node['endpoint']}; "
-               f"log {node['log']}")
-    ctx = secrets.client_context([n["endpoint"] for n in data["nodes"]])
+        node.pid = _start_machine(node, record, health_timeout, prefix=prefix, extra=extra)
+        write_cluster(directory, record)
+        report(f"{node.name}: machine started in {net.netns} (pid {node.pid}), API on {node.endpoint}; "
+               f"log {node.log}")
+    ctx = secrets.client_context([n.endpoint for n in record.nodes])
     ctx.nodes = []
     client_cfg = ClientConfig(context=name, contexts={name: ctx})
     client_cfg.save(directory / "gravenconfig")
     errors: list[GravenError] = []
 
-    def install(node: dict[str, Any]) -> None:
+    def install(node: NodeRecord) -> None:
         try:
             _install_node(node, ctx, timeout, report)
         except GravenError as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=install, args=(n,), daemon=True) for n in data["nodes"]]
+    threads = [threading.Thread(target=install, args=(n,), daemon=True) for n in record.nodes]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
         raise errors[0]
-    return _announce(data, directory, client_cfg, merge_into, report)
+    return _announce(record, directory, client_cfg, merge_into, report)
 
 

@@ -14,13 +14,13 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from api import load_client_config
 from errors import GravenError, Unavailable
 
 from . import _netns
 from ._cluster import TimedProgress, _cluster_dir, load_cluster, machine_alive
+from ._record import ClusterRecord
 
 __all__ = ["destroy_cluster"]
 
@@ -30,9 +30,8 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(os.getpgid(pid), sig)
 
 
-def _stop_machine(node: dict[str, Any], grace: float, report: Callable[[str], None]) -> None:
-    root = node["root"]
-    pids = [node.get("pid")]
+def _stop_machine(name: str, root: str, pid: int | None, grace: float, report: Callable[[str], None]) -> None:
+    pids = [pid]
     with contextlib.suppress(OSError, ValueError):
         pids.append(int((Path(root) / "run" / "agent.pid").read_text().strip()))
     live = [p for p in pids if p and machine_alive(p, root)]
@@ -56,7 +55,7 @@ def _stop_machine(node: dict[str, Any], grace: float, report: Callable[[str], No
     from node import forget_container
 
     forget_container(Path(root))  # a container machine: what still runs in its cgroup, and the cgroup
-    report(f"{node['name']}: machine stopped" + (" (killed)" if left else ""))
+    report(f"{name}: machine stopped" + (" (killed)" if left else ""))
 
 
 def _mounts_below(directory: Path) -> list[str]:
@@ -95,28 +94,27 @@ def destroy_cluster(name: str, *, state: Path | None = None, grace: float = 15.0
     report = say or TimedProgress()
     directory = _cluster_dir(state, name)
     if not directory.exists():
-        if _destroy_netns(name, report, data=None):  # a crash may leave namespaces without the folder
+        if _destroy_netns(name, report, record=None):  # a crash may leave namespaces without the folder
             return True
         report(f"no cluster {name!r} under {directory.parent}; nothing to destroy")
         return False
+    record: ClusterRecord | None
     try:
-        data = load_cluster(state, name)
+        record = load_cluster(state, name)
     except GravenError:
-        data = {"nodes": []}
-    nodes = list(data.get("nodes", []))
-    # Machines the file does not know about yet (a create that crashed before saving their pid).
+        record = None
+    # (name, root, pid): the recorded machines, and those the file does not know about yet (a create that crashed
+    # before saving them)
+    machines = [(n.name, n.root, n.pid) for n in record.nodes] if record is not None else []
     for root in sorted((directory / "nodes").glob("*")) if (directory / "nodes").is_dir() else ():
-        if not any(n.get("root") == str(root) for n in nodes):
-            pid = None
+        if not any(known == str(root) for _, known, _ in machines):
+            machines.append((root.name, str(root), None))
+    for node_name, root_dir, pid in machines:
+        if not pid:
             with contextlib.suppress(OSError, ValueError):
-                pid = int((root / "run" / "machine.pid").read_text().strip())
-            nodes.append({"name": root.name, "root": str(root), "pid": pid})
-    for node in nodes:
-        if not node.get("pid"):
-            with contextlib.suppress(OSError, ValueError):
-                node["pid"] = int((Path(node["root"]) / "run" / "machine.pid").read_text().strip())
-        _stop_machine(node, grace, report)
-    _destroy_netns(name, report, data=data)
+                pid = int((Path(root_dir) / "run" / "machine.pid").read_text().strip())
+        _stop_machine(node_name, root_dir, pid, grace, report)
+    _destroy_netns(name, report, record=record)
     for point in _mounts_below(directory):
         if subprocess.run(["umount", point], capture_output=True, check=False).returncode != 0:
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
@@ -126,7 +124,8 @@ def destroy_cluster(name: str, *, state: Path | None = None, grace: float = 15.0
             subprocess.run(["losetup", "--detach", dev], capture_output=True, check=False)
     for dev in _loops_below(directory):
         report(f"warning: loop device {dev} is still attached")
-    _drop_context(data, report)
+    if record is not None:
+        _drop_context(record, report)
     shutil.rmtree(directory, ignore_errors=True)
     if directory.exists():
         raise Unavailable(f"could not remove {directory} entirely (something still mounted or busy?)",
@@ -135,14 +134,14 @@ def destroy_cluster(name: str, *, state: Path | None = None, grace: float = 15.0
     return True
 
 
-def _drop_context(data: dict[str, Any], report: Callable[[str], None]) -> None:
-    path, used = data.get("client_config"), data.get("context")
+def _drop_context(record: ClusterRecord, report: Callable[[str], None]) -> None:
+    path, used = record.client_config, record.context
     if not path or not used or not Path(path).exists():
         return
     try:
         cfg = load_client_config(path)
-        ours = Path(data["ca_cert"]).read_bytes()
-    except (GravenError, OSError, KeyError):
+        ours = Path(record.ca_cert).read_bytes()
+    except (GravenError, OSError):
         return
     ctx = cfg.contexts.get(used)
     if ctx is None or ctx.ca != ours:
@@ -154,7 +153,7 @@ def _drop_context(data: dict[str, Any], report: Callable[[str], None]) -> None:
     report(f"removed context {used} from {path}")
 
 
-def _destroy_netns(name: str, report: Callable[[str], None], data: dict[str, Any] | None) -> bool:
+def _destroy_netns(name: str, report: Callable[[str], None], record: ClusterRecord | None) -> bool:
     """Remove the cluster's namespaces, links and the processes still in them (found by their names, so after a
     crash too); False when there were none (or this is not a namespaced cluster and no namespace exists)."""
     try:
@@ -162,7 +161,7 @@ def _destroy_netns(name: str, report: Callable[[str], None], data: dict[str, Any
     except GravenError:
         return False  # a name no namespaced cluster can have
     if os.geteuid() != 0:
-        if data is not None and data.get("network") == "netns":
+        if record is not None and record.network == "netns":
             report(f"warning: cluster {name} has network namespaces; only root can remove them")
         return False
     removed = _netns.destroy(name)

@@ -12,6 +12,7 @@ from ._rules import arm as arm
 from ._rules import bootable_slots as bootable_slots
 from ._rules import choose_slot as choose_slot
 from ._rules import fallback_of as fallback_of
+from ._rules import install_target as install_target
 from ._rules import installed as installed
 from ._rules import mark_bad as mark_bad
 from ._rules import mark_good as mark_good
@@ -29,6 +30,7 @@ __all__ = [
     "bootable_slots",
     "choose_slot",
     "fallback_of",
+    "install_target",
     "installed",
     "mark_bad",
     "mark_good",

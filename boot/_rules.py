@@ -34,6 +34,7 @@ __all__ = [
     "bootable_slots",
     "choose_slot",
     "fallback_of",
+    "install_target",
     "installed",
     "mark_bad",
     "mark_good",
@@ -110,6 +111,14 @@ def choose_slot(env: BootEnv) -> BootChoice:
         "slot": slot.value, "tries_left": after.tries_left, "good": after.good, "boot": boots, "reason": why,
     }))
     return BootChoice(slot, new, tuple(events))
+
+
+def install_target(env: BootEnv | None, running: Slot | None = None) -> Slot:
+    """The slot an install or upgrade writes: never the one running (``running``; not known: the environment's
+    default), and slot A when nothing runs (a blank META: a fresh install)."""
+    if running is None and env is not None:
+        running = env.default
+    return running.other if running is not None else Slot.A
 
 
 def installed(env: BootEnv, slot: Slot, tries: int = DEFAULT_TRIES) -> BootEnv:

@@ -3,6 +3,9 @@
 ``plan_install`` picks the slot that is not running. ``install`` takes that slot out of service in META,
 writes and reads back the verified image, and only then arms the slot (default, on trial, falling back to
 the running one).
+
+This is the one install path: the sequencer's install and upgrade reach it through their ``Slots`` port
+(``node``'s adapter), the qemu provisioner and the tests call it directly. The slot rules are ``boot``'s.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from boot import DEFAULT_TRIES, BootEnv, BootEvent, Slot, arm, mark_bad
+from boot import DEFAULT_TRIES, BootEnv, BootEvent, Slot, arm, install_target, mark_bad
 from storage import DiskBase, Progress, SlotInfo
 
 from ._verify import VerifiedImage
@@ -44,7 +47,7 @@ def plan_install(
 ) -> InstallPlan:
     """Choose the inactive slot for ``image``. ``booted`` (default: META's default slot) is never the target."""
     running = booted if booted is not None else (boot_env.default if boot_env is not None else None)
-    target = running.other if running is not None else Slot.A
+    target = install_target(boot_env, booted)
     held = (slots or {}).get(target)
     same = (
         held is not None and held.ok and held.payload_sha256 == image.payload_sha256

@@ -25,11 +25,11 @@ from events import Event, Kind, encode_event
 from pki import load_certificate
 from sequencer.ports import Image as SequencerImage
 from sequencer.ports import RunningImage
-from storage import DiskBase, InstallableImage, write_durably
+from storage import DiskBase, write_durably
 
 from ._net_plan import plan_rows
 
-__all__ = ["BootEnvPort", "DirSinks", "DiskPort", "ImagesPort", "PlanNetwork"]
+__all__ = ["BootEnvPort", "DirSinks", "DiskPort", "ImagesPort", "PlanNetwork", "SlotsPort"]
 
 
 class DiskPort:
@@ -73,11 +73,6 @@ class DiskPort:
         if later and self._defer_wipe is not None:
             self._defer_wipe(later)
 
-    def write_image(self, slot: str, img: SequencerImage) -> None:
-        if not isinstance(img, InstallableImage):  # only image.verify makes one: the disk writes nothing else
-            raise TypeError(f"slot {slot}: {type(img).__name__} is not a verified image")
-        self.disk.write_image(Slot.parse(slot), img)
-
     def verify_slot(self, slot: str, trusted_keys: Sequence[bytes]) -> image.VerifiedImage:
         return image.verify_slot(self.disk, Slot.parse(slot), list(trusted_keys))
 
@@ -99,6 +94,20 @@ class DiskPort:
 
     def remove(self, label: str, name: str) -> None:
         self._file(label, name).unlink(missing_ok=True)
+
+
+class SlotsPort:
+    """The sequencer's ``Slots``: ``image.plan_install`` against META, then ``image.install`` (take the slot out
+    of service, write, read back, record); arming stays with the sequence's bootloader phase."""
+
+    def __init__(self, disk: DiskBase) -> None:
+        self.disk = disk
+
+    def install(self, img: SequencerImage, running: Slot | None) -> Slot:
+        if not isinstance(img, image.VerifiedImage):  # only image.verify makes one: nothing else is written
+            raise TypeError(f"{type(img).__name__} is not a verified image")
+        plan = image.plan_install(self.disk.read_boot_env(), img, booted=running)
+        return image.install(self.disk, plan, activate=False).plan.slot
 
 
 class BootEnvPort:

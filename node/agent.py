@@ -59,7 +59,7 @@ from ._logging import AGENT, FileFollower, setup_agent_logging
 from ._metrics_service import MetricsService
 from ._net_plan import NodeNetwork
 from ._network import select_network
-from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort
+from ._ports import BootEnvPort, DirSinks, DiskPort, ImagesPort, SlotsPort
 from ._wipe import finish_pending_wipe, request_wipe
 from ._witness import WitnessNode
 
@@ -140,6 +140,7 @@ class Agent:
         AGENT.info(f"network: {net.reason}")
         self.ports = Ports(
             boot_env=BootEnvPort(self.disk), disk=DiskPort(self.disk, defer_wipe=self._defer_wipe),
+            slots=SlotsPort(self.disk),
             images=ImagesPort(lambda: self.spool_dir, running),
             network=net.port, services=_Services(self), power=_Power(self),
             clock=SystemClock(), identity=self.identity,

@@ -28,6 +28,7 @@ from .ports import (
     RunningImage,
     Services,
     Sinks,
+    Slots,
 )
 
 __all__ = ["CancelToken", "Context", "Ports", "Runtime"]
@@ -72,6 +73,7 @@ class CancelToken:
 class Ports:
     boot_env: BootEnvStore
     disk: Disk
+    slots: Slots
     images: Images
     network: Network
     services: Services

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from boot import BootEnv
+import boot
+from boot import BootEnv, Slot
 from config import Interface, MachineConfig, install_disk_mismatch
 from errors import BadImage, StorageError, Unavailable
 from events import Event, SystemClock
@@ -26,6 +27,7 @@ from .ports import (
     RunningImage,
     Services,
     Sinks,
+    Slots,
 )
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "MemoryPower",
     "MemoryServices",
     "MemorySinks",
+    "MemorySlots",
     "memory_ports",
 ]
 
@@ -102,7 +105,6 @@ class MemoryDisk:
     slots: dict[str, Image] = field(default_factory=dict)
     formatted: list[tuple[str, ...]] = field(default_factory=list)
     wiped: list[tuple[str, ...]] = field(default_factory=list)
-    fail_write_image: bool = False
     device: str | None = None  # a block disk's name; None: a sandbox, which takes any
 
     def is_partitioned(self) -> bool:
@@ -125,11 +127,6 @@ class MemoryDisk:
         for key in [k for k in self.files if k[0] in labels]:
             del self.files[key]
 
-    def write_image(self, slot: str, image: Image) -> None:
-        if self.fail_write_image:
-            raise StorageError(f"slot {slot}: write failed", slot=slot)
-        self.slots[slot] = image
-
     def verify_slot(self, slot: str, trusted_keys: Sequence[bytes]) -> Image:
         if slot not in self.slots:
             raise BadImage(f"slot {slot} holds no image", slot=slot)
@@ -143,6 +140,25 @@ class MemoryDisk:
 
     def remove(self, label: str, name: str) -> None:
         self.files.pop((label, name), None)
+
+
+@dataclass
+class MemorySlots:
+    """The install protocol over a ``MemoryDisk``'s slots and META: the target by ``boot.install_target``, taken
+    out of service (``boot.mark_bad``), then written; ``fail_write`` fails the write after that."""
+
+    disk: MemoryDisk
+    meta: BootEnvStore
+    fail_write: bool = False
+
+    def install(self, image: Image, running: Slot | None) -> Slot:
+        env = self.meta.load()
+        target = boot.install_target(env, running)
+        self.meta.store(boot.mark_bad(env or BootEnv(), target)[0])
+        if self.fail_write:
+            raise StorageError(f"slot {target.value}: write failed", slot=target.value)
+        self.disk.slots[target.value] = image
+        return target
 
 
 @dataclass
@@ -217,12 +233,17 @@ class MemorySinks:
         return count
 
 
-def memory_ports(*, boot_env: BootEnvStore | None = None, disk: Disk | None = None, images: Images | None = None,
-                 network: Network | None = None, services: Services | None = None, power: Power | None = None,
-                 clock: Clock | None = None, identity: Identity | None = None, sinks: Sinks | None = None) -> Ports:
-    """A full set of in-memory ports; pass any of them (by ``Ports`` field name) to replace the default."""
-    return Ports(boot_env=MemoryBootEnv() if boot_env is None else boot_env,
-                 disk=MemoryDisk() if disk is None else disk,
+def memory_ports(*, boot_env: BootEnvStore | None = None, disk: Disk | None = None, slots: Slots | None = None,
+                 images: Images | None = None, network: Network | None = None, services: Services | None = None,
+                 power: Power | None = None, clock: Clock | None = None, identity: Identity | None = None,
+                 sinks: Sinks | None = None) -> Ports:
+    """A full set of in-memory ports; pass any of them (by ``Ports`` field name) to replace the default. The
+    default ``slots`` installs into the given disk (a ``MemoryDisk``) and META."""
+    meta = MemoryBootEnv() if boot_env is None else boot_env
+    disk = MemoryDisk() if disk is None else disk
+    if slots is None:
+        slots = MemorySlots(disk if isinstance(disk, MemoryDisk) else MemoryDisk(), meta)
+    return Ports(boot_env=meta, disk=disk, slots=slots,
                  images=MemoryImages() if images is None else images,
                  network=MemoryNetwork() if network is None else network,
                  services=MemoryServices() if services is None else services,

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from boot import BootEnv
+from boot import BootEnv, Slot
 from config import Interface, MachineConfig
 from events import Clock, Event, EventLog
 
@@ -28,6 +28,7 @@ __all__ = [
     "RunningImage",
     "Services",
     "Sinks",
+    "Slots",
 ]
 
 class BootEnvStore(Protocol):
@@ -98,10 +99,6 @@ class Disk(Protocol):
 
     def wipe(self, labels: Sequence[str]) -> None: ...
 
-    def write_image(self, slot: str, image: Image) -> None:
-        """Write the image raw into the slot, read it back, record it; the slot must not be the running one."""
-        ...
-
     def verify_slot(self, slot: str, trusted_keys: Sequence[bytes]) -> Image:
         """Verify the image the slot holds (signature, payload digest, slot record); ``BadImage`` if it fails."""
         ...
@@ -115,6 +112,19 @@ class Disk(Protocol):
         ...
 
     def remove(self, label: str, name: str) -> None: ...
+
+
+class Slots(Protocol):
+    """The A/B slots. ``install`` is the one way an image reaches a slot (``image.plan_install`` and
+    ``image.install``, RAUC's protocol): only an ``Images.verify`` image is written."""
+
+    def install(self, image: Image, running: Slot | None) -> Slot:
+        """Write ``image`` into the slot that is not ``running`` (``boot.install_target``; nothing running: slot
+        A, a fresh install): take that slot out of service in META first (``boot.mark_bad``), so that a write cut
+        off half-way is never booted, fallen back to or rolled back to; then write it, read it back and record
+        it. Returns the slot written; arming it is the caller's (``boot.arm``, ``boot.installed``). META may have
+        changed when it raises."""
+        ...
 
 
 class Network(Protocol):

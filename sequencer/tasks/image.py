@@ -1,8 +1,8 @@
-"""Images: record what runs, verify a new one, write it into a slot."""
+"""Images: record what runs, verify a new one, write it into a slot (only through the ``Slots`` port: the one
+install protocol, ``image.install``)."""
 
 from __future__ import annotations
 
-import boot
 from boot import Slot
 from errors import InvalidRequest
 from events import Kind
@@ -18,9 +18,15 @@ def _trusted(ctx: Context) -> tuple[bytes, ...]:
     return install.trusted_public_keys() if install is not None else ()
 
 
-def _installed(ctx: Context, slot: str, image: Image) -> None:
+async def _install(ctx: Context, image: Image, running: Slot | None) -> str:
+    """Write ``image`` into the slot ``running`` is not, and record it (``image.installed``)."""
+    try:
+        slot = (await ctx.blocking(ctx.ports.slots.install, image, running)).value
+    finally:  # the slot was taken out of service in META before the write, even if the write failed
+        ctx.runtime.boot_env = await ctx.blocking(ctx.ports.boot_env.load)
     ctx.emit(Kind.IMAGE_INSTALLED, {"slot": slot, "version": image.version, "digest": image.payload_sha256.hex(),
                                     "key_id": image.key_id})
+    return slot
 
 
 @task(timeout=10)
@@ -38,8 +44,7 @@ async def install_image(ctx: Context) -> None:
         raise InvalidRequest("install needs an image: machine.install.image is not set and none was given")
     image = await ctx.blocking(ctx.ports.images.verify, source, _trusted(ctx))
     ctx.cancel.check()
-    await ctx.blocking(ctx.ports.disk.write_image, "A", image)
-    _installed(ctx, "A", image)
+    await _install(ctx, image, None)  # a fresh disk: META is blank, so slot A
 
 
 @task(timeout=300)
@@ -52,13 +57,4 @@ async def verify_image(ctx: Context) -> None:
 async def write_inactive_slot(ctx: Context) -> None:
     assert ctx.image is not None, "verify runs before write"
     running = ctx.runtime.image.slot if ctx.runtime.image and ctx.runtime.image.slot else "A"
-    ctx.slot = Slot.parse(running).other.value
-    # As RAUC: take the slot out of service before writing it, so that a write cut off half-way is never
-    # booted, fallen back to or rolled back to on the strength of an older good flag.
-    state = await ctx.blocking(ctx.ports.boot_env.load)
-    if state is not None:
-        state, _ = boot.mark_bad(state, Slot.parse(ctx.slot))
-        await ctx.blocking(ctx.ports.boot_env.store, state)
-        ctx.runtime.boot_env = state
-    await ctx.blocking(ctx.ports.disk.write_image, ctx.slot, ctx.image)
-    _installed(ctx, ctx.slot, ctx.image)
+    ctx.slot = await _install(ctx, ctx.image, Slot.parse(running))

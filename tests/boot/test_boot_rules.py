@@ -6,7 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boot import BootEnv, Slot, SlotBoot, arm, bootable_slots, choose_slot, mark_bad, mark_good, revert
+from boot import (
+    BootEnv,
+    Slot,
+    SlotBoot,
+    arm,
+    bootable_slots,
+    choose_slot,
+    install_target,
+    mark_bad,
+    mark_good,
+    revert,
+)
 from errors import NotFound
 from storage import slot_label
 
@@ -100,6 +111,14 @@ def test_mark_bad_takes_slot_out_of_service():
     env, _ = mark_bad(env, Slot.A)
     assert env.default is None and bootable_slots(env) == ()
     assert choose_slot(env).slot is None
+
+
+def test_install_target_is_never_the_running_slot():
+    assert install_target(None) is Slot.A and install_target(BootEnv()) is Slot.A  # a fresh disk: A
+    assert install_target(installed(Slot.A)) is Slot.B and install_target(installed(Slot.B)) is Slot.A
+    staged, _ = arm(installed(Slot.A), Slot.B)  # B staged (the default) while A still runs: A is not the target
+    assert install_target(staged, Slot.A) is Slot.B
+    assert install_target(None, Slot.B) is Slot.A
 
 
 def test_arm_needs_a_try():

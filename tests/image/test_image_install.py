@@ -68,3 +68,23 @@ def test_tampered_image_never_reaches_a_slot(name: str, running_v1: SandboxDisk,
     assert disk.slot_info(Slot.B) is None
     assert disk.read_boot_env() == env
     assert verify_slot(disk, Slot.A, keys.trusted).version == "1.0.0"
+
+
+def test_the_sequencers_slots_port_writes_only_verified_images_and_leaves_the_slot_unarmed(
+        running_v1: SandboxDisk, images: Images, keys: Keys):
+    """The upgrade's write (``node``'s ``Slots`` adapter) is ``plan_install`` + ``install``: the inactive slot
+    out of service in META, written and recorded, not armed (the bootloader phase arms it)."""
+    from node._ports import SlotsPort
+    from sequencer.memory import MemoryImage
+
+    port = SlotsPort(running_v1)
+    before = running_v1.read_boot_env()
+    assert before is not None and before.default is Slot.A
+    with pytest.raises(TypeError, match="not a verified image"):
+        port.install(MemoryImage.of("2.0.0"), Slot.A)
+    assert running_v1.read_boot_env() == before and running_v1.slot_info(Slot.B) is None
+    assert port.install(verify(images.v2, keys.trusted), Slot.A) is Slot.B
+    env = running_v1.read_boot_env()
+    assert env is not None and env.default is Slot.A and env.b == SlotBoot(0, False) and env.seq == before.seq + 1
+    assert verify_slot(running_v1, Slot.B, keys.trusted).version == "2.0.0"
+    assert verify_slot(running_v1, Slot.A, keys.trusted).version == "1.0.0"

@@ -13,7 +13,7 @@ from seqkit import run
 
 import config
 from boot import BootEnv, Slot, SlotBoot
-from errors import BadImage, InvalidConfig, NotFound
+from errors import BadImage, InvalidConfig, NotFound, StorageError
 from events import Actor, Event, Kind, MemoryEventLog, replay, verify_items
 from fsm import Stage
 from sequencer import (
@@ -26,7 +26,8 @@ from sequencer import (
     bring_up,
     task,
 )
-from sequencer.memory import MemoryDisk, MemoryIdentity, MemoryImage, MemoryServices
+from sequencer.memory import MemoryBootEnv, MemoryDisk, MemoryIdentity, MemoryImage, MemoryServices, MemorySlots
+from sequencer.ports import RunningImage
 
 S = SequenceName
 ADMIN = Actor("alice", ("os:admin",))
@@ -96,6 +97,37 @@ def test_a_bad_image_fails_the_upgrade_at_verify_and_the_node_keeps_running(make
     assert node.fsm.stage is Stage.RUNNING and node.ports.disk.slots == {} and node.ports.boot_env.state is None
     assert node.ports.power.actions == []
     assert replay(node.log.read()).stage == "running"
+
+
+def test_a_failed_write_leaves_the_target_out_of_service_and_the_node_running(make_node: Any,
+                                                                             make_config: Any) -> None:
+    """The upgrade's write goes through the one install protocol: the inactive slot leaves service in META before
+    the write, so a write that fails leaves it unbootable (and the agent's view of META says so)."""
+    meta = MemoryBootEnv(BootEnv(seq=4, default=Slot.A, a=SlotBoot(0, True), b=SlotBoot(0, True)))
+    disk = MemoryDisk(partitioned=True)
+    node = make_node(stage=Stage.RUNNING, cfg=make_config(), boot_env=meta, disk=disk,
+                     slots=MemorySlots(disk, meta, fail_write=True))
+    node.seq.runtime.image = node.ports.images.running()
+    result = run(node.seq.run(S.UPGRADE, UpgradeRequest("v2.img"), actor=ADMIN))
+    assert (result.outcome, result.phase, result.task) == ("failed", "write", "write_inactive_slot")
+    assert isinstance(result.error, StorageError)
+    assert meta.state is not None and meta.state.default is Slot.A and meta.state.b == SlotBoot(0, False)
+    assert node.seq.runtime.boot_env == meta.state and disk.slots == {}
+    assert not [e for e in node.log.read() if e.kind == Kind.IMAGE_INSTALLED]
+    assert node.fsm.stage is Stage.RUNNING and node.ports.power.actions == []
+
+
+def test_an_upgrade_writes_the_slot_that_does_not_run_then_arms_it(make_node: Any, make_config: Any) -> None:
+    meta = MemoryBootEnv(BootEnv(seq=4, default=Slot.B, b=SlotBoot(0, True)))
+    node = make_node(stage=Stage.RUNNING, cfg=make_config(), boot_env=meta)
+    node.seq.runtime.image = node.ports.images.current = RunningImage("B", "v1", MemoryImage.of("v1").digest)
+    assert run(node.seq.run(S.STAGE_UPGRADE, UpgradeRequest("v2.img"), actor=ADMIN)).ok
+    assert node.ports.disk.slots == {"A": MemoryImage.of("v2")}
+    stored = [(e.default, e.a) for e in meta.history]
+    assert stored == [(Slot.B, SlotBoot(0, False)), (Slot.A, SlotBoot(3, False))]  # out of service, then armed
+    installed_ev = [e.payload for e in node.log.read() if e.kind == Kind.IMAGE_INSTALLED]
+    assert installed_ev == [{"slot": "A", "version": "v2", "digest": MemoryImage.of("v2").digest,
+                             "key_id": "test-key"}]
 
 
 def test_rollback_needs_a_good_other_slot(make_node: Any, make_config: Any) -> None:

@@ -60,6 +60,7 @@ __all__ = ["RECOVERED", "LmdbEventLog", "LogReader", "seq_key"]
 SMALL_BATCH = 4  # events the sequencer writes itself when the committer is idle
 CROWDED_S = 0.05  # no lone-appender path for this long after an appender queued behind one
 CHILD_BATCH = 64  # events in a batch from which part is signed by the signing process (_sign_child)
+PART = 128  # a bigger take from the queue is built in parts, each handed to the committer once built
 
 RECOVERED = "recovered: the previous boot ended unsealed"
 
@@ -323,10 +324,14 @@ class LmdbEventLog:
             if STOP in items:
                 stop = True
                 items = items[: items.index(STOP)]
-            with self._chain_lock:
-                batch = self._build(items, signer)
-            if batch.waiters or batch.controls:
-                self._hand_over(batch)
+            # In parts: the committer writes one while the next is signed, and the callers of the first resume
+            # (and queue their next appends) meanwhile, rather than all appenders waiting for one big batch.
+            parts = -(-len(items) // PART)
+            for i in range(parts):
+                with self._chain_lock:
+                    batch = self._build(items[len(items) * i // parts : len(items) * (i + 1) // parts], signer)
+                if batch.waiters or batch.controls:
+                    self._hand_over(batch)
         signer.stop()
         self._child.close()
         self._commits.put(STOP)

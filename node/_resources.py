@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 from pathlib import Path
 
 from errors import InvalidRequest
 
-__all__ = ["KINDS", "about", "kernel", "mounts", "os_image", "processes", "read", "release_free_heap"]
+__all__ = ["KINDS", "about", "kernel", "mounts", "os_image", "processes", "read", "release_free_heap",
+           "release_startup_memory", "release_startup_pages"]
 
 KINDS = ("processes", "mounts")
 
@@ -103,3 +105,58 @@ def release_free_heap() -> bool:
         return bool(ctypes.CDLL(None).malloc_trim(0))
     except (ValueError, OSError, AttributeError):  # no such confstr name: not glibc
         return False
+
+
+_MADV_DONTNEED = 4
+_SHARED_OBJECT = re.compile(r"/[^ ]*\.so(\.[0-9.]+)?")
+_RANGE = re.compile(r"([0-9a-f]+)-([0-9a-f]+) ")
+
+
+def startup_pages(smaps: str) -> list[tuple[int, int, int]]:
+    """(start, end, resident bytes) of each mapping ``release_startup_pages`` may drop, from the text of
+    ``/proc/PID/smaps``: a private, read-only mapping of a shared object (code and constants) with pages resident
+    and none of them a private copy (no relocated or written page: dropping one would lose it)."""
+    out: list[tuple[int, int, int]] = []
+    candidate: list[int] | None = None
+    for line in smaps.splitlines():
+        head = _RANGE.match(line)
+        if head:
+            if candidate is not None and candidate[2] > 0 and candidate[3] == 0:
+                out.append((candidate[0], candidate[1], candidate[2]))
+            fields = line.split(None, 5)
+            path = fields[5].strip() if len(fields) > 5 else ""
+            private_ro = len(fields[1]) == 4 and fields[1][1] == "-" and fields[1][3] == "p"
+            candidate = ([int(head[1], 16), int(head[2], 16), 0, 0]
+                         if private_ro and _SHARED_OBJECT.fullmatch(path) else None)
+        elif candidate is not None and line.startswith(("Rss:", "Anonymous:", "Private_Dirty:", "Swap:")):
+            name, value = line.split()[:2]
+            kib = int(value) * 1024
+            candidate[2 if name == "Rss:" else 3] += kib
+    if candidate is not None and candidate[2] > 0 and candidate[3] == 0:
+        out.append((candidate[0], candidate[1], candidate[2]))
+    return out
+
+
+def release_startup_pages(smaps: str = "/proc/self/smaps") -> int:
+    """Unmap the clean pages of the shared libraries' code and constants, once the node is up. Start-up (imports,
+    module initialisation, the first TLS handshake) faults in whole 64 KiB windows of each library, most of which a
+    node at rest never touches again (bench/bench_rss.py: about 16 MiB of gRPC's, cryptography's and libpython's
+    code). A page still needed faults back in from the page cache, a minor fault, as it was mapped the first time;
+    a mapping holding any private copy of a page (relocations) is left alone, so only clean file pages, identical
+    to the file's, are dropped. Shared objects stay loaded for the process's life (CPython never unloads one).
+    Returns the resident bytes unmapped; 0 where there is no smaps or no madvise."""
+    try:
+        with open(smaps) as f:
+            ranges = startup_pages(f.read())
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return 0
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    return sum(rss for lo, hi, rss in ranges if madvise(lo, hi - lo, _MADV_DONTNEED) == 0)
+
+
+def release_startup_memory() -> None:
+    """Once the node is up: what start-up freed in the C heap, and the library pages only start-up touched."""
+    release_free_heap()
+    release_startup_pages()

@@ -227,7 +227,7 @@ class Agent:
             self.exit_code = EXIT_BOOT_FAILED
             self._stopped.set()
         elif self._loop is not None:  # up and serving: what start-up freed goes back to the kernel (bench_rss)
-            self._loop.call_later(1.0, _resources.release_free_heap)
+            self._loop.call_later(1.0, _resources.release_startup_memory)
 
     def _sigterm(self) -> None:
         try:

@@ -7,11 +7,11 @@ import datetime as dt
 import fnmatch
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from errors import InvalidRequest, TamperedLog
-from events import VerifyReport, check_proof, prove, replay, state_at, write_bundle
+from events import CheckpointInfo, VerifyReport, check_proof, prove, replay, state_at, write_bundle
 
 from ._output import add_output_flag, print_json, table
 from ._remote import export_remote, with_remote_path
@@ -19,7 +19,7 @@ from ._source import load_ca, open_source, verify_path_since
 from ._witness import add_witness_flags, register_witnessed, verify_with_witnesses, witness_text
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit = sub.add_parser("audit", help="verify, export, show and replay a node's signed event log",
                            description="Audit a signed event log: PATH is an LMDB log directory (or a node "
                                        "root) or an export bundle. Without PATH, the log of the node named by "
@@ -74,7 +74,7 @@ def _ts(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z" if ns else "-"
 
 
-def report_dict(report: VerifyReport) -> dict[str, Any]:
+def report_dict(report: VerifyReport) -> dict[str, object]:
     last_cp = report.checkpoints[-1] if report.checkpoints else None
     return {
         "verdict": "ok",
@@ -120,18 +120,18 @@ def _verify(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(d)
         return 0
-    cp = d["last_checkpoint"]
+    cp = report.checkpoints[-1] if report.checkpoints else None
     rows = [
         ("verdict", "OK: every event verifies against the CA"),
-        ("origin", d["origin"]),
-        ("events", f"{d['events']} (seq {d['first_seq']}..{d['last_seq']})"),
-        ("checkpoints", f"{d['checkpoints']}" + (_cp_text(cp) if cp else "")),
-        ("tail", "sealed" if d["sealed"] else f"{d['uncovered_tail']} events after the last checkpoint (signed; "
-                                               "their completeness is proven only by a later checkpoint)"),
-        ("keys", "; ".join(f"{k['key_id']} {k['subject']} from seq {k['since_seq']}" for k in d["keys"]) or "-"),
-        ("time span", f"{d['first_time']} .. {d['last_time']}"),
-        ("boots", str(d["boots"])),
-        ("head", d["head"]),
+        ("origin", report.origin),
+        ("events", f"{report.events} (seq {report.first_seq}..{report.last_seq})"),
+        ("checkpoints", f"{len(report.checkpoints)}" + (_cp_text(cp) if cp else "")),
+        ("tail", "sealed" if report.sealed else f"{report.uncovered_tail} events after the last checkpoint (signed; "
+                                                "their completeness is proven only by a later checkpoint)"),
+        ("keys", "; ".join(f"{k.key_id} {k.subject} from seq {k.since_seq}" for k in report.keys) or "-"),
+        ("time span", f"{_ts(report.first_time_ns)} .. {_ts(report.last_time_ns)}"),
+        ("boots", str(report.boots)),
+        ("head", report.head.hex()),
     ]
     if args.since_export:
         rows.append(("since export", f"extends the checkpoint of size {since_size} {args.since_export} saw"
@@ -144,7 +144,7 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cp_text(cp: dict[str, Any]) -> str:
+def _cp_text(cp: CheckpointInfo) -> str:
     sealed = f", sealed: {cp['reason']}" if cp["sealed"] else ""
     return f" (last at seq {cp['seq']}, size {cp['size']}{sealed})"
 
@@ -210,7 +210,7 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def summarize(payload: dict[str, Any], limit: int = 90) -> str:
+def summarize(payload: Mapping[str, object], limit: int = 90) -> str:
     """One line of the payload for a table: bytes shortened, long values cut."""
     parts = []
     for k, v in payload.items():
@@ -232,10 +232,11 @@ def _replay(args: argparse.Namespace) -> int:
     for k in ("seq", "stage", "origin", "key_id", "config_digest", "staged_config_digest", "active_slot",
               "sealed", "checkpoints", "denied"):
         print(f"{k:22} {d[k] if d[k] is not None else '-'}")
-    print(f"{'sequence':22} {d['sequence']['name'] + ' by ' + d['sequence']['actor'] if d['sequence'] else '-'}")
-    for slot, info in sorted(d["slots"].items()):
-        print(f"{'slot ' + slot:22} {info['version'] or '-'} good={info['good']}")
-    print(f"{'boots':22} {len(d['boots'])}")
-    if d["last_fallback"]:
-        print(f"{'last fallback':22} {d['last_fallback']}")
+    seq = state.sequence
+    print(f"{'sequence':22} {seq.name + ' by ' + seq.actor if seq else '-'}")
+    for slot, info in sorted(state.slots.items()):
+        print(f"{'slot ' + slot:22} {info.version or '-'} good={info.good}")
+    print(f"{'boots':22} {len(state.boots)}")
+    if state.last_fallback:
+        print(f"{'last fallback':22} {state.last_fallback}")
     return 0

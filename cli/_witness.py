@@ -13,21 +13,28 @@ import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 
 from errors import GravenError, InvalidRequest, NotFound
-from events import Cosigned, VerifyReport, parse_note, verify_against_witnesses, verify_since
+from events import (
+    WITNESSED_FORMAT,
+    Cosigned,
+    VerifyReport,
+    WitnessRecords,
+    WitnessRow,
+    parse_note,
+    verify_against_witnesses,
+    verify_since,
+)
 
 from ._output import print_json, table
 from ._remote import connect, single_target
 from ._source import open_source, verify_source
 
 __all__ = ["add_witness_flags", "register_witnessed", "verify_with_witnesses"]
-
-WITNESSED_FORMAT = "graven-witnessed/1"
 
 
 def add_witness_flags(p: argparse.ArgumentParser) -> None:
@@ -38,7 +45,7 @@ def add_witness_flags(p: argparse.ArgumentParser) -> None:
                                                        "FILE) instead of etcd; implies --witness")
 
 
-def register_witnessed(cmds: Any) -> None:
+def register_witnessed(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     w = cmds.add_parser("witnessed", help="the checkpoints published to etcd and the witnesses' cosignatures",
                         description="Read the witness records from etcd through a controlplane node (-n): each "
                                     "node's published checkpoint and each witness's cosigned one. -o FILE writes "
@@ -50,15 +57,15 @@ def register_witnessed(cmds: Any) -> None:
     w.set_defaults(func=_witnessed)
 
 
-def fetch_witnessed(args: argparse.Namespace) -> dict[str, Any]:
+def fetch_witnessed(args: argparse.Namespace) -> WitnessRecords:
     from ._etcd import etcd_call
 
     node = single_target(args, "reading the witness records")
     with connect(args, node) as client:
-        return etcd_call(client, "witnessed")
+        return WitnessRecords.from_json(etcd_call(client, "witnessed"), f"the witness records {node} answered")
 
 
-def _load_records(path: str) -> dict[str, Any]:
+def _load_records(path: str) -> WitnessRecords:
     try:
         doc = json.loads(Path(path).read_text())
     except OSError as exc:
@@ -68,14 +75,7 @@ def _load_records(path: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != WITNESSED_FORMAT:
         raise InvalidRequest(f"{path} is not a {WITNESSED_FORMAT} file (write one with gravenctl audit witnessed "
                              "-o FILE)", path=path)
-    return doc
-
-
-def _only(doc: dict[str, Any], origin: str | None) -> dict[str, Any]:
-    if origin is None:
-        return doc
-    return {**doc, "published": [d for d in doc["published"] if d.get("origin") == origin],
-            "cosigned": [d for d in doc["cosigned"] if d.get("origin") == origin]}
+    return WitnessRecords.from_json(doc, path)
 
 
 def _when(ts: int) -> str:
@@ -83,7 +83,8 @@ def _when(ts: int) -> str:
 
 
 def _witnessed(args: argparse.Namespace) -> int:
-    doc = _only(fetch_witnessed(args), args.origin)
+    records = fetch_witnessed(args).only(args.origin)
+    doc = records.to_json()
     if args.output == "json":
         print_json(doc)
         return 0
@@ -94,20 +95,21 @@ def _witnessed(args: argparse.Namespace) -> int:
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
         tmp.replace(out)
-        print(f"wrote {len(doc['published'])} published and {len(doc['cosigned'])} cosigned checkpoints to {out}",
+        print(f"wrote {len(records.published)} published and {len(records.cosigned)} cosigned checkpoints to {out}",
               file=sys.stderr)
         return 0
-    published = {str(d.get("origin")): _size(d) for d in doc["published"]}
-    rows = [{"origin": d["origin"], "witness": d["witness"], "size": d["size"], "cosigned": _when(int(d["timestamp"])),
-             "published": published.get(d["origin"], "-")}
-            for d in sorted(doc["cosigned"], key=lambda d: (d["origin"], d["witness"]))]
+    published = {str(d.get("origin")): _size(d) for d in records.published}
+    cosigned = sorted((Cosigned.from_json(d) for d in records.cosigned), key=lambda c: (c.origin, c.witness))
+    rows: list[dict[str, object]] = [
+        {"origin": c.origin, "witness": c.witness, "size": c.size, "cosigned": _when(c.timestamp),
+         "published": published.get(c.origin, "-")} for c in cosigned]
     rows += [{"origin": o, "witness": "-", "size": "-", "cosigned": "-", "published": n}
-             for o, n in sorted(published.items()) if not any(d["origin"] == o for d in doc["cosigned"])]
+             for o, n in sorted(published.items()) if not any(c.origin == o for c in cosigned)]
     table(rows, ["origin", "witness", "size", "cosigned", "published"])
     return 0
 
 
-def _size(published: dict[str, Any]) -> int | str:
+def _size(published: Mapping[str, object]) -> int | str:
     try:
         return parse_note(str(published.get("note", "")))[0].size
     except GravenError:
@@ -115,14 +117,14 @@ def _size(published: dict[str, Any]) -> int | str:
 
 
 def verify_with_witnesses(args: argparse.Namespace, ca: x509.Certificate
-                          ) -> tuple[VerifyReport, int | None, list[dict[str, Any]]]:
+                          ) -> tuple[VerifyReport, int | None, list[WitnessRow]]:
     """``audit verify PATH --witness``: the report, the ``--since-export`` size, and one row per cosigned
     checkpoint the log was checked against (``TamperedLog`` when it does not contain one)."""
     records = _load_records(args.witnessed) if args.witnessed else fetch_witnessed(args)
     report, seen = verify_source(open_source(args.path), ca)
     since = verify_since(verify_source(open_source(args.since_export), ca)[1], seen) if args.since_export else None
     try:
-        entries = [Cosigned.from_json(d) for d in records.get("cosigned", []) if d.get("origin") == report.origin]
+        entries = [Cosigned.from_json(d) for d in records.only(report.origin).cosigned]
     except GravenError as exc:
         raise InvalidRequest(f"the witness records are malformed: {exc.message}") from None
     if not entries:
@@ -132,6 +134,6 @@ def verify_with_witnesses(args: argparse.Namespace, ca: x509.Certificate
     return report, since, verify_against_witnesses(seen, report.origin, entries, ca)
 
 
-def witness_text(rows: list[dict[str, Any]]) -> str:
+def witness_text(rows: list[WitnessRow]) -> str:
     return "contains " + "; ".join(f"size {r['size']} cosigned by {r['witness']} at {_when(r['timestamp'])}"
                                    for r in rows)

@@ -52,6 +52,7 @@ from ._since import Seen as Seen
 from ._since import check_extends as check_extends
 from ._since import verify_since as verify_since
 from ._verify import ChainVerifier as ChainVerifier
+from ._verify import CheckpointInfo as CheckpointInfo
 from ._verify import KeyInfo as KeyInfo
 from ._verify import VerifyReport as VerifyReport
 from ._verify import verify_items as verify_items
@@ -65,8 +66,11 @@ from ._witness import cosignatures as cosignatures
 from ._witness import verify_cosignature as verify_cosignature
 from ._witnessed import PREFIX as WITNESS_PREFIX
 from ._witnessed import WITNESS_UNIT as WITNESS_UNIT
+from ._witnessed import WITNESSED_FORMAT as WITNESSED_FORMAT
 from ._witnessed import Cosigned as Cosigned
 from ._witnessed import Published as Published
+from ._witnessed import WitnessRecords as WitnessRecords
+from ._witnessed import WitnessRow as WitnessRow
 from ._witnessed import checkpoint_key as checkpoint_key
 from ._witnessed import cosigned_key as cosigned_key
 from ._witnessed import verify_against_witnesses as verify_against_witnesses
@@ -82,6 +86,7 @@ __all__ = [
     "GENESIS_PREV",
     "NODE",
     "SCHEMAS",
+    "WITNESSED_FORMAT",
     "WITNESS_PREFIX",
     "WITNESS_REASONS",
     "WITNESS_UNIT",
@@ -92,6 +97,7 @@ __all__ = [
     "ChainVerifier",
     "ChainWriter",
     "Checkpoint",
+    "CheckpointInfo",
     "Clock",
     "CompactRange",
     "Cosignature",
@@ -113,6 +119,8 @@ __all__ = [
     "SlotState",
     "SystemClock",
     "VerifyReport",
+    "WitnessRecords",
+    "WitnessRow",
     "WitnessRule",
     "Witnessed",
     "add_cosignature",

@@ -83,13 +83,17 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             key_id=self.key_id,
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """A readable rendering (bytes as hex); not canonical, never hashed."""
-        out: dict[str, Any] = _jsonable(msgspec.to_builtins(self, builtin_types=(bytes,)))
-        return out
+        return jsonable_map(msgspec.to_builtins(self, builtin_types=(bytes,)))
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable_map(value: dict[str, object]) -> dict[str, object]:
+    """``value`` with every bytes inside it as hex (what ``to_json`` renderings print)."""
+    return {k: _jsonable(v) for k, v in value.items()}
+
+
+def _jsonable(value: object) -> object:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

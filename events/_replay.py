@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import msgspec
 from msgspec.structs import replace
@@ -25,8 +24,8 @@ from ._record import (
     Actor,
     Event,
     _event_decoder,
-    _jsonable,
     event_hash,
+    jsonable_map,
     trusted_event_hash,
 )
 from .payloads import (
@@ -113,9 +112,8 @@ class NodeState(msgspec.Struct, frozen=True):
     sealed: bool = False
     denied: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = _jsonable(msgspec.to_builtins(self, builtin_types=(bytes,), enc_hook=str))
-        return out
+    def to_json(self) -> dict[str, object]:
+        return jsonable_map(msgspec.to_builtins(self, builtin_types=(bytes,), enc_hook=str))
 
 
 Apply = Callable[[NodeState, Event], NodeState]

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -40,14 +40,17 @@ from events import (
     Kind,
     MerkleLevels,
     Published,
+    WitnessRecords,
     WitnessRule,
     checkpoint_key,
     cosigned_key,
     decode_event,
     leaf_hash,
     parse_note,
+    payload_of,
     witness_name,
 )
+from events.payloads import Checkpointed, Genesis, KeyRotated
 from pki import Ed25519Signer, issue_certificate, load_certificate, load_private_key, private_key_pem
 from storage import write_durably
 
@@ -65,7 +68,7 @@ __all__ = ["CHECKPOINT_AFTER", "CheckpointStore", "EtcdStore", "LogFollower", "P
 CHECKPOINT_AFTER = 5.0  # seconds an event waits at most for a checkpoint a witness can cosign
 EVERY = 1.0  # seconds between two passes of the publisher and of the witness
 RETRY_MAX = 30.0  # seconds at most between two tries of a publisher that failed
-Emit = Callable[[str, dict[str, Any]], None]
+Emit = Callable[[str, dict[str, object]], None]
 
 
 class _Log(Protocol):
@@ -91,11 +94,13 @@ class LogFollower:
             if b"log." in raw or b"key.rotated" in raw:  # cheap filter before decoding
                 ev = decode_event(raw, seq=seq)
                 if ev.kind == Kind.GENESIS:
-                    self.origin, self.cert = str(ev.payload["origin"]), bytes(ev.payload["cert"])
+                    genesis = payload_of(ev, Genesis)
+                    self.origin, self.cert = genesis.origin, genesis.cert
                 elif ev.kind == Kind.KEY_ROTATED:
-                    self.cert = bytes(ev.payload["cert"])
+                    self.cert = payload_of(ev, KeyRotated).cert
                 elif ev.kind == Kind.CHECKPOINT:
-                    self.last = (int(ev.payload["size"]), str(ev.payload["note"]), self.cert)
+                    cp = payload_of(ev, Checkpointed)
+                    self.last = (cp.size, cp.note, self.cert)
             new.append(leaf_hash(raw))
         self.tree.extend(new)
 
@@ -194,18 +199,18 @@ class RemoteStore:
         self.endpoint = endpoint
         self._tls = (ca_pem, crt_pem, key_pem)
 
-    def _call(self, method: str, action: str, args: dict[str, object]) -> dict[str, Any]:
+    def _call(self, method: str, action: str, args: dict[str, object]) -> object:
         from api import GravenClient
         from api import machine_pb2 as pb
 
         with GravenClient(self.endpoint, *self._tls, timeout=10.0) as client:
             resp = client._unary(method, pb.EtcdRequest(action=action, args_json=json.dumps(args)))
-        out: dict[str, Any] = json.loads(resp.json) if resp.json else {}
-        return out
+        return json.loads(resp.json) if resp.json else {}
 
     async def held_sizes(self, origin: str) -> set[int]:
         doc = await asyncio.to_thread(self._call, "EtcdQuery", "witnessed", {"origin": origin})
-        return {int(d["size"]) for d in doc.get("cosigned", []) if d.get("origin") == origin and "size" in d}
+        records = WitnessRecords.from_json(doc, f"the witness records of {self.endpoint}").only(origin)
+        return {size for d in records.cosigned if isinstance(size := d.get("size"), int)}
 
     async def publish(self, origin: str, value: bytes) -> None:
         await asyncio.to_thread(self._call, "EtcdManage", "publish-checkpoint", {"value": value.decode()})
@@ -328,17 +333,9 @@ def _save_state(path: Path, held: dict[str, Cosigned]) -> None:
     write_durably(path, json.dumps({o: e.to_dict() for o, e in sorted(held.items())}, sort_keys=True).encode())
 
 
-def read_witnessed(kvs: list[EtcdKeyValue]) -> dict[str, Any]:
+def read_witnessed(kvs: list[EtcdKeyValue]) -> dict[str, object]:
     """The witness records under ``/graven/witness/`` as ``gravenctl audit witnessed`` writes them."""
-    published: list[object] = []
-    cosigned: list[object] = []
-    for kv in kvs:
-        try:
-            doc = json.loads(kv.value)
-        except ValueError:
-            continue
-        (published if kv.key.endswith(b"/checkpoint") else cosigned).append(doc)
-    return {"format": "graven-witnessed/1", "published": published, "cosigned": cosigned}
+    return WitnessRecords.of((kv.key, kv.value) for kv in kvs).to_json()
 
 
 class WitnessNode:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import msgspec
+
 import config
 from boot import Slot
 from errors import GravenError, InvalidRequest, NotFound
@@ -269,7 +271,8 @@ class NodeService:
                 drift = self.network.drift(self.machine_config)
             except GravenError as exc:
                 drift_error = exc.message
-        return StatusDetails(slots=dict(state.to_json()["slots"]), last_sequence=state.last_sequence,
+        slots: dict[str, dict[str, object]] = {k: msgspec.to_builtins(v) for k, v in state.slots.items()}
+        return StatusDetails(slots=slots, last_sequence=state.last_sequence,
                              durable_log=self.host.log_durable(), boots=len(state.boots), try_config=state.try_config,
                              network_platform=self.network.platform, drift=drift, drift_error=drift_error)
 

@@ -1,8 +1,8 @@
 """How many lines of production code name ``typing.Any``: the budget may only shrink.
 
-Issue 11 asks for fewer than 50 (``TARGET``, not met yet); ``BUDGET`` is what the code holds now. Lower ``BUDGET``
-whenever a change removes some; the test fails when a change adds one (give the value its type instead: a
-Struct, a Protocol, ``object`` where it is only passed on)."""
+Issue 11 asks for fewer than 50 (``TARGET``, met and enforced); ``BUDGET`` is what the code holds now. Lower
+``BUDGET`` whenever a change removes some; the test fails when a change adds one (give the value its type instead:
+a Struct, a Protocol, ``object`` where it is only passed on)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from test_core_imports import ROOT
 PACKAGES = ("errors", "pki", "events", "boot", "storage", "fsm", "sequencer", "config", "service", "image", "api",
             "node", "provision", "cli")
 TARGET = 50
-BUDGET = 62
+BUDGET = 32
 _ANY = re.compile(r"\bAny\b")
 
 
@@ -31,6 +31,7 @@ def _lines_with_any() -> list[str]:
 
 def test_the_any_budget_only_shrinks() -> None:
     found = _lines_with_any()
+    assert len(found) < TARGET, f"{len(found)} lines name Any: issue 11 asks for fewer than {TARGET}"
     assert len(found) <= BUDGET, (f"{len(found)} lines name Any, the budget is {BUDGET} (target {TARGET}): type the "
                                   f"new values instead; the last ones: {found[-5:]}")
 

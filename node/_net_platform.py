@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from errors import (
     InvalidRequest,
 )
 
-from ._net_plan import Emit, NodeNetwork, PathSource
+if TYPE_CHECKING:  # the supervisor asks in_own_namespace at every boot: it need not import the network plan
+    from ._net_plan import Emit, NodeNetwork, PathSource
 
 __all__ = ["PLATFORM_ENV", "NetworkChoice", "in_own_namespace", "select_network"]
 

@@ -144,7 +144,7 @@ class Machine:
         self.failures: dict[Slot, str] = {}  # the last failure of each slot, for the fallback's reason
         self.failed_in_a_row = 0
         self.boots = 0
-        self._agent: subprocess.Popen[bytes] | None = None
+        self._agent: subprocess.Popen[bytes] | _launch.Launcher | None = None
         self._stopping: str | None = None
         self._kill_at: float | None = None
         self.qemu = None
@@ -394,7 +394,7 @@ class Machine:
             return self._run_vm(boot, boot_file, handed)
         if self.opts.provisioner == "container":
             try:
-                spec, spec_path = _launch.prepare(
+                spec, _ = _launch.prepare(
                     boot.root, self.root, self.run_dir, agent_command(self.opts)[8:], memory=self.opts.memory,
                     platform=_platform(), hostname=self.root.name, shares=self._shares())
             except FileNotFoundError as exc:
@@ -403,11 +403,11 @@ class Machine:
                 return 1, str(exc)
             result = Path(spec.result)
             result.unlink(missing_ok=True)
-            cmd, env = [self.opts.python, "-m", "node._launch", str(spec_path)], dict(os.environ)
+            self._agent = _launch.Launcher(spec, cwd)
         else:
-            cmd, env = agent_command(self.opts), agent_env(code_root, boot_file)
-        self._agent = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True,
-                                       preexec_fn=_die_with_parent)
+            self._agent = subprocess.Popen(agent_command(self.opts), env=agent_env(code_root, boot_file), cwd=cwd,
+                                           stdin=subprocess.DEVNULL, start_new_session=True,
+                                           preexec_fn=_die_with_parent)
         (self.run_dir / "agent.pid").write_text(f"{self._agent.pid}\n")
         try:
             while True:
@@ -474,7 +474,7 @@ class Machine:
 def _platform() -> str:
     """What the agent inside a container is told about its network: the node's own namespace (netns cluster) or
     the host's (the sandbox plan); inside, as PID 1, it can no longer compare itself with the host's PID 1."""
-    from ._network import PLATFORM_ENV, in_own_namespace
+    from ._net_platform import PLATFORM_ENV, in_own_namespace
 
     forced = os.environ.get(PLATFORM_ENV)
     if forced:

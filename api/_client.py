@@ -26,17 +26,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import IO, Any, TextIO
+from typing import IO, TextIO, TypeVar
 
 import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from errors import (
     Cancelled,
     GravenError,
     InvalidRequest,
+    InvariantViolation,
     Locked,
     NotFound,
     PermissionDenied,
@@ -68,6 +70,7 @@ DEFAULT_TIMEOUT = 20.0  # seconds per unary call
 UPLOAD_TIMEOUT = 600.0
 CHUNK_SIZE = 1 << 20
 MAX_MESSAGE = 64 << 20
+R = TypeVar("R", bound=Message)  # a reply message of the generated stub
 _BACKOFF_MIN, _BACKOFF_MAX = 0.2, 2.0
 
 _CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
@@ -281,23 +284,28 @@ class GravenClient:
     def _error(self, exc: grpc.RpcError, method: str) -> GravenError:
         return map_rpc_error(exc, self.endpoint, method, self._diagnose)
 
-    def _unary(self, method: str, request: Any, timeout: float | None = None) -> Any:
+    def _unary(self, method: str, request: Message, reply: type[R], timeout: float | None = None) -> R:
+        """Call the unary RPC ``method``; its reply, checked to be a ``reply`` (the stub is generated untyped)."""
         try:
-            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
+            out: object = getattr(self._stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
             raise self._error(exc, method) from exc
+        if not isinstance(out, reply):
+            raise InvariantViolation(f"{method} on {self.endpoint}: the reply is a {type(out).__name__}, not a "
+                                     f"{reply.__name__}", method=method)
+        return out
 
     def _accepted(self, resp: pb.SequenceAccepted) -> Accepted:
         return Accepted(self.endpoint, resp.sequence, resp.seq, resp.actor.id, tuple(resp.actor.roles))
 
     # -- reads -----------------------------------------------------------------------------------------
     def version(self) -> VersionInfo:
-        r = self._unary("Version", pb.Empty())
+        r = self._unary("Version", pb.Empty(), pb.VersionResponse)
         return {"version": r.version, "image_digest": r.image_digest, "slot": r.slot, "boot_id": r.boot_id,
                 "node": r.node, "kernel": r.kernel, "os_image": r.os_image, "provisioner": r.provisioner}
 
     def status(self) -> StatusInfo:
-        r = self._unary("MachineStatus", pb.Empty())
+        r = self._unary("MachineStatus", pb.Empty(), pb.MachineStatusResponse)
         seq: SequenceInfo | None = None
         if r.HasField("sequence"):
             seq = {"name": r.sequence.name, "actor": {"id": r.sequence.actor.id, "roles": list(r.sequence.actor.roles)},
@@ -319,20 +327,21 @@ class GravenClient:
                 "details": details}
 
     def get_configuration(self) -> ConfigDocument:
-        r = self._unary("GetConfiguration", pb.Empty())
+        r = self._unary("GetConfiguration", pb.Empty(), pb.GetConfigurationResponse)
         return {"data": r.data.decode("utf-8", "replace"), "digest": r.digest, "redacted": r.redacted}
 
     def boot_trace(self, *, boot: int = -1, boot_id: str = "", fmt: str = "json") -> bytes:
-        r = self._unary("BootTrace", pb.BootTraceRequest(boot=boot, boot_id=boot_id, format=fmt))
+        r = self._unary("BootTrace", pb.BootTraceRequest(boot=boot, boot_id=boot_id, format=fmt),
+                        pb.BootTraceResponse)
         return bytes(r.data)
 
     def resources(self, kind: str) -> list[dict[str, object]]:
         """``processes`` or ``mounts``, as the node sees them from inside."""
-        r = self._unary("Resources", pb.ResourcesRequest(kind=kind))
+        r = self._unary("Resources", pb.ResourcesRequest(kind=kind), pb.ResourcesResponse)
         return _json_rows(r.json)
 
     def network(self, what: str) -> list[dict[str, object]]:
-        r = self._unary("Network", pb.NetworkRequest(what=what))
+        r = self._unary("Network", pb.NetworkRequest(what=what), pb.NetworkResponse)
         return _json_rows(r.json)
 
     # -- changes ---------------------------------------------------------------------------------------
@@ -342,7 +351,7 @@ class GravenClient:
             raise InvalidRequest(f"unknown apply mode {mode!r} (modes: {', '.join(MODES)})")
         req = pb.ApplyConfigurationRequest(data=data, mode=MODES[mode], dry_run=dry_run,
                                            try_timeout_seconds=int(try_timeout or 0))
-        r = self._unary("ApplyConfiguration", req)
+        r = self._unary("ApplyConfiguration", req, pb.ApplyConfigurationResponse)
         try:
             diff = json.loads(r.diff_json) if r.diff_json else []
         except ValueError:
@@ -397,22 +406,23 @@ class GravenClient:
         return resp
 
     def rollback(self) -> Accepted:
-        return self._accepted(self._unary("Rollback", pb.RollbackRequest()))
+        return self._accepted(self._unary("Rollback", pb.RollbackRequest(), pb.SequenceAccepted))
 
     def reset(self, *, wipe: Sequence[str] = (), graceful: bool = True, reboot: bool = False,
               force: bool = False) -> Accepted:
         req = pb.ResetRequest(wipe=list(wipe), graceful=graceful, reboot=reboot, force=force)
-        return self._accepted(self._unary("Reset", req))
+        return self._accepted(self._unary("Reset", req, pb.SequenceAccepted))
 
     def reboot(self, *, force: bool = False) -> Accepted:
-        return self._accepted(self._unary("Reboot", pb.RebootRequest(force=force)))
+        return self._accepted(self._unary("Reboot", pb.RebootRequest(force=force), pb.SequenceAccepted))
 
     def shutdown(self, *, force: bool = False) -> Accepted:
-        return self._accepted(self._unary("Shutdown", pb.ShutdownRequest(force=force)))
+        return self._accepted(self._unary("Shutdown", pb.ShutdownRequest(force=force), pb.SequenceAccepted))
 
     def generate_client_configuration(self, roles: Sequence[str], ttl_seconds: int, name: str = "") -> dict[str, bytes]:
         r = self._unary("GenerateClientConfiguration",
-                        pb.ConfigNewRequest(roles=list(roles), ttl_seconds=ttl_seconds, name=name))
+                        pb.ConfigNewRequest(roles=list(roles), ttl_seconds=ttl_seconds, name=name),
+                        pb.ConfigNewResponse)
         return {"ca": bytes(r.ca_crt), "crt": bytes(r.crt), "key": bytes(r.key)}
 
     # -- streams ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ __all__ = ["etcd_call", "etcd_recover", "etcd_snapshot", "register"]
 def etcd_call(client: GravenClient, action: str, args: dict[str, object] | None = None, *,
               manage: bool = False, timeout: float | None = None) -> dict[str, object]:
     req = pb.EtcdRequest(action=action, args_json=json.dumps(args or {}))
-    resp = client._unary("EtcdManage" if manage else "EtcdQuery", req, timeout=timeout)
+    resp = client._unary("EtcdManage" if manage else "EtcdQuery", req, pb.EtcdResponse, timeout=timeout)
     return _object(resp.json)
 
 

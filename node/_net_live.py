@@ -10,7 +10,6 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from errors import (
     GravenError,
@@ -130,32 +129,57 @@ class _Live:
         return {link.index: name for name, link in self.links.items()}
 
 
-def _dump(ipr: Any) -> _Live:  # pyroute2 has no types
-    links: dict[str, _Link] = {}
-    for msg in ipr.link("dump"):
-        name = msg.get_attr("IFLA_IFNAME")
-        kind = None
-        info = msg.get_attr("IFLA_LINKINFO")
-        if info is not None:
-            kind = info.get_attr("IFLA_INFO_KIND")
-        links[name] = _Link(index=msg["index"], name=name, up=bool(msg["flags"] & IFF_UP),
-                            mtu=int(msg.get_attr("IFLA_MTU") or 0), operstate=str(msg.get_attr("IFLA_OPERSTATE")),
-                            mac=msg.get_attr("IFLA_ADDRESS"), kind=kind)
-    addrs = []
-    for msg in ipr.addr("dump"):
-        ip = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-        if ip is None:
-            continue
-        addrs.append(_Addr(index=msg["index"], ip=str(ipaddress.ip_address(ip)), prefixlen=msg["prefixlen"],
-                           family=msg["family"], scope=msg["scope"], proto=int(msg.get_attr("IFA_PROTO") or 0)))
-    routes = []
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for msg in ipr.route("dump", family=family):
-            table = msg.get_attr("RTA_TABLE") or msg["table"]
-            dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if family == socket.AF_INET else "::")
-            net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False)
-            routes.append(_Route(family=family, dst=str(net), gateway=msg.get_attr("RTA_GATEWAY"),
-                                 metric=int(msg.get_attr("RTA_PRIORITY") or 0), oif=msg.get_attr("RTA_OIF"),
-                                 table=int(table), proto=int(msg["proto"]), scope=int(msg["scope"]),
-                                 type=int(msg["type"])))
-    return _Live(links, addrs, routes)
+class _Netlink:
+    """pyroute2's ``IPRoute`` (which has no types) behind typed calls: what is read comes back as the plain
+    values above, and a change goes through ``link``, ``addr`` or ``route`` (with pyroute2's keyword arguments).
+    Opened in ``netns`` (None: this namespace); close it when done."""
+
+    def __init__(self, netns: str | None) -> None:
+        from pyroute2 import IPRoute
+
+        with _netlink(netns or "netns", "open netlink socket", netns or ""):
+            self._ipr = IPRoute(netns=netns, flags=0, groups=0) if netns else IPRoute(groups=0)
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    def link(self, op: str, **spec: object) -> None:
+        self._ipr.link(op, **spec)
+
+    def addr(self, op: str, **spec: object) -> None:
+        self._ipr.addr(op, **spec)
+
+    def route(self, op: str, **spec: object) -> None:
+        self._ipr.route(op, **spec)
+
+    def dump(self) -> _Live:
+        """The kernel's links, addresses and routes (both families), as plain values."""
+        ipr = self._ipr
+        links: dict[str, _Link] = {}
+        for msg in ipr.link("dump"):
+            name = msg.get_attr("IFLA_IFNAME")
+            kind = None
+            info = msg.get_attr("IFLA_LINKINFO")
+            if info is not None:
+                kind = info.get_attr("IFLA_INFO_KIND")
+            links[name] = _Link(index=msg["index"], name=name, up=bool(msg["flags"] & IFF_UP),
+                                mtu=int(msg.get_attr("IFLA_MTU") or 0), operstate=str(msg.get_attr("IFLA_OPERSTATE")),
+                                mac=msg.get_attr("IFLA_ADDRESS"), kind=kind)
+        addrs = []
+        for msg in ipr.addr("dump"):
+            ip = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            if ip is None:
+                continue
+            addrs.append(_Addr(index=msg["index"], ip=str(ipaddress.ip_address(ip)), prefixlen=msg["prefixlen"],
+                               family=msg["family"], scope=msg["scope"], proto=int(msg.get_attr("IFA_PROTO") or 0)))
+        routes = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in ipr.route("dump", family=family):
+                table = msg.get_attr("RTA_TABLE") or msg["table"]
+                dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if family == socket.AF_INET else "::")
+                net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False)
+                routes.append(_Route(family=family, dst=str(net), gateway=msg.get_attr("RTA_GATEWAY"),
+                                     metric=int(msg.get_attr("RTA_PRIORITY") or 0), oif=msg.get_attr("RTA_OIF"),
+                                     table=int(table), proto=int(msg["proto"]), scope=int(msg["scope"]),
+                                     type=int(msg["type"])))
+        return _Live(links, addrs, routes)

@@ -30,7 +30,7 @@ import socket
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import config
 from errors import (
@@ -49,9 +49,9 @@ from ._net_live import (
     _SCOPE,
     MAIN_TABLE,
     RTPROT_GRAVEN,
-    _dump,
     _Failure,
     _Link,
+    _Netlink,
     _netlink,
     _Route,
     _translate,
@@ -90,12 +90,12 @@ class _Apply:
     routes (their gateways need the addresses) → links that left the config and Graven had brought up go down.
     """
 
-    def __init__(self, ipr: Any, record: _Record, interfaces: Sequence[config.Interface], emit: Emit) -> None:
+    def __init__(self, ipr: _Netlink, record: _Record, interfaces: Sequence[config.Interface], emit: Emit) -> None:
         self.ipr, self.record, self.emit = ipr, record, emit
         self.wanted = {i.interface: i for i in interfaces}
         self.want_addrs = {i.interface: _want_addresses(i) for i in interfaces}
         self.want_routes = {i.interface: _want_routes(i) for i in interfaces}
-        self.live = _dump(ipr)
+        self.live = ipr.dump()
         self.names = self.live.by_index()
         self.mtu = {name: link.mtu for name, link in self.live.links.items()}  # as this run leaves them
         self.changes = 0
@@ -214,7 +214,7 @@ class _Apply:
                                                         "after": cidr})
 
     def add_routes(self) -> None:
-        current = _dump(self.ipr).routes if self.changes else self.live.routes
+        current = self.ipr.dump().routes if self.changes else self.live.routes
         for name, routes in self.want_routes.items():
             link = self.live.links.get(name)
             if link is None:
@@ -240,7 +240,7 @@ class _Apply:
         gone = sorted(set(self.record.up) - set(self.wanted))
         if not gone:
             return
-        now = _dump(self.ipr) if self.changes else self.live
+        now = self.ipr.dump() if self.changes else self.live
         for name in gone:
             link = now.links.get(name)
             self.record.up.remove(name)
@@ -293,11 +293,8 @@ class NetlinkNetwork:
             raise TaskTimeout(f"netlink: no answer within {CALL_TIMEOUT:.0f}s", netns=self._netns) from None
 
     @contextlib.contextmanager
-    def _ipr(self) -> Iterator[Any]:  # pyroute2 has no types
-        from pyroute2 import IPRoute
-
-        with _netlink(self._netns or "netns", "open netlink socket", self._netns or ""):
-            ipr = IPRoute(netns=self._netns, flags=0, groups=0) if self._netns else IPRoute(groups=0)
+    def _ipr(self) -> Iterator[_Netlink]:
+        ipr = _Netlink(self._netns)
         try:
             yield ipr
         finally:
@@ -425,7 +422,7 @@ class NetlinkNetwork:
 
     def _read_state(self) -> dict[str, list[dict[str, object]]]:
         with self._ipr() as ipr:
-            live = _dump(ipr)
+            live = ipr.dump()
         record = self._load_record()
         names = live.by_index()
         recorded = {(a, b) for a, b in record.addresses}
@@ -447,7 +444,7 @@ class NetlinkNetwork:
             return []
         interfaces = network.interfaces if isinstance(network, config.Network) else tuple(network)
         with self._ipr() as ipr:
-            live = _dump(ipr)
+            live = ipr.dump()
         record = self._load_record()
         names = live.by_index()
         out: list[dict[str, object]] = []

@@ -204,7 +204,7 @@ class RemoteStore:
         from api import machine_pb2 as pb
 
         with GravenClient(self.endpoint, *self._tls, timeout=10.0) as client:
-            resp = client._unary(method, pb.EtcdRequest(action=action, args_json=json.dumps(args)))
+            resp = client._unary(method, pb.EtcdRequest(action=action, args_json=json.dumps(args)), pb.EtcdResponse)
         return json.loads(resp.json) if resp.json else {}
 
     async def held_sizes(self, origin: str) -> set[int]:

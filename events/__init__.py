@@ -51,6 +51,8 @@ from ._replay import state_at as state_at
 from ._since import Seen as Seen
 from ._since import check_extends as check_extends
 from ._since import verify_since as verify_since
+from ._tail import LogTail as LogTail
+from ._tail import verify_tail as verify_tail
 from ._verify import ChainVerifier as ChainVerifier
 from ._verify import CheckpointInfo as CheckpointInfo
 from ._verify import KeyInfo as KeyInfo
@@ -106,6 +108,7 @@ __all__ = [
     "EventLog",
     "KeyInfo",
     "Kind",
+    "LogTail",
     "MemoryEventLog",
     "MerkleLevels",
     "NodeState",
@@ -159,6 +162,7 @@ __all__ = [
     "verify_items",
     "verify_note",
     "verify_since",
+    "verify_tail",
     "verify_witness_certificate",
     "witness_name",
     "write_bundle",

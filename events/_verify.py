@@ -4,6 +4,9 @@ Checks, in order of position: canonical encoding, contiguous seq, ``prev`` = has
 the signing key is the one currently certified in this log, the Ed25519 signature, certificates
 (genesis, rotations) issued by the CA, and every checkpoint's size, Merkle root and signed note.
 Signatures are checked on a thread pool (Ed25519 releases the GIL); the first bad seq wins.
+
+These are the log's only checks: opening a log verifies its tail with the same verifier (``events._tail``),
+without a CA (the log's own certificates are taken as they are; the CA check is the auditor's).
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from errors import InvalidEvent, TamperedLog, UntrustedKey, VerificationError
-from pki import cert_subject, key_id_for, load_certificate, verify_log_certificate
+from pki import cert_public_raw, cert_subject, key_id_for, load_certificate, verify_log_certificate
 
 from ._checkpoint import Checkpoint, verify_note
 from ._kinds import Kind
 from ._merkle import CompactRange, leaf_hash
 from ._record import GENESIS_PREV, Event, decode_event, trusted_event_hash
+from .payloads import Checkpointed, payload_of
 
 __all__ = ["ChainVerifier", "KeyInfo", "VerifyReport", "verify_items"]
 
@@ -80,10 +84,12 @@ class ChainVerifier:
     """Feed ``(position, raw)`` in order; ``finish()`` returns the report or raises ``TamperedLog``.
 
     For a part of a log that does not start at 0, pass ``start_seq``, the certified ``keys`` in force and,
-    when known, the ``prev`` hash; the Merkle checks then rest on the inclusion proofs of the bundle.
+    when known, the ``prev`` hash; the Merkle checks then rest on the inclusion proofs of the bundle, or on
+    ``frontier``, the Merkle frontier of the events before ``start_seq`` (a checkpoint's) when it is known.
+    ``ca`` None takes the log's certificates as they are (an agent opening its own log: ``events._tail``).
     """
 
-    ca: x509.Certificate
+    ca: x509.Certificate | None
     start_seq: int = 0
     prev: bytes | None = None
     keys: dict[str, bytes] = field(default_factory=dict)
@@ -92,10 +98,11 @@ class ChainVerifier:
     threads: int = max(1, min(2, os.cpu_count() or 1))
     anchors: list[Checkpoint] = field(default_factory=list)  # a bundle's anchor, once verified
     consistency: dict[int, bytes] = field(default_factory=dict)  # {size: root} proven a prefix of the anchor
+    frontier: CompactRange | None = None
 
     def __post_init__(self) -> None:
         self._expected = self.start_seq
-        self._tree: CompactRange | None = CompactRange() if self.start_seq == 0 else None
+        self._tree: CompactRange | None = CompactRange() if self.start_seq == 0 else self.frontier
         if self.start_seq == 0 and self.prev is None:
             self.prev = GENESIS_PREV
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
@@ -112,6 +119,11 @@ class ChainVerifier:
         self._lookahead: tuple[int, bytes] | None = None
         self.leaf_hashes: list[bytes] = []
         self.roots_at: dict[int, bytes] = {}
+
+    @property
+    def tree(self) -> CompactRange | None:
+        """The Merkle frontier of every event fed so far (None when the start's is not known)."""
+        return self._tree
 
     # -- feeding ---------------------------------------------------------------------------------
     def feed_all(self, items: Iterable[tuple[int, bytes]]) -> VerifyReport:
@@ -186,7 +198,7 @@ class ChainVerifier:
     def _certify(self, event: Event, seq: int) -> bytes | None:
         try:
             cert = load_certificate(event.payload["cert"])
-            pub = verify_log_certificate(cert, self.ca)
+            pub = verify_log_certificate(cert, self.ca) if self.ca is not None else cert_public_raw(cert)
             kid = key_id_for(pub)
             info = KeyInfo(kid, cert_subject(cert)[0], seq, cert.not_valid_before_utc.isoformat(),
                            cert.not_valid_after_utc.isoformat())
@@ -211,13 +223,12 @@ class ChainVerifier:
         return True
 
     def _check_checkpoint(self, event: Event) -> bool:
-        seq, p = event.seq, event.payload
+        seq = event.seq
         try:
-            size, root, note = p["size"], p["root"], p["note"]
-            if not (isinstance(size, int) and isinstance(root, bytes) and isinstance(note, str)):
-                raise TypeError("size, root or note has the wrong type")
+            p = payload_of(event, Checkpointed)
+            size, root, note = p.size, p.root, p.note
             cp = verify_note(note, self.keys[event.key_id])
-        except (KeyError, TypeError, ValueError, VerificationError) as exc:
+        except (KeyError, TypeError, ValueError, VerificationError, InvalidEvent) as exc:
             self._bad(seq, "checkpoint", f"seq {seq}: checkpoint is malformed or its note does not verify ({exc})")
             return False
         if size != seq or cp.size != size or cp.root != root or (self.origin and cp.origin != self.origin):
@@ -228,7 +239,7 @@ class ChainVerifier:
             return False
         self.roots_at[size] = root
         self._checkpoints.append({"seq": seq, "size": size, "root": root.hex(),
-                                  "sealed": bool(p.get("sealed")), "reason": p.get("reason", ""), "note": note})
+                                  "sealed": p.sealed, "reason": p.reason, "note": note})
         self._since_cp = 0
         return True
 

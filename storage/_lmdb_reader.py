@@ -72,6 +72,16 @@ class LogReader:
                     break
                 yield seq, bytes(value)
 
+    def read_raw_reversed(self, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(seq, stored bytes) newest first, from the one before ``end`` (default: the last) down to seq 0."""
+        with lmdb_errors(str(self.path)), self._env.begin(db=self._db, buffers=False) as txn:
+            cur = txn.cursor()
+            found = cur.prev() if end is not None and cur.set_range(seq_key(end)) else cur.last()
+            if not found:
+                return
+            for key, value in cur.iterprev():
+                yield KEY.unpack(key)[0] if len(key) == 8 else -1, bytes(value)
+
     def read(self, start: int = 0, end: int | None = None) -> Iterator[Event]:
         for seq, raw in self.read_raw(start, end):
             yield decode_event(raw, seq=seq)

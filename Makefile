@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PKGS := errors pki events boot storage fsm sequencer config service image api node provision cli
+PKGS := errors lazy pki events boot storage fsm sequencer config service image api node provision cli
 # bytecode, as an installed wheel has it: every agent, supervisor and gravenctl process starts ~100 ms sooner
 # (this machine sets PYTHONDONTWRITEBYTECODE, so nothing else writes it; stale files are ignored by mtime)
 BYTECODE := $(BIN)/python -m compileall -q -j 0 $(PKGS) bench >/dev/null

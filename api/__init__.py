@@ -1,8 +1,9 @@
 """The wire: the gRPC server (mutual TLS, RBAC, denials as events), the machine PKI, the client and its client
 config (gravenconfig). What other packages use is named here."""
 
-import importlib
 import typing
+
+from lazy import lazy_attributes
 
 if typing.TYPE_CHECKING:
     from ._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
@@ -65,14 +66,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, attr = _LAZY[name].partition(":")
-    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "DEFAULT_TIMEOUT",

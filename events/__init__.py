@@ -4,8 +4,9 @@ Pure: no I/O. Storage adapters (``storage``) persist what ``ChainWriter`` produc
 only the CA certificate.
 """
 
-import importlib
 import typing
+
+from lazy import lazy_attributes
 
 from ._chain import ChainWriter as ChainWriter
 from ._chain import Clock as Clock
@@ -185,11 +186,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, attr = _LAZY[name].partition(":")
-    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

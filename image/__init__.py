@@ -1,7 +1,8 @@
 """Signed images, their verification, A/B slots and the bootloader's decisions."""
 
-import importlib
 import typing
+
+from lazy import lazy_attributes
 
 from ._format import FORMAT_VERSION as FORMAT_VERSION
 from ._format import Manifest as Manifest
@@ -71,11 +72,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, attr = _LAZY[name].partition(":")
-    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

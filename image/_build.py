@@ -33,8 +33,8 @@ from ._stamp import BUILD_FILE, CODE_DIR, FAULTS, stamp
 
 __all__ = ["CODE_DIR", "PACKAGES", "build_image", "os_release", "stage_tree"]
 
-PACKAGES = ("errors", "pki", "events", "boot", "fsm", "sequencer", "config", "service", "storage", "image", "api",
-            "node", "specs")
+PACKAGES = ("errors", "lazy", "pki", "events", "boot", "fsm", "sequencer", "config", "service", "storage", "image",
+            "api", "node", "specs")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*")
 _COMPRESSORS = ("gzip", "zstd", "xz", "lz4", "lzo", "lzma")
 

@@ -1,7 +1,8 @@
 """The composition root: the agent (sequences + API on real adapters) and the machine supervisor."""
 
-import importlib
 import typing
+
+from lazy import lazy_attributes
 
 if typing.TYPE_CHECKING:
     from ._launch import container_problem as container_problem
@@ -22,14 +23,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, attr = _LAZY[name].partition(":")
-    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "GUEST_BLANK_DISK_SIZE",

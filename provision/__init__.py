@@ -1,8 +1,9 @@
 """The local-cluster provisioner: machines (processes, containers or VMs) booted from a built image, each in a
 network namespace of its own or on 127.0.0.1 ports, installed and brought to Running (``gravenctl cluster``)."""
 
-import importlib
 import typing
+
+from lazy import lazy_attributes
 
 if typing.TYPE_CHECKING:
     from ._choose import PROVISIONERS as PROVISIONERS
@@ -41,14 +42,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, attr = _LAZY[name].partition(":")
-    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "DEFAULT_NAME",

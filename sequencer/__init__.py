@@ -1,8 +1,9 @@
 """Sequences as data (phases of tasks), the runner (lock, take-over table, cancellation, timeouts, events),
 the tasks that call the ports, and boot tracing from the log."""
 
-import importlib
 import typing
+
+from lazy import lazy_attributes
 
 from ._context import CancelToken as CancelToken
 from ._context import Context as Context
@@ -82,11 +83,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, attr = _LAZY[name].partition(":")
-    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

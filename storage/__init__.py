@@ -1,7 +1,8 @@
 """Adapters that persist: the LMDB event log, disks and partitions, and the META boot environment."""
 
-import importlib
 import typing
+
+from lazy import lazy_attributes
 
 from ._disk import DiskBase as DiskBase
 from ._disk_block import BlockDisk as BlockDisk
@@ -91,11 +92,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """The names in ``_LAZY`` load their module on first use (an agent that never needs them never imports them)."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, attr = _LAZY[name].partition(":")
-    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

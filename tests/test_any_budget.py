@@ -10,8 +10,8 @@ import re
 
 from test_core_imports import ROOT
 
-PACKAGES = ("errors", "pki", "events", "boot", "storage", "fsm", "sequencer", "config", "service", "image", "api",
-            "node", "provision", "cli")
+PACKAGES = ("errors", "lazy", "pki", "events", "boot", "storage", "fsm", "sequencer", "config", "service", "image",
+            "api", "node", "provision", "cli")
 TARGET = 50
 BUDGET = 25
 _ANY = re.compile(r"\bAny\b")

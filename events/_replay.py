@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar, cast
 
 import msgspec
 from msgspec.structs import replace
@@ -28,6 +29,7 @@ from ._record import (
     jsonable_map,
     trusted_event_hash,
 )
+from ._schema import VERSION_KEY, Payload
 from .payloads import (
     BootCommitted,
     BootFallback,
@@ -120,12 +122,84 @@ Apply = Callable[[NodeState, Event], NodeState]
 _APPLY: dict[str, Apply] = {}
 
 
+class Meta(Protocol):
+    """What a typed apply function reads of its event besides the payload: an ``Event``, or the head
+    ``replay_raw`` decoded (whose payload is still bytes)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def time_ns(self) -> int: ...
+    @property
+    def boot_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def actor(self) -> Actor: ...
+    @property
+    def key_id(self) -> str: ...
+
+
+P = TypeVar("P", bound=Payload)
+_RawApply = Callable[[NodeState, "_Head", int], NodeState]
+_RAW_APPLY: dict[str, _RawApply] = {}
+
+
 def applies(kind: str) -> Callable[[Apply], Apply]:
     def register(fn: Apply) -> Apply:
         _APPLY[kind] = fn
+        _RAW_APPLY.pop(kind, None)
         return fn
 
     return register
+
+
+def applies_typed(kind: str, cls: type[P]) -> Callable[[Callable[[NodeState, Meta, P], NodeState]],
+                                                      Callable[[NodeState, Meta, P], NodeState]]:
+    """Register ``fn(state, meta, payload)`` for ``kind``, ``payload`` being the event's payload as ``cls`` (upcast
+    as ``payload_of`` does). ``replay_raw`` decodes the payload bytes straight into ``cls`` instead of building a
+    dict, an Event, then the Struct. The function must not read ``state.seq`` or ``state.head``: replay_raw writes
+    them into the state only at the end (``fold`` and ``replay`` keep them current)."""
+    reader = msgspec.msgpack.Decoder(_versioned(cls))
+
+    def register(fn: Callable[[NodeState, Meta, P], NodeState]) -> Callable[[NodeState, Meta, P], NodeState]:
+        def from_event(state: NodeState, e: Event) -> NodeState:
+            return fn(state, e, payload_of(e, cls))
+
+        def from_head(state: NodeState, h: _Head, seq: int) -> NodeState:
+            try:
+                p = reader.decode(h.payload)
+            except (msgspec.DecodeError, ValueError, RecursionError):
+                p = None  # the slow path below names what is wrong
+            if p is None or getattr(p, VERSION_KEY) != cls.VERSION:  # not the current version: upcast
+                p = payload_of(_event_of(h, seq), cls)
+            return fn(state, h, p)
+
+        _APPLY[kind] = from_event
+        _RAW_APPLY[kind] = from_head
+        return fn
+
+    return register
+
+
+def applies_meta(kind: str) -> Callable[[Callable[[NodeState, Meta], NodeState]],
+                                        Callable[[NodeState, Meta], NodeState]]:
+    """Register ``fn(state, meta)`` for a ``kind`` whose payload changes nothing: ``replay_raw`` does not decode
+    it (as for a kind without an apply function). Same rule on ``state.seq`` and ``state.head`` as
+    ``applies_typed``."""
+    def register(fn: Callable[[NodeState, Meta], NodeState]) -> Callable[[NodeState, Meta], NodeState]:
+        _APPLY[kind] = fn
+        _RAW_APPLY[kind] = lambda state, h, seq: fn(state, h)
+        return fn
+
+    return register
+
+
+def _versioned(cls: type[P]) -> type[P]:
+    """``cls`` with the version key as a field, for reading only (version 1 carries no key)."""
+    sub = msgspec.defstruct(f"_Read{cls.__name__}", [(VERSION_KEY, int, 1)], bases=(cls,), frozen=True,
+                            kw_only=True)
+    return cast(type[P], sub)
 
 
 def fold(state: NodeState, event: Event, digest: bytes | None = None) -> NodeState:
@@ -187,7 +261,7 @@ def replay_raw(raws: Iterable[bytes], state: NodeState | None = None) -> NodeSta
     The result equals folding event by event. Only the final state is returned, so seq and head are kept in locals
     and written into the state before an apply function (or the closing of a boot) needs it, and at the end."""
     state = state or NodeState()
-    decode_head, apply = _head_decoder.decode, _APPLY.get
+    decode_head, apply, raw_apply = _head_decoder.decode, _APPLY.get, _RAW_APPLY.get
     seq, head = state.seq, state.head
     prefix = _UNSIGNED_PREFIX
     for raw in raws:  # fold() and trusted_event_hash() inlined: this loop is the replay benchmark
@@ -206,9 +280,13 @@ def replay_raw(raws: Iterable[bytes], state: NodeState | None = None) -> NodeSta
         boots = state.boots
         if boots and boots[-1].last_seq is None and boots[-1].boot_id != h.boot_id:
             state = _close_boot(_catch_up(state, seq, head), h.boot_id, seq)
-        fn = apply(h.kind)
-        if fn is not None:
-            state = fn(_catch_up(state, seq, head), _event_of(h, seq))
+        typed = raw_apply(h.kind)
+        if typed is not None:
+            state = typed(state, h, seq)
+        else:
+            fn = apply(h.kind)
+            if fn is not None:
+                state = fn(_catch_up(state, seq, head), _event_of(h, seq))
         seq, head = h.seq, digest
     return _catch_up(state, seq, head)
 
@@ -252,19 +330,19 @@ def _boot(state: NodeState, **changes: object) -> NodeState:
     return replace(state, boots=(*state.boots[:-1], replace(state.boots[-1], **changes)))
 
 
-@applies(Kind.GENESIS)
-def _genesis(state: NodeState, e: Event) -> NodeState:
-    return replace(state, origin=payload_of(e, Genesis).origin, key_id=e.key_id)
+@applies_typed(Kind.GENESIS, Genesis)
+def _genesis(state: NodeState, e: Meta, p: Genesis) -> NodeState:
+    return replace(state, origin=p.origin, key_id=e.key_id)
 
 
-@applies(Kind.KEY_ROTATED)
-def _rotated(state: NodeState, e: Event) -> NodeState:
-    return replace(state, key_id=payload_of(e, KeyRotated).key_id)
+@applies_typed(Kind.KEY_ROTATED, KeyRotated)
+def _rotated(state: NodeState, e: Meta, p: KeyRotated) -> NodeState:
+    return replace(state, key_id=p.key_id)
 
 
-@applies(Kind.CHECKPOINT)
-def _checkpoint(state: NodeState, e: Event) -> NodeState:
-    return replace(state, checkpoints=state.checkpoints + 1, sealed=payload_of(e, Checkpointed).sealed)
+@applies_typed(Kind.CHECKPOINT, Checkpointed)
+def _checkpoint(state: NodeState, e: Meta, p: Checkpointed) -> NodeState:
+    return replace(state, checkpoints=state.checkpoints + 1, sealed=p.sealed)
 
 
 @applies(Kind.BOOT_STARTED)
@@ -279,9 +357,8 @@ def _boot_started(state: NodeState, e: Event) -> NodeState:
     return replace(state, boots=(*boots, rec), sealed=False, sequence=None, stage="booting", active_slot=active)
 
 
-@applies(Kind.BOOT_FALLBACK)
-def _fallback(state: NodeState, e: Event) -> NodeState:
-    p = payload_of(e, BootFallback)
+@applies_typed(Kind.BOOT_FALLBACK, BootFallback)
+def _fallback(state: NodeState, e: Meta, p: BootFallback) -> NodeState:
     fb = {"from_slot": p.from_slot, "to_slot": p.to_slot, "reason": p.reason, "seq": e.seq}
     return _boot(replace(state, last_fallback=fb), fallback=fb)
 
@@ -297,9 +374,9 @@ def _committed(state: NodeState, e: Event) -> NodeState:
 _ENDS = {"rebooting": BootOutcome.REBOOTED, "shutting_down": BootOutcome.SHUTDOWN, "stopped": BootOutcome.SHUTDOWN}
 
 
-@applies(Kind.FSM_TRANSITION)
-def _transition(state: NodeState, e: Event) -> NodeState:
-    dst = payload_of(e, FsmTransition).dst
+@applies_typed(Kind.FSM_TRANSITION, FsmTransition)
+def _transition(state: NodeState, e: Meta, p: FsmTransition) -> NodeState:
+    dst = p.dst
     state = replace(state, stage=dst)
     if dst in ("rebooting", "shutting_down", "stopped") and state.boots:
         outcome = _ENDS[dst]
@@ -308,29 +385,27 @@ def _transition(state: NodeState, e: Event) -> NodeState:
     return state
 
 
-@applies(Kind.SEQUENCE_STARTED)
-def _seq_started(state: NodeState, e: Event) -> NodeState:
-    return replace(state, sequence=RunningSequence(payload_of(e, SequenceStarted).sequence, str(e.actor), e.seq))
+@applies_typed(Kind.SEQUENCE_STARTED, SequenceStarted)
+def _seq_started(state: NodeState, e: Meta, p: SequenceStarted) -> NodeState:
+    return replace(state, sequence=RunningSequence(p.sequence, str(e.actor), e.seq))
 
 
-def _seq_stopped(state: NodeState, e: Event) -> NodeState:
-    if e.kind == Kind.SEQUENCE_FAILED:
-        failed = payload_of(e, SequenceFailed)
-        name, outcome, error = failed.sequence, failed.outcome, failed.error
-    else:
-        stopped = payload_of(e, SequenceStopped)
-        name, outcome, error = stopped.sequence, stopped.outcome, None
-    last = {"name": name, "outcome": outcome if "outcome" in e.payload else "ok", "error": error, "seq": e.seq}
+@applies_typed(Kind.SEQUENCE_STOPPED, SequenceStopped)
+def _seq_stopped(state: NodeState, e: Meta, p: SequenceStopped) -> NodeState:  # an absent outcome: "ok"
+    last = {"name": p.sequence, "outcome": p.outcome, "error": None, "seq": e.seq}
     return replace(state, sequence=None, last_sequence=last)
 
 
-applies(Kind.SEQUENCE_STOPPED)(_seq_stopped)
-applies(Kind.SEQUENCE_FAILED)(_seq_stopped)
+@applies(Kind.SEQUENCE_FAILED)
+def _seq_failed(state: NodeState, e: Event) -> NodeState:
+    failed = payload_of(e, SequenceFailed)  # an absent outcome reads as "ok" here, unlike the Struct's default
+    last = {"name": failed.sequence, "outcome": failed.outcome if "outcome" in e.payload else "ok",
+            "error": failed.error, "seq": e.seq}
+    return replace(state, sequence=None, last_sequence=last)
 
 
-@applies(Kind.CONFIG_APPLIED)
-def _config_applied(state: NodeState, e: Event) -> NodeState:
-    p = payload_of(e, ConfigApplied)
+@applies_typed(Kind.CONFIG_APPLIED, ConfigApplied)
+def _config_applied(state: NodeState, e: Meta, p: ConfigApplied) -> NodeState:
     digest = p.digest
     try_cfg = None
     if p.mode == "try":
@@ -339,30 +414,28 @@ def _config_applied(state: NodeState, e: Event) -> NodeState:
                    try_config=try_cfg, staged_config_digest=None)
 
 
-@applies(Kind.CONFIG_STAGED)
-def _config_staged(state: NodeState, e: Event) -> NodeState:
-    return replace(state, staged_config_digest=payload_of(e, ConfigStaged).digest)
+@applies_typed(Kind.CONFIG_STAGED, ConfigStaged)
+def _config_staged(state: NodeState, e: Meta, p: ConfigStaged) -> NodeState:
+    return replace(state, staged_config_digest=p.digest)
 
 
-@applies(Kind.CONFIG_REVERTED)
-def _config_reverted(state: NodeState, e: Event) -> NodeState:
-    return replace(state, config_digest=payload_of(e, ConfigReverted).digest, try_config=None,
-                   config_generation=state.config_generation + 1)
+@applies_typed(Kind.CONFIG_REVERTED, ConfigReverted)
+def _config_reverted(state: NodeState, e: Meta, p: ConfigReverted) -> NodeState:
+    return replace(state, config_digest=p.digest, try_config=None, config_generation=state.config_generation + 1)
 
 
-@applies(Kind.CONFIG_CONFIRMED)
-def _config_confirmed(state: NodeState, e: Event) -> NodeState:
+@applies_meta(Kind.CONFIG_CONFIRMED)
+def _config_confirmed(state: NodeState, e: Meta) -> NodeState:
     return replace(state, try_config=None)
 
 
-@applies(Kind.IMAGE_INSTALLED)
-def _installed(state: NodeState, e: Event) -> NodeState:
-    p = payload_of(e, ImageInstalled)
+@applies_typed(Kind.IMAGE_INSTALLED, ImageInstalled)
+def _installed(state: NodeState, e: Meta, p: ImageInstalled) -> NodeState:
     slots = dict(state.slots)
     slots[p.slot] = SlotState(p.version, p.digest, False)
     return replace(state, slots=slots)
 
 
-@applies(Kind.API_DENIED)
-def _denied(state: NodeState, e: Event) -> NodeState:
+@applies_meta(Kind.API_DENIED)
+def _denied(state: NodeState, e: Meta) -> NodeState:
     return replace(state, denied=state.denied + 1)

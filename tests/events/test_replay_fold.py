@@ -168,3 +168,32 @@ def test_replay_raw_checks_the_chain(pki: Any) -> None:
         replay_raw([*raws[:6], b"\xc1"])
     assert bad.value.details["seq"] == 6
 
+
+
+@pytest.mark.parametrize(("payload", "error"), [
+    ({"digest": "d2", "mode": "try", "deadline_ns": 7}, None),
+    ({"digest": "d2", "v": 1}, None),  # the version key of version 1, written out
+    ({"digest": 5}, "Expected `str`"),  # a field of the wrong type
+    ({"mode": "auto"}, "digest"),  # a required field missing
+])
+def test_replay_raw_reads_typed_payloads_as_fold_does(pki: Any, payload: dict[str, object],
+                                                      error: str | None) -> None:
+    """replay_raw decodes the payload of a typed apply function straight into its Struct: the same state as fold,
+    and the same error for a payload fold refuses."""
+    w = ChainWriter(pki.signer, origin="graven/replay", boot_id="b0")
+    signed = [w.genesis(pki.cert_der)]
+    for kind, p in [(Kind.CONFIG_APPLIED, {"digest": "d1"}), (Kind.API_DENIED, {"method": "Reboot"}),
+                    (Kind.CONFIG_APPLIED, payload), (Kind.API_DENIED, {"roles": 5})]:  # the fold reads no denial
+        signed += w.append(kind, p, NODE)
+    events, raws = [e for e, _ in signed], [r for _, r in signed]
+    if error is None:
+        state = replay_raw(raws)
+        assert state == replay(events)
+        assert (state.config_digest, state.config_generation, state.denied) == ("d2", 2, 2)
+        return
+    with pytest.raises(InvalidEvent) as slow:
+        replay(events)
+    with pytest.raises(InvalidEvent) as fast:
+        replay_raw(raws)
+    assert error in fast.value.message
+    assert (fast.value.message, fast.value.details) == (slow.value.message, slow.value.details)

@@ -11,6 +11,8 @@ What the layer holds (paths inside the image):
 - every shared library the interpreter and each extension module need (the ``ldd`` closure), at the path
   ``ldd`` found it, except libraries of the interpreter's own prefix (``libpython``), which go to the
   dynamic loader's default directory beside ``libc``;
+- the disk tools a node's install runs on a block disk (``DISK_TOOLS``: ``sfdisk``, ``mkfs.ext4``, ``partx`` at
+  ``usr/bin``, the host's, with their ``ldd`` closure), as Talos's rootfs carries its mkfs: programs, not a shell;
 - empty mount points (``proc``, ``sys``, ``dev``, ``run``, ``tmp``, ``machine``) and ``etc/hosts``.
 The etcd part (``etcd_layer``, its own cached layer, staged into the same squashfs): Debian's ``etcd`` and
 ``etcdctl`` at ``usr/bin``, which controlplane nodes run from their own root; its size is reported apart from the
@@ -44,8 +46,8 @@ from pathlib import Path
 from errors import StorageError
 from storage import have, missing_tool
 
-__all__ = ["ETCD_BINARIES", "FORBIDDEN", "MOUNT_POINTS", "PYTHON", "SITE", "STDLIB", "RuntimeLayer", "cache_dir",
-           "etcd_layer", "forbidden_paths", "link_tree", "runtime_layer"]
+__all__ = ["DISK_TOOLS", "ETCD_BINARIES", "FORBIDDEN", "MOUNT_POINTS", "PYTHON", "SITE", "STDLIB", "RuntimeLayer",
+           "cache_dir", "etcd_layer", "forbidden_paths", "link_tree", "runtime_layer"]
 
 PY_VER = f"{sys.version_info.major}.{sys.version_info.minor}"
 PYTHON = f"usr/bin/python{PY_VER}"  # the interpreter, inside the image
@@ -63,6 +65,8 @@ _DYNLOAD_DROP = re.compile(r"^(_test|_tkinter|_ctypes_test|xxlimited|xxsubtype|_
 _DIST_DROP = {"pip", "setuptools", "wheel", "grpcio-tools", "distribute", "rich", "pygments", "markdown-it-py",
               "mdurl"}
 _TREE_DROP = {"__pycache__", "tests", "test"}
+# what the agent runs to partition and format a block disk (storage.BlockDisk), in the image's usr/bin
+DISK_TOOLS = ("sfdisk", "mkfs.ext4", "partx")
 # the etcd part (controlplane nodes): the server, and etcd's own client, which restores snapshots (--recover-from)
 ETCD_BINARIES = ("etcd", "etcdctl")
 # names in a squashfs listing that must never be in an image: shells, busybox, package managers, pip
@@ -144,6 +148,7 @@ def _inputs(source_root: Path) -> tuple[str, list[metadata.Distribution]]:
         "python": [str(exe), st.st_size, st.st_mtime_ns, sys.version, sys.base_prefix],
         "dists": [[d.metadata["Name"], d.version, str(d.locate_file(""))] for d in dists],
         "strip": shutil.which("strip") is not None,
+        "tools": {n: [str(p), p.stat().st_size, p.stat().st_mtime_ns] for n, p in _disk_tools().items()},
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest(), dists
 
@@ -190,6 +195,10 @@ def _build(root: Path, dists: list[metadata.Distribution], say: Callable[[str], 
     _copy_file(exe, root / PYTHON)
     os.symlink(f"python{PY_VER}", root / "usr/bin/python3")
     contents["interpreter"] = _size(root / "usr/bin")
+    tools = _disk_tools()
+    for name, path in tools.items():
+        _copy_file(path, root / "usr/bin" / name)
+    contents["disk tools"] = sum((root / "usr/bin" / name).stat().st_size for name in tools)
     say(f"runtime layer: standard library from {stdlib}")
     shutil.copytree(stdlib, root / STDLIB, symlinks=False, ignore=_ignore_stdlib(stdlib))
     contents["stdlib"] = _size(root / STDLIB) - _size(root / STDLIB / "lib-dynload")
@@ -198,7 +207,7 @@ def _build(root: Path, dists: list[metadata.Distribution], say: Callable[[str], 
     for dist in dists:
         contents[f"site-packages/{dist.metadata['Name']}"] = _copy_dist(dist, root / SITE)
     say("runtime layer: shared libraries (ldd closure)")
-    elves = [root / PYTHON, *sorted(root.glob(f"{STDLIB}/**/*.so"))]
+    elves = [root / PYTHON, *(root / "usr/bin" / n for n in tools), *sorted(root.glob(f"{STDLIB}/**/*.so"))]
     libs = _ldd_closure(elves, skip=(stdlib, *(Path(str(d.locate_file(""))) for d in dists)))
     libdir = next((p.parent for p in libs if p.name.startswith("libc.so")), Path("/lib/x86_64-linux-gnu"))
     for lib in libs:
@@ -220,6 +229,12 @@ def _build(root: Path, dists: list[metadata.Distribution], say: Callable[[str], 
         contents[f"site-packages/{dist.metadata['Name']}"] = sum(
             f.stat().st_size for f in _dist_paths(dist, root / SITE) if f.is_file() and not f.is_symlink())
     return contents
+
+
+def _disk_tools() -> dict[str, Path]:
+    """The host's disk tools (``DISK_TOOLS``), by name; a missing one is missing from the image too (a block disk
+    then fails to install inside a container machine, naming the tool)."""
+    return {name: path for name in DISK_TOOLS if (path := _host_binary(name)) is not None}
 
 
 def _host_binary(name: str) -> Path | None:

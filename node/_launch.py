@@ -51,6 +51,7 @@ __all__ = [
     "ContainerResult",
     "ContainerSpec",
     "Launcher",
+    "block_nodes",
     "classify",
     "container_problem",
     "forget",
@@ -71,8 +72,10 @@ EXIT_POWER_OFF, EXIT_REBOOT, EXIT_FAILED, EXIT_SETUP = 0, 10, 1, 126
 DEFAULT_MEMORY = 512 << 20
 MACHINE = "/machine"  # where the disk and run directory appear inside
 HOST_VIEW = f"{MACHINE}/host"  # where shared host directories appear, at their host paths
+S_IFBLK = 0o060000
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
 CGROUP_FS = Path("/sys/fs/cgroup")
+DISK_NAME_ENV = "GRAVEN_DISK_NAME"  # the machine's disk as the host names it (graven machine --disk)
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 
@@ -89,6 +92,7 @@ class ContainerSpec:
     hostname: str = "graven"
     cgroup_version: int = 2
     shares: list[tuple[str, bool]] = field(default_factory=list)  # host directories shown inside (path, writable)
+    disks: list[tuple[str, int, int]] = field(default_factory=list)  # block device nodes in /dev: name, major, minor
 
     @classmethod
     def load(cls, path: str) -> ContainerSpec:
@@ -157,7 +161,9 @@ def _share_dir(path: Path, writable: bool) -> bool:
 
 
 def prepare(slot_root: Path, machine_dir: Path, run_dir: Path, agent_args: list[str], *, memory: int,
-            platform: str, hostname: str, shares: list[tuple[str, bool]]) -> tuple[ContainerSpec, Path]:
+            platform: str, hostname: str, shares: list[tuple[str, bool]],
+            disks: list[tuple[str, int, int]] | None = None, disk_name: str | None = None,
+            ) -> tuple[ContainerSpec, Path]:
     """The launcher's spec for one boot (written to ``run_dir/container.json``, which also tells observers the
     machine's cgroup), and its path. Raises ``FileNotFoundError`` naming what the image lacks to boot."""
     if not (slot_root / PYTHON).is_file():
@@ -170,13 +176,29 @@ def prepare(slot_root: Path, machine_dir: Path, run_dir: Path, agent_args: list[
     tag = hashlib.sha256(str(machine_dir).encode()).hexdigest()[:8]
     spec = ContainerSpec(root=str(slot_root), machine_dir=str(machine_dir),
                          argv=[f"/{PYTHON}", "-S", "-P", "-m", "node", "agent", "--root", MACHINE, *agent_args],
-                         env=agent_env(platform, dict(os.environ)), result=str(run_dir / "container-result.json"),
+                         env={**agent_env(platform, dict(os.environ)),
+                              **({DISK_NAME_ENV: disk_name} if disk_name else {})},
+                         result=str(run_dir / "container-result.json"),
                          pid_file=str(run_dir / "pid1.pid"), cgroup=str(base / f"{hostname}-{tag}"), memory=memory,
                          hostname=hostname, cgroup_version=version,
-                         shares=[(str(Path(p).absolute()), w) for p, w in shares if _share_dir(Path(p), w)])
+                         shares=[(str(Path(p).absolute()), w) for p, w in shares if _share_dir(Path(p), w)],
+                         disks=list(disks or []))
     path = run_dir / "container.json"
     spec.save(path)
     return spec, path
+
+
+def block_nodes(device: Path, sys_block: Path = Path("/sys/class/block")) -> list[tuple[str, int, int]]:
+    """The device nodes a container machine gets for its block disk ``device``: (name, major, minor) of the disk
+    and of each partition the kernel sees on it now (the agent makes the nodes of partitions it creates)."""
+    name = device.resolve().name
+    base = sys_block / name
+    found = [base, *sorted(p for p in base.iterdir() if p.name.startswith(name) and (p / "partition").exists())]
+    nodes = []
+    for entry in found:
+        major, minor = (int(x) for x in (entry / "dev").read_text().strip().split(":"))
+        nodes.append((entry.name, major, minor))
+    return nodes
 
 
 def memory_cgroup_root() -> tuple[Path, int] | None:
@@ -363,6 +385,8 @@ def _make_root(spec: ContainerSpec) -> None:
     for name, (major, minor) in DEVICES.items():
         os.mknod(f"{root}/dev/{name}", 0o666 | 0o020000, os.makedev(major, minor))
         os.chmod(f"{root}/dev/{name}", 0o666)
+    for name, major, minor in spec.disks:  # the machine's block disk and its partitions, under the host's names
+        os.mknod(f"{root}/dev/{name}", 0o600 | S_IFBLK, os.makedev(major, minor))
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")

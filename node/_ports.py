@@ -55,8 +55,9 @@ class DiskPort:
         return self.disk.is_partitioned()
 
     def check_install_disk(self, device: str) -> None:
-        if self.disk.named_device and not self.disk.is_named(device):
-            name = getattr(self.disk, "source", self.disk)
+        host_name = os.environ.get(DISK_NAME_ENV)  # a container machine's disk, as the host names it
+        if self.disk.named_device and not self.disk.is_named(device) and device != host_name:
+            name = host_name or str(getattr(self.disk, "source", self.disk))
             raise install_disk_mismatch(device, f"{name} (given to graven machine --disk)")
 
     def partition(self) -> None:
@@ -129,6 +130,7 @@ class BootEnvPort:
 
 
 HOST_VIEW_ENV = "GRAVEN_HOST_VIEW"
+DISK_NAME_ENV = "GRAVEN_DISK_NAME"  # node._launch: the disk inside a container machine as the host names it
 
 
 def host_path(path: Path) -> Path:

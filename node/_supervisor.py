@@ -48,7 +48,7 @@ import image
 from boot import BootChoice, BootEnv, BootEvent, Slot, choose_slot, mark_bad
 from errors import GravenError, InvalidRequest, StorageError, VerificationError
 from events import Kind
-from storage import DiskBase, slot_label
+from storage import BlockDisk, DiskBase, slot_label
 
 from . import _launch
 from ._disk import open_disk
@@ -394,13 +394,15 @@ class Machine:
             return self._run_vm(boot, boot_file, handed)
         if self.opts.provisioner == "container":
             try:
+                args, disks = self._container_disk(agent_command(self.opts)[8:])
                 spec, _ = _launch.prepare(
-                    boot.root, self.root, self.run_dir, agent_command(self.opts)[8:], memory=self.opts.memory,
-                    platform=_platform(), hostname=self.root.name, shares=self._shares())
-            except FileNotFoundError as exc:
+                    boot.root, self.root, self.run_dir, args, memory=self.opts.memory, platform=_platform(),
+                    hostname=self.root.name, shares=self._shares(), disks=disks,
+                    disk_name=str(self.opts.device) if self.opts.device else None)
+            except (FileNotFoundError, StorageError) as exc:
                 self.pending = handed + self.pending
                 boot_file.unlink(missing_ok=True)
-                return 1, str(exc)
+                return 1, exc.message if isinstance(exc, StorageError) else str(exc)
             result = Path(spec.result)
             result.unlink(missing_ok=True)
             self._agent = _launch.Launcher(spec, cwd)
@@ -455,6 +457,20 @@ class Machine:
             return ending.code, ending.reason
         return ending.code, None
 
+    def _container_disk(self, args: list[str]) -> tuple[list[str], list[tuple[str, int, int]]]:
+        """A container machine's block disk: the agent opens the whole-disk device (the loop device over a disk
+        image file, attached here and kept across boots) by its node in the machine's /dev, which also holds the
+        partitions' nodes."""
+        if not isinstance(self.disk, BlockDisk):
+            return args, []
+        device = self.disk.device
+        try:
+            nodes = _launch.block_nodes(device)
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"the block disk {device} is not in /sys/class/block: {exc}") from exc
+        at = args.index("--disk")
+        return [*args[:at], "--disk", f"/dev/{nodes[0][0]}", *args[at + 2:]], nodes
+
     def _shares(self) -> list[tuple[str, bool]]:
         """What of the host a container machine sees (under /machine/host): the installer image's folder, read
         only (a config's machine.install.image names it), and the --share folders, writable (audit sinks)."""
@@ -495,9 +511,6 @@ def run_machine(opts: MachineOptions) -> int:
         problem = _launch.container_problem()
         if problem:
             raise InvalidRequest(f"--provisioner container: {problem}; use --provisioner process")
-        if opts.device is not None:
-            raise InvalidRequest("--provisioner container runs sandbox disks only; a block disk (--disk) needs "
-                                 "--provisioner process")
     if opts.provisioner == "qemu" and (opts.device is None or not opts.device.is_file()):
         raise InvalidRequest("--provisioner qemu boots a disk image file: pass --disk FILE (make one with "
                              "gravenctl cluster create --provisioner qemu)")

@@ -3,7 +3,7 @@ config (gravenconfig). What other packages use is named here."""
 
 import typing
 
-from lazy import lazy_attributes
+import lazy
 
 if typing.TYPE_CHECKING:
     from ._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
@@ -66,7 +66,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-__getattr__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__ = lazy.lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "DEFAULT_TIMEOUT",

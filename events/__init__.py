@@ -6,7 +6,7 @@ only the CA certificate.
 
 import typing
 
-from lazy import lazy_attributes
+import lazy
 
 from ._chain import ChainWriter as ChainWriter
 from ._chain import Clock as Clock
@@ -83,6 +83,7 @@ from .payloads import SCHEMAS as SCHEMAS
 from .payloads import Payload as Payload
 from .payloads import Schemas as Schemas
 from .payloads import payload_of as payload_of
+from .payloads import read_payload as read_payload
 from .payloads import to_payload as to_payload
 
 __all__ = [
@@ -149,6 +150,7 @@ __all__ = [
     "payload_of",
     "prove",
     "read_bundle",
+    "read_payload",
     "replay",
     "replay_raw",
     "sign_note",
@@ -186,4 +188,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-__getattr__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__ = lazy.lazy_attributes(__name__, _LAZY, globals())

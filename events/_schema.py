@@ -25,6 +25,7 @@ __all__ = [
     "Payload",
     "Schemas",
     "payload_of",
+    "read_payload",
     "to_payload",
 ]
 
@@ -101,6 +102,12 @@ def to_payload(p: Payload) -> dict[str, object]:
 
 
 SCHEMAS = Schemas()
+
+
+def read_payload(event: Event, schemas: Schemas | None = None) -> Payload | None:
+    """``event``'s payload as the Struct of its kind (upcast from the version it was written in), or None for a
+    kind without one; a reader of several kinds matches on the Struct's type."""
+    return (schemas or SCHEMAS).read(event.kind, event.payload, seq=event.seq)
 
 
 def payload_of(event: Event, cls: type[P], schemas: Schemas | None = None) -> P:

@@ -14,6 +14,7 @@ from ._schema import VERSION_KEY as VERSION_KEY
 from ._schema import Payload as Payload
 from ._schema import Schemas as Schemas
 from ._schema import payload_of as payload_of
+from ._schema import read_payload as read_payload
 from ._schema import to_payload as to_payload
 
 __all__ = [  # and a Struct per kind, each named in SCHEMAS
@@ -22,6 +23,7 @@ __all__ = [  # and a Struct per kind, each named in SCHEMAS
     "Payload",
     "Schemas",
     "payload_of",
+    "read_payload",
     "to_payload",
 ]
 

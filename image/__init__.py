@@ -2,7 +2,7 @@
 
 import typing
 
-from lazy import lazy_attributes
+import lazy
 
 from ._format import FORMAT_VERSION as FORMAT_VERSION
 from ._format import Manifest as Manifest
@@ -72,4 +72,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-__getattr__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__ = lazy.lazy_attributes(__name__, _LAZY, globals())

@@ -4,7 +4,7 @@ use, so that a process that never uses it never imports it (the agent's start-up
 A package keeps a table ``_LAZY`` (name -> ``"_module"``, or ``"_module:attr"`` when the name differs), the same
 names in an ``if typing.TYPE_CHECKING:`` block of imports (what mypy and readers see), and::
 
-    __getattr__ = lazy_attributes(__name__, _LAZY, globals())
+    __getattr__ = lazy.lazy_attributes(__name__, _LAZY, globals())
 
 Below every package of the project: it imports nothing of it, and only ``importlib`` of the standard library.
 """

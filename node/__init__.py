@@ -2,7 +2,7 @@
 
 import typing
 
-from lazy import lazy_attributes
+import lazy
 
 if typing.TYPE_CHECKING:
     from ._launch import container_problem as container_problem
@@ -23,7 +23,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-__getattr__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__ = lazy.lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "GUEST_BLANK_DISK_SIZE",

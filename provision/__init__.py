@@ -3,7 +3,7 @@ network namespace of its own or on 127.0.0.1 ports, installed and brought to Run
 
 import typing
 
-from lazy import lazy_attributes
+import lazy
 
 if typing.TYPE_CHECKING:
     from ._choose import PROVISIONERS as PROVISIONERS
@@ -42,7 +42,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-__getattr__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__ = lazy.lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "DEFAULT_NAME",

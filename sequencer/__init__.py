@@ -3,7 +3,7 @@ the tasks that call the ports, and boot tracing from the log."""
 
 import typing
 
-from lazy import lazy_attributes
+import lazy
 
 from ._context import CancelToken as CancelToken
 from ._context import Context as Context
@@ -83,4 +83,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-__getattr__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__ = lazy.lazy_attributes(__name__, _LAZY, globals())

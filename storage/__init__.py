@@ -2,7 +2,7 @@
 
 import typing
 
-from lazy import lazy_attributes
+import lazy
 
 from ._disk import DiskBase as DiskBase
 from ._disk_block import BlockDisk as BlockDisk
@@ -92,4 +92,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-__getattr__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__ = lazy.lazy_attributes(__name__, _LAZY, globals())

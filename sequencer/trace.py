@@ -12,7 +12,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from errors import NotFound
-from events import Event, Kind
+from events import Event, Kind, payload_of, read_payload
+from events.payloads import (
+    BootSelected,
+    BootStarted,
+    FsmTransition,
+    ImageMeasured,
+    PhaseFailed,
+    PhaseSkipped,
+    PhaseStarted,
+    PhaseStopped,
+    SequenceFailed,
+    SequenceStarted,
+    SequenceStopped,
+    TaskFailed,
+    TaskStarted,
+    TaskStopped,
+)
 
 from ._render import format_ns, render_chrome, render_json, render_svg, render_table
 
@@ -110,22 +126,14 @@ def _group(events: Iterable[Event]) -> list[list[Event]]:
 
 def _summary(index: int, events: list[Event], last: bool, spans: Sequence[Span] | None = None) -> BootSummary:
     started = next((e for e in events if e.kind == Kind.BOOT_STARTED), None)
-    info = started.payload if started else {}
-    if not info:
-        measured = next((e for e in events if e.kind == Kind.IMAGE_MEASURED), None)
-        info = {"slot": measured.payload.get("slot"), "version": measured.payload.get("version"),
-                "image_digest": measured.payload.get("digest")} if measured else {}
-    if not info:  # the agent never got as far as recording its start: the bootloader's choice says which slot
-        selected = next((e for e in events if e.kind == Kind.BOOT_SELECTED), None)
-        info = {"slot": selected.payload.get("slot")} if selected else {}
+    slot, version, digest = _which_image(events, started)
     failed = next((e for e in events if e.kind == Kind.SEQUENCE_FAILED), None)
     failure = None
     if failed is not None:
-        p = failed.payload
-        failure = Failure(p.get("sequence"), p.get("phase"), p.get("task"), str(p.get("error", "")), p.get("code"),
-                          failed.seq)
-    stages = [e.payload.get("dst") for e in events if e.kind == Kind.FSM_TRANSITION]
-    end = {"rebooting": "rebooted", "shutting_down": "shutdown", "stopped": "shutdown"}.get(str(stages[-1])) \
+        p = payload_of(failed, SequenceFailed)
+        failure = Failure(p.sequence, p.phase, p.task, p.error or "", p.code, failed.seq)
+    stages = [payload_of(e, FsmTransition).dst for e in events if e.kind == Kind.FSM_TRANSITION]
+    end = {"rebooting": "rebooted", "shutting_down": "shutdown", "stopped": "shutdown"}.get(stages[-1]) \
         if stages else None
     committed = any(e.kind == Kind.BOOT_COMMITTED for e in events)
     if failure is not None and failure.sequence in BRING_UP:
@@ -143,14 +151,28 @@ def _summary(index: int, events: list[Event], last: bool, spans: Sequence[Span] 
                    "the agent stopped without a reboot")
             failure = Failure(where.get("sequence"), where.get("phase"), where.get("task"),
                               f"no event after seq {events[-1].seq}: {why}", None, events[-1].seq)
-    sequences = tuple(str(e.payload.get("sequence")) for e in events if e.kind == Kind.SEQUENCE_STARTED)
+    sequences = tuple(payload_of(e, SequenceStarted).sequence for e in events if e.kind == Kind.SEQUENCE_STARTED)
     return BootSummary(
-        index=index, boot_id=events[0].boot_id, slot=info.get("slot"), version=info.get("version"),
-        image_digest=info.get("image_digest"), outcome=outcome, started_time_ns=events[0].time_ns,
+        index=index, boot_id=events[0].boot_id, slot=slot, version=version, image_digest=digest, outcome=outcome,
+        started_time_ns=events[0].time_ns,
         duration_ns=events[-1].mono_ns - (0 if _guest_timeline(events) else events[0].mono_ns),
         first_seq=events[0].seq, last_seq=events[-1].seq,
         sequences=sequences, failure=failure,
     )  # fmt: skip
+
+
+def _which_image(events: list[Event], started: Event | None) -> tuple[str | None, str | None, str | None]:
+    """(slot, version, image digest) of a boot: as the agent recorded its start, else as it measured the image,
+    else (the agent never got as far) the slot the bootloader chose."""
+    if started is not None:
+        s = payload_of(started, BootStarted)
+        return s.slot, s.version, s.image_digest
+    measured = next((e for e in events if e.kind == Kind.IMAGE_MEASURED), None)
+    if measured is not None:
+        m = payload_of(measured, ImageMeasured)
+        return m.slot, m.version, m.digest
+    selected = next((e for e in events if e.kind == Kind.BOOT_SELECTED), None)
+    return (payload_of(selected, BootSelected).slot if selected else None), None, None
 
 
 def list_boots(events: Iterable[Event]) -> list[BootSummary]:
@@ -165,20 +187,38 @@ _STOPS = {
 }  # fmt: skip
 
 
-def _key(kind: str, p: dict[str, object]) -> tuple[str, ...]:
-    parts = {"sequence": ("sequence",), "phase": ("sequence", "phase"), "task": ("sequence", "phase", "task")}[kind]
-    return (kind, *(str(p.get(k)) for k in parts))
+_Step = (SequenceStarted | SequenceStopped | SequenceFailed | PhaseStarted | PhaseStopped | PhaseFailed | PhaseSkipped
+         | TaskStarted | TaskStopped | TaskFailed)
+
+
+def _names(p: _Step) -> tuple[str, str | None, str | None]:
+    """(sequence, phase, task) a step's payload names (None where its kind has no such field)."""
+    phase = None if isinstance(p, SequenceStarted | SequenceStopped) else p.phase
+    task = p.task if isinstance(p, TaskStarted | TaskStopped | TaskFailed | SequenceFailed | PhaseFailed) else None
+    return str(p.sequence), phase, task
+
+
+def _key(kind: str, p: _Step) -> tuple[str, ...]:
+    sequence, phase, task = _names(p)
+    return (kind, sequence, *(() if kind == "sequence" else (str(phase),)), *((str(task),) if kind == "task" else ()))
+
+
+def _step(e: Event) -> _Step | None:
+    p = read_payload(e)
+    return p if isinstance(p, _Step) else None
 
 
 def _guest_timeline(events: list[Event]) -> dict[str, int] | None:
     """A virtual machine's own boot timeline (``boot.selected``'s ``guest_ns``: init started, agent executed,
     agent began, on the guest kernel's monotonic clock, whose zero is the kernel's start), when there is one."""
     for e in events:
-        if e.kind == Kind.BOOT_SELECTED and isinstance(e.payload.get("guest_ns"), dict):
-            t = e.payload["guest_ns"]
-            if all(isinstance(t.get(k), int) for k in ("init", "exec", "agent")) and \
-                    0 <= t["init"] <= t["exec"] <= t["agent"] <= events[0].mono_ns:
-                return {k: int(t[k]) for k in ("init", "exec", "agent")}
+        t = payload_of(e, BootSelected).guest_ns if e.kind == Kind.BOOT_SELECTED else None
+        if isinstance(t, dict):
+            marks = [t.get(k) for k in ("init", "exec", "agent")]
+            if all(isinstance(m, int) for m in marks):
+                init, exec_, agent = (int(m) for m in marks if isinstance(m, int))
+                if 0 <= init <= exec_ <= agent <= events[0].mono_ns:
+                    return {"init": init, "exec": exec_, "agent": agent}
     return None
 
 
@@ -197,17 +237,23 @@ def _spans(events: list[Event]) -> list[Span]:
     runs: dict[str, int] = {}
     done: list[Span] = []
 
-    def make(kind: str, start: Event, duration: int, outcome: str, error: str | None, lane: int, run: int) -> Span:
-        p = start.payload
-        return Span(kind, str(p.get("sequence")), p.get("phase") if kind != "sequence" else None,
-                    p.get("task") if kind == "task" else None, start.mono_ns - base, max(0, duration), outcome, error,
-                    str(start.actor), start.seq, lane, run)
+    def make(kind: str, start: Event, p: _Step, duration: int, outcome: str, error: str | None, lane: int,
+             run: int) -> Span:
+        sequence, phase, task = _names(p)
+        return Span(kind, sequence, phase if kind != "sequence" else None, task if kind == "task" else None,
+                    start.mono_ns - base, max(0, duration), outcome, error, str(start.actor), start.seq, lane, run)
 
+    open_steps: dict[int, _Step] = {}  # seq of a start event -> its payload
     for e in events:
-        p = e.payload
+        if e.kind not in _STARTS and e.kind not in _STOPS and e.kind != Kind.PHASE_SKIPPED:
+            continue
+        p = _step(e)
+        if p is None:
+            continue
         if e.kind in _STARTS:
             kind = _STARTS[e.kind]
-            name = str(p.get("sequence"))
+            name = _names(p)[0]
+            open_steps[e.seq] = p
             if kind == "sequence":
                 runs[name] = runs.get(name, -1) + 1
             lane = 0
@@ -219,18 +265,22 @@ def _spans(events: list[Event]) -> list[Span]:
         elif e.kind in _STOPS:
             kind = _STOPS[e.kind]
             started = open_.pop(_key(kind, p), None)
-            if started is None:
+            if started is None or isinstance(p, PhaseSkipped | SequenceStarted | PhaseStarted | TaskStarted):
                 continue
-            outcome = str(p.get("outcome", "ok"))
-            if e.kind in (Kind.SEQUENCE_FAILED, Kind.PHASE_FAILED, Kind.TASK_FAILED):
-                outcome = "failed" if p.get("fatal", True) else "continued"
-            duration = int(p.get("duration_ns", e.mono_ns - started[0].mono_ns))
-            done.append(make(kind, started[0], duration, outcome, p.get("error"), started[1], started[2]))
-        elif e.kind == Kind.PHASE_SKIPPED:
-            done.append(make("phase", e, 0, "skipped", f"when {p.get('when')} was false", 0,
-                             runs.get(str(p.get("sequence")), 0)))
+            if isinstance(p, SequenceFailed | PhaseFailed | TaskFailed):
+                outcome = "failed" if not isinstance(p, TaskFailed) or p.fatal else "continued"
+                error = p.error
+            else:
+                outcome, error = p.outcome, None
+            # a stop event without its duration (none the sequencer writes): the time between the two events
+            duration = p.duration_ns or e.mono_ns - started[0].mono_ns
+            done.append(make(kind, started[0], open_steps[started[0].seq], duration, outcome, error, started[1],
+                             started[2]))
+        elif isinstance(p, PhaseSkipped):
+            done.append(make("phase", e, p, 0, "skipped", f"when {p.when} was false", 0, runs.get(p.sequence, 0)))
     for start, lane, run in open_.values():
-        done.append(make(_STARTS[start.kind], start, end - start.mono_ns, "unfinished", None, lane, run))
+        done.append(make(_STARTS[start.kind], start, open_steps[start.seq], end - start.mono_ns, "unfinished", None,
+                         lane, run))
     done.sort(key=lambda s: s.seq)
     return (_kernel_spans(guest, events[0]) if guest else []) + done
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,7 +11,7 @@ import lmdb
 
 from errors import DiskFull, GravenError, LogReadOnly, StorageError
 
-__all__ = ["LMDB_ERRORS", "lmdb_errors", "translate"]
+__all__ = ["LMDB_ERRORS", "lmdb_errors", "out_of_space", "translate"]
 
 # Every concrete lmdb exception and the Graven error it becomes (a test checks none is missing).
 LMDB_ERRORS: dict[type[Exception], type[StorageError]] = {
@@ -67,3 +68,14 @@ def lmdb_errors(where: str) -> Iterator[None]:
         yield
     except (lmdb.Error, OSError) as exc:
         raise translate(exc, where) from exc
+
+
+def out_of_space(path: str, exc: BaseException, batch_bytes: int) -> bool:
+    """LMDB turns a short write into EIO: on a filesystem without room for the batch, that is a full disk."""
+    if not ("Input/output error" in str(exc) or getattr(exc, "errno", None) == errno.EIO):
+        return False
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 2 * batch_bytes + (1 << 20)

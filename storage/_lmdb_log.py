@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 
 import lmdb
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from errors import (
     DiskFull,
@@ -49,10 +46,23 @@ from errors import (
 from events import GENESIS_PREV, NODE, Actor, ChainWriter, Clock, CompactRange, Event, Prepared, Signed
 from pki import Signer
 
-from ._lmdb_errors import lmdb_errors, translate
+from ._lmdb_errors import lmdb_errors, out_of_space, translate
 from ._lmdb_reader import DB_NAME, DEFAULT_MAP_SIZE, WRITER_ENVS, LogReader, open_env, seq_key
 from ._lmdb_tail import Tail, dummy_frontier, read_tail
-from ._lmdb_waiters import STOP, AsyncWaiter, Batch, Ctl, Req, SignerThread, ThreadWaiter, Waiter, settle
+from ._lmdb_waiters import (
+    STOP,
+    AsyncWaiter,
+    Batch,
+    Ctl,
+    Req,
+    SignerThread,
+    Staged,
+    ThreadWaiter,
+    Waiter,
+    next_part,
+    settle,
+    take,
+)
 from ._sign_child import ChildSigner
 
 __all__ = ["RECOVERED", "LmdbEventLog", "LogReader", "seq_key"]
@@ -109,8 +119,6 @@ class LmdbEventLog:
         self._chain_lock = threading.Lock()  # held while events are prepared and completed, see the module's doc
         self._crowded_until = 0.0
         self._child = ChildSigner()  # started by the sequencer on the first big batch
-        self._child_share = 0.6  # of a big batch, adjusted so that the child and the sequencer finish together
-        self._child_key: tuple[Signer | None, bytes | None] = (None, None)  # the signer and its raw key
         self._sent = 0  # batches and markers handed to the committer (written by the sequencer only)
         self._done = 0  # and handled by it (written by the committer only)
         tail = self._load_tail()
@@ -313,28 +321,78 @@ class LmdbEventLog:
     # -- the pipeline ------------------------------------------------------------------------------------
     def _sequence_loop(self) -> None:
         signer = SignerThread()
+        backlog: list[Req | Ctl | object] = []  # taken from the queue, not built yet
         stop = False
-        while not stop:
-            items = [self._queue.get()]
-            while len(items) < self._max_batch:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if STOP in items:
-                stop = True
-                items = items[: items.index(STOP)]
+        while backlog or not stop:
+            if not backlog:
+                stop = take(self._queue, backlog, self._max_batch, block=True)
+                continue
             # In parts: the committer writes one while the next is signed, and the callers of the first resume
             # (and queue their next appends) meanwhile, rather than all appenders waiting for one big batch.
-            parts = -(-len(items) // PART)
-            for i in range(parts):
-                with self._chain_lock:
-                    batch = self._build(items[len(items) * i // parts : len(items) * (i + 1) // parts], signer)
-                if batch.waiters or batch.controls:
+            part = next_part(backlog, PART)
+            with self._chain_lock:
+                if not self._stageable(part, 0):
+                    self._hand_over(self._build(part, signer))
+                    continue
+                # Staged parts overlap: the child signs its share of the next part while this one is completed
+                # here. The chain lock is held until no part is left prepared and not completed.
+                staged: Staged | None = self._stage(part)
+                while staged is not None:
+                    batch = Batch()
+                    staged, stop = self._complete_staged(staged, batch, signer, backlog, stop)
                     self._hand_over(batch)
         signer.stop()
         self._child.close()
         self._commits.put(STOP)
+
+    def _stageable(self, part: list[Req | Ctl | object], in_flight: int) -> bool:
+        """Whether ``part`` can be prepared ahead, after ``in_flight`` events prepared and not completed: requests
+        only, big enough for the child, and no checkpoint due inside it (one must follow its last event)."""
+        c = self._chain
+        return (len(part) >= CHILD_BATCH and not self._child.failed and self._failing is None
+                and c.since_checkpoint + in_flight + len(part) < c.checkpoint_every
+                and all(isinstance(item, Req) for item in part))
+
+    def _stage(self, part: list[Req | Ctl | object]) -> Staged:
+        """Under the chain lock: prepare a part of requests, the child's share handed to it once prepared."""
+        pending: list[tuple[Prepared, Waiter]] = []
+        early, sent = self._early_share(part), 0
+        for item in part:
+            if isinstance(item, Req) and self._prepare(item, pending) and len(pending) == early:
+                sent = self._send_to_child(pending)
+        return pending, sent
+
+    def _prepare(self, item: Req, pending: list[tuple[Prepared, Waiter]]) -> bool:
+        try:
+            pending.append((self._chain.prepare(item.kind, item.payload, item.actor), item.future))
+            return True
+        except Exception as exc:  # a payload msgpack cannot encode
+            item.future.set_exception(
+                exc if isinstance(exc, InvalidEvent) else InvalidEvent(f"cannot append {item.kind}: {exc}"))
+            return False
+
+    def _complete_staged(self, staged: Staged, batch: Batch, signer: SignerThread,
+                         backlog: list[Req | Ctl | object], stop: bool) -> tuple[Staged | None, bool]:
+        """Sign and complete a staged part into ``batch``; between signing this process's share and collecting the
+        child's, the next part is staged when it can be (its share then waits in the child's pipe). Returns the
+        next part staged (or None) and whether STOP was met."""
+        pending, sent = staged
+        nxt: Staged | None = None
+
+        def stage_next() -> None:
+            nonlocal nxt, stop
+            if not stop:
+                stop = take(self._queue, backlog, self._max_batch, block=False)
+            if backlog:
+                part = next_part(backlog, PART, peek=True)
+                if self._stageable(part, len(pending)):
+                    del backlog[: len(part)]
+                    nxt = self._stage(part)
+
+        self._complete(pending, batch, signer, sent, between=stage_next)
+        if not sent and nxt is None:
+            stage_next()  # no child share to wait for: the next part is built the usual way if at all
+        return nxt, stop
 
     def _build(self, items: list[Req | Ctl | object], signer: SignerThread) -> Batch:
         """Under the chain lock: the next events, signed and completed, with their callers' waiters.
@@ -348,13 +406,8 @@ class LmdbEventLog:
         early, sent = self._early_share(items), 0
         for item in items:
             if isinstance(item, Req):
-                try:
-                    prepared = self._chain.prepare(item.kind, item.payload, item.actor)
-                except Exception as exc:  # a payload msgpack cannot encode
-                    item.future.set_exception(
-                        exc if isinstance(exc, InvalidEvent) else InvalidEvent(f"cannot append {item.kind}: {exc}"))
+                if not self._prepare(item, pending):
                     continue
-                pending.append((prepared, item.future))
                 if len(pending) == early:
                     sent, early = self._send_to_child(pending), 0
                 if self._chain.checkpoint_due():
@@ -378,17 +431,18 @@ class LmdbEventLog:
             self._commits.put(batch)
 
     def _complete(self, pending: list[tuple[Prepared, Waiter]], batch: Batch, signer: SignerThread,
-                  sent: int = 0) -> None:
+                  sent: int = 0, between: Callable[[], None] | None = None) -> None:
         """Sign the prepared events, then chain them. The first ``sent`` are being signed by the child process;
         other big batches are shared with it here; smaller ones are signed half on the signer thread and half here
-        (Ed25519 releases the GIL)."""
+        (Ed25519 releases the GIL). ``between`` runs after signing here, before the child's signatures are
+        collected (only when the child has a share)."""
         if not pending:
             return
         if not sent and len(pending) >= CHILD_BATCH:
-            k = min(len(pending) - 1, max(1, int(len(pending) * self._child_share)))
+            k = min(len(pending) - 1, max(1, int(len(pending) * self._child.share)))
             sent = self._send_to_child(pending[:k])
         if sent:
-            sigs = self._sign_with_child(pending, sent)
+            sigs = self._sign_with_child(pending, sent, between)
         else:
             sign = self._chain.signer.sign
             half = len(pending) // 2 if len(pending) >= 4 else 0
@@ -401,35 +455,22 @@ class LmdbEventLog:
             batch.waiters.append((fut, signed[0]))
 
     def _early_share(self, items: list[Req | Ctl | object]) -> int:
-        """How many of a batch's events to hand to the child as soon as they are prepared (0: none)."""
-        if self._child.failed:
-            return 0
-        n = sum(1 for item in items if isinstance(item, Req))
-        return max(1, int(n * self._child_share)) if n >= CHILD_BATCH else 0
+        return self._child.early(sum(1 for item in items if isinstance(item, Req)), CHILD_BATCH)
 
     def _send_to_child(self, pending: list[tuple[Prepared, Waiter]]) -> int:
         """Hand these events' hashes to the child; how many it took (0: it cannot sign them)."""
-        signer = self._chain.signer
-        if self._child_key[0] is not signer:
-            self._child_key = (signer, _raw_private_key(signer))
-        key_raw = self._child_key[1]
-        if key_raw is None or not self._child.send(key_raw, [p[2] for p, _ in pending]):
-            return 0
-        return len(pending)
+        return self._child.give(self._chain.signer, [p[2] for p, _ in pending])
 
-    def _sign_with_child(self, pending: list[tuple[Prepared, Waiter]], sent: int) -> list[bytes]:
+    def _sign_with_child(self, pending: list[tuple[Prepared, Waiter]], sent: int,
+                         between: Callable[[], None] | None = None) -> list[bytes]:
         """Sign the events after the first ``sent`` here while the child signs those, then collect its signatures
         (made here too if it failed)."""
         sign = self._chain.signer.sign
         mine = [sign(p[2]) for p, _ in pending[sent:]]
-        t = time.perf_counter()
-        theirs = self._child.receive()
-        if theirs is None:
-            return [sign(p[2]) for p, _ in pending[:sent]] + mine
-        # waited for the child: give it less next time; it was done already: give it more
-        waited = time.perf_counter() - t > 50e-6
-        self._child_share = min(0.9, max(0.3, self._child_share + (-0.02 if waited else 0.02)))
-        return theirs + mine
+        if between is not None:
+            between()
+        theirs = self._child.collect()
+        return (theirs if theirs is not None else [sign(p[2]) for p, _ in pending[:sent]]) + mine
 
     def _control_item(self, item: Ctl, batch: Batch) -> None:
         try:
@@ -540,7 +581,7 @@ class LmdbEventLog:
                 self._grow()
             except (lmdb.Error, OSError) as exc:
                 err = translate(exc, str(self.path))
-                if not isinstance(err, DiskFull) and _out_of_space(self.path, exc, signed):
+                if not isinstance(err, DiskFull) and out_of_space(str(self.path), exc, sum(len(r) for _, r in signed)):
                     err = DiskFull(f"{self.path}: no space left on device ({exc})", path=str(self.path))
                 raise err from exc
         with self._cond:
@@ -556,24 +597,3 @@ class LmdbEventLog:
             except lmdb.Error:
                 time.sleep(0.01)  # a reader in this process holds a transaction; it is short
         raise StorageError(f"{self.path}: could not grow the map to {size} bytes")
-
-
-def _out_of_space(path: Path, exc: BaseException, signed: list[Signed]) -> bool:
-    """LMDB turns a short write into EIO: on a filesystem without room for the batch, that is a full disk."""
-    if not ("Input/output error" in str(exc) or getattr(exc, "errno", None) == errno.EIO):
-        return False
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return False
-    needed = 2 * sum(len(raw) for _, raw in signed) + (1 << 20)
-    return st.f_bavail * st.f_frsize < needed
-
-
-def _raw_private_key(signer: Signer) -> bytes | None:
-    """The raw Ed25519 private key of an in-memory signer (the signing process needs it); None for others."""
-    key = getattr(signer, "private_key", None)
-    if not isinstance(key, Ed25519PrivateKey):
-        return None
-    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())

@@ -13,10 +13,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from events import Actor, Event, Signed
+from events import Actor, Event, Prepared, Signed
 from pki import Signer
 
-__all__ = ["STOP", "AsyncWaiter", "Batch", "Ctl", "Req", "SignerThread", "ThreadWaiter", "Waiter", "settle"]
+__all__ = ["STOP", "AsyncWaiter", "Batch", "Ctl", "Req", "SignerThread", "Staged", "ThreadWaiter", "Waiter",
+           "next_part", "settle", "take"]
 
 @dataclass(slots=True)
 class AsyncWaiter:
@@ -98,6 +99,35 @@ class Batch:
 
 
 STOP = object()
+
+Staged = tuple[list[tuple[Prepared, Waiter]], int]  # a part prepared ahead, and how many of it the child signs
+
+
+def take(q: queue.SimpleQueue[Req | Ctl | object], backlog: list[Req | Ctl | object], limit: int, *,
+         block: bool) -> bool:
+    """Move queued requests into ``backlog``, up to ``limit`` in it (waiting for one if ``block``); whether STOP
+    was met (it is not moved, nor anything after it)."""
+    try:
+        item = q.get() if block else q.get_nowait()
+        while item is not STOP:
+            backlog.append(item)
+            if len(backlog) >= limit:
+                return False
+            item = q.get_nowait()
+    except queue.Empty:
+        return False
+    return True
+
+
+def next_part(backlog: list[Req | Ctl | object], size: int, *, peek: bool = False) -> list[Req | Ctl | object]:
+    """The first part of ``backlog`` (removed from it unless ``peek``): all of it up to ``size`` items, else an
+    equal share of it in parts of at most ``size``."""
+    parts = -(-len(backlog) // size)
+    n = -(-len(backlog) // parts) if parts else 0
+    part = backlog[:n]
+    if not peek:
+        del backlog[:n]
+    return part
 
 
 _SignJob = tuple[Callable[[bytes], bytes], list[bytes], ThreadWaiter[list[bytes]]]

@@ -13,6 +13,7 @@ its use for this log's life: the batch is signed in the writer's process instead
 
 from __future__ import annotations
 
+import collections
 import os
 import select
 import subprocess
@@ -20,7 +21,10 @@ import sys
 import threading
 import time
 
-__all__ = ["TIMEOUT_S", "ChildSigner"]
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+__all__ = ["TIMEOUT_S", "ChildSigner", "raw_private_key"]
 
 TIMEOUT_S = 5.0  # a child that takes longer to take or return a batch is given up (the batch is signed here)
 
@@ -51,14 +55,48 @@ while True:
 """
 
 
+def raw_private_key(signer: object) -> bytes | None:
+    """The raw Ed25519 private key of an in-memory signer (the signing process needs it); None for others."""
+    key = getattr(signer, "private_key", None)
+    if not isinstance(key, Ed25519PrivateKey):
+        return None
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+
+
 class ChildSigner:
-    """One request at a time: ``send`` the hashes, sign others meanwhile, then ``receive`` the signatures."""
+    """``send`` the hashes, sign others meanwhile, then ``receive`` the signatures. Requests are answered in the
+    order sent: a second may be sent before the first is received (the child then has the next one ready), as
+    long as the requests in flight fit in the pipes (a few hundred hashes; the log sends at most two parts)."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
-        self._pending = 0
+        self._pending: collections.deque[int] = collections.deque()  # hashes per request sent, not yet received
+        self.share = 0.6  # of a big batch, adjusted so that the child and the sequencer finish together
+        self._key: tuple[object, bytes | None] = (None, None)  # the last signer given, and its raw key
         self.failed = False
         self._lock = threading.Lock()
+
+    def early(self, n: int, least: int) -> int:
+        """How many of a batch of ``n`` events to give the child as soon as they are prepared (0: none, when the
+        batch is under ``least`` or the child failed)."""
+        return max(1, int(n * self.share)) if n >= least and not self.failed else 0
+
+    def give(self, signer: object, digests: list[bytes]) -> int:
+        """``send`` with the key of ``signer`` (an in-memory Ed25519 signer); how many the child took."""
+        if self._key[0] is not signer:
+            self._key = (signer, raw_private_key(signer))
+        key_raw = self._key[1]
+        return len(digests) if key_raw is not None and self.send(key_raw, digests) else 0
+
+    def collect(self) -> list[bytes] | None:
+        """``receive``, and adjust ``share``: the caller waited for the child, less next time; it was done, more."""
+        t = time.perf_counter()
+        theirs = self.receive()
+        if theirs is not None:
+            waited = time.perf_counter() - t > 50e-6
+            self.share = min(0.9, max(0.3, self.share + (-0.02 if waited else 0.02)))
+        return theirs
 
     def send(self, key_raw: bytes, digests: list[bytes]) -> bool:
         """Hand ``digests`` (32 bytes each) to the child; False when it cannot take them (sign them here)."""
@@ -68,15 +106,18 @@ class ChildSigner:
             proc = self._start()
             assert proc.stdin is not None
             _write_all(proc.stdin.fileno(), key_raw + len(digests).to_bytes(4, "big") + b"".join(digests))
-            self._pending = len(digests)
+            self._pending.append(len(digests))
             return True
         except (OSError, ValueError, TimeoutError):
             self._fail()
             return False
 
     def receive(self) -> list[bytes] | None:
-        """The signatures for the last ``send``, in order; None when the child failed (sign them here)."""
-        n, self._pending = self._pending, 0
+        """The signatures for the oldest ``send`` not received yet, in order; None when the child failed (sign
+        them here)."""
+        if not self._pending:
+            return None
+        n = self._pending.popleft()
         proc = self._proc
         if proc is None or proc.stdout is None or self.failed:
             return None

@@ -313,8 +313,9 @@ def _tmpfs(path: Path, size: str) -> Iterator[Path]:
 
 def _fill(log: LmdbEventLog, how: str, tag: str) -> tuple[list[Event], list[BaseException]]:
     """Append until the disk is full: from this thread alone (the lone appender's path, in the caller's thread),
-    from 8 threads at once (group commits through the pipeline), or from one asyncio task (the sequencer writes
-    small batches itself)."""
+    from 8 threads at once (group commits through the pipeline), from one asyncio task (the sequencer writes
+    small batches itself), or from 256 asyncio tasks (big batches in parts, prepared ahead and partly signed by the
+    child process)."""
     acked: list[Event] = []
     errors: list[BaseException] = []
 
@@ -334,27 +335,31 @@ def _fill(log: LmdbEventLog, how: str, tag: str) -> tuple[list[Event], list[Base
         for t in threads:
             t.join()
     else:
-        async def task() -> None:
+        async def task(w: int) -> None:
             try:
                 for i in range(100_000):
-                    acked.append(await log.append_async(Kind.TASK_STARTED, {tag: i, "pad": "y" * 400}))
+                    acked.append(await log.append_async(Kind.TASK_STARTED, {tag: i, "w": w, "pad": "y" * 400}))
             except DiskFull as exc:
                 errors.append(exc)
 
-        asyncio.run(task())
+        async def crowd(n: int) -> None:
+            await asyncio.gather(*(task(w) for w in range(n)))
+
+        asyncio.run(crowd(256 if how == "crowd" else 1))
     return acked, errors
 
 
-@pytest.mark.parametrize("how", ["lone", "threads", "asyncio"])
+@pytest.mark.parametrize("how", ["lone", "threads", "asyncio", "crowd"])
 def test_disk_full_reaches_the_caller_and_loses_nothing(tmp_path: Path, pki: Any, how: str) -> None:
-    with _tmpfs(tmp_path / "small", "2m") as mnt:
+    with _tmpfs(tmp_path / "small", "4m" if how == "crowd" else "2m") as mnt:
         path = mnt / "log"
         filler = mnt / "filler"
         filler.write_bytes(b"\x00" * 512 * 1024)
-        log = _open(path, pki, map_size=64 * 1024, checkpoint_every=50)
+        every = 1000 if how == "crowd" else 50  # a crowd's parts are prepared ahead between checkpoints only
+        log = _open(path, pki, map_size=64 * 1024, checkpoint_every=every)
         try:
             acked, errors = _fill(log, how, "i")
-            assert errors and len(errors) == (8 if how == "threads" else 1)
+            assert errors and len(errors) == {"threads": 8, "crowd": 256}.get(how, 1)
             assert all("space" in e.message for e in errors if isinstance(e, DiskFull)), errors
             assert len(acked) > 100
             # room again: the same log object goes on, its chain re-read from disk
@@ -368,7 +373,7 @@ def test_disk_full_reaches_the_caller_and_loses_nothing(tmp_path: Path, pki: Any
             stored = {e.seq: e for e in r.read()}
         for ev in acked:
             assert stored[ev.seq] == ev, f"acknowledged seq {ev.seq} lost"
-        with _open(path, pki, boot_id="after-full", checkpoint_every=50) as log:
+        with _open(path, pki, boot_id="after-full", checkpoint_every=every) as log:
             assert log.broken is None
             log.append(Kind.TASK_STARTED, {"reopened": True})
             log.seal("shutdown")

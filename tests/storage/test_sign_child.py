@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from events import Event, Kind, verify_items
 from pki import private_key_pem
 from storage import LmdbEventLog, LogReader, _sign_child
@@ -128,6 +131,21 @@ def test_the_child_ends_with_the_writers_process(tmp_path: Path, pki: Any) -> No
     while Path(f"/proc/{child}").exists() and not _zombie(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{child}").exists() or _zombie(child), "the signing process outlived the writer"
+
+
+def test_child_signer_answers_two_requests_in_the_order_sent() -> None:
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    first, second = [os.urandom(32) for _ in range(100)], [os.urandom(32) for _ in range(70)]
+    child = ChildSigner()
+    try:
+        assert child.send(raw, first) and child.send(raw, second)  # the second waits in the child's pipe
+        assert child.receive() == [key.sign(d) for d in first]
+        assert child.receive() == [key.sign(d) for d in second]
+        assert child.receive() is None  # nothing left in flight
+    finally:
+        child.close()
 
 
 def test_child_signer_refuses_what_it_cannot_sign() -> None:

@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--provisioner", choices=PROVISIONERS, default=None,
                    help="container: each agent is PID 1 of its own pid, mount, uts and ipc namespaces with the slot's "
                         "squashfs as / (default as root); process: a child process on this host's root (no root "
-                        "needed; also the only one for --disk block); qemu: a virtual machine booted from its own "
+                        "needed); qemu: a virtual machine booted from its own "
                         "disk image (root; TCG unless KVM proves itself; one VM: user-mode networking with a "
                         "127.0.0.1 port, several: --network netns, each VM's NIC on a tap device bridged to the "
                         "cluster's bridge)")

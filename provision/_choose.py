@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from errors import InvalidRequest, Unavailable
+from errors import Unavailable
 
 __all__ = ["PROVISIONERS", "choose_provisioner"]
 
@@ -18,7 +18,7 @@ DEFAULT_ENV = "GRAVEN_PROVISIONER"  # container | process: the default when --pr
 def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None],
                        problem: Callable[[], str | None] | None = None, prefer: str | None = None) -> str:
     """``wanted`` if it can work here (else a refusal naming the way out); else ``prefer`` (default
-    ``$GRAVEN_PROVISIONER``): container where root and namespaces allow it and the disk is a sandbox one, else
+    ``$GRAVEN_PROVISIONER``): container where root and namespaces allow it (sandbox or block disk), else
     process."""
     prefer = prefer or os.environ.get(DEFAULT_ENV) or ("container" if DEFAULT_CONTAINER else "process")
     if wanted == "qemu":
@@ -36,19 +36,15 @@ def choose_provisioner(wanted: str | None, disk: str, say: Callable[[str], None]
 
         problem = container_problem
     why = problem()
-    if wanted == "container":
-        if why:
-            raise Unavailable(f"--provisioner container: {why}; use --provisioner process")
-        if disk == "block":
-            raise InvalidRequest("--provisioner container runs sandbox disks only; use --provisioner process with "
-                                 "--disk block")
+    if wanted == "container" and why:
+        raise Unavailable(f"--provisioner container: {why}; use --provisioner process")
     if wanted == "process":
         say("provisioner: process (--provisioner process): each agent a child process on this host's root")
         return "process"
-    if wanted is None and (why or disk == "block" or prefer != "container"):
-        reason = why or ("--disk block" if disk == "block" else f"{DEFAULT_ENV}={prefer}")
+    if wanted is None and (why or prefer != "container"):
+        reason = why or f"{DEFAULT_ENV}={prefer}"
         say(f"provisioner: process ({reason}): each agent a child process on this host's root, as --provisioner "
-            "process (container machines, the default, need root, namespaces and sandbox disks)")
+            "process (container machines, the default, need root and namespaces)")
         return "process"
     say("provisioner: container: each agent PID 1 of its own namespaces, the slot's squashfs as /, in a memory "
         "cgroup" + ("" if wanted else " (root; --provisioner process for the old way)"))

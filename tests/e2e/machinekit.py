@@ -190,7 +190,8 @@ class Machine:
         self.device = root / "disk.img" if disk == "block" else None
         self.health_timeout = health_timeout
         self.max_failed_boots = max_failed_boots
-        # container machines where root allows them (sandbox disks only), as cluster create does;
+        # container machines where root allows them, as cluster create does (block disks stay process machines
+        # here, so that both provisioners run the block tests: test_machine_container_block runs containers);
         # $GRAVEN_PROVISIONER=process runs the machine tests on process machines
         default = (os.environ.get("GRAVEN_PROVISIONER") or _default_provisioner()) if disk == "sandbox" else "process"
         self.provisioner, self.memory, self.shares = provisioner or default, memory, list(shares)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from machinekit import gravenctl, requires_block
 
+from node._launch import container_problem
 from provision._destroy import _loops_below, _mounts_below
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -35,6 +36,9 @@ def test_cluster_create_show_destroy(tmp_path: Path, disk: str, nodes: int) -> N
     try:
         assert r.returncode == 0, r.stdout + r.stderr
         assert "running, ready (slot A, v1)" in r.stderr  # progress on stderr
+        # container machines by default where they can run, on block disks as on sandbox ones
+        containers = container_problem() is None and os.environ.get("GRAVEN_PROVISIONER", "container") == "container"
+        assert ("provisioner: container" in r.stderr) == containers, r.stderr
         data = json.loads((state / "c1" / "cluster.json").read_text())
         assert {"gravenconfig", "ca_cert", "image_key", "image_pubkey", "nodes"} <= set(data)
         assert len(data["nodes"]) == nodes

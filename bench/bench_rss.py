@@ -69,7 +69,8 @@ def _anonymous(size_kb: int) -> str:
         return "anonymous: thread stacks (8 MiB reserved each)"
     if 60_000 <= size_kb <= 65_600:
         return "anonymous: malloc arenas of other threads (64 MiB reserved each)"
-    return "anonymous: other (large objects, C libraries' own allocations)"
+    # pymalloc's arenas are 1 MiB mappings, but the kernel merges adjacent ones into one (strace: most of this)
+    return "anonymous: other (merged pymalloc arenas, C libraries' allocations)"
 
 
 def _group(path: str, size_kb: int = 0) -> str:

@@ -167,7 +167,7 @@ def revert(env: BootEnv, current: Slot | None = None) -> tuple[BootEnv, tuple[Bo
         raise NotFound("nothing to roll back to: no slot is installed")
     target = running.other
     if not env.slot(target).good:
-        raise NotFound(f"cannot roll back to slot {target.value}: it holds no image that booted good",
-                       slot=target.value)
+        raise NotFound(f"cannot roll back to slot {target.value}: slot {target.value} holds no image that booted "
+                       f"good; nothing to roll back to", slot=target.value)
     new = _next(env, default=target)
     return new, (BootEvent("boot.reverted", {"from_slot": running.value, "to_slot": target.value}),)

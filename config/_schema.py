@@ -150,6 +150,10 @@ class Machine(msgspec.Struct, **_OPTS):
     audit: Audit = msgspec.field(default_factory=Audit)
     metrics: Metrics = msgspec.field(default_factory=Metrics)
 
+    def trusted_image_keys(self) -> tuple[bytes, ...]:
+        """The raw keys an image must be signed by (``install.trustedKeys``); none without an install section."""
+        return self.install.trusted_public_keys() if self.install is not None else ()
+
 
 class Etcd(msgspec.Struct, **_OPTS):
     """The cluster's etcd, run by controlplane nodes: its CA (ECDSA), from which each controlplane node issues its

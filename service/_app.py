@@ -20,7 +20,7 @@ import json
 import msgspec
 
 import config
-from boot import Slot
+from boot import Slot, revert
 from errors import GravenError, InvalidRequest, NotFound
 from events import Actor, Event, EventLog, Kind, NodeState, fold
 from fsm import NodeFSM, Stage
@@ -193,8 +193,7 @@ class NodeService:
     async def _verified(self, name: SequenceName, source: str, actor: Actor, request_seq: int) -> str:
         """An upgrade's image is verified (format, size, digest, signature, trusted key) before the request is
         accepted: a bad one is refused at once. Returns the verified file (an https image is fetched once, here)."""
-        install = self.machine_config.machine.install if self.machine_config is not None else None
-        keys = install.trusted_public_keys() if install is not None else ()
+        keys = self.machine_config.machine.trusted_image_keys() if self.machine_config is not None else ()
         try:
             verified = await asyncio.to_thread(self.seq.ports.images.verify, source, keys)
         except GravenError as exc:
@@ -218,9 +217,10 @@ class NodeService:
         running = self.boot.slot
         if running is None or env is None:
             return NotFound("this boot runs no slot of the disk (installer or bare agent); nothing to roll back to")
-        target = Slot.parse(running).other
-        if not env.slot(target).good:
-            return NotFound(f"slot {target} holds no image that booted good; nothing to roll back to")
+        try:
+            revert(env, Slot.parse(running))  # the rule the rollback itself follows
+        except NotFound as exc:
+            return exc
         return None
 
     def boot_trace(self, boot: int, boot_id: str, fmt: str) -> bytes:

@@ -13,11 +13,6 @@ from .._requests import InstallRequest, UpgradeRequest
 from ..ports import Image
 
 
-def _trusted(ctx: Context) -> tuple[bytes, ...]:
-    install = ctx.config.machine.install
-    return install.trusted_public_keys() if install is not None else ()
-
-
 async def _install(ctx: Context, image: Image, running: Slot | None) -> str:
     """Write ``image`` into the slot ``running`` is not, and record it (``image.installed``)."""
     try:
@@ -42,7 +37,7 @@ async def install_image(ctx: Context) -> None:
     source = ctx.request_as(InstallRequest).image or (install.image if install else None)
     if source is None:
         raise InvalidRequest("install needs an image: machine.install.image is not set and none was given")
-    image = await ctx.blocking(ctx.ports.images.verify, source, _trusted(ctx))
+    image = await ctx.blocking(ctx.ports.images.verify, source, ctx.config.machine.trusted_image_keys())
     ctx.cancel.check()
     await _install(ctx, image, None)  # a fresh disk: META is blank, so slot A
 
@@ -50,7 +45,7 @@ async def install_image(ctx: Context) -> None:
 @task(timeout=300)
 async def verify_image(ctx: Context) -> None:
     source = ctx.request_as(UpgradeRequest).image
-    ctx.image = await ctx.blocking(ctx.ports.images.verify, source, _trusted(ctx))
+    ctx.image = await ctx.blocking(ctx.ports.images.verify, source, ctx.config.machine.trusted_image_keys())
 
 
 @task(timeout=600)

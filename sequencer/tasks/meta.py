@@ -50,13 +50,9 @@ async def revert_slot(ctx: Context) -> None:
     if running is None or env is None:
         raise NotFound("this boot runs no slot of the disk; nothing to roll back to")
     target = Slot.parse(running).other
-    if not env.slot(target).good:  # the message the API has always given
-        raise NotFound(f"slot {target} holds no image that booted good; nothing to roll back to", slot=target.value)
-    env, _ = boot.revert(env, Slot.parse(running))
-    install = ctx.config.machine.install
-    keys = install.trusted_public_keys() if install is not None else ()
+    env, _ = boot.revert(env, Slot.parse(running))  # NotFound unless the other slot booted good
     try:  # good once is not enough: the image must still be there and verify
-        image = await ctx.blocking(ctx.ports.disk.verify_slot, target.value, keys)
+        image = await ctx.blocking(ctx.ports.disk.verify_slot, target.value, ctx.config.machine.trusted_image_keys())
     except GravenError as exc:
         raise NotFound(f"cannot roll back to slot {target}: its image does not verify: {exc.message}",
                        slot=target.value) from exc

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from api import StatusInfo
-from events import Event
+from errors import InvalidEvent
+from events import Event, read_payload
+from events.payloads import BootFallback, BootStarted, FsmTransition, PhaseStarted, SequenceStarted
 
 __all__ = ["NodeBoard"]
 
@@ -57,23 +60,26 @@ class NodeBoard:
         self.next_seq = max(self.next_seq, e.seq + 1)
         when = dt.datetime.fromtimestamp(e.time_ns / 1e9, dt.UTC).strftime("%H:%M:%S")
         self.recent.append(f"{when} {e.seq:>6} {e.kind}{_brief(e.kind, p)}")
-        if e.kind == "fsm.transition":
-            self.stage = str(p.get("dst", self.stage))
+        try:
+            typed = read_payload(e)
+        except InvalidEvent:  # a payload this gravenctl cannot read (a newer node's): listed, not folded
+            return
+        if isinstance(typed, FsmTransition):
+            self.stage = typed.dst
             if self.stage != "running":
                 self.ready = False
-        elif e.kind == "boot.started":
-            self.boot_id, self.slot = str(p.get("boot_id", "")), str(p.get("slot") or "-")
-            self.version, self.ready = str(p.get("version") or self.version), False
+        elif isinstance(typed, BootStarted):
+            self.boot_id, self.slot = typed.boot_id, typed.slot or "-"
+            self.version, self.ready = typed.version or self.version, False
         elif e.kind == "boot.committed" and e.boot_id == self.boot_id:
             self.ready = True
-        elif e.kind == "boot.fallback":
-            self.last_fallback = f"{p.get('from_slot')} -> {p.get('to_slot')}: {p.get('reason')}"
-        elif e.kind == "sequence.started":
-            self.sequence, self.phase, self.phase_index = str(p.get("sequence")), None, 0
-            self.phase_count = len(p.get("phases") or ())
-        elif e.kind == "phase.started":
-            self.phase, self.phase_index = str(p.get("phase")), int(p.get("index", 0)) + 1
-            self.phase_count = int(p.get("count", self.phase_count))
+        elif isinstance(typed, BootFallback):
+            self.last_fallback = f"{typed.from_slot} -> {typed.to_slot}: {typed.reason}"
+        elif isinstance(typed, SequenceStarted):
+            self.sequence, self.phase, self.phase_index = typed.sequence, None, 0
+            self.phase_count = len(typed.phases)
+        elif isinstance(typed, PhaseStarted):
+            self.phase, self.phase_index, self.phase_count = typed.phase, typed.index + 1, typed.count
         elif e.kind in ("sequence.stopped", "sequence.failed"):
             self.sequence = self.phase = None
 
@@ -91,7 +97,7 @@ class NodeBoard:
                 "log": f"{self.next_seq} events"}
 
 
-def _brief(kind: str, p: dict[str, object]) -> str:
+def _brief(kind: str, p: Mapping[str, object]) -> str:
     keys = {"fsm.transition": ("src", "dst"), "phase.started": ("phase",), "sequence.started": ("sequence",),
             "sequence.failed": ("sequence", "error"), "boot.fallback": ("reason",), "config.applied": ("mode",),
             "api.request": ("method",), "api.denied": ("method", "subject"), "task.failed": ("task", "error")}

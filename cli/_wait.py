@@ -16,7 +16,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from events import Event, Kind
+from errors import InvalidEvent
+from events import Event, Kind, read_payload
+from events.payloads import (
+    BootCommitted,
+    BootFallback,
+    BootStarted,
+    Checkpointed,
+    ImageInstalled,
+    Payload,
+    PhaseFailed,
+    PhaseSkipped,
+    PhaseStarted,
+    PhaseStopped,
+    SequenceFailed,
+    SequenceStarted,
+    SequenceStopped,
+    TaskFailed,
+    TaskStarted,
+    TaskStopped,
+)
 
 __all__ = ["Outcome", "Waiter"]
 
@@ -34,10 +53,24 @@ class Outcome:
         return {"ok": self.ok, "message": self.message, "failed_task": self.failed_task}
 
 
-def _err(payload: dict[str, object]) -> str:
-    code = payload.get("code")
-    error = payload.get("error") or "no reason given"
-    return f"{code}: {error}" if code and not str(error).startswith(str(code)) else str(error)
+_STEPS = (SequenceStarted, SequenceStopped, SequenceFailed, PhaseStarted, PhaseStopped, PhaseFailed, PhaseSkipped,
+          TaskStarted, TaskStopped, TaskFailed)
+_Step = (SequenceStarted | SequenceStopped | SequenceFailed | PhaseStarted | PhaseStopped | PhaseFailed | PhaseSkipped
+         | TaskStarted | TaskStopped | TaskFailed)
+
+
+def _read(event: Event) -> Payload | None:
+    """The event's typed payload; None for a kind without one, or a payload this gravenctl cannot read (a newer
+    node's): such an event is shown, not followed."""
+    try:
+        return read_payload(event)
+    except InvalidEvent:
+        return None
+
+
+def _err(p: SequenceFailed | PhaseFailed | TaskFailed) -> str:
+    error = p.error or "no reason given"
+    return f"{p.code}: {error}" if p.code and not error.startswith(p.code) else error
 
 
 class Waiter:
@@ -65,23 +98,21 @@ class Waiter:
             return []
         if self._origin_boot is None:
             self._origin_boot = event.boot_id
-        p = event.payload
+        p = _read(event)
         new_boot = event.boot_id != self._origin_boot
-        ours = not new_boot and p.get("sequence") == self.sequence and self._is_our_request(p)
         lines: list[str] = []
-        kind = event.kind
-        if ours:
-            lines += self._ours(kind, p, event)
-        elif kind == Kind.IMAGE_INSTALLED:
-            self._installed_slot = str(p.get("slot") or "") or None
-            lines.append(f"image {p.get('version', '?')} written to slot {p.get('slot', '?')}")
-        elif kind == Kind.CHECKPOINT and p.get("sealed") and not new_boot:
-            lines.append(f"log sealed ({p.get('reason', '?')}) at seq {event.seq}")
-        elif kind == Kind.BOOT_FALLBACK:
-            self._finish(False, f"the bootloader fell back from slot {p.get('from_slot', '?')} to "
-                                f"{p.get('to_slot', '?')}: {p.get('reason', 'no reason given')}")
+        if not new_boot and isinstance(p, _STEPS) and p.sequence == self.sequence and self._is_our_request(p):
+            lines += self._ours(p, event)
+        elif isinstance(p, ImageInstalled):
+            self._installed_slot = p.slot or None
+            lines.append(f"image {p.version or '?'} written to slot {p.slot or '?'}")
+        elif isinstance(p, Checkpointed) and p.sealed and not new_boot:
+            lines.append(f"log sealed ({p.reason or '?'}) at seq {event.seq}")
+        elif isinstance(p, BootFallback):
+            self._finish(False, f"the bootloader fell back from slot {p.from_slot or '?'} to "
+                                f"{p.to_slot or '?'}: {p.reason or 'no reason given'}")
         elif new_boot:
-            lines += self._next_boot(kind, p, event)
+            lines += self._next_boot(p, event)
         if lines:
             self.last = lines[-1]
         if self.outcome is not None:
@@ -106,46 +137,44 @@ class Waiter:
         return self.outcome
 
     # -- the request's own sequence ----------------------------------------------------------------------
-    def _is_our_request(self, payload: dict[str, object]) -> bool:
-        request = payload.get("request")
+    def _is_our_request(self, p: _Step) -> bool:
+        request = p.request if isinstance(p, SequenceStarted) else None
         return not isinstance(request, int) or isinstance(request, bool) or request == self.request_seq
 
     def _where(self) -> str:
         n = f"/{self._phase_n}" if self._phase_n else ""
         return f"phase {self._phase_i}{n} {self._phase}" if self._phase else "starting"
 
-    def _ours(self, kind: str, p: dict[str, object], event: Event) -> list[str]:
-        if kind == Kind.SEQUENCE_STARTED and not self._started:
+    def _ours(self, p: _Step, event: Event) -> list[str]:
+        if isinstance(p, SequenceStarted) and not self._started:
             self._started = True
-            phases = p.get("phases")
-            self._phase_n = len(phases) if isinstance(phases, list | tuple) else None
+            self._phase_n = len(p.phases) or None
             return [f"{self.sequence} started by {event.actor} (seq {event.seq})"]
-        if kind in (Kind.PHASE_STARTED, Kind.PHASE_SKIPPED):
+        if isinstance(p, PhaseStarted | PhaseSkipped):
             self._phase_i += 1
-            self._phase = str(p.get("phase", "?"))
-            count = p.get("count")
-            if isinstance(count, int) and count > 0:
-                self._phase_n = count
-            if kind == Kind.PHASE_SKIPPED:
+            self._phase = p.phase or "?"
+            if p.count > 0:
+                self._phase_n = p.count
+            if isinstance(p, PhaseSkipped):
                 return [f"{self._where()}: skipped"]
             if self._phase == _GOES_AWAY.get(self.sequence):
                 self._going_away = True
             return [self._where()]
-        if kind == Kind.TASK_STARTED:
-            return [f"{self._where()}: task {p.get('task', '?')}"]
-        if kind == Kind.TASK_FAILED:
-            fatal = "" if p.get("fatal", True) else " (not fatal)"
-            return [f"{self._where()}: task {p.get('task', '?')} failed{fatal}: {_err(p)}"]
-        if kind == Kind.SEQUENCE_FAILED:
-            phase, task = p.get("phase") or self._phase, p.get("task")
+        if isinstance(p, TaskStarted):
+            return [f"{self._where()}: task {p.task or '?'}"]
+        if isinstance(p, TaskFailed):
+            fatal = "" if p.fatal else " (not fatal)"
+            return [f"{self._where()}: task {p.task or '?'} failed{fatal}: {_err(p)}"]
+        if isinstance(p, SequenceFailed):
+            phase, task = p.phase or self._phase, p.task
             where = f" in phase {phase}" + (f", task {task}" if task else "") if phase else ""
             self._finish(False, f"{self.sequence} failed{where}: {_err(p)}",
-                         f"{phase}/{task}" if task else (str(phase) if phase else None))
+                         f"{phase}/{task}" if task else (phase or None))
             return []
-        if kind == Kind.SEQUENCE_STOPPED:
-            if p.get("outcome", "ok") != "ok":
-                by = p.get("cancelled_by")
-                self._finish(False, f"{self.sequence} was {p.get('outcome')}" + (f" by {by}" if by else ""))
+        if isinstance(p, SequenceStopped):
+            if p.outcome != "ok":
+                by = p.cancelled_by
+                self._finish(False, f"{self.sequence} was {p.outcome}" + (f" by {by}" if by else ""))
                 return []
             self._ended_ok = True
             if self.sequence not in _NEXT_BOOT and self.sequence not in _GOES_AWAY:
@@ -158,23 +187,23 @@ class Waiter:
         return []
 
     # -- after the reboot --------------------------------------------------------------------------------
-    def _next_boot(self, kind: str, p: dict[str, object], event: Event) -> list[str]:
+    def _next_boot(self, p: Payload | None, event: Event) -> list[str]:
         if self.sequence not in _NEXT_BOOT:
             return []
-        if kind == Kind.BOOT_STARTED:
-            self._boot_slot = str(p.get("slot") or "") or None
-            self._boot_version = str(p.get("version") or "") or None
+        if isinstance(p, BootStarted):
+            self._boot_slot = p.slot or None
+            self._boot_version = p.version or None
             return [f"node booting: slot {self._boot_slot or '-'}, version {self._boot_version or '?'}, "
                     f"boot {event.boot_id}"]
-        if kind == Kind.PHASE_STARTED and p.get("sequence") == "boot":
-            return [f"boot: phase {p.get('phase', '?')}"]
-        if kind == Kind.SEQUENCE_FAILED and p.get("sequence") == "boot":
-            return [f"boot failed in phase {p.get('phase', '?')}, task {p.get('task', '?')}: {_err(p)} "
+        if isinstance(p, PhaseStarted) and p.sequence == "boot":
+            return [f"boot: phase {p.phase or '?'}"]
+        if isinstance(p, SequenceFailed) and p.sequence == "boot":
+            return [f"boot failed in phase {p.phase or '?'}, task {p.task or '?'}: {_err(p)} "
                     "(the bootloader retries or falls back)"]
-        booted = (kind == Kind.SEQUENCE_STOPPED and p.get("sequence") == "boot" and p.get("outcome", "ok") == "ok") \
-            or kind == Kind.BOOT_COMMITTED
+        booted = (isinstance(p, SequenceStopped) and p.sequence == "boot" and p.outcome == "ok") \
+            or event.kind == Kind.BOOT_COMMITTED
         if booted:
-            slot = self._boot_slot or (str(p.get("slot")) if p.get("slot") else None)
+            slot = self._boot_slot or (p.slot if isinstance(p, BootCommitted) and p.slot else None)
             if self.sequence == "upgrade" and self._installed_slot and slot and slot != self._installed_slot:
                 self._finish(False, f"the node booted slot {slot}, not the upgraded slot {self._installed_slot}")
             else:

@@ -22,7 +22,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.metrics_core import Metric
 
 from errors import Unavailable
-from events import Event, Kind, decode_event
+from events import Event, Kind, decode_event, read_payload
+from events.payloads import (
+    ApiDenied,
+    ApiRefused,
+    BootFailed,
+    BootFallback,
+    BootStarted,
+    Checkpointed,
+    ConfigApplied,
+    PhaseFailed,
+    PhaseStopped,
+    SequenceFailed,
+    SequenceStopped,
+    TaskFailed,
+    TaskStopped,
+)
 from fsm import Stage
 
 __all__ = ["MetricsEndpoint", "NodeMetrics", "NodeView"]
@@ -129,52 +144,60 @@ class NodeMetrics:
         self.ready.set(1 if view.stage == Stage.RUNNING.value and view.boot_id in self._committed else 0)
 
     def _fold(self, event: Event, size: int) -> None:
-        kind, p = event.kind, event.payload
+        kind = event.kind
         self.events.labels(kind).inc()
         self.event_bytes.inc(size)
-        if kind == Kind.CHECKPOINT:
-            self.checkpoints.labels(str(bool(p.get("sealed"))).lower()).inc()
-        elif kind == Kind.BOOT_STARTED:
-            self.boots.labels(_slot(p.get("slot"))).inc()
-        elif kind == Kind.BOOT_COMMITTED:
+        if kind == Kind.BOOT_COMMITTED:
             self._committed.add(event.boot_id)
-        elif kind == Kind.BOOT_FAILED:
-            self.boots_failed.labels(_slot(p.get("slot"))).inc()
-        elif kind == Kind.BOOT_FALLBACK:
-            self.fallbacks.labels(_slot(p.get("from_slot")), _slot(p.get("to_slot"))).inc()
-        elif kind in (Kind.SEQUENCE_STOPPED, Kind.SEQUENCE_FAILED):
-            self.sequences.labels(_s(p, "sequence"), _s(p, "outcome")).inc()
-            self.sequence_seconds.labels(_s(p, "sequence")).observe(_seconds(p))
-        elif kind in (Kind.PHASE_STOPPED, Kind.PHASE_FAILED):
-            outcome = "failed" if kind == Kind.PHASE_FAILED else _s(p, "outcome")
-            self.phases.labels(_s(p, "sequence"), _s(p, "phase"), outcome).inc()
-            self.phase_seconds.labels(_s(p, "sequence"), _s(p, "phase")).observe(_seconds(p))
-        elif kind in (Kind.TASK_STOPPED, Kind.TASK_FAILED):
-            outcome = "failed" if kind == Kind.TASK_FAILED else _s(p, "outcome")
-            self.tasks.labels(_s(p, "sequence"), _s(p, "task"), outcome).inc()
-            self.task_seconds.labels(_s(p, "sequence"), _s(p, "task")).observe(_seconds(p))
-        elif kind == Kind.CONFIG_APPLIED:
-            self.config_applies.labels(_s(p, "mode")).inc()
         elif kind == Kind.CONFIG_REVERTED:
             self.config_reverts.inc()
-        elif kind == Kind.API_DENIED:
-            self.denials.labels(_s(p, "method")).inc()
-        elif kind == Kind.API_REFUSED:
-            self.refusals.labels(_s(p, "method"), _s(p, "code")).inc()
+        elif kind in _READ:  # the payload only of the kinds a metric reads (a scrape folds every new event)
+            self._count(read_payload(event))
+
+    def _count(self, p: object) -> None:
+        match p:
+            case Checkpointed():
+                self.checkpoints.labels(str(p.sealed).lower()).inc()
+            case BootStarted():
+                self.boots.labels(_slot(p.slot)).inc()
+            case BootFailed():
+                self.boots_failed.labels(_slot(p.slot)).inc()
+            case BootFallback():
+                self.fallbacks.labels(_slot(p.from_slot), _slot(p.to_slot)).inc()
+            case SequenceStopped() | SequenceFailed():
+                self.sequences.labels(_s(p.sequence), _s(p.outcome)).inc()
+                self.sequence_seconds.labels(_s(p.sequence)).observe(_seconds(p.duration_ns))
+            case PhaseStopped() | PhaseFailed():
+                outcome = "failed" if isinstance(p, PhaseFailed) else _s(p.outcome)
+                self.phases.labels(_s(p.sequence), _s(p.phase), outcome).inc()
+                self.phase_seconds.labels(_s(p.sequence), _s(p.phase)).observe(_seconds(p.duration_ns))
+            case TaskStopped() | TaskFailed():
+                outcome = "failed" if isinstance(p, TaskFailed) else _s(p.outcome)
+                self.tasks.labels(_s(p.sequence), _s(p.task), outcome).inc()
+                self.task_seconds.labels(_s(p.sequence), _s(p.task)).observe(_seconds(p.duration_ns))
+            case ConfigApplied():
+                self.config_applies.labels(_s(p.mode)).inc()
+            case ApiDenied():
+                self.denials.labels(_s(p.method)).inc()
+            case ApiRefused():
+                self.refusals.labels(_s(p.method), _s(p.code)).inc()
 
 
-def _s(payload: dict[str, object], key: str) -> str:
-    value = payload.get(key)
-    return value if isinstance(value, str) and value else "none"
+_READ = frozenset({Kind.CHECKPOINT, Kind.BOOT_STARTED, Kind.BOOT_FAILED, Kind.BOOT_FALLBACK, Kind.SEQUENCE_STOPPED,
+                   Kind.SEQUENCE_FAILED, Kind.PHASE_STOPPED, Kind.PHASE_FAILED, Kind.TASK_STOPPED, Kind.TASK_FAILED,
+                   Kind.CONFIG_APPLIED, Kind.API_DENIED, Kind.API_REFUSED})
 
 
-def _slot(value: object) -> str:
+def _s(value: str | None) -> str:
+    return value or "none"
+
+
+def _slot(value: str | None) -> str:
     return value if value in ("A", "B") else "none"
 
 
-def _seconds(payload: dict[str, object]) -> float:
-    ns = payload.get("duration_ns")
-    return ns / 1e9 if isinstance(ns, int) and ns >= 0 else 0.0
+def _seconds(ns: int) -> float:
+    return ns / 1e9 if ns >= 0 else 0.0
 
 
 class MetricsEndpoint:

@@ -18,6 +18,7 @@ from ._rules import mark_bad as mark_bad
 from ._rules import mark_good as mark_good
 from ._rules import next_slot as next_slot
 from ._rules import revert as revert
+from ._rules import rollback as rollback
 
 __all__ = [
     "DEFAULT_TRIES",
@@ -36,4 +37,5 @@ __all__ = [
     "mark_good",
     "next_slot",
     "revert",
+    "rollback",
 ]

@@ -40,6 +40,7 @@ __all__ = [
     "mark_good",
     "next_slot",
     "revert",
+    "rollback",
 ]
 
 DEFAULT_TRIES = 3
@@ -171,3 +172,11 @@ def revert(env: BootEnv, current: Slot | None = None) -> tuple[BootEnv, tuple[Bo
                        f"good; nothing to roll back to", slot=target.value)
     new = _next(env, default=target)
     return new, (BootEvent("boot.reverted", {"from_slot": running.value, "to_slot": target.value}),)
+
+
+def rollback(env: BootEnv | None, running: Slot | None) -> tuple[BootEnv, tuple[BootEvent, ...]]:
+    """The agent's rollback (``revert``) from the slot this boot runs; ``NotFound`` also when it runs none (an
+    installer, a bare agent) or META is blank. The API's pre-check and the rollback itself both ask this."""
+    if running is None or env is None:
+        raise NotFound("this boot runs no slot of the disk (installer or bare agent); nothing to roll back to")
+    return revert(env, running)

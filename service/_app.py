@@ -20,7 +20,7 @@ import json
 import msgspec
 
 import config
-from boot import Slot, revert
+from boot import Slot, rollback
 from errors import GravenError, InvalidRequest, NotFound
 from events import Actor, Event, EventLog, Kind, NodeState, fold
 from fsm import NodeFSM, Stage
@@ -215,10 +215,8 @@ class NodeService:
         """A rollback needs the other slot to have booted good: refused at once, not after acceptance."""
         env = await asyncio.to_thread(self.seq.ports.boot_env.load)
         running = self.boot.slot
-        if running is None or env is None:
-            return NotFound("this boot runs no slot of the disk (installer or bare agent); nothing to roll back to")
         try:
-            revert(env, Slot.parse(running))  # the rule the rollback itself follows
+            rollback(env, Slot.parse(running) if running else None)  # the rule the rollback itself follows
         except NotFound as exc:
             return exc
         return None

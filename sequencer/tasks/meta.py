@@ -47,10 +47,9 @@ async def arm_slot(ctx: Context) -> None:
 async def revert_slot(ctx: Context) -> None:
     running = ctx.runtime.image.slot if ctx.runtime.image else None
     env = await ctx.blocking(ctx.ports.boot_env.load)
-    if running is None or env is None:
-        raise NotFound("this boot runs no slot of the disk; nothing to roll back to")
-    target = Slot.parse(running).other
-    env, _ = boot.revert(env, Slot.parse(running))  # NotFound unless the other slot booted good
+    env, _ = boot.rollback(env, Slot.parse(running) if running else None)  # the other slot must have booted good
+    target = env.default
+    assert target is not None, "a rollback makes the other slot the default"
     try:  # good once is not enough: the image must still be there and verify
         image = await ctx.blocking(ctx.ports.disk.verify_slot, target.value, ctx.config.machine.trusted_image_keys())
     except GravenError as exc:

@@ -17,6 +17,7 @@ from boot import (
     mark_bad,
     mark_good,
     revert,
+    rollback,
 )
 from errors import NotFound
 from storage import slot_label
@@ -111,6 +112,17 @@ def test_mark_bad_takes_slot_out_of_service():
     env, _ = mark_bad(env, Slot.A)
     assert env.default is None and bootable_slots(env) == ()
     assert choose_slot(env).slot is None
+
+
+def test_rollback_is_revert_from_the_running_slot():
+    env, _ = arm(installed(Slot.A), Slot.B)
+    env = mark_good(choose_slot(env).env, Slot.B)[0]  # B booted good; A still good
+    for running, env_or_none in ((None, env), (Slot.B, None)):
+        with pytest.raises(NotFound, match="runs no slot of the disk"):
+            rollback(env_or_none, running)
+    assert rollback(env, Slot.B) == revert(env, Slot.B) and rollback(env, Slot.B)[0].default is Slot.A
+    with pytest.raises(NotFound, match="cannot roll back to slot A: slot A holds no image that booted good"):
+        rollback(mark_bad(env, Slot.A)[0], Slot.B)
 
 
 def test_install_target_is_never_the_running_slot():

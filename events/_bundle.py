@@ -29,11 +29,12 @@ from errors import InvalidEvent, InvalidRequest, TamperedLog, UntrustedKey, Veri
 from pki import key_id_for, load_certificate, verify_log_certificate, verify_signature
 
 from ._checkpoint import Checkpoint, verify_note
-from ._consistency import bundle_consistency, verify_bundle_consistency
+from ._consistency import bundle_consistency, genesis_origin, verify_bundle_consistency
 from ._kinds import Kind
 from ._merkle import MerkleLevels, leaf_hash, verify_inclusion
 from ._record import Event, decode_event, event_hash
 from ._verify import ChainVerifier, VerifyReport
+from .payloads import Checkpointed, Genesis, certificate_of, payload_of
 
 if TYPE_CHECKING:
     import tarfile
@@ -104,7 +105,7 @@ def write_bundle(
     genesis = decode_event(raw_items[0][1], seq=0)
     manifest = {
         "format": BUNDLE_FORMAT,
-        "origin": str(genesis.payload.get("origin", "")),
+        "origin": genesis_origin(genesis),
         "from_seq": start,
         "to_seq": end,
         "count": len(events),
@@ -129,7 +130,7 @@ def write_bundle(
         for s, r in [*((s, r) for s, r in raw_items if s < start), *events]:
             ev = decoded.get(s) or decode_event(r, seq=s)
             if ev.kind in (Kind.GENESIS, Kind.KEY_ROTATED):
-                pem = load_certificate(bytes(ev.payload["cert"])).public_bytes(serialization.Encoding.PEM)
+                pem = load_certificate(certificate_of(ev)).public_bytes(serialization.Encoding.PEM)
                 _add(tar, f"certs/{s:08d}.pem", pem)
     return manifest
 
@@ -198,8 +199,8 @@ def _key_chain(key_events: list[bytes], ca: x509.Certificate, keys: dict[str, by
     for raw in key_events:
         ev = decode_event(raw)
         try:
-            pub = verify_log_certificate(load_certificate(bytes(ev.payload["cert"])), ca)
-        except (KeyError, UntrustedKey) as exc:
+            pub = verify_log_certificate(load_certificate(certificate_of(ev)), ca)
+        except (InvalidEvent, UntrustedKey) as exc:
             raise TamperedLog(f"seq {ev.seq}: key certificate not issued by the CA", seq=ev.seq,
                               reason="untrusted-key") from exc
         signer = pub if ev.kind == Kind.GENESIS else keys.get(current or "")
@@ -207,7 +208,7 @@ def _key_chain(key_events: list[bytes], ca: x509.Certificate, keys: dict[str, by
             raise TamperedLog(f"seq {ev.seq}: key event is not signed by the key in force", seq=ev.seq,
                               reason="signature")
         if ev.kind == Kind.GENESIS:
-            origin = str(ev.payload.get("origin", ""))
+            origin = payload_of(ev, Genesis).origin
         keys[key_id_for(pub)] = pub
         current = key_id_for(pub)
     return keys, current, origin
@@ -253,8 +254,8 @@ def _check_anchor(bundle: Bundle, verifier: ChainVerifier, start: int) -> Checkp
         raise TamperedLog(f"seq {anchor.seq}: anchor checkpoint is not signed by a certified log key",
                           seq=anchor.seq, reason="checkpoint")
     try:
-        cp = verify_note(str(anchor.payload["note"]), pub)
-    except (KeyError, VerificationError) as exc:
+        cp = verify_note(payload_of(anchor, Checkpointed).note, pub)
+    except (InvalidEvent, VerificationError) as exc:
         raise TamperedLog(f"seq {anchor.seq}: anchor checkpoint note does not verify", seq=anchor.seq,
                           reason="checkpoint") from exc
     for offset, raw in enumerate(bundle.events):

@@ -20,7 +20,8 @@ from errors import InvalidRequest, TamperedLog, VerificationError
 from ._checkpoint import Checkpoint, verify_note
 from ._kinds import Kind
 from ._merkle import MerkleLevels, verify_consistency
-from ._record import decode_event
+from ._record import Event, decode_event
+from .payloads import Checkpointed, Genesis, payload_of, read_payload
 
 if TYPE_CHECKING:
     from ._verify import ChainVerifier
@@ -38,13 +39,19 @@ def checkpoints_of(raw_items: Sequence[tuple[int, bytes]]) -> dict[int, tuple[in
         if b"log.checkpoint" in raw:  # cheap filter before decoding
             ev = decode_event(raw, seq=seq)
             if ev.kind == Kind.CHECKPOINT:
-                out[int(ev.payload["size"])] = (seq, raw)
+                out[payload_of(ev, Checkpointed).size] = (seq, raw)
     return out
 
 
 def _note(checkpoints: Mapping[int, tuple[int, bytes]], size: int) -> str | None:
     found = checkpoints.get(size)
-    return str(decode_event(found[1]).payload["note"]) if found else None
+    return payload_of(decode_event(found[1]), Checkpointed).note if found else None
+
+
+def genesis_origin(genesis: Event) -> str:
+    """The origin a log's first event names ("" when it is no genesis)."""
+    p = read_payload(genesis)
+    return p.origin if isinstance(p, Genesis) else ""
 
 
 def prove(raw_items: Sequence[tuple[int, bytes]], from_size: int, to_size: int | None = None) -> dict[str, Any]:
@@ -64,7 +71,7 @@ def prove(raw_items: Sequence[tuple[int, bytes]], from_size: int, to_size: int |
     genesis = decode_event(raw_items[0][1], seq=0)
     return {
         "format": CONSISTENCY_FORMAT,
-        "origin": str(genesis.payload.get("origin", "")),
+        "origin": genesis_origin(genesis),
         "from_size": from_size,
         "from_root": old.hex(),
         "to_size": to_size,
@@ -94,9 +101,9 @@ def bundle_consistency(raw_items: Sequence[tuple[int, bytes]], to_seq: int) -> d
     for size, (seq, raw) in sorted(checkpoints.items()):
         if size >= to_seq:
             continue
-        cp = decode_event(raw, seq=seq)
-        entries.append({"seq": seq, "size": size, "root": bytes(cp.payload["root"]).hex(),
-                        "note": str(cp.payload["note"]), "proof": [h.hex() for h in levels.consistency_proof(size)]})
+        cp = payload_of(decode_event(raw, seq=seq), Checkpointed)
+        entries.append({"seq": seq, "size": size, "root": cp.root.hex(), "note": cp.note,
+                        "proof": [h.hex() for h in levels.consistency_proof(size)]})
     return {"format": CONSISTENCY_FORMAT, "to": {"seq": anchor_seq, "size": to_seq, "root": levels.root().hex()},
             "from": entries}
 

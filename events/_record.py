@@ -7,7 +7,6 @@ that hash. Canonical encoding is msgpack with sorted map keys (``specs/event-log
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import msgspec
 
@@ -53,7 +52,7 @@ class UnsignedEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     boot_id: str
     kind: str
     actor: Actor
-    payload: dict[str, Any]
+    payload: dict[str, object]
     prev: bytes
     key_id: str
 
@@ -65,7 +64,7 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     boot_id: str
     kind: str
     actor: Actor
-    payload: dict[str, Any]
+    payload: dict[str, object]
     prev: bytes
     key_id: str
     sig: bytes
@@ -159,7 +158,7 @@ def unsigned_bytes(body: UnsignedEvent) -> tuple[bytes, bytes]:
 def signed_bytes(unsigned: bytes, event: Event) -> bytes:
     """``encode_event(event)`` given ``unsigned`` = the canonical bytes of ``event.unsigned()``, without encoding
     the event again: in sorted key order ``sig`` goes right before ``time_ns``, the last entry, and the map header
-    counts one entry more. Any other layout than a 64-byte signature and a 64-bit time is encoded in full."""
+    counts one entry more. Every other layout than a 64-byte signature and a 64-bit time is encoded in full."""
     n = len(unsigned)
     if (len(event.sig) == 64 and event.time_ns >= 1 << 32 and unsigned[:1] == b"\x89"
             and unsigned[n - 17 : n - 8] == _TIME64):

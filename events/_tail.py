@@ -22,7 +22,7 @@ from ._kinds import Kind
 from ._merkle import CompactRange
 from ._record import GENESIS_PREV, decode_event
 from ._verify import ChainVerifier
-from .payloads import Checkpointed, payload_of
+from .payloads import Checkpointed, certificate_of, payload_of
 
 __all__ = ["LogTail", "NewestFirst", "OldestFirst", "verify_tail"]
 
@@ -85,7 +85,7 @@ def _certified_key(newest_first: Iterable[tuple[int, bytes]], key_id: str) -> by
         try:
             event = decode_event(raw, seq=seq)
             if event.kind in (Kind.GENESIS, Kind.KEY_ROTATED):
-                pub = cert_public_raw(load_certificate(event.payload["cert"]))
+                pub = cert_public_raw(load_certificate(certificate_of(event)))
                 if key_id_for(pub) == key_id:
                     return pub
         except (InvalidEvent, KeyError, TypeError, ValueError, UntrustedKey):

@@ -29,7 +29,7 @@ from ._checkpoint import Checkpoint, verify_note
 from ._kinds import Kind
 from ._merkle import CompactRange, leaf_hash
 from ._record import GENESIS_PREV, Event, decode_event, trusted_event_hash
-from .payloads import Checkpointed, payload_of
+from .payloads import Checkpointed, certificate_of, payload_of
 
 __all__ = ["ChainVerifier", "KeyInfo", "VerifyReport", "verify_items"]
 
@@ -197,12 +197,12 @@ class ChainVerifier:
 
     def _certify(self, event: Event, seq: int) -> bytes | None:
         try:
-            cert = load_certificate(event.payload["cert"])
+            cert = load_certificate(certificate_of(event))
             pub = verify_log_certificate(cert, self.ca) if self.ca is not None else cert_public_raw(cert)
             kid = key_id_for(pub)
             info = KeyInfo(kid, cert_subject(cert)[0], seq, cert.not_valid_before_utc.isoformat(),
                            cert.not_valid_after_utc.isoformat())
-        except (KeyError, TypeError, ValueError, UntrustedKey) as exc:
+        except (InvalidEvent, KeyError, TypeError, ValueError, UntrustedKey) as exc:
             msg = exc.message if isinstance(exc, UntrustedKey) else f"no valid certificate in payload ({exc})"
             self._bad(seq, "untrusted-key", f"seq {seq}: {msg}")
             return None

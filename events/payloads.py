@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from ._kinds import Kind
+from ._record import Event
 from ._schema import SCHEMAS as SCHEMAS
 from ._schema import VERSION_KEY as VERSION_KEY
 from ._schema import Payload as Payload
@@ -22,6 +23,7 @@ __all__ = [  # and a Struct per kind, each named in SCHEMAS
     "VERSION_KEY",
     "Payload",
     "Schemas",
+    "certificate_of",
     "payload_of",
     "read_payload",
     "to_payload",
@@ -56,6 +58,13 @@ class KeyRotated(Payload, frozen=True, kw_only=True):
     KIND = Kind.KEY_ROTATED
     cert: bytes = b""
     key_id: str = ""
+
+
+def certificate_of(event: Event) -> bytes:
+    """The log certificate (DER) a genesis or key rotation event carries (``InvalidEvent`` when it is no bytes)."""
+    if event.kind == Kind.GENESIS:
+        return payload_of(event, Genesis).cert
+    return payload_of(event, KeyRotated).cert
 
 
 # -- boots ---------------------------------------------------------------------------------------------------------

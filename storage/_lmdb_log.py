@@ -5,8 +5,8 @@ Writes go through a two-stage pipeline so signing overlaps with fsync:
     appenders ──queue──▶ sequencer thread ──batches──▶ committer thread ──▶ futures resolved
                          (seq, prev, sign;             (one txn, fsync)
                           part of a batch on a
-                          signer thread, or of a big
-                          batch in a child process)
+                          signer thread, or a big
+                          batch in two child processes)
 
 Concurrent appenders share a transaction (group commit); a future resolves only after its transaction is
 durable. If a commit fails (disk full), every batch built on it fails too and the chain is re-read from disk,
@@ -47,7 +47,7 @@ from events import GENESIS_PREV, NODE, Actor, ChainWriter, Clock, CompactRange, 
 from pki import Signer
 
 from ._lmdb_errors import lmdb_errors, out_of_space, translate
-from ._lmdb_reader import DB_NAME, DEFAULT_MAP_SIZE, WRITER_ENVS, LogReader, open_env, seq_key
+from ._lmdb_reader import DB_NAME, DEFAULT_MAP_SIZE, WRITER_ENVS, LogReader, grow_map, open_env, seq_key
 from ._lmdb_tail import Tail, dummy_frontier, read_tail
 from ._lmdb_waiters import (
     STOP,
@@ -70,6 +70,7 @@ __all__ = ["RECOVERED", "LmdbEventLog", "LogReader", "seq_key"]
 SMALL_BATCH = 4  # events the sequencer writes itself when the committer is idle
 CROWDED_S = 0.05  # no lone-appender path for this long after an appender queued behind one
 CHILD_BATCH = 64  # events in a batch from which part is signed by the signing process (_sign_child)
+CHILD_REST = 16  # events left after the first child's share from which a second child signs them
 PART = 128  # a bigger take from the queue is built in parts, each handed to the committer once built
 
 RECOVERED = "recovered: the previous boot ended unsealed"
@@ -119,6 +120,7 @@ class LmdbEventLog:
         self._chain_lock = threading.Lock()  # held while events are prepared and completed, see the module's doc
         self._crowded_until = 0.0
         self._child = ChildSigner()  # started by the sequencer on the first big batch
+        self._child2 = ChildSigner()  # signs the rest of a big batch: the sequencer then signs none of it
         self._sent = 0  # batches and markers handed to the committer (written by the sequencer only)
         self._done = 0  # and handled by it (written by the committer only)
         tail = self._load_tail()
@@ -343,6 +345,7 @@ class LmdbEventLog:
                     self._hand_over(batch)
         signer.stop()
         self._child.close()
+        self._child2.close()
         self._commits.put(STOP)
 
     def _stageable(self, part: list[Req | Ctl | object], in_flight: int) -> bool:
@@ -465,11 +468,16 @@ class LmdbEventLog:
                          between: Callable[[], None] | None = None) -> list[bytes]:
         """Sign the events after the first ``sent`` here while the child signs those, then collect its signatures
         (made here too if it failed)."""
-        sign = self._chain.signer.sign
-        mine = [sign(p[2]) for p, _ in pending[sent:]]
+        sign, rest = self._chain.signer.sign, [p[2] for p, _ in pending[sent:]]
+        # the rest to the second child: then this thread signs nothing and never waits for the GIL between two
+        # signatures (the appenders' and the committer's threads hold it often; half the time, with 256 threads)
+        other = self._child2 if len(rest) >= CHILD_REST and self._child2.give(self._chain.signer, rest) else None
+        mine = [] if other is not None else [sign(d) for d in rest]
         if between is not None:
             between()
-        theirs = self._child.collect()
+        theirs, by_other = self._child.collect(other)
+        if other is not None:
+            mine = by_other if by_other is not None else [sign(d) for d in rest]
         return (theirs if theirs is not None else [sign(p[2]) for p, _ in pending[:sent]]) + mine
 
     def _control_item(self, item: Ctl, batch: Batch) -> None:
@@ -578,7 +586,7 @@ class LmdbEventLog:
                             raise StorageError(f"{self.path}: seq {event.seq} is already stored")
                 break
             except lmdb.MapFullError:
-                self._grow()
+                grow_map(self._env, self.path)
             except (lmdb.Error, OSError) as exc:
                 err = translate(exc, str(self.path))
                 if not isinstance(err, DiskFull) and out_of_space(str(self.path), exc, sum(len(r) for _, r in signed)):
@@ -587,13 +595,3 @@ class LmdbEventLog:
         with self._cond:
             self._durable_next = signed[-1][0].seq + 1
             self._cond.notify_all()
-
-    def _grow(self) -> None:
-        size = self._env.info()["map_size"] * 2
-        for _ in range(100):
-            try:
-                self._env.set_mapsize(size)
-                return
-            except lmdb.Error:
-                time.sleep(0.01)  # a reader in this process holds a transaction; it is short
-        raise StorageError(f"{self.path}: could not grow the map to {size} bytes")

@@ -18,7 +18,7 @@ from events import Event, decode_event
 
 from ._lmdb_errors import lmdb_errors
 
-__all__ = ["DB_NAME", "DEFAULT_MAP_SIZE", "KEY", "WRITER_ENVS", "LogReader", "open_env", "seq_key"]
+__all__ = ["DB_NAME", "DEFAULT_MAP_SIZE", "KEY", "WRITER_ENVS", "LogReader", "grow_map", "open_env", "seq_key"]
 
 KEY = struct.Struct(">Q")
 DB_NAME = b"events"
@@ -38,6 +38,18 @@ def open_env(path: Path, *, readonly: bool, map_size: int = DEFAULT_MAP_SIZE) ->
                 # A copied log on read-only media has no usable lock file; nobody writes it.
                 return lmdb.open(str(path), readonly=True, max_dbs=2, lock=False, subdir=True)
         return lmdb.open(str(path), map_size=map_size, max_dbs=2, subdir=True, sync=True, metasync=True)
+
+
+def grow_map(env: lmdb.Environment, path: Path) -> None:
+    """Double the writer's map (it was full)."""
+    size = env.info()["map_size"] * 2
+    for _ in range(100):
+        try:
+            env.set_mapsize(size)
+            return
+        except lmdb.Error:
+            time.sleep(0.01)  # a reader in this process holds a transaction; it is short
+    raise StorageError(f"{path}: could not grow the map to {size} bytes")
 
 
 # LMDB allows one environment per path per process: readers in the writer's process share its environment.

@@ -4,7 +4,9 @@ Ed25519 in ``cryptography`` releases the GIL while it signs, but a signing threa
 signatures; while the sequencer, the committer and the callers' threads run Python, it waits for it, and two
 signing threads reach well under twice one core. A child process has no such wait: the sequencer sends it part of a
 big batch's hashes, signs the rest itself, and reads the child's signatures back. Ed25519 is deterministic, so the
-signatures are the ones the sequencer would have made; the bytes on disk do not change.
+signatures are the ones the sequencer would have made; the bytes on disk do not change. The log runs two: the
+first takes its share of a big batch as soon as it is prepared, the second the rest, so that the sequencer signs
+none of it (signing in the writer's process waits for the GIL between two signatures).
 
 The child is started on the first big batch (a node at rest never starts it), holds the log key only in memory,
 and exits when its pipe closes (the log closed, or the writer died). A failure (it died, a short read) stops
@@ -89,14 +91,19 @@ class ChildSigner:
         key_raw = self._key[1]
         return len(digests) if key_raw is not None and self.send(key_raw, digests) else 0
 
-    def collect(self) -> list[bytes] | None:
-        """``receive``, and adjust ``share``: the caller waited for the child, less next time; it was done, more."""
+    def collect(self, other: ChildSigner | None = None) -> tuple[list[bytes] | None, list[bytes] | None]:
+        """``receive``, and from ``other`` too (the rest of the batch, when given), then adjust ``share`` so that
+        the caller waits for neither: alone, the caller signed the rest meanwhile (waited for this child: less
+        next time, else more); with ``other``, whichever of the two was waited for gets less next time."""
         t = time.perf_counter()
         theirs = self.receive()
+        mid = time.perf_counter()
+        rest = other.receive() if other is not None else None
+        waited, waited_other = mid - t > 50e-6, time.perf_counter() - mid > 50e-6
+        step = (-0.02 if waited else 0.02) if other is None else 0.02 * (waited_other - waited)
         if theirs is not None:
-            waited = time.perf_counter() - t > 50e-6
-            self.share = min(0.9, max(0.3, self.share + (-0.02 if waited else 0.02)))
-        return theirs
+            self.share = min(0.9, max(0.3 if other is None else 0.1, self.share + step))
+        return theirs, rest
 
     def send(self, key_raw: bytes, digests: list[bytes]) -> bool:
         """Hand ``digests`` (32 bytes each) to the child; False when it cannot take them (sign them here)."""

@@ -52,10 +52,13 @@ def test_big_batches_signed_by_the_child_verify(tmp_path: Path, pki: Any) -> Non
         acked = _burst(log, 256, 12)
         pid = _child_pid(log)
         assert pid is not None and not log._child.failed, "no batch went to the signing process"
+        second = log._child2._proc.pid if log._child2._proc is not None else None
+        assert second is not None and not log._child2.failed, "the rest of a big batch went to no second child"
         assert len({e.seq for e in acked}) == 256 * 12
     finally:
         log.close()
-    assert not Path(f"/proc/{pid}").exists() or _zombie(pid), "the signing process outlived its log"
+    for p in (pid, second):
+        assert not Path(f"/proc/{p}").exists() or _zombie(p), "a signing process outlived its log"
     with LogReader(tmp_path / "log") as reader:
         report = verify_items(reader.read_raw(), pki.ca_cert)
         stored = {e.seq: e for e in reader.read()}
@@ -68,8 +71,15 @@ def test_a_child_that_dies_costs_no_append(tmp_path: Path, pki: Any) -> None:
         acked = _burst(log, 256, 4)
         pid = _child_pid(log)
         assert pid is not None
-        acked += _burst(log, 256, 8, during=lambda: os.kill(pid, signal.SIGKILL))
-        assert log._child.failed  # it was noticed, and the rest was signed in the writer's process
+        second = log._child2._proc.pid if log._child2._proc is not None else None
+        assert second is not None
+
+        def kill_both() -> None:
+            os.kill(pid, signal.SIGKILL)
+            os.kill(second, signal.SIGKILL)
+
+        acked += _burst(log, 256, 8, during=kill_both)
+        assert log._child.failed  # noticed; the rest was signed in the writer's process (without the second)
         acked += _burst(log, 256, 2)
     finally:
         log.close()

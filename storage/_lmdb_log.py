@@ -69,7 +69,7 @@ __all__ = ["RECOVERED", "LmdbEventLog", "LogReader", "seq_key"]
 
 SMALL_BATCH = 4  # events the sequencer writes itself when the committer is idle
 CROWDED_S = 0.05  # no lone-appender path for this long after an appender queued behind one
-CHILD_BATCH = 64  # events in a batch from which part is signed by the signing process (_sign_child)
+CHILD_BATCH = 32  # events in a batch from which part is signed by the signing processes (_sign_child)
 CHILD_REST = 16  # events left after the first child's share from which a second child signs them
 PART = 128  # a bigger take from the queue is built in parts, each handed to the committer once built
 

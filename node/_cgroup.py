@@ -9,13 +9,19 @@ cgroup v1 (Documentation/admin-guide/cgroup-v1/memory.rst): ``memory.limit_in_by
 equal to it where swap is accounted, and ``memory.swappiness`` 0; ``memory.oom_control`` reads
 ``oom_kill_disable``, ``under_oom`` and (since 4.13) ``oom_kill``. v1 has no group kill: the launcher kills PID 1
 on the OOM notification, which ends the pid namespace.
+Devices (v1 ``devices`` controller): ``device_rules`` lists what a machine may open or make (its /dev's character
+devices, its block disk and partitions); on a host whose devices controller is v2 only, that takes a BPF program,
+which Graven does not load: the machine's devices are then what its /dev holds (PID 1 is root and could mknod more).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["OomVerdict", "Setting", "files", "limit_settings", "oom_verdict"]
+__all__ = ["BLOCK_EXT_MAJOR", "OomVerdict", "Setting", "device_rules", "files", "limit_settings", "oom_verdict"]
+
+BLOCK_EXT_MAJOR = 259  # "blkext": the kernel's numbers for partitions of disks with no minors of their own (loop)
 
 
 @dataclass(frozen=True)
@@ -86,3 +92,21 @@ def oom_verdict(version: int, events: str) -> OomVerdict:
                           group_kills=keys.get("oom_group_kill", 0), under_oom=False, counted="oom_kill" in keys)
     return OomVerdict(kills=keys.get("oom_kill", 0), limit_hits=0, group_kills=0,
                       under_oom=keys.get("under_oom", 0) > 0, counted="oom_kill" in keys)
+
+
+def device_rules(chars: Iterable[tuple[int, int]], disks: Iterable[tuple[int, int]], *,
+                 new_partitions: bool) -> list[str]:
+    """The v1 devices cgroup's ``devices.allow`` lines of a machine, after ``a`` in ``devices.deny``: its character
+    devices, its block disk and the partitions it has (by number), and, when the agent may make partitions
+    (``new_partitions``: an installer boot, whose install partitions a blank disk), any partition numbered by the
+    kernel's ``blkext`` major, since the kernel picks their numbers only then. ``rwm``: read, write, mknod."""
+    rules = [f"c {major}:{minor} rwm" for major, minor in chars]
+    rules += [f"b {major}:{minor} rwm" for major, minor in disks]
+    if new_partitions:
+        rules.append(f"b {BLOCK_EXT_MAJOR}:* rwm")
+    for rule in rules:
+        kind, _, rest = rule.partition(" ")
+        numbers = rest.split()[0].split(":")
+        if kind not in ("b", "c") or len(numbers) != 2 or not all(n == "*" or n.isdigit() for n in numbers):
+            raise ValueError(f"device rule {rule!r}: 'b|c MAJOR:MINOR rwm'")
+    return rules

@@ -4,13 +4,16 @@ The supervisor (firmware and bootloader) has verified and mounted the slot's squ
 launcher (``Launcher``: a child of its own process, no new interpreter, which would cost ~100 ms of every boot;
 ``python -m node._launch SPEC.json`` runs the same launcher from a spec file). The launcher
 1. makes the machine's memory cgroup (v2 ``memory.max``, or v1 ``memory.limit_in_bytes`` where the memory
-   controller is still on the v1 hierarchy) and enters it;
+   controller is still on the v1 hierarchy) and, where the host has the v1 devices controller, its devices cgroup
+   (only /dev's character devices and the machine's block disk and partitions: ``_cgroup.device_rules``), and
+   enters them;
 2. unshares new pid, mount, uts and ipc namespaces (the network namespace is the supervisor's: the node's own in
    a netns cluster, made by ``provision._netns``) and forks: the child is PID 1 of the new pid namespace;
 3. in the child: makes every mount private, binds the slot's root onto itself read-only, mounts a fresh
    ``/proc``, a read-only ``/sys``, a minimal ``/dev`` (null, zero, full, random, urandom, tty; fd links) and
-   ``/run`` and ``/tmp`` on tmpfs, and under ``/machine`` (a tmpfs) the machine's disk (``/machine/disk``, which
-   holds STATE and EPHEMERAL) and run directory (``/machine/run``); then ``pivot_root`` into the slot's root,
+   ``/run`` and ``/tmp`` on tmpfs (a block disk machine's disk and partition nodes in ``/dev`` too), and under
+   ``/machine`` (a tmpfs) the machine's disk (``/machine/disk``, which holds STATE and EPHEMERAL; a sandbox
+   disk's folder) and run directory (``/machine/run``); then ``pivot_root`` into the slot's root,
    detaches the old root and execs the image's own interpreter with ``-m node agent``;
 4. waits. The agent, as PID 1, ends only through reboot(2): the kernel turns that into SIGHUP (reboot) or SIGINT
    (power off) of PID 1, seen here as its death by that signal. Anything else is a failed boot; an OOM kill in the
@@ -75,6 +78,7 @@ HOST_VIEW = f"{MACHINE}/host"  # where shared host directories appear, at their 
 S_IFBLK = 0o060000
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
 CGROUP_FS = Path("/sys/fs/cgroup")
+DEVICES_FS = CGROUP_FS / "devices"  # the v1 devices controller's hierarchy, where the host has one
 DISK_NAME_ENV = "GRAVEN_DISK_NAME"  # the machine's disk as the host names it (graven machine --disk)
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
@@ -93,6 +97,8 @@ class ContainerSpec:
     cgroup_version: int = 2
     shares: list[tuple[str, bool]] = field(default_factory=list)  # host directories shown inside (path, writable)
     disks: list[tuple[str, int, int]] = field(default_factory=list)  # block device nodes in /dev: name, major, minor
+    devices_cgroup: str = ""  # the machine's v1 devices cgroup ("" where the host has no v1 devices controller)
+    device_rules: list[str] = field(default_factory=list)  # its devices.allow lines (_cgroup.device_rules)
 
     @classmethod
     def load(cls, path: str) -> ContainerSpec:
@@ -163,7 +169,7 @@ def _share_dir(path: Path, writable: bool) -> bool:
 def prepare(slot_root: Path, machine_dir: Path, run_dir: Path, agent_args: list[str], *, memory: int,
             platform: str, hostname: str, shares: list[tuple[str, bool]],
             disks: list[tuple[str, int, int]] | None = None, disk_name: str | None = None,
-            ) -> tuple[ContainerSpec, Path]:
+            new_partitions: bool = False) -> tuple[ContainerSpec, Path]:
     """The launcher's spec for one boot (written to ``run_dir/container.json``, which also tells observers the
     machine's cgroup), and its path. Raises ``FileNotFoundError`` naming what the image lacks to boot."""
     if not (slot_root / PYTHON).is_file():
@@ -183,6 +189,10 @@ def prepare(slot_root: Path, machine_dir: Path, run_dir: Path, agent_args: list[
                          hostname=hostname, cgroup_version=version,
                          shares=[(str(Path(p).absolute()), w) for p, w in shares if _share_dir(Path(p), w)],
                          disks=list(disks or []))
+    if (DEVICES_FS / "devices.allow").exists() and os.access(DEVICES_FS, os.W_OK):
+        spec.devices_cgroup = str(DEVICES_FS / "graven" / f"{hostname}-{tag}")
+        spec.device_rules = _cgroup.device_rules(DEVICES.values(), [(ma, mi) for _, ma, mi in spec.disks],
+                                                 new_partitions=new_partitions and bool(spec.disks))
     path = run_dir / "container.json"
     spec.save(path)
     return spec, path
@@ -310,6 +320,15 @@ def _enter_cgroup(spec: ContainerSpec, result: ContainerResult) -> Path:
                 raise
     (cg / files["procs"]).write_text(str(os.getpid()))
     result.memory_limit = spec.memory
+    if spec.devices_cgroup:
+        dev = Path(spec.devices_cgroup)
+        with contextlib.suppress(OSError):
+            dev.rmdir()
+        dev.mkdir(parents=True, exist_ok=True)
+        (dev / "devices.deny").write_text("a")
+        for rule in spec.device_rules:
+            (dev / "devices.allow").write_text(rule)
+        (dev / "cgroup.procs").write_text(str(os.getpid()))
     return cg
 
 
@@ -318,6 +337,9 @@ def _step_out(cg: Path, spec: ContainerSpec) -> None:
     top = Path(CGROUP_FS / "memory") if spec.cgroup_version == 1 else cg.parent.parent
     with contextlib.suppress(OSError):
         (top / "cgroup.procs").write_text(str(os.getpid()))
+    if spec.devices_cgroup:
+        with contextlib.suppress(OSError):
+            (DEVICES_FS / "cgroup.procs").write_text(str(os.getpid()))
 
 
 def _oom_events(cg: Path) -> int | None:
@@ -360,12 +382,20 @@ def _leave_cgroup(cg: Path, spec: ContainerSpec, result: ContainerResult) -> Non
     with contextlib.suppress(OSError, ValueError):
         result.memory_peak = int((cg / files["peak"]).read_text())
     _step_out(cg, spec)
-    for _ in range(50):  # the namespace's processes are being killed; the cgroup empties in a moment
-        try:
-            cg.rmdir()
-            return
-        except OSError:
-            time.sleep(0.02)
+    _remove_cgroups([cg, *([Path(spec.devices_cgroup)] if spec.devices_cgroup else [])], 0.02)
+
+
+def _remove_cgroups(cgroups: list[Path], pause: float) -> None:
+    """Remove the machine's cgroups once empty (its processes are being killed: that takes a moment)."""
+    for cg in cgroups:
+        for _ in range(50):
+            try:
+                cg.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(pause)
 
 
 # -- PID 1's side, before exec -------------------------------------------------------------------------------
@@ -540,7 +570,7 @@ def _finish(spec: ContainerSpec, result: ContainerResult) -> int:
 
 
 def forget(machine_dir: Path) -> None:
-    """After a machine was stopped (or killed): SIGKILL whatever still runs in its cgroup and remove the cgroup."""
+    """After a machine was stopped (or killed): SIGKILL whatever still runs in its cgroup and remove its cgroups."""
     try:
         spec = json.loads((machine_dir / "run" / "container.json").read_text())
     except (OSError, ValueError):
@@ -550,15 +580,17 @@ def forget(machine_dir: Path) -> None:
         try:
             pids = [int(p) for p in (cg / "cgroup.procs").read_text().split()]
         except (OSError, ValueError):
-            return
+            break
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         try:
             cg.rmdir()
-            return
+            break
         except OSError:
             time.sleep(0.05)
+    if spec.get("devices_cgroup"):
+        _remove_cgroups([Path(spec["devices_cgroup"])], 0.05)
 
 
 def read_result(path: Path) -> ContainerResult | None:

@@ -398,7 +398,8 @@ class Machine:
                 spec, _ = _launch.prepare(
                     boot.root, self.root, self.run_dir, args, memory=self.opts.memory, platform=_platform(),
                     hostname=self.root.name, shares=self._shares(), disks=disks,
-                    disk_name=str(self.opts.device) if self.opts.device else None)
+                    disk_name=str(self.opts.device) if self.opts.device else None,
+                    new_partitions=boot.slot is None)  # the installer partitions the disk
             except (FileNotFoundError, StorageError) as exc:
                 self.pending = handed + self.pending
                 boot_file.unlink(missing_ok=True)

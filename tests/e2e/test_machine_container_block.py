@@ -40,6 +40,16 @@ def _root_partition(m: Machine) -> dict[str, str]:
     raise AssertionError(f"no root mount in /proc/{pid}/mountinfo")
 
 
+def _devices_allowed(m: Machine) -> list[str] | None:
+    """PID 1's devices cgroup's rules (None where the host has no v1 devices controller)."""
+    pid = m.pid1()
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "devices" in controllers.split(","):
+            return Path(f"/sys/fs/cgroup/devices{path}/devices.list").read_text().splitlines()
+    return None
+
+
 def test_install_upgrade_and_rollback_on_a_block_disk(machines: Machines, images: Images) -> None:
     m = machines.new("cblock", disk="block", boot_from=images.v1, provisioner="container").start()
     m.wait_maintenance()
@@ -60,6 +70,10 @@ def test_install_upgrade_and_rollback_on_a_block_disk(machines: Machines, images
     root = _root_partition(m)
     assert (root["fstype"], root["partname"], root["backing"]) == ("squashfs", "BOOT-A", str(m.device))
     assert root["options"].startswith("ro")
+    allowed = _devices_allowed(m)
+    if allowed is not None:  # the v1 devices controller: /dev's devices, the disk and its partitions by number
+        assert "a *:* rwm" not in allowed and "b 259:* rwm" not in allowed and "c 1:3 rwm" in allowed
+        assert sum(1 for rule in allowed if rule.startswith("b ")) == 7  # the disk and its six partitions
 
     r = m.ctl("upgrade", "--image", str(images.v2), "--wait", timeout=150)
     assert r.returncode == 0, r.stdout + r.stderr + m.log()

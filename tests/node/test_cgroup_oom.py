@@ -139,3 +139,61 @@ def test_a_real_oom_kill_reads_as_killed_on_this_hosts_cgroup_version():
             except OSError:
                 time.sleep(0.02)
         assert not Path(cg).exists()
+
+
+def test_device_rules_allow_the_machines_devices_and_new_partitions_only_when_asked():
+    rules = _cgroup.device_rules([(1, 3), (5, 0)], [(7, 4), (259, 2)], new_partitions=False)
+    assert rules == ["c 1:3 rwm", "c 5:0 rwm", "b 7:4 rwm", "b 259:2 rwm"]
+    with_new = _cgroup.device_rules([(1, 3)], [(7, 4)], new_partitions=True)
+    assert with_new[-1] == f"b {_cgroup.BLOCK_EXT_MAJOR}:* rwm" and not any(r.startswith("b 7:*") for r in with_new)
+
+
+# a process in the machine's cgroups, as PID 1 is: it may open its /dev's devices and its disk, nothing else
+_PROBE = """
+import errno, json, os, sys
+from pathlib import Path
+from node._launch import ContainerResult, ContainerSpec, _enter_cgroup, _leave_cgroup
+spec = ContainerSpec(**json.loads(sys.argv[1]))
+cg = _enter_cgroup(spec, ContainerResult())
+got = {}
+for name, path in (("null", "/dev/null"), ("kmsg", "/dev/kmsg"), ("loop-control", "/dev/loop-control")):
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+        got[name] = "ok"
+    except OSError as exc:
+        got[name] = errno.errorcode[exc.errno]
+node = Path(sys.argv[2])
+try:
+    os.mknod(node, 0o600 | 0o060000, os.makedev(7, 250))
+    got["mknod-loop250"] = "ok"
+except OSError as exc:
+    got["mknod-loop250"] = errno.errorcode[exc.errno]
+_leave_cgroup(cg, spec, ContainerResult())
+print(json.dumps(got))
+"""
+
+
+@pytest.mark.skipif(not Path("/sys/fs/cgroup/devices/devices.allow").exists(),
+                    reason="no v1 devices controller here (v2 device control needs a BPF program, not loaded)")
+def test_a_machine_opens_only_its_own_devices(tmp_path: Path):
+    """The launcher's own cgroup set-up (v1 devices controller, where the host has one) in a process that then
+    tries the devices: /dev/null is allowed, the kernel log, loop-control and any other block device are not."""
+    import json
+    from dataclasses import asdict
+
+    from node import _launch
+
+    found = memory_cgroup_root()
+    assert found is not None
+    base, version = found
+    spec = _launch.ContainerSpec(root="/", machine_dir=str(tmp_path), argv=[], env={}, result="", pid_file="",
+                                 cgroup=str(base / f"devtest-{os.getpid()}"), memory=64 << 20, cgroup_version=version,
+                                 devices_cgroup=str(_launch.DEVICES_FS / "graven" / f"devtest-{os.getpid()}"),
+                                 device_rules=_cgroup.device_rules(_launch.DEVICES.values(), [], new_partitions=False))
+    repo = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(asdict(spec)), str(tmp_path / "loop250")],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": repo})
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got == {"null": "ok", "kmsg": "EPERM", "loop-control": "EPERM", "mknod-loop250": "EPERM"}
+    assert not Path(spec.cgroup).exists() and not Path(spec.devices_cgroup).exists()

@@ -162,26 +162,27 @@ def _export(args: argparse.Namespace) -> int:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(out)
-    print(f"exported seq {manifest['from_seq']}..{manifest['to_seq']} ({manifest['count']} events) of "
-          f"{manifest['origin']} to {out}", file=sys.stderr)
+    print(f"exported seq {manifest.from_seq}..{manifest.to_seq} ({manifest.count} events) of "
+          f"{manifest.origin} to {out}", file=sys.stderr)
     return 0
 
 
 def _prove(args: argparse.Namespace) -> int:
     source = open_source(args.path)
-    if source.manifest is not None and int(source.manifest["from_seq"]) != 0:
-        raise InvalidRequest(f"{args.path} is a partial export (from seq {source.manifest['from_seq']}): a "
+    if source.manifest is not None and source.manifest.from_seq != 0:
+        raise InvalidRequest(f"{args.path} is a partial export (from seq {source.manifest.from_seq}): a "
                              "consistency proof needs every event from seq 0")
     doc = prove(source.raw, args.from_size, args.to_size)
     assert check_proof(doc), "a proof this log made must verify"
     if args.output == "json":
         print_json(doc)
         return 0
-    rows = [("origin", doc["origin"]), ("from", f"size {doc['from_size']}, root {doc['from_root']}"
+    hashes = doc["proof"] if isinstance(doc["proof"], list) else []
+    rows = [("origin", str(doc["origin"])), ("from", f"size {doc['from_size']}, root {doc['from_root']}"
                                         + (" (a checkpoint)" if doc["from_note"] else "")),
             ("to", f"size {doc['to_size']}, root {doc['to_root']}" + (" (a checkpoint)" if doc["to_note"] else "")),
-            ("proof", f"{len(doc['proof'])} hashes (RFC 6962 consistency proof, verify with RFC 9162 2.1.4.2)")]
-    rows += [(f"  [{i}]", h) for i, h in enumerate(doc["proof"])]
+            ("proof", f"{len(hashes)} hashes (RFC 6962 consistency proof, verify with RFC 9162 2.1.4.2)")]
+    rows += [(f"  [{i}]", str(h)) for i, h in enumerate(hashes)]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k.ljust(width)}  {v}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 
@@ -13,6 +12,7 @@ from events import (
     Bundle,
     ChainVerifier,
     Event,
+    Manifest,
     Seen,
     VerifyReport,
     decode_event,
@@ -35,12 +35,12 @@ class LogSource:
     bundle: Bundle | None = None
 
     @property
-    def manifest(self) -> dict[str, Any] | None:
-        return self.bundle.manifest if self.bundle else None
+    def manifest(self) -> Manifest | None:
+        return self.bundle.info if self.bundle else None
 
     def events(self) -> list[Event]:
         if self.bundle is not None:
-            start = int(self.bundle.manifest["from_seq"])
+            start = self.bundle.info.from_seq
             return list(iter_events(self.bundle.events, start))
         return [decode_event(raw, seq=seq) for seq, raw in self.raw]
 
@@ -59,7 +59,7 @@ def open_source(path: str | Path) -> LogSource:
     if p.is_file():
         with p.open("rb") as f:
             bundle = read_bundle(f)
-        start = int(bundle.manifest["from_seq"])
+        start = bundle.info.from_seq
         return LogSource(p, "bundle", list(enumerate(bundle.events, start)), bundle)
     if not p.exists():
         raise NotFound(f"{p}: no such file or directory", path=str(p))
@@ -75,7 +75,7 @@ def verify_source(source: LogSource, ca: x509.Certificate) -> tuple[VerifyReport
     """Verify a whole source; returns the report and what it proves (for --since-export)."""
     if source.bundle is not None:
         report, verifier = verify_bundle(source.bundle, ca)
-        return report, Seen.of(report, verifier, int(source.bundle.manifest.get("log_size") or 0) or None)
+        return report, Seen.of(report, verifier, source.bundle.info.log_size or None)
     verifier = ChainVerifier(ca)
     report = verifier.feed_all(source.raw)
     return report, Seen.of(report, verifier)

@@ -111,6 +111,7 @@ __all__ = [
     "KeyInfo",
     "Kind",
     "LogTail",
+    "Manifest",
     "MemoryEventLog",
     "MerkleLevels",
     "NodeState",
@@ -173,6 +174,7 @@ __all__ = [
 
 if typing.TYPE_CHECKING:
     from ._bundle import Bundle as Bundle
+    from ._bundle import Manifest as Manifest
     from ._bundle import iter_events as iter_events
     from ._bundle import read_bundle as read_bundle
     from ._bundle import verify_bundle as verify_bundle
@@ -181,6 +183,7 @@ if typing.TYPE_CHECKING:
 # tarfile and the bundle code load on the first export or verification only
 _LAZY: dict[str, str] = {
     "Bundle": "_bundle",
+    "Manifest": "_bundle",
     "iter_events": "_bundle",
     "read_bundle": "_bundle",
     "verify_bundle": "_bundle",

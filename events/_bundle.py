@@ -20,8 +20,9 @@ import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
+import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -39,7 +40,7 @@ from .payloads import Checkpointed, Genesis, certificate_of, payload_of
 if TYPE_CHECKING:
     import tarfile
 
-__all__ = ["BUNDLE_FORMAT", "Bundle", "iter_events", "read_bundle", "verify_bundle", "write_bundle"]
+__all__ = ["BUNDLE_FORMAT", "Bundle", "Manifest", "iter_events", "read_bundle", "verify_bundle", "write_bundle"]
 
 BUNDLE_FORMAT = "graven-audit-bundle/1"
 _LEN = struct.Struct(">I")
@@ -62,20 +63,35 @@ def _unframe(data: bytes, name: str) -> list[bytes]:
     return out
 
 
+class Manifest(msgspec.Struct, kw_only=True):
+    """``manifest.json``: which range of which log the bundle holds (``specs/event-log.md``)."""
+
+    format: str = BUNDLE_FORMAT
+    origin: str = ""
+    from_seq: int
+    to_seq: int
+    count: int = 0
+    log_size: int | None = None  # events in the log it was exported from
+    head: str = ""  # hex of the last event's hash
+    anchor: dict[str, object] | None = None  # a partial export's anchor checkpoint: {seq, size, root}
+    exported_at_ns: int = 0
+
+
 @dataclass
 class Bundle:
-    manifest: dict[str, Any]
+    manifest: dict[str, object]  # manifest.json as it is (``info`` is its typed reading)
     events: list[bytes]
     key_events: list[bytes] = field(default_factory=list)
     anchor: bytes | None = None
     proofs: dict[int, list[bytes]] = field(default_factory=dict)
-    consistency: dict[str, Any] | None = None
+    consistency: object = None  # consistency.json as it is (checked by verify_bundle)
+    info: Manifest = field(default_factory=lambda: Manifest(from_seq=0, to_seq=-1))
 
 
 def write_bundle(
     out: IO[bytes], raw_items: Sequence[tuple[int, bytes]], *, start: int = 0, end: int | None = None,
     exported_at_ns: int | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Write the bundle for events [start, end] (inclusive; None = to the last) of a whole log ``raw_items``."""
     if not raw_items:
         raise InvalidRequest("the log is empty: nothing to export")
@@ -86,7 +102,8 @@ def write_bundle(
     events = [(s, r) for s, r in raw_items if start <= s <= end]
     decoded = {s: decode_event(r, seq=s) for s, r in raw_items if s <= end or s == start}
     anchor_raw, proofs = None, {}
-    anchor_info, consistency_to = None, None
+    anchor_info: dict[str, object] | None = None
+    consistency_to = None
     if start > 0:
         anchor = _find_anchor(raw_items, end)
         if anchor is not None:
@@ -103,21 +120,13 @@ def write_bundle(
                   and _decoded(decoded, s, r).kind in (Kind.GENESIS, Kind.KEY_ROTATED)]
     head = event_hash(decoded[end]).hex() if end in decoded else ""
     genesis = decode_event(raw_items[0][1], seq=0)
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "origin": genesis_origin(genesis),
-        "from_seq": start,
-        "to_seq": end,
-        "count": len(events),
-        "log_size": last + 1,
-        "head": head,
-        "anchor": anchor_info,
-        "exported_at_ns": exported_at_ns if exported_at_ns is not None else time.time_ns(),
-    }
+    manifest = Manifest(origin=genesis_origin(genesis), from_seq=start, to_seq=end, count=len(events),
+                        log_size=last + 1, head=head, anchor=anchor_info,
+                        exported_at_ns=exported_at_ns if exported_at_ns is not None else time.time_ns())
     import tarfile  # imported where used: tarfile (with bz2, lzma, shutil) is ~1 MiB the agent at rest does not need
 
     with tarfile.open(fileobj=out, mode="w") as tar:
-        _add(tar, "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+        _add(tar, "manifest.json", json.dumps(msgspec.to_builtins(manifest), indent=2, sort_keys=True).encode())
         _add(tar, "events.bin", _frame(r for _, r in events))
         _add(tar, "events.jsonl", b"".join(
             json.dumps(decode_event(r, seq=s).to_json(), sort_keys=True).encode() + b"\n" for s, r in events))
@@ -178,8 +187,13 @@ def read_bundle(fileobj: IO[bytes]) -> Bundle:
         manifest = json.loads(data["manifest.json"])
     except ValueError as exc:
         raise TamperedLog(f"manifest.json is not JSON: {exc}", seq=None, reason="manifest") from exc
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise InvalidRequest(f"unknown bundle format {manifest.get('format')!r} (expected {BUNDLE_FORMAT})")
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else manifest
+        raise InvalidRequest(f"unknown bundle format {found!r} (expected {BUNDLE_FORMAT})")
+    try:
+        info = msgspec.convert(manifest, Manifest, strict=False)
+    except msgspec.ValidationError as exc:
+        raise TamperedLog(f"manifest.json is malformed: {exc}", seq=None, reason="manifest") from exc
     anchor = _unframe(data["anchor.bin"], "anchor.bin") if "anchor.bin" in data else []
     proofs = {int(k): [bytes.fromhex(h) for h in v] for k, v in json.loads(data.get("proofs.json", b"{}")).items()}
     try:
@@ -187,7 +201,8 @@ def read_bundle(fileobj: IO[bytes]) -> Bundle:
     except ValueError as exc:
         raise TamperedLog(f"consistency.json is not JSON: {exc}", seq=None, reason="consistency") from exc
     return Bundle(manifest, _unframe(data["events.bin"], "events.bin"),
-                  _unframe(data.get("keys.bin", b""), "keys.bin"), anchor[0] if anchor else None, proofs, consistency)
+                  _unframe(data.get("keys.bin", b""), "keys.bin"), anchor[0] if anchor else None, proofs, consistency,
+                  info)
 
 
 def _key_chain(key_events: list[bytes], ca: x509.Certificate, keys: dict[str, bytes] | None = None,
@@ -215,8 +230,8 @@ def _key_chain(key_events: list[bytes], ca: x509.Certificate, keys: dict[str, by
 
 
 def verify_bundle(bundle: Bundle, ca: x509.Certificate) -> tuple[VerifyReport, ChainVerifier]:
-    m = bundle.manifest
-    start, end = int(m["from_seq"]), int(m["to_seq"])
+    m = bundle.info
+    start, end = m.from_seq, m.to_seq
     before: list[bytes] = []
     after: list[bytes] = []
     for raw in bundle.key_events:
@@ -233,7 +248,7 @@ def verify_bundle(bundle: Bundle, ca: x509.Certificate) -> tuple[VerifyReport, C
                           seq=seq, reason="truncated")
     if report.last_seq > end:
         raise TamperedLog(f"seq {end + 1}: events past the manifest's range", seq=end + 1, reason="manifest")
-    if m.get("head") and report.head.hex() != m["head"]:
+    if m.head and report.head.hex() != m.head:
         raise TamperedLog(f"seq {end}: head hash differs from the manifest", seq=end, reason="manifest")
     if after:  # rotations between the range and its anchor: chained from the key in force at the range's end
         if any(decode_event(raw).seq <= end for raw in after):

@@ -13,7 +13,9 @@ Notes are the signed checkpoint notes when a checkpoint of that size exists (the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import msgspec
 
 from errors import InvalidRequest, TamperedLog, VerificationError
 
@@ -54,7 +56,38 @@ def genesis_origin(genesis: Event) -> str:
     return p.origin if isinstance(p, Genesis) else ""
 
 
-def prove(raw_items: Sequence[tuple[int, bytes]], from_size: int, to_size: int | None = None) -> dict[str, Any]:
+class _Proof(msgspec.Struct):
+    """What ``check_proof`` reads of a proof document."""
+
+    from_size: int
+    to_size: int
+    from_root: str
+    to_root: str
+    proof: list[str]
+
+
+class _Target(msgspec.Struct):
+    seq: int
+    size: int
+    root: str
+
+
+class _FromCheckpoint(msgspec.Struct):
+    seq: int
+    size: int
+    root: str
+    proof: list[str]
+    note: str | None = None
+
+
+class _BundleConsistency(msgspec.Struct, rename={"from_": "from"}):
+    """``consistency.json`` of a bundle: proofs from earlier checkpoints (``from``) to its target (``to``)."""
+
+    to: _Target
+    from_: list[_FromCheckpoint]
+
+
+def prove(raw_items: Sequence[tuple[int, bytes]], from_size: int, to_size: int | None = None) -> dict[str, object]:
     """The consistency proof between two sizes of a log read whole from seq 0 (``to_size`` defaults to the size
     of the last checkpoint: a root the log key signed)."""
     if not raw_items or raw_items[0][0] != 0:
@@ -82,22 +115,23 @@ def prove(raw_items: Sequence[tuple[int, bytes]], from_size: int, to_size: int |
     }
 
 
-def check_proof(doc: Mapping[str, Any]) -> bool:
+def check_proof(doc: Mapping[str, object]) -> bool:
     """Whether a proof document (``prove``'s form) verifies: it says nothing of who signed the roots."""
     try:
-        return verify_consistency(int(doc["from_size"]), int(doc["to_size"]), bytes.fromhex(doc["from_root"]),
-                                  bytes.fromhex(doc["to_root"]), [bytes.fromhex(h) for h in doc["proof"]])
-    except (KeyError, TypeError, ValueError):
+        p = msgspec.convert(dict(doc), _Proof, strict=False)
+        return verify_consistency(p.from_size, p.to_size, bytes.fromhex(p.from_root), bytes.fromhex(p.to_root),
+                                  [bytes.fromhex(h) for h in p.proof])
+    except (msgspec.ValidationError, ValueError):
         return False
 
 
-def bundle_consistency(raw_items: Sequence[tuple[int, bytes]], to_seq: int) -> dict[str, Any]:
+def bundle_consistency(raw_items: Sequence[tuple[int, bytes]], to_seq: int) -> dict[str, object]:
     """``consistency.json`` of a bundle whose anchor is the checkpoint at ``to_seq``: a proof from every earlier
     checkpoint of the log to it (an auditor holding any of them checks the anchor extends it)."""
     checkpoints = checkpoints_of(raw_items[: to_seq + 1])
     anchor_seq = checkpoints[to_seq][0]
     levels = MerkleLevels.of_data([r for _, r in raw_items[:to_seq]])
-    entries = []
+    entries: list[dict[str, object]] = []
     for size, (seq, raw) in sorted(checkpoints.items()):
         if size >= to_seq:
             continue
@@ -123,18 +157,19 @@ def _signed_root(note: object, size: int, keys: Mapping[str, bytes]) -> bytes | 
     return None
 
 
-def verify_bundle_consistency(doc: Mapping[str, Any], start: int, end: int, verifier: ChainVerifier,
+def verify_bundle_consistency(doc: object, start: int, end: int, verifier: ChainVerifier,
                               anchor: Checkpoint | None) -> dict[int, bytes]:
     """Check ``consistency.json`` after the range verified: the target is the anchor (partial exports) or a
     checkpoint of the range; every checkpoint of the range before it has a proof; every proof verifies against
     a root that is either verified in the range or signed in its note by a certified log key. Returns
     {size: root} of every checkpoint proven a prefix of the target, the target included."""
     try:
-        to_seq, to_size, to_root = int(doc["to"]["seq"]), int(doc["to"]["size"]), bytes.fromhex(doc["to"]["root"])
-        entries = [(int(e["seq"]), int(e["size"]), bytes.fromhex(e["root"]), e.get("note"),
-                    [bytes.fromhex(h) for h in e["proof"]]) for e in doc["from"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _bad(None, f"consistency.json is malformed ({exc!r})") from exc
+        parsed = msgspec.convert(doc, _BundleConsistency, strict=False)
+        to_seq, to_size, to_root = parsed.to.seq, parsed.to.size, bytes.fromhex(parsed.to.root)
+        entries = [(e.seq, e.size, bytes.fromhex(e.root), e.note, [bytes.fromhex(h) for h in e.proof])
+                   for e in parsed.from_]
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise _bad(None, f"consistency.json is malformed ({exc})") from exc
     if anchor is not None:
         if (to_size, to_root) != (anchor.size, anchor.root):
             raise _bad(to_seq, "consistency.json does not target the bundle's anchor")

@@ -267,13 +267,13 @@ class DirSinks:
             target.mkdir(parents=True, exist_ok=True)
             buf = io.BytesIO()
             manifest = write_bundle(buf, raw)
-            out = target / f"{manifest['origin'].replace('/', '_')}-{manifest['to_seq']:08d}.tar"
+            out = target / f"{manifest.origin.replace('/', '_')}-{manifest.to_seq:08d}.tar"
             tmp = out.with_name(out.name + ".partial")
             tmp.write_bytes(buf.getvalue())
             with tmp.open("rb") as f:
                 verify_bundle(read_bundle(f), ca)
                 os.fsync(f.fileno())
             os.replace(tmp, out)
-            self._emit(Kind.AUDIT_SHIPPED, {"sink": str(target), "file": out.name, "to_seq": manifest["to_seq"],
-                                            "events": manifest["count"]})
+            self._emit(Kind.AUDIT_SHIPPED, {"sink": str(target), "file": out.name, "to_seq": manifest.to_seq,
+                                            "events": manifest.count})
         return len(raw)

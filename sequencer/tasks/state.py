@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import config
 from errors import InvalidConfig
-from events import Kind
+from events import Kind, read_payload
+from events.payloads import ConfigApplied, ConfigConfirmed, ConfigStaged
 
 from .._context import Context
 from .._model import OnError, task
@@ -13,6 +14,7 @@ CONFIG = "config.yaml"
 STAGED = "staged.yaml"
 PENDING = ".pending"
 SETTLE_WINDOW = 512  # an interrupted apply's event is among the last events of the log
+_CONFIG_KINDS = frozenset({Kind.CONFIG_APPLIED, Kind.CONFIG_STAGED, Kind.CONFIG_CONFIRMED})
 
 
 async def settle_pending(ctx: Context) -> None:
@@ -27,8 +29,8 @@ async def settle_pending(ctx: Context) -> None:
             continue
         if recorded is None:
             tail = await ctx.blocking(lambda: list(ctx.log.read(max(0, end - SETTLE_WINDOW), end)))
-            recorded = {str(e.payload.get("digest")) for e in tail
-                        if e.kind in (Kind.CONFIG_APPLIED, Kind.CONFIG_STAGED, Kind.CONFIG_CONFIRMED)}
+            recorded = {str(p.digest) for e in tail if e.kind in _CONFIG_KINDS
+                        and isinstance(p := read_payload(e), ConfigApplied | ConfigStaged | ConfigConfirmed)}
         try:
             keep = config.digest(config.load(pending, name=f"STATE/{name}{PENDING}")) in recorded
         except InvalidConfig:

@@ -124,6 +124,30 @@ def _group(events: Iterable[Event]) -> list[list[Event]]:
     return list(boots.values())
 
 
+def _group_for_pick(events: Iterable[Event], index: int | None, boot_id: str | None) -> list[list[Event]]:
+    """``_group``, but only the boots ``_pick(index, boot_id)`` may choose keep all their events; the others keep
+    their first (all ``_pick`` reads of them), so tracing one boot of a long log does not hold the whole log."""
+    boots: dict[str, list[Event]] = {}
+    order: list[str] = []
+    window = 0 if boot_id is not None or (index is not None and index >= 0) else 1 if index is None else -index
+    cut: set[str] = set()
+    for event in events:
+        b = event.boot_id
+        group = boots.get(b)
+        if group is None:
+            boots[b] = [event]
+            order.append(b)
+            n = len(order) - 1
+            if window and n >= window:  # a boot falls out of the last ``window``: it cannot be the one
+                cut.add(order[n - window])
+                del boots[order[n - window]][1:]
+            elif not window and not (b.startswith(boot_id) if boot_id is not None else n == index):
+                cut.add(b)
+        elif b not in cut:
+            group.append(event)
+    return list(boots.values())
+
+
 def _summary(index: int, events: list[Event], last: bool, spans: Sequence[Span] | None = None) -> BootSummary:
     started = next((e for e in events if e.kind == Kind.BOOT_STARTED), None)
     slot, version, digest = _which_image(events, started)
@@ -314,13 +338,13 @@ def _pick(boots: list[list[Event]], index: int | None, boot_id: str | None) -> i
 
 def select_boot(events: Iterable[Event], *, index: int | None = None, boot_id: str | None = None) -> list[Event]:
     """The events of one boot: by index (negative counts from the end; default the last) or by boot id (prefix)."""
-    boots = _group(events)
+    boots = _group_for_pick(events, index, boot_id)
     return boots[_pick(boots, index, boot_id)]
 
 
 def trace_boot(events: Iterable[Event], *, index: int | None = None, boot_id: str | None = None) -> BootTrace:
     """One boot (default: the last), each phase and task with its offset and duration, and the critical path."""
-    boots = _group(events)
+    boots = _group_for_pick(events, index, boot_id)
     number = _pick(boots, index, boot_id)
     chosen = boots[number]
     spans = _spans(chosen)

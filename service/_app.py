@@ -22,7 +22,7 @@ import msgspec
 import config
 from boot import Slot, rollback
 from errors import GravenError, InvalidRequest, NotFound
-from events import Actor, Event, EventLog, Kind, NodeState, fold
+from events import Actor, Event, EventLog, Kind, NodeState, replay_raw
 from fsm import NodeFSM, Stage
 from sequencer import RebootRequest, SequenceName, Sequencer, apply_config, confirm_config
 
@@ -228,18 +228,17 @@ class NodeService:
         from sequencer import render_chrome, render_json, render_svg
         from sequencer.trace import trace_boot
 
-        trace = trace_boot(list(self.log.read()), index=None if boot < 0 else boot, boot_id=boot_id or None)
+        trace = trace_boot(self.log.read(), index=None if boot < 0 else boot, boot_id=boot_id or None)
         if fmt == "svg":
             return render_svg(trace).encode()
         return json.dumps(render_chrome(trace) if fmt == "chrome" else render_json(trace)).encode()
 
     # -- status ------------------------------------------------------------------------------------------------
     def live_state(self) -> NodeState:
-        """The fold of the node's own log, brought up to date."""
+        """The fold of the node's own log, brought up to date (from its stored bytes: the first status of a long
+        log's node folds it all, and replay_raw builds no Event for most of them)."""
         state = self._state
-        for event in self.log.read(state.seq + 1):
-            state = fold(state, event)
-        self._state = state
+        self._state = state = replay_raw((raw for _, raw in self.log.read_raw(state.seq + 1)), state)
         return state
 
     def status(self) -> Status:

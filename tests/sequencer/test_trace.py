@@ -154,3 +154,34 @@ def test_a_vm_boot_starts_at_its_kernels_zero(events: list[Event]) -> None:
     # a timeline that does not fit the events (the agent began after its first event) is left out
     bad = msgspec.structs.replace(selected, payload={"slot": "A", "guest_ns": {**t, "agent": first.mono_ns + 1}})
     assert trace_boot([bad, *boot[1:]]).spans[0].name != "kernel"
+
+
+def test_one_boot_is_traced_without_holding_the_others(events: list[Event]) -> None:
+    """Only the boots that can be the chosen one keep their events while the log is read; the trace, the selected
+    events and the errors are those of grouping the whole log, for any way of choosing, even when a boot's events
+    come back after another boot began."""
+    from sequencer.trace import BootTrace, _critical, _group, _group_for_pick, _pick, _spans, _summary, select_boot
+
+    mixed = [*events, *[e for e in events if e.boot_id == "boot-ok"][:3]]  # late events of the first boot
+    for log in (events, mixed):
+        whole = _group(log)
+        for index, boot_id in [(None, None), (0, None), (2, None), (3, None), (-1, None), (-2, None), (-4, None),
+                               (4, None), (-5, None), (None, "boot-cr"), (None, "boot-"), (None, "boot-ok"),
+                               (None, "nope")]:
+            try:
+                want = whole[_pick(whole, index, boot_id)]
+            except NotFound as exc:
+                with pytest.raises(NotFound) as info:
+                    select_boot(log, index=index, boot_id=boot_id)
+                assert info.value.message == exc.message
+                continue
+            assert select_boot(iter(log), index=index, boot_id=boot_id) == want
+            number = _pick(whole, index, boot_id)
+            spans = _spans(want)
+            summary = _summary(number, want, number == len(whole) - 1, spans)
+            assert trace_boot(iter(log), index=index, boot_id=boot_id) == BootTrace(summary, tuple(spans),
+                                                                                   _critical(spans),
+                                                                                   summary.duration_ns)
+            kept = _group_for_pick(log, index, boot_id)
+            assert [g[0] for g in kept] == [g[0] for g in whole]
+            assert sum(len(g) > 1 for g in kept) <= (len(whole) if boot_id is not None else max(1, -(index or -1)))

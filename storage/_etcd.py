@@ -15,9 +15,9 @@ whose ``details['etcd']`` is etcd's own message, e.g. "etcdserver: unhealthy clu
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 import grpc
 from etcd.api.etcdserverpb import rpc_pb2 as pb
@@ -77,7 +77,7 @@ class Member:
     def started(self) -> bool:
         return bool(self.name)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"id": f"{self.id:016x}", "name": self.name, "peer_urls": list(self.peer_urls),
                 "client_urls": list(self.client_urls), "learner": self.is_learner}
 
@@ -96,7 +96,7 @@ class MemberStatus:
     is_learner: bool
     errors: tuple[str, ...]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"endpoint": self.endpoint, "member_id": f"{self.member_id:016x}", "leader": f"{self.leader:016x}",
                 "version": self.version, "db_size": self.db_size, "db_size_in_use": self.db_size_in_use,
                 "raft_index": self.raft_index, "raft_term": self.raft_term,
@@ -170,12 +170,33 @@ class SnapshotCheck:
         return self._digest.hexdigest()
 
 
-def _kv(kv: Any) -> KeyValue:
+class _PbKeyValue(Protocol):
+    """What is read of etcd's ``mvccpb.KeyValue`` (the generated etcd stubs have no types)."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+class _PbMember(Protocol):
+    """What is read of etcd's ``etcdserverpb.Member``."""
+
+    ID: int
+    name: str
+    peerURLs: Iterable[str]
+    clientURLs: Iterable[str]
+    isLearner: bool
+
+
+def _kv(kv: _PbKeyValue) -> KeyValue:
     return KeyValue(bytes(kv.key), bytes(kv.value), int(kv.create_revision), int(kv.mod_revision),
                     int(kv.version), int(kv.lease))
 
 
-def _member(m: Any) -> Member:
+def _member(m: _PbMember) -> Member:
     return Member(int(m.ID), str(m.name), tuple(m.peerURLs), tuple(m.clientURLs), bool(m.isLearner))
 
 

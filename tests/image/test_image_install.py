@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from image_fixtures import TAMPERS, Images, Keys
 
 from boot import BootEnv, Slot, SlotBoot
@@ -88,3 +91,30 @@ def test_the_sequencers_slots_port_writes_only_verified_images_and_leaves_the_sl
     assert env is not None and env.default is Slot.A and env.b == SlotBoot(0, False) and env.seq == before.seq + 1
     assert verify_slot(running_v1, Slot.B, keys.trusted).version == "2.0.0"
     assert verify_slot(running_v1, Slot.A, keys.trusted).version == "1.0.0"
+
+
+_slot_boots = st.builds(SlotBoot, st.integers(0, 3), st.booleans())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(default=st.sampled_from([None, Slot.A, Slot.B]), a=_slot_boots, b=_slot_boots, seq=st.integers(1, 50),
+       running=st.sampled_from([None, Slot.A, Slot.B]), blank=st.booleans())
+def test_the_in_memory_slots_install_as_the_real_port_does(images: Images, keys: Keys, tmp_path_factory: Any,
+                                                           default: Slot | None, a: SlotBoot, b: SlotBoot, seq: int,
+                                                           running: Slot | None, blank: bool):
+    """The core's tests run on ``sequencer.memory.MemorySlots``; the node on ``SlotsPort`` (``image.install``):
+    from any META, and any slot running or none, both write the same slot and leave the same META."""
+    from node._ports import SlotsPort
+    from sequencer.memory import MemoryBootEnv, MemoryDisk, MemoryImage, MemorySlots
+
+    env = None if blank else BootEnv(seq=seq, default=default, a=a, b=b)
+    disk = SandboxDisk(tmp_path_factory.mktemp("slots") / "machine", slot_size=SLOT, mount_strategy="unpack")
+    disk.partition()
+    disk.format()
+    if env is not None:
+        disk.write_boot_env(env)
+    meta = MemoryBootEnv(env)
+    written = SlotsPort(disk).install(verify(images.v2, keys.trusted), running)
+    assert MemorySlots(MemoryDisk(), meta).install(MemoryImage.of("2.0.0"), running) is written
+    assert written is not running and disk.read_boot_env() == meta.state
+    assert verify_slot(disk, written, keys.trusted).version == "2.0.0"

@@ -1,7 +1,8 @@
 """A container machine on a block disk (a loop device over a disk image file, as process machines take one with
 ``--disk``): the installer, as PID 1 of its container, partitions and formats the blank disk with the image's own
 sfdisk and mkfs.ext4 and installs v1 into slot A; PID 1's root is then the squashfs on the BOOT-A partition of that
-loop device, B after an upgrade, A again after a rollback; and a config naming another disk is refused."""
+loop device, B after an upgrade, A again after a rollback; a forced reset returns it to maintenance; and a config
+naming another disk is refused."""
 
 from __future__ import annotations
 
@@ -86,6 +87,16 @@ def test_install_upgrade_and_rollback_on_a_block_disk(machines: Machines, images
     assert m.ctl_json("version")["server"]["version"] == "v1"
     assert "boot.failed" not in kinds(m.events())
     assert m.audit_verify().returncode == 0
+
+    # a forced reset wipes STATE (the agent, inside) and EPHEMERAL (the supervisor, once the log is closed): back to
+    # maintenance on the installed slot, and configured again
+    r = m.ctl("reset", "--force", "--reboot", "--wait", "--timeout", "60")
+    assert r.returncode == 0, r.stdout + r.stderr + m.log()
+    st = m.wait_maintenance(10)
+    assert (st["slot"], st["version"]) == ("A", "v1")
+    m.apply(m.config(install_image=images.v1.as_uri()))
+    m.wait_running(version="v1", slot="A")
+    assert "disk.wiped" in kinds(m.events()) and m.audit_verify().returncode == 0
     assert m.stop() == 0
     from provision._destroy import _loops_below, _mounts_below
 

@@ -29,7 +29,7 @@ from ._checkpoint import Checkpoint, verify_note
 from ._kinds import Kind
 from ._merkle import CompactRange, leaf_hash
 from ._record import GENESIS_PREV, Event, decode_event, trusted_event_hash
-from .payloads import Checkpointed, certificate_of, payload_of
+from .payloads import Checkpointed, Genesis, certificate_of, payload_of
 
 __all__ = ["ChainVerifier", "KeyInfo", "VerifyReport", "verify_items"]
 
@@ -187,7 +187,7 @@ class ChainVerifier:
                 self._bad(seq, "untrusted-key", "seq 0: genesis is not signed by the key it certifies")
                 return False
             self.current_key = event.key_id
-            self.origin = str(event.payload.get("origin", ""))
+            self.origin = payload_of(event, Genesis).origin  # read once already: its certificate verified
         if event.key_id not in self.keys or event.key_id != self.current_key:
             self._bad(seq, "untrusted-key",
                       f"seq {seq}: signed by key {event.key_id}, which is not the log key the CA certified"
@@ -274,7 +274,7 @@ class ChainVerifier:
 
     def report(self) -> VerifyReport:
         last = self._last
-        sealed = bool(last and last.kind == Kind.CHECKPOINT and last.payload.get("sealed"))
+        sealed = last is not None and last.kind == Kind.CHECKPOINT and _sealed(last)
         return VerifyReport(
             origin=self.origin or "",
             first_seq=self.start_seq,
@@ -312,3 +312,11 @@ def verify_items(
     """Verify a whole log from seq 0."""
     v = ChainVerifier(ca) if threads is None else ChainVerifier(ca, threads=threads)
     return v.feed_all(items)
+
+
+def _sealed(checkpoint: Event) -> bool:
+    """Whether a checkpoint event seals the log (False for a payload that does not read as a checkpoint's)."""
+    try:
+        return payload_of(checkpoint, Checkpointed).sealed
+    except InvalidEvent:
+        return False

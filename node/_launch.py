@@ -46,7 +46,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import _cgroup
 
@@ -594,11 +593,13 @@ def forget(machine_dir: Path) -> None:
 
 
 def read_result(path: Path) -> ContainerResult | None:
+    """The launcher's result file (None when there is none, or it does not read as one)."""
+    import msgspec
+
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return msgspec.json.decode(path.read_bytes(), type=ContainerResult)
+    except (OSError, msgspec.DecodeError):
         return None
-    return ContainerResult(**data)
 
 
 if __name__ == "__main__":  # pragma: no cover - the launcher process

@@ -39,7 +39,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import msgspec
 
@@ -140,7 +139,7 @@ class Machine:
         self.disk = disk
         self.root = opts.root.absolute()
         self.run_dir = self.root / "run"
-        self.pending: list[dict[str, Any]] = []  # events for the next agent to log
+        self.pending: list[dict[str, object]] = []  # events for the next agent to log
         self.failures: dict[Slot, str] = {}  # the last failure of each slot, for the fallback's reason
         self.failed_in_a_row = 0
         self.boots = 0
@@ -372,8 +371,9 @@ class Machine:
         if self.qemu is None and not (code_root / "node" / "__main__.py").is_file():
             return 1, f"the image holds no agent ({CODE_DIR}/node/__main__.py is missing)"
         for ev in reversed(self.pending):  # when the firmware handed over, for boot traces (and bench_boot)
-            if ev["kind"] == Kind.BOOT_SELECTED:
-                ev["payload"]["agent_started_ns"] = time.time_ns()
+            payload = ev["payload"]
+            if ev["kind"] == Kind.BOOT_SELECTED and isinstance(payload, dict):
+                payload["agent_started_ns"] = time.time_ns()
                 break
         boot_file = self.run_dir / "boot.json"
         tmp = boot_file.with_name("boot.json.tmp")
@@ -430,7 +430,7 @@ class Machine:
                 boot_file.unlink()
                 self.pending = handed + self.pending
 
-    def _run_vm(self, boot: _Boot, boot_file: Path, handed: list[dict[str, Any]]) -> tuple[int, str | None]:
+    def _run_vm(self, boot: _Boot, boot_file: Path, handed: list[dict[str, object]]) -> tuple[int, str | None]:
         """One boot of the qemu machine from the boot's slot; QMP's report of its ending is the exit code."""
         assert self.qemu is not None
         self.disk.close()  # detach the loop devices: the guest writes the disk image file now

@@ -22,6 +22,7 @@ def env() -> dict[str, str]:
     out = dict(os.environ)
     out["PYTHONPATH"] = str(ROOT)
     out.setdefault("GRPC_VERBOSITY", "ERROR")
+    out.setdefault("GRAVEN_BOOT_TRACE", "1")  # the agent's start-up marks (node._boottrace), for bench_boot
     return out
 
 

@@ -82,8 +82,25 @@ class Node(BenchMachine):
         started = next(e["time_ns"] for e in mine if e["kind"] == "boot.started")
         committed = next(e["time_ns"] for e in mine if e["kind"] == "boot.committed")
         self.stop()
+        steps = self.steps(spawned, started)
         return {"total": (committed - t0) / 1e9, "supervisor": (spawned - t0) / 1e9,
-                "agent_start": (started - spawned) / 1e9, "sequences": (committed - started) / 1e9, **mem}
+                "agent_start": (started - spawned) / 1e9, "sequences": (committed - started) / 1e9, **mem, **steps}
+
+    def steps(self, spawned: int, started: int) -> dict[str, float]:
+        """The agent's start split by the boot's trace marks (node._boottrace): each step's time since the one
+        before (the first since the supervisor's hand-over, ``started`` since the last)."""
+        trace = self.root / "run" / "boot-trace"
+        try:
+            marks = [(step, int(ns)) for step, ns in (line.split() for line in trace.read_text().splitlines())]
+        except (OSError, ValueError):
+            return {}
+        finally:
+            trace.unlink(missing_ok=True)
+        out, prev = {}, spawned
+        for step, ns in [*marks, ("boot.started", started)]:
+            out[f"step_{step}"] = (ns - prev) / 1e9
+            prev = ns
+        return out
 
 
 def floor_import(node: Node) -> float:
@@ -128,6 +145,10 @@ def run(backend: str, rounds: int) -> None:
         print(f"{'':8}   supervisor (start, META, verify, mount) {med['supervisor'] * 1000:6.0f} ms | agent start "
               f"(python, imports, log) {med['agent_start'] * 1000:5.0f} ms | sequences to commit "
               f"{med['sequences'] * 1000:5.0f} ms")
+        steps = [k for k in results[0] if k.startswith("step_") and all(k in r for r in results)]
+        if steps:
+            print(f"{'':8}   agent start by step (median ms, since the previous mark): " + ", ".join(
+                f"{k.removeprefix('step_')} {statistics.median(r[k] for r in results) * 1000:.0f}" for k in steps))
         print(f"{'':8}   limit: python + the agent's imports alone {floor * 1000:.0f} ms; the boot is "
               f"{med['total'] / floor:.1f}x that")
         if node.container:

@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import _cgroup
+from ._boottrace import mark
 
 __all__ = [
     "ContainerResult",
@@ -449,7 +450,9 @@ def _child(spec: ContainerSpec, setup_error_path: str) -> None:  # pragma: no co
         libc = _libc()
         assert libc is not None
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        mark("forked", os.path.dirname(spec.pid_file))
         _make_root(spec)
+        mark("exec", f"{MACHINE}/run")  # after pivot_root the run directory is the machine's
         os.closerange(3, 65536)
         os.execve(spec.argv[0], spec.argv, spec.env)
     except BaseException as exc:  # anything here is the reason the machine could not start
@@ -461,6 +464,8 @@ def _child(spec: ContainerSpec, setup_error_path: str) -> None:  # pragma: no co
 def launch(spec: ContainerSpec) -> int:
     """The launcher process: cgroup, namespaces, fork; wait for PID 1; report. Returns the exit code."""
     result = ContainerResult()
+    run_dir = os.path.dirname(spec.result)
+    mark("launcher", run_dir)
     libc = _libc()
     setup_error = spec.result + ".setup"
     with contextlib.suppress(OSError):

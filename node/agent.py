@@ -50,6 +50,7 @@ from service import (
 from storage import DiskBase, LmdbEventLog, LogRing
 
 from . import _guest, _pid1, _resources
+from ._boottrace import mark
 from ._disk import open_disk
 from ._etcd_node import QUORUM_SEQUENCES, EtcdNode, settings_for
 from ._identity import FileIdentity
@@ -193,6 +194,7 @@ class Agent:
 
     # -- running -------------------------------------------------------------------------------------------------
     async def run(self) -> int:
+        mark("set-up")
         self._loop = asyncio.get_running_loop()
         if self.broken is not None:
             AGENT.error(f"the event log is read-only: {self.broken.message}")

@@ -69,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _agent(args: argparse.Namespace) -> int:
     from . import _pid1
+    from ._boottrace import mark
     from .agent import run_agent
 
+    mark("imported")
     if not _pid1.is_pid1():
         return run_agent(args.root, args.listen, device=args.disk, health_timeout=args.health_timeout)
     _pid1.start_reaper()  # PID 1 of a container machine: reap orphans, end through reboot(2)

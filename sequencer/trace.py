@@ -8,11 +8,13 @@ Renderers for a table, JSON, Chrome's Trace Event Format (Perfetto) and an SVG t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
+import msgspec
+
 from errors import NotFound
-from events import Event, Kind, payload_of, read_payload
+from events import Event, Kind, decode_event, payload_of, read_payload
 from events.payloads import (
     BootSelected,
     BootStarted,
@@ -45,6 +47,7 @@ __all__ = [
     "render_table",
     "select_boot",
     "trace_boot",
+    "trace_stored",
 ]
 
 BRING_UP = ("initialize", "boot", "install")
@@ -349,4 +352,38 @@ def trace_boot(events: Iterable[Event], *, index: int | None = None, boot_id: st
     chosen = boots[number]
     spans = _spans(chosen)
     summary = _summary(number, chosen, number == len(boots) - 1, spans)
+    return BootTrace(summary, tuple(spans), _critical(spans), summary.duration_ns)
+
+
+class _BootOf(msgspec.Struct):
+    """Only the boot id of a stored event: the rest is walked, not built."""
+
+    boot_id: str
+
+
+_boot_of = msgspec.msgpack.Decoder(_BootOf).decode
+ReadRaw = Callable[[int, int | None], Iterator[tuple[int, bytes]]]
+
+
+def trace_stored(read_raw: ReadRaw, *, index: int | None = None, boot_id: str | None = None) -> BootTrace:
+    """``trace_boot`` over a log's stored events (``read_raw(start, end)``: (seq, bytes) in order), read twice:
+    for the boot ids alone, then decoding the chosen boot's events only, so that tracing the last boot of a long
+    log builds no Event for the others (the agent's BootTrace). An event whose boot id does not decode raises the
+    InvalidEvent ``decode_event`` names; the other boots' payloads are not read."""
+    firsts: dict[str, tuple[int, bytes]] = {}
+    end = 0
+    for seq, raw in read_raw(0, None):
+        try:
+            b = _boot_of(raw).boot_id
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            decode_event(raw, seq=seq)  # raises what is wrong with it
+            raise
+        firsts.setdefault(b, (seq, raw))
+        end = seq + 1
+    groups = [[decode_event(raw, seq=seq)] for seq, raw in firsts.values()]
+    number = _pick(groups, index, boot_id)
+    wanted = groups[number][0].boot_id
+    chosen = [decode_event(raw, seq=seq) for seq, raw in read_raw(0, end) if _boot_of(raw).boot_id == wanted]
+    spans = _spans(chosen)
+    summary = _summary(number, chosen, number == len(groups) - 1, spans)
     return BootTrace(summary, tuple(spans), _critical(spans), summary.duration_ns)

@@ -226,9 +226,9 @@ class NodeService:
         ``svg``."""
         # Tracing is for the odd API call, not for every boot: import it then.
         from sequencer import render_chrome, render_json, render_svg
-        from sequencer.trace import trace_boot
+        from sequencer.trace import trace_stored
 
-        trace = trace_boot(self.log.read(), index=None if boot < 0 else boot, boot_id=boot_id or None)
+        trace = trace_stored(self.log.read_raw, index=None if boot < 0 else boot, boot_id=boot_id or None)
         if fmt == "svg":
             return render_svg(trace).encode()
         return json.dumps(render_chrome(trace) if fmt == "chrome" else render_json(trace)).encode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -185,3 +186,33 @@ def test_one_boot_is_traced_without_holding_the_others(events: list[Event]) -> N
             kept = _group_for_pick(log, index, boot_id)
             assert [g[0] for g in kept] == [g[0] for g in whole]
             assert sum(len(g) > 1 for g in kept) <= (len(whole) if boot_id is not None else max(1, -(index or -1)))
+
+
+def test_a_stored_log_is_traced_from_its_bytes_as_from_its_events(events: list[Event]) -> None:
+    """trace_stored reads boot ids alone, then decodes the chosen boot: the same trace and errors as trace_boot."""
+    from errors import InvalidEvent
+    from events import encode_event
+    from sequencer.trace import trace_stored
+
+    raws = [encode_event(e) for e in events]
+    reads: list[tuple[int, int | None]] = []
+
+    def read_raw(start: int, end: int | None) -> Iterator[tuple[int, bytes]]:
+        reads.append((start, end))
+        return iter(list(enumerate(raws))[start:end])
+
+    for index, boot_id in [(None, None), (0, None), (2, None), (-2, None), (4, None), (None, "boot-cr"),
+                           (None, "boot-"), (None, "nope")]:
+        try:
+            want = trace_boot(events, index=index, boot_id=boot_id)
+        except NotFound as exc:
+            with pytest.raises(NotFound) as info:
+                trace_stored(read_raw, index=index, boot_id=boot_id)
+            assert info.value.message == exc.message
+            continue
+        assert trace_stored(read_raw, index=index, boot_id=boot_id) == want
+        assert reads[-2:] == [(0, None), (0, len(raws))]  # the second read ends where the first did
+    broken = [*raws[:5], b"\xc1", *raws[6:]]
+    with pytest.raises(InvalidEvent) as bad:
+        trace_stored(lambda start, end: iter(list(enumerate(broken))[start:end]))
+    assert bad.value.details["seq"] == 5

@@ -49,6 +49,16 @@ from pathlib import Path
 
 from . import _cgroup
 from ._boottrace import mark
+from ._machine_cgroups import (
+    DEVICES_FS,
+    enter_cgroup,
+    forget,
+    leave_cgroup,
+    memory_cgroup_root,
+    memory_current,
+    oom_events,
+    step_out,
+)
 
 __all__ = [
     "ContainerResult",
@@ -77,8 +87,6 @@ MACHINE = "/machine"  # where the disk and run directory appear inside
 HOST_VIEW = f"{MACHINE}/host"  # where shared host directories appear, at their host paths
 S_IFBLK = 0o060000
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
-CGROUP_FS = Path("/sys/fs/cgroup")
-DEVICES_FS = CGROUP_FS / "devices"  # the v1 devices controller's hierarchy, where the host has one
 DISK_NAME_ENV = "GRAVEN_DISK_NAME"  # the machine's disk as the host names it (graven machine --disk)
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
@@ -211,19 +219,6 @@ def block_nodes(device: Path, sys_block: Path = Path("/sys/class/block")) -> lis
     return nodes
 
 
-def memory_cgroup_root() -> tuple[Path, int] | None:
-    """Where machines' memory cgroups go, and the cgroup version: v2 when its memory controller is enabled,
-    else the v1 memory hierarchy (hybrid hosts); None when neither is writable."""
-    for base in (CGROUP_FS, CGROUP_FS / "unified"):
-        with contextlib.suppress(OSError):
-            if "memory" in (base / "cgroup.controllers").read_text().split() and os.access(base, os.W_OK):
-                return base / "graven", 2
-    v1 = CGROUP_FS / "memory"
-    if (v1 / "memory.limit_in_bytes").exists() and os.access(v1, os.W_OK):
-        return v1 / "graven", 1
-    return None
-
-
 def container_problem() -> str | None:
     """Why this host cannot run container machines (None: it can)."""
     if os.geteuid() != 0:
@@ -282,79 +277,6 @@ def _enc(s: str | None) -> bytes | None:
     return s.encode() if s is not None else None
 
 
-def memory_current(cgroup: str | Path, version: int) -> int | None:
-    """The machine's memory use now (the cgroup's ``memory.current`` / ``memory.usage_in_bytes``)."""
-    try:
-        return int((Path(cgroup) / _cgroup.files(version)["current"]).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _oom_kills(cgroup: Path, version: int, result: ContainerResult) -> int:
-    try:
-        verdict = _cgroup.oom_verdict(version, (cgroup / _cgroup.files(version)["events"]).read_text())
-    except (OSError, ValueError) as exc:
-        result.notes.append(f"no OOM counters: {exc}")
-        return 0
-    if not verdict.counted:
-        result.notes.append("this kernel does not count OOM kills in the cgroup"
-                            + (" (it was under OOM)" if verdict.under_oom else ""))
-    return max(verdict.kills, verdict.group_kills)
-
-
-def _enter_cgroup(spec: ContainerSpec, result: ContainerResult) -> Path:
-    cg = Path(spec.cgroup)
-    files = _cgroup.files(spec.cgroup_version)
-    with contextlib.suppress(OSError):
-        cg.rmdir()  # a stale, empty one from a launcher that was killed
-    cg.mkdir(parents=True, exist_ok=True)
-    if spec.cgroup_version == 2:
-        with contextlib.suppress(OSError):  # the parent must delegate the memory controller to its children
-            (cg.parent / "cgroup.subtree_control").write_text("+memory")
-    # the limit, and no swap to escape to (a machine past its limit is killed, not slowed to a crawl)
-    for setting in _cgroup.limit_settings(spec.cgroup_version, spec.memory):
-        try:
-            (cg / setting.name).write_text(setting.value)
-        except OSError:
-            if setting.required:
-                raise
-    (cg / files["procs"]).write_text(str(os.getpid()))
-    result.memory_limit = spec.memory
-    if spec.devices_cgroup:
-        dev = Path(spec.devices_cgroup)
-        with contextlib.suppress(OSError):
-            dev.rmdir()
-        dev.mkdir(parents=True, exist_ok=True)
-        (dev / "devices.deny").write_text("a")
-        for rule in spec.device_rules:
-            (dev / "devices.allow").write_text(rule)
-        (dev / "cgroup.procs").write_text(str(os.getpid()))
-    return cg
-
-
-def _step_out(cg: Path, spec: ContainerSpec) -> None:
-    """The launcher back to where it came from (the hierarchy's root): PID 1, forked in ``cg``, stays there."""
-    top = Path(CGROUP_FS / "memory") if spec.cgroup_version == 1 else cg.parent.parent
-    with contextlib.suppress(OSError):
-        (top / "cgroup.procs").write_text(str(os.getpid()))
-    if spec.devices_cgroup:
-        with contextlib.suppress(OSError):
-            (DEVICES_FS / "cgroup.procs").write_text(str(os.getpid()))
-
-
-def _oom_events(cg: Path) -> int | None:
-    """cgroup v1 has no ``memory.oom.group``: an eventfd that the kernel signals when its OOM killer acts in
-    ``cg`` (registered on ``memory.oom_control``), so that the launcher can kill PID 1, which ends every process
-    of its pid namespace with it. None when the kernel offers no such notification."""
-    try:
-        efd = os.eventfd(0)
-        ofd = os.open(cg / "memory.oom_control", os.O_RDONLY)
-        (cg / "cgroup.event_control").write_text(f"{efd} {ofd}")
-    except OSError:
-        return None  # the process the kernel picked then dies alone, still counted as an OOM kill
-    return efd
-
-
 def _wait(pid: int, oom: int | None) -> int:
     """PID 1's wait status; an OOM event (v1) in the meantime kills it. No threads here: after
     ``unshare(CLONE_NEWPID)`` the launcher cannot make any (clone refuses CLONE_THREAD)."""
@@ -376,29 +298,6 @@ def _wait(pid: int, oom: int | None) -> int:
             continue
 
 
-def _leave_cgroup(cg: Path, spec: ContainerSpec, result: ContainerResult) -> None:
-    files = _cgroup.files(spec.cgroup_version)
-    result.oom_kills = _oom_kills(cg, spec.cgroup_version, result)
-    with contextlib.suppress(OSError, ValueError):
-        result.memory_peak = int((cg / files["peak"]).read_text())
-    _step_out(cg, spec)
-    _remove_cgroups([cg, *([Path(spec.devices_cgroup)] if spec.devices_cgroup else [])], 0.02)
-
-
-def _remove_cgroups(cgroups: list[Path], pause: float) -> None:
-    """Remove the machine's cgroups once empty (its processes are being killed: that takes a moment)."""
-    for cg in cgroups:
-        for _ in range(50):
-            try:
-                cg.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(pause)
-
-
-# -- PID 1's side, before exec -------------------------------------------------------------------------------
 def _make_root(spec: ContainerSpec) -> None:
     """Runs in the child (PID 1 of the new namespaces): the mounts, pivot_root, then exec the agent."""
     libc = _libc()
@@ -475,7 +374,7 @@ def launch(spec: ContainerSpec) -> int:
         return _finish(spec, result)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     try:
-        cg = _enter_cgroup(spec, result)
+        cg = enter_cgroup(spec, result)
     except OSError as exc:
         result.setup_error = f"memory cgroup {spec.cgroup}: {exc.strerror or exc}"
         return _finish(spec, result)
@@ -483,14 +382,14 @@ def launch(spec: ContainerSpec) -> int:
         _check(libc.unshare(CLONE_NEWPID), "unshare the pid namespace")  # for the child, not this process
     except OSError as exc:
         result.setup_error = str(exc)
-        _leave_cgroup(cg, spec, result)
+        leave_cgroup(cg, spec, result)
         return _finish(spec, result)
     pid = os.fork()
     if pid == 0:
         _child(spec, setup_error)
     result.pid1 = pid
-    _step_out(cg, spec)
-    oom = _oom_events(cg) if spec.cgroup_version == 1 else None
+    step_out(cg, spec)
+    oom = oom_events(cg) if spec.cgroup_version == 1 else None
     signal.signal(signal.SIGTERM, lambda *_: _forward(pid, signal.SIGTERM))
     signal.signal(signal.SIGINT, lambda *_: _forward(pid, signal.SIGTERM))
     Path(spec.pid_file).write_text(f"{pid}\n")
@@ -502,7 +401,7 @@ def launch(spec: ContainerSpec) -> int:
         result.exit_code = os.WEXITSTATUS(status)
         with contextlib.suppress(OSError):
             result.setup_error = Path(setup_error).read_text() or None if result.exit_code == EXIT_SETUP else None
-    _leave_cgroup(cg, spec, result)
+    leave_cgroup(cg, spec, result)
     with contextlib.suppress(OSError):
         os.unlink(spec.pid_file)
     return _finish(spec, result)
@@ -571,30 +470,6 @@ def _finish(spec: ContainerSpec, result: ContainerResult) -> int:
     os.replace(tmp, spec.result)
     code, _why = classify(result, 0)
     return code if code >= 0 else EXIT_FAILED
-
-
-def forget(machine_dir: Path) -> None:
-    """After a machine was stopped (or killed): SIGKILL whatever still runs in its cgroup and remove its cgroups."""
-    try:
-        spec = json.loads((machine_dir / "run" / "container.json").read_text())
-    except (OSError, ValueError):
-        return
-    cg = Path(spec.get("cgroup") or "/nonexistent")
-    for _ in range(50):
-        try:
-            pids = [int(p) for p in (cg / "cgroup.procs").read_text().split()]
-        except (OSError, ValueError):
-            break
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        try:
-            cg.rmdir()
-            break
-        except OSError:
-            time.sleep(0.05)
-    if spec.get("devices_cgroup"):
-        _remove_cgroups([Path(spec["devices_cgroup"])], 0.05)
 
 
 def read_result(path: Path) -> ContainerResult | None:

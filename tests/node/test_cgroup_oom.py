@@ -152,9 +152,10 @@ def test_device_rules_allow_the_machines_devices_and_new_partitions_only_when_as
 _PROBE = """
 import errno, json, os, sys
 from pathlib import Path
-from node._launch import ContainerResult, ContainerSpec, _enter_cgroup, _leave_cgroup
+from node._launch import ContainerResult, ContainerSpec
+from node._machine_cgroups import enter_cgroup, leave_cgroup
 spec = ContainerSpec(**json.loads(sys.argv[1]))
-cg = _enter_cgroup(spec, ContainerResult())
+cg = enter_cgroup(spec, ContainerResult())
 got = {}
 for name, path in (("null", "/dev/null"), ("kmsg", "/dev/kmsg"), ("loop-control", "/dev/loop-control")):
     try:
@@ -168,7 +169,7 @@ try:
     got["mknod-loop250"] = "ok"
 except OSError as exc:
     got["mknod-loop250"] = errno.errorcode[exc.errno]
-_leave_cgroup(cg, spec, ContainerResult())
+leave_cgroup(cg, spec, ContainerResult())
 print(json.dumps(got))
 """
 

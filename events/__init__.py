@@ -31,6 +31,7 @@ from ._merkle import verify_consistency as verify_consistency
 from ._merkle import verify_inclusion as verify_inclusion
 from ._ports import EventLog as EventLog
 from ._record import GENESIS_PREV as GENESIS_PREV
+from ._record import HASH_CUT as HASH_CUT
 from ._record import NODE as NODE
 from ._record import Actor as Actor
 from ._record import Event as Event
@@ -88,6 +89,7 @@ from .payloads import to_payload as to_payload
 
 __all__ = [
     "GENESIS_PREV",
+    "HASH_CUT",
     "NODE",
     "SCHEMAS",
     "WITNESSED_FORMAT",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import Protocol, TypeVar, cast
 
 import msgspec
@@ -252,29 +253,38 @@ _head_decoder = msgspec.msgpack.Decoder(_Head)
 _payload_decoder = msgspec.msgpack.Decoder(dict[str, object])
 
 
-def replay_raw(raws: Iterable[bytes], state: NodeState | None = None) -> NodeState:
+def replay_raw(raws: Iterable[bytes], state: NodeState | None = None,
+               digests: Iterable[bytes | None] | None = None) -> NodeState:
     """``replay`` straight from stored bytes, the fast way: no signature and no encoding checks (that is
     ``verify_items``' job), but seq and the hash chain are checked as in ``fold``. Bytes that do not decode raise
     ``InvalidEvent`` naming the seq; an altered event breaks the chain at the event after it. The payload of a kind
     without an apply function is not decoded (only walked): it changes no state, and the chain covers its bytes.
 
     The result equals folding event by event. Only the final state is returned, so seq and head are kept in locals
-    and written into the state before an apply function (or the closing of a boot) needs it, and at the end."""
+    and written into the state before an apply function (or the closing of a boot) needs it, and at the end.
+
+    ``digests``, when given, yields one item per event of ``raws`` (at least as many): the SHA-256 of the event's
+    bytes cut as below (what another process hashed from the same stored bytes, ``storage``'s hashing helper), or
+    None to hash it here. A digest is used only where this loop would take the same cut itself (the decoded head
+    has a 64-byte signature and a 64-bit time; the helper checked the bytes' layout), so the checks, their order,
+    the errors and the state are those of hashing every event here."""
     state = state or NodeState()
     decode_head, apply, raw_apply = _head_decoder.decode, _APPLY.get, _RAW_APPLY.get
     seq, head = state.seq, state.head
     prefix = _UNSIGNED_PREFIX
-    for raw in raws:  # fold() and trusted_event_hash() inlined: this loop is the replay benchmark
+    pairs = zip(raws, repeat(None) if digests is None else digests, strict=False)
+    for raw, digest in pairs:  # fold() and trusted_event_hash() inlined: this loop is the replay benchmark
         try:
             h = decode_head(raw)
         except (msgspec.DecodeError, ValueError, RecursionError) as exc:
             raise InvalidEvent(f"event bytes do not decode: {exc}", seq=seq + 1) from exc
-        n = len(raw)
-        if (raw[n - 87 : n - 81] == _SIG64 and raw[n - 17 : n - 8] == _TIME64 and raw[0] == 0x8A
-                and len(h.sig) == 64 and h.time_ns >= 1 << 32):
-            digest = hashlib.sha256(prefix + raw[1 : n - 87] + raw[n - 17 :]).digest()
-        else:
-            digest = trusted_event_hash(raw, _decode_full(raw, seq))
+        if digest is None or len(h.sig) != 64 or h.time_ns < 1 << 32:
+            n = len(raw)
+            if (raw[n - 87 : n - 81] == _SIG64 and raw[n - 17 : n - 8] == _TIME64 and raw[0] == 0x8A
+                    and len(h.sig) == 64 and h.time_ns >= 1 << 32):
+                digest = hashlib.sha256(prefix + raw[1 : n - 87] + raw[n - 17 :]).digest()
+            else:
+                digest = trusted_event_hash(raw, _decode_full(raw, seq))
         if h.seq != seq + 1 or h.prev != head:
             return fold(_catch_up(state, seq, head), _decode_full(raw, seq), digest)  # raises fold's own error
         boots = state.boots

@@ -6,6 +6,7 @@ its environment, as LMDB allows one environment per path per process.
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ from pathlib import Path
 import lmdb
 
 from errors import StorageError
-from events import Event, decode_event
+from events import Event, NodeState, decode_event, replay_raw
 
+from ._hash_child import MIN_EVENTS, HashChild, hasher
 from ._lmdb_errors import lmdb_errors
 
 __all__ = ["DB_NAME", "DEFAULT_MAP_SIZE", "KEY", "WRITER_ENVS", "LogReader", "grow_map", "open_env", "seq_key"]
@@ -71,6 +73,8 @@ class LogReader:
                 self._db = self._env.open_db(DB_NAME, create=False)
             except lmdb.NotFoundError as exc:
                 raise StorageError(f"{self.path}: LMDB has no 'events' database", path=str(self.path)) from exc
+        st = os.stat(self.path / "data.mdb")
+        self._ident = (st.st_dev, st.st_ino)  # the file this reader's environment maps (for the hashing process)
 
     def read_raw(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(seq from the key, stored bytes) in key order, from ``start`` up to but not including ``end``."""
@@ -83,6 +87,27 @@ class LogReader:
                 if end is not None and seq >= end:
                     break
                 yield seq, bytes(value)
+
+    def replay(self, state: NodeState | None = None, *, hashing: HashChild | None = None,
+               min_events: int = MIN_EVENTS) -> NodeState:
+        """``replay_raw`` of the stored events after ``state`` (from seq 0 without one): the same checks, errors and
+        state. A range of ``min_events`` or more takes its chain digests from a hashing process (``hashing``, by
+        default this process's: ``storage._hash_child``), so that the hashing runs on the other core."""
+        state = state or NodeState()
+        start = state.seq + 1
+        with lmdb_errors(str(self.path)), self._env.begin(db=self._db, buffers=False) as txn:
+            cur = txn.cursor()
+            if not cur.last():
+                return state
+            last = cur.key()
+            count = KEY.unpack(last)[0] + 1 - start if len(last) == 8 else 0
+            if not cur.set_range(seq_key(start)):
+                return state
+            values = cur.iternext(keys=False, values=True)
+            if count < min_events:
+                return replay_raw(values, state)
+            with (hashing or hasher()).session(self.path, self._ident, seq_key(start), count) as digests:
+                return replay_raw(values, state, digests)
 
     def read_raw_reversed(self, end: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(seq, stored bytes) newest first, from the one before ``end`` (default: the last) down to seq 0."""

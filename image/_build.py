@@ -31,7 +31,7 @@ from ._format import (
 from ._runtime import etcd_layer, link_tree, runtime_layer
 from ._stamp import BUILD_FILE, CODE_DIR, FAULTS, stamp
 
-__all__ = ["CODE_DIR", "PACKAGES", "build_image", "os_release", "stage_tree"]
+__all__ = ["CODE_DIR", "PACKAGES", "build_image", "os_release", "squash_args", "stage_tree"]
 
 PACKAGES = ("errors", "lazy", "pki", "events", "boot", "fsm", "sequencer", "config", "service", "storage", "image",
             "api", "node", "specs")
@@ -39,6 +39,17 @@ _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*")
 _COMPRESSORS = ("gzip", "zstd", "xz", "lz4", "lzo", "lzma")
 
 BuildProgress = Callable[[str], None]
+# A full image is lz4 (high-compression mode: same format, same decompression speed): every power-on mounts the
+# slot afresh and decompresses the ~45 MiB of code and shared libraries the agent's start touches (mmap
+# read-around faults in whole 128 KiB blocks); the kernel's lz4 does that several times faster than zstd, for
+# ~4 MiB more image (bench/NOTES-boot.md: the cold chrooted import and the boot, alternated A/B)
+_LEVELS = {"zstd": ["-Xcompression-level", "3"], "lz4": ["-Xhc"]}
+
+
+def squash_args(tree: Path, out: Path, compression: str) -> list[str]:
+    """The mksquashfs command that squashes ``tree`` into ``out`` reproducibly (no times, owners or xattrs)."""
+    return ["mksquashfs", str(tree), str(out), "-reproducible", "-all-root", "-noappend", "-no-xattrs", "-mkfs-time",
+            "0", "-all-time", "0", "-comp", compression, *_LEVELS.get(compression, []), "-quiet", "-no-progress"]
 
 
 def os_release(version: str) -> bytes:
@@ -156,7 +167,7 @@ def build_image(
     etcdctl (``image._runtime.etcd_layer``) for controlplane nodes: None when the host has them, True required
     (an error when it has none), False never. The same inputs, version, fault, key and ``created``
     give the same bytes. ``created`` defaults to ``$SOURCE_DATE_EPOCH``, else the current time. Compression:
-    zstd (level 3: the whole root squashes in about a second) for a full image, gzip for a code-only one.
+    lz4 in its high-compression mode for a full image (the fastest to read at power-on), gzip for a code-only one.
     """
     say = progress or (lambda _msg: None)
     try:
@@ -166,7 +177,7 @@ def build_image(
     if fault is not None and fault not in FAULTS:
         raise InvalidRequest(f"unknown fault {fault!r} (faults: {', '.join(FAULTS)})")
     if compression is None:
-        compression = "gzip" if code_only else "zstd"
+        compression = "gzip" if code_only else "lz4"
     if etcd and code_only:
         raise InvalidRequest("a code-only image carries no etcd (a process machine runs the host's): drop --with-etcd "
                              "or --code-only")
@@ -204,11 +215,7 @@ def build_image(
                     link_tree(part.root, stage)
         payload = tmp_dir / "payload.sqfs"
         say(f"squashing the root with mksquashfs ({compression})")
-        level = ["-Xcompression-level", "3"] if compression == "zstd" else []
-        _run([
-            "mksquashfs", str(stage), str(payload), "-reproducible", "-all-root", "-noappend", "-no-xattrs",
-            "-mkfs-time", "0", "-all-time", "0", "-comp", compression, *level, "-quiet", "-no-progress",
-        ])
+        _run(squash_args(stage, payload, compression))
         with _io(f"hash payload {payload}"):
             size, digest = _sha256_file(payload)
         manifest = Manifest(

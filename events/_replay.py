@@ -233,9 +233,10 @@ def replay(events: Iterable[Event], state: NodeState | None = None) -> NodeState
     return state
 
 
-class _Head(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class _Head(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """An event as ``replay_raw`` reads it when its kind changes nothing but the position: every field typed and
-    checked but the payload, which is walked as msgpack and not built (most of an event's decoding)."""
+    checked but the payload, which is walked as msgpack and not built (most of an event's decoding). Not tracked by
+    the collector (``gc=False``: its fields hold no cycle), so a replay does not make the young generation full."""
 
     seq: int
     time_ns: int
@@ -272,6 +273,7 @@ def replay_raw(raws: Iterable[bytes], state: NodeState | None = None,
     decode_head, apply, raw_apply = _head_decoder.decode, _APPLY.get, _RAW_APPLY.get
     seq, head = state.seq, state.head
     prefix = _UNSIGNED_PREFIX
+    boot_id = None  # the last event's: after an event of boot B the latest boot record is closed or B's
     pairs = zip(raws, repeat(None) if digests is None else digests, strict=False)
     for raw, digest in pairs:  # fold() and trusted_event_hash() inlined: this loop is the replay benchmark
         try:
@@ -287,9 +289,11 @@ def replay_raw(raws: Iterable[bytes], state: NodeState | None = None,
                 digest = trusted_event_hash(raw, _decode_full(raw, seq))
         if h.seq != seq + 1 or h.prev != head:
             return fold(_catch_up(state, seq, head), _decode_full(raw, seq), digest)  # raises fold's own error
-        boots = state.boots
-        if boots and boots[-1].last_seq is None and boots[-1].boot_id != h.boot_id:
-            state = _close_boot(_catch_up(state, seq, head), h.boot_id, seq)
+        if h.boot_id != boot_id:
+            boot_id = h.boot_id
+            boots = state.boots
+            if boots and boots[-1].last_seq is None and boots[-1].boot_id != boot_id:
+                state = _close_boot(_catch_up(state, seq, head), boot_id, seq)
         typed = raw_apply(h.kind)
         if typed is not None:
             state = typed(state, h, seq)

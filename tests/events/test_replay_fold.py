@@ -174,6 +174,26 @@ def test_replay_raw_checks_the_chain(pki: Any) -> None:
 
 
 
+def _with_actor(raw: bytes, actor: object) -> bytes:
+    """The stored bytes with another actor (any msgpack value), in canonical key order."""
+    m = msgspec.msgpack.decode(raw)
+    m["actor"] = actor
+    return msgspec.msgpack.Encoder(order="sorted").encode(m)
+
+
+def test_replay_raw_types_the_actor_when_a_fold_reads_it(pki: Any) -> None:
+    plan = [(Kind.TASK_STARTED, {"i": 0}), (Kind.SEQUENCE_STARTED, {"sequence": "boot", "phases": ["a"]}),
+            (Kind.TASK_STARTED, {"i": 1})]
+    _, raws, _ = _write(pki.signer, pki.cert_der, plan, [NODE] * 3)
+    bad = [*raws[:1], _with_actor(raws[1], 5), *raws[2:]]  # task.started: its actor is walked, not typed
+    with pytest.raises(TamperedLog) as info:
+        replay_raw(bad)
+    assert (info.value.seq, info.value.reason) == (2, "chain")  # the chain covers the actor's bytes
+    with pytest.raises(InvalidEvent) as typed:  # sequence.started's fold reads the actor (the last event here)
+        replay_raw([*raws[:2], _with_actor(raws[2], [1])])
+    assert typed.value.details["seq"] == 2 and "actor" in str(typed.value)
+
+
 @pytest.mark.parametrize(("payload", "error"), [
     ({"digest": "d2", "mode": "try", "deadline_ns": 7}, None),
     ({"digest": "d2", "v": 1}, None),  # the version key of version 1, written out

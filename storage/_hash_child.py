@@ -149,15 +149,17 @@ while True:
     if not select.select([0], [], [], IDLE)[0]:
         sys.exit(0)
     tag = readn(1)
+    if tag == b"K":  # a claim or a cancel sent while this process was ending the replay
+        readn(4)
     if tag != b"R":
-        continue  # a claim or a cancel that came after its replay ended
+        continue
     dev, ino, count, first, chunk, plen = REQ.unpack(readn(REQ.size))
     start = readn(8)
-    path = readn(plen).decode()
+    path = os.fsdecode(readn(plen))
     try:
         serve(dev, ino, count, first, max(1, chunk), start, path)
-    except lmdb.Error:
-        pass
+    except (lmdb.Error, OSError):
+        pass  # the caller hashes what it did not get
     send(REC.pack(END, 0, 0, 0))
 """.replace("@CUT@", repr(HASH_CUT))
 

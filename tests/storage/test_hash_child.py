@@ -223,3 +223,15 @@ def test_the_process_exits_when_idle_and_comes_back(stored: Path) -> None:
         assert child.started == 2
     finally:
         child.close()
+
+
+def test_a_claim_that_comes_after_the_replay_ended_is_skipped(stored: Path, hashing: HashChild) -> None:
+    """The caller may claim a chunk while the process is ending the replay (its end record still in the pipe):
+    the process reads the claim between replays and must not take its bytes for a request."""
+    want = replay_raw(_raws(stored))
+    assert _replay_with(hashing, stored, pause=0.05) == want
+    proc = hashing._proc
+    assert proc is not None and proc.stdin is not None
+    os.write(proc.stdin.fileno(), b"K" + b"RRRR" + b"C")  # a late claim (of chunk 0x52525252), a late cancel
+    assert _replay_with(hashing, stored, pause=0.3) == want
+    assert hashing.last.theirs > EVENTS // CHUNK // 2 and hashing.started == 1

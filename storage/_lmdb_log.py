@@ -116,6 +116,7 @@ class LmdbEventLog:
         self._reader = LogReader(self.path)
         self._cond = threading.Condition()
         self._durable_next = 0
+        self._watchers = 0  # callers in wait_for
         self._failing: GravenError | None = None
         self._chain_lock = threading.Lock()  # held while events are prepared and completed, see the module's doc
         self._crowded_until = 0.0
@@ -185,7 +186,9 @@ class LmdbEventLog:
     def append(self, kind: str, payload: Mapping[str, object], actor: Actor = NODE) -> Event:
         self._check_writable()
         lock = self._chain_lock
-        if lock.acquire(blocking=False):
+        # tried only when the pipeline looks idle (checked again under the lock): in a crowd, an appender holding it
+        # for nothing would make the sequencer wait for it
+        if self._durable_next == self._chain.next_seq and self._queue.empty() and lock.acquire(blocking=False):
             try:
                 if self._idle():
                     return self._append_here(kind, payload, actor)
@@ -250,7 +253,11 @@ class LmdbEventLog:
 
     def wait_for(self, seq: int, timeout: float | None = None) -> bool:
         with self._cond:
-            return self._cond.wait_for(lambda: self._durable_next > seq, timeout)
+            self._watchers += 1
+            try:
+                return self._cond.wait_for(lambda: self._durable_next > seq, timeout)
+            finally:
+                self._watchers -= 1
 
     @property
     def boot_id(self) -> str:
@@ -594,4 +601,5 @@ class LmdbEventLog:
                 raise err from exc
         with self._cond:
             self._durable_next = signed[-1][0].seq + 1
-            self._cond.notify_all()
+            if self._watchers:
+                self._cond.notify_all()

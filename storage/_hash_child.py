@@ -85,8 +85,9 @@ def env_for(path, dev, ino):
     known = envs.get(path)
     if known is not None and known[2] == (dev, ino):
         return known
-    if known is not None:
-        known[0].close()
+    for old in envs.values():  # one log open at a time: a deleted one's file goes with it
+        old[0].close()
+    envs.clear()
     try:
         env = lmdb.open(path, readonly=True, max_dbs=2, lock=True, subdir=True)
     except lmdb.Error:

@@ -8,9 +8,12 @@ hashes the payload against the signed digest. Anything else is refused with ``Ba
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import mmap
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Literal, NoReturn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from boot import Slot
-from errors import BadImage, NotFound, StorageError, UntrustedKey
+from errors import BadImage, GravenError, NotFound, StorageError, UntrustedKey
 from pki import verify_signature
 from storage import DiskBase, InstallableImage
 
@@ -44,6 +47,8 @@ _BUFFER = 1 << 20
 _SCAN = 1 << 20  # how far back from the end to look for a trailer followed by appended bytes
 
 TrustedKeys = Iterable[bytes | Ed25519PublicKey]
+# the keys, or how to load them: a boot loads them (the persisted config) while the payload hashes on a thread
+KeySource = TrustedKeys | Callable[[], TrustedKeys]
 HashProgress = Callable[[int, int], None]
 
 
@@ -186,8 +191,49 @@ class _Reader:
             raise StorageError(f"cannot read image {self.path}: {exc.strerror or exc}", path=str(self.path)) from exc
         return digest.digest()
 
+    def sha256_mapped(self, length: int) -> bytes:
+        """``sha256`` in one hashlib call over a read-only mapping, which releases the GIL once for the whole
+        payload: a thread reading buffer by buffer beside busy Python code would wait for the GIL after each
+        read and each update (up to the 5 ms switch interval). A file that cannot be mapped is read."""
+        if length == 0:
+            return hashlib.sha256().digest()
+        try:
+            mapping = mmap.mmap(self.fd, length, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return self.sha256(length, None)
+        with mapping:
+            mapping.madvise(mmap.MADV_SEQUENTIAL)
+            return hashlib.sha256(mapping).digest()
+
     def close(self) -> None:
         os.close(self.fd)
+
+
+class _Hashing:
+    """The payload's SHA-256 on a thread: file reads and hashlib release the GIL, so the caller's own work meanwhile
+    (a boot loads its trusted keys: the persisted config and the code that reads it) runs on the other core."""
+
+    def __init__(self, r: _Reader, length: int) -> None:
+        self._digest: bytes | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(r, length), name="image-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self, r: _Reader, length: int) -> None:
+        try:
+            self._digest = r.sha256_mapped(length)
+        except BaseException as exc:  # handed to the caller, which raises it where verify() would have
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def digest(self) -> bytes:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._digest is not None
+        return self._digest
 
 
 def _locate(r: _Reader) -> Trailer:
@@ -253,51 +299,79 @@ def _trusted(keys: TrustedKeys) -> dict[str, bytes]:
 
 def verify(
     path: Path | str,
-    trusted_keys: TrustedKeys,
+    trusted_keys: KeySource,
     *,
     length: int | None = None,
     progress: HashProgress | None = None,
 ) -> VerifiedImage:
-    """Verify the image at ``path`` (its first ``length`` bytes, for an image inside a slot)."""
+    """Verify the image at ``path`` (its first ``length`` bytes, for an image inside a slot).
+
+    ``trusted_keys`` may be a function that loads them: it is called while the payload hashes on a thread (the
+    checks and their order are the same: no trusted key, then the trailer and manifest, the key, the signature,
+    the digest)."""
     path = Path(path)
+    if callable(trusted_keys):
+        return _verify_hashing(path, trusted_keys, length)
     trusted = _trusted(trusted_keys)
     if not trusted:
         raise UntrustedKey("no trusted image keys were given; nothing can verify")
     r = _Reader(path, length)
     try:
-        trailer, manifest_bytes, signature, manifest, canonical = _read_parts(r)
-        if not canonical:
-            raise _bad(path, "manifest is not in canonical encoding (msgpack with sorted keys)")
-        if manifest.format != FORMAT_VERSION:
-            raise _bad(path, f"unknown manifest format version {manifest.format} (this verifier reads "
-                             f"{FORMAT_VERSION})", format=manifest.format)
-        public = trusted.get(manifest.key_id)
-        if public is None:
-            raise UntrustedKey(
-                f"image {path} refused: {manifest.version} is signed by key {manifest.key_id}, which is not trusted "
-                f"(trusted: {', '.join(sorted(trusted))})",
-                path=str(path), key_id=manifest.key_id,
-            )
-        if not verify_signature(public, signature, signing_message(manifest_bytes)):
-            raise _bad(path, f"bad signature: the manifest does not verify with key {manifest.key_id}")
-        if manifest.payload_size != trailer.manifest_offset:
-            raise _bad(path, f"payload size mismatch: manifest says {manifest.payload_size} bytes, file holds "
-                             f"{trailer.manifest_offset}")
-        if len(manifest.payload_sha256) != 32:
-            raise _bad(path, "manifest payload digest is not 32 bytes")
-        got = r.sha256(manifest.payload_size, progress)
-        if got != manifest.payload_sha256:
-            raise _bad(path, f"payload digest mismatch: manifest says {manifest.payload_sha256.hex()[:16]}, "
-                             f"payload hashes to {got.hex()[:16]}")
+        return _check(r, trusted, lambda size: r.sha256(size, progress))
     finally:
         r.close()
+
+
+def _verify_hashing(path: Path, load_keys: Callable[[], TrustedKeys], length: int | None) -> VerifiedImage:
+    r = _Reader(path, length)
+    hashing = None
+    try:
+        with contextlib.suppress(GravenError):  # _check raises it again, after the keys' check as without a thread
+            # the payload ends where the manifest starts (_check refuses a manifest that says otherwise)
+            hashing = _Hashing(r, _locate(r).manifest_offset)
+        trusted = _trusted(load_keys())
+        if not trusted:
+            raise UntrustedKey("no trusted image keys were given; nothing can verify")
+        return _check(r, trusted, lambda size: hashing.digest() if hashing is not None else r.sha256(size, None))
+    finally:
+        if hashing is not None:
+            hashing.join()  # it reads through r's descriptor
+        r.close()
+
+
+def _check(r: _Reader, trusted: dict[str, bytes], payload_digest: Callable[[int], bytes]) -> VerifiedImage:
+    path = r.path
+    trailer, manifest_bytes, signature, manifest, canonical = _read_parts(r)
+    if not canonical:
+        raise _bad(path, "manifest is not in canonical encoding (msgpack with sorted keys)")
+    if manifest.format != FORMAT_VERSION:
+        raise _bad(path, f"unknown manifest format version {manifest.format} (this verifier reads "
+                         f"{FORMAT_VERSION})", format=manifest.format)
+    public = trusted.get(manifest.key_id)
+    if public is None:
+        raise UntrustedKey(
+            f"image {path} refused: {manifest.version} is signed by key {manifest.key_id}, which is not trusted "
+            f"(trusted: {', '.join(sorted(trusted))})",
+            path=str(path), key_id=manifest.key_id,
+        )
+    if not verify_signature(public, signature, signing_message(manifest_bytes)):
+        raise _bad(path, f"bad signature: the manifest does not verify with key {manifest.key_id}")
+    if manifest.payload_size != trailer.manifest_offset:
+        raise _bad(path, f"payload size mismatch: manifest says {manifest.payload_size} bytes, file holds "
+                         f"{trailer.manifest_offset}")
+    if len(manifest.payload_sha256) != 32:
+        raise _bad(path, "manifest payload digest is not 32 bytes")
+    got = payload_digest(manifest.payload_size)
+    if got != manifest.payload_sha256:
+        raise _bad(path, f"payload digest mismatch: manifest says {manifest.payload_sha256.hex()[:16]}, "
+                         f"payload hashes to {got.hex()[:16]}")
     return VerifiedImage(_TOKEN, path=path, manifest=manifest, manifest_bytes=manifest_bytes,
                          signature=signature, trailer=trailer)
 
 
-def verify_slot(disk: DiskBase, slot: Slot | str, trusted_keys: TrustedKeys,
+def verify_slot(disk: DiskBase, slot: Slot | str, trusted_keys: KeySource,
                 progress: HashProgress | None = None) -> VerifiedImage:
-    """Verify the image a disk's slot holds, in place."""
+    """Verify the image a disk's slot holds, in place (``trusted_keys``: as ``verify``'s)."""
     slot = Slot.parse(slot)
     info = disk.slot_info(slot)
     if info is None:

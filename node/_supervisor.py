@@ -42,7 +42,6 @@ from types import FrameType
 
 import msgspec
 
-import config
 import image
 from boot import BootChoice, BootEnv, BootEvent, Slot, choose_slot, mark_bad
 from errors import GravenError, InvalidRequest, StorageError, VerificationError
@@ -249,7 +248,10 @@ class Machine:
 
     # -- choosing what to boot -------------------------------------------------------------------------
     def _trusted_keys(self) -> list[bytes]:
-        """``machine.install.trustedKeys`` of the persisted config; else the ``--trusted-key`` files."""
+        """``machine.install.trustedKeys`` of the persisted config; else the ``--trusted-key`` files. A boot
+        calls it while its slot's payload hashes (``image.verify``): the config code is imported here for that."""
+        import config
+
         if self.disk.is_partitioned():
             try:
                 raw = (self.disk.path("STATE") / "config.yaml").read_bytes()
@@ -272,14 +274,13 @@ class Machine:
             self.pending += finish_pending_wipe(self.disk, self.say)
             env = self.disk.read_boot_env() if self.disk.is_partitioned() else None
             choice = choose_slot(env or BootEnv())
-            keys = self._trusted_keys()
             if choice.slot is None:
-                return self._installer(choice, keys)
+                return self._installer(choice, self._trusted_keys())
             env = self._explain_fallback(choice.env, choice.events)
             self.disk.write_boot_env(env)  # the try is spent before the boot, as in systemd-boot
             self.boots += 1
-            try:
-                verified = image.verify_slot(self.disk, choice.slot, keys)
+            try:  # the trusted keys load while the payload hashes
+                verified = image.verify_slot(self.disk, choice.slot, self._trusted_keys)
             except VerificationError as exc:  # the image is bad: the slot is out of service at once
                 self._refuse_slot(env, choice.slot, exc.message)
                 continue

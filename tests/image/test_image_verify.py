@@ -51,6 +51,30 @@ def test_tampered_image_refused(name: str, images: Images, keys: Keys, tmp_path:
     assert str(bad) in info.value.message  # the reason names the file
 
 
+@pytest.mark.parametrize("name", sorted(TAMPERS))
+def test_keys_loaded_while_hashing_give_the_same_verdicts(name: str, images: Images, keys: Keys, tmp_path: Path):
+    """A boot passes a function that loads the keys (called once, while the payload hashes on a thread): the
+    same image verifies and each tampered one is refused with the same error as with the keys given."""
+    calls: list[int] = []
+
+    def load() -> list[bytes]:
+        calls.append(1)
+        return list(keys.trusted)
+
+    v = verify(images.v1, load)
+    assert (v.payload_sha256, v.version, calls) == (verify(images.v1, keys.trusted).payload_sha256, "1.0.0", [1])
+    make, error, _ = TAMPERS[name]
+    bad = tmp_path / f"{name}.img"
+    bad.write_bytes(make(images.v1.read_bytes(), keys.signing, keys.other, images.v2.read_bytes()))
+    with pytest.raises(error) as given:
+        verify(bad, keys.trusted)
+    with pytest.raises(error) as loaded:
+        verify(bad, load)
+    assert loaded.value.message == given.value.message
+    with pytest.raises(UntrustedKey, match="no trusted image keys"):
+        verify(bad, lambda: [])
+
+
 def test_untrusted_and_no_keys(images: Images, keys: Keys):
     with pytest.raises(UntrustedKey, match="not trusted"):
         verify(images.v1, [keys.other.public_key()])

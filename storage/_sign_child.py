@@ -157,7 +157,9 @@ class ChildSigner:
                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
                                               close_fds=True)
                 assert self._proc.stdin is not None
+                assert self._proc.stdout is not None
                 os.set_blocking(self._proc.stdin.fileno(), False)  # a stuck child times out, see _write_all
+                os.set_blocking(self._proc.stdout.fileno(), False)
             return self._proc
 
     def _fail(self) -> None:
@@ -169,25 +171,32 @@ class ChildSigner:
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    """Write to the non-blocking ``fd``, waiting (``select``) only when the pipe is full: each system call gives up
+    the GIL, and in a crowd getting it back means waiting behind the woken appenders' threads."""
     deadline = time.monotonic() + TIMEOUT_S
     out = memoryview(data)
     while out:
-        if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
-            raise TimeoutError(f"the signing process took no data for {TIMEOUT_S} s")
         try:
             out = out[os.write(fd, out) :]
-        except BlockingIOError:
             continue
+        except BlockingIOError:
+            pass
+        if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
+            raise TimeoutError(f"the signing process took no data for {TIMEOUT_S} s")
 
 
 def _read_exactly(fd: int, n: int) -> bytes:
-    """``n`` bytes, or fewer if the child closed its end; TimeoutError if it sends nothing for too long."""
+    """``n`` bytes from the non-blocking ``fd``, or fewer if the child closed its end; TimeoutError if it sends
+    nothing for too long. Reads first and waits (``select``) only when nothing is there, as ``_write_all``."""
     deadline = time.monotonic() + TIMEOUT_S
     buf = bytearray()
     while len(buf) < n:
-        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            raise TimeoutError(f"the signing process returned nothing for {TIMEOUT_S} s")
-        chunk = os.read(fd, n - len(buf))
+        try:
+            chunk = os.read(fd, n - len(buf))
+        except BlockingIOError:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise TimeoutError(f"the signing process returned nothing for {TIMEOUT_S} s") from None
+            continue
         if not chunk:
             break
         buf += chunk

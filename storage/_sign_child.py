@@ -16,6 +16,7 @@ its use for this log's life: the batch is signed in the writer's process instead
 from __future__ import annotations
 
 import collections
+import ctypes
 import os
 import select
 import subprocess
@@ -170,11 +171,38 @@ class ChildSigner:
         self.close()
 
 
+class _HeldIO:
+    """``write(2)`` and ``read(2)`` through ``ctypes.PyDLL``, which keeps the GIL while they run: on a non-blocking
+    pipe they never wait, and in a crowd of appender threads getting the GIL back after ``os.write``/``os.read``
+    means waiting behind them (the sequencer, the pipeline's serial stage, calls these). Each returns what it
+    wrote/read, or -1 (errno: the pipe is full/empty, or gone)."""
+
+    def __init__(self) -> None:
+        libc = ctypes.PyDLL(None, use_errno=True)
+        self.write = libc.write
+        self.write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+        self.write.restype = ctypes.c_ssize_t
+        self.read = libc.read
+        self.read.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
+        self.read.restype = ctypes.c_ssize_t
+
+
+_held: _HeldIO | None = None
+
+
+def _held_io() -> _HeldIO:
+    global _held
+    if _held is None:
+        _held = _HeldIO()
+    return _held
+
+
 def _write_all(fd: int, data: bytes) -> None:
     """Write to the non-blocking ``fd``, waiting (``select``) only when the pipe is full: each system call gives up
-    the GIL, and in a crowd getting it back means waiting behind the woken appenders' threads."""
+    the GIL, and in a crowd getting it back means waiting behind the woken appenders' threads; so the first write
+    keeps the GIL (``_HeldIO``), and what it could not write goes the usual way."""
     deadline = time.monotonic() + TIMEOUT_S
-    out = memoryview(data)
+    out = memoryview(data)[max(0, _held_io().write(fd, data, len(data))) :]
     while out:
         try:
             out = out[os.write(fd, out) :]
@@ -187,17 +215,21 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _read_exactly(fd: int, n: int) -> bytes:
     """``n`` bytes from the non-blocking ``fd``, or fewer if the child closed its end; TimeoutError if it sends
-    nothing for too long. Reads first and waits (``select``) only when nothing is there, as ``_write_all``."""
+    nothing for too long. The first read keeps the GIL (``_HeldIO``); ``select`` waits only when nothing is there."""
     deadline = time.monotonic() + TIMEOUT_S
-    buf = bytearray()
-    while len(buf) < n:
+    first = ctypes.create_string_buffer(n)
+    got = _held_io().read(fd, first, n)
+    buf = bytearray(first.raw[: max(0, got)])
+    wait = got < 0
+    while len(buf) < n and got != 0:
+        if wait and not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise TimeoutError(f"the signing process returned nothing for {TIMEOUT_S} s")
         try:
             chunk = os.read(fd, n - len(buf))
         except BlockingIOError:
-            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                raise TimeoutError(f"the signing process returned nothing for {TIMEOUT_S} s") from None
+            wait = True
             continue
-        if not chunk:
-            break
+        got = len(chunk)
         buf += chunk
+        wait = False
     return bytes(buf)

@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -173,3 +175,43 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
     except OSError:
         return False
+
+
+def test_pipe_io_holding_the_gil_falls_back_when_the_pipe_is_full_or_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first write and read keep the GIL (libc through ctypes); a pipe that is full, empty, delivers in parts or
+    closes takes the usual path: every byte arrives in order, a short read means the writer closed its end, and
+    silence is a TimeoutError."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    data = os.urandom(1 << 20)  # far more than a pipe holds: the first write is partial, the rest waits for room
+    got = bytearray()
+
+    def drain() -> None:
+        while len(got) < len(data):
+            time.sleep(0.001)
+            got.extend(_sign_child._read_exactly(r, min(50_000, len(data) - len(got))))
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    _sign_child._write_all(w, data)
+    reader.join(10)
+    assert bytes(got) == data
+
+    def later() -> None:  # nothing there at first, then two parts
+        time.sleep(0.05)
+        os.write(w, b"abc")
+        time.sleep(0.05)
+        os.write(w, b"defg")
+
+    writer = threading.Thread(target=later)
+    writer.start()
+    assert _sign_child._read_exactly(r, 7) == b"abcdefg"
+    writer.join()
+    monkeypatch.setattr(_sign_child, "TIMEOUT_S", 0.2)
+    with pytest.raises(TimeoutError):
+        _sign_child._read_exactly(r, 1)
+    os.write(w, b"xy")
+    os.close(w)
+    assert _sign_child._read_exactly(r, 5) == b"xy"  # the writer closed its end
+    os.close(r)

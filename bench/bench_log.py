@@ -352,15 +352,19 @@ def main() -> int:
                 replay_raw(raws)
             return len(raws) / (time.perf_counter() - t)
 
+        # the limit is the better of two raw decodes: the first after a stored replay can find the bytes evicted
+        # from the CPU's caches by the replay's reads and run slower, which would flatter the ratio
+        def best_raw_decode() -> float:
+            return max(raw_decode(raws), raw_decode(raws))
+
         note(row("replay (stored log, hashing process)",
-                 paired(rounds, lambda: replay_once("stored"), lambda: raw_decode(raws),
+                 paired(rounds, lambda: replay_once("stored"), best_raw_decode,
                         lambda: with_peer(root, lambda p: p.replay(PAYLOAD, 50_000))),
                  "raw msgspec decode", 0.6))
-        note(row("  replay_raw (in memory, one core)", paired(rounds, lambda: replay_once("raw"),
-                                                             lambda: raw_decode(raws)),
+        note(row("  replay_raw (in memory, one core)", paired(rounds, lambda: replay_once("raw"), best_raw_decode),
                  "raw msgspec decode"))
         note(row("  replay(decode_event): + canonical check", paired(rounds, lambda: replay_once("strict"),
-                                                                     lambda: raw_decode(raws)),
+                                                                     best_raw_decode),
                  "raw msgspec decode"))
         stored.close()
 

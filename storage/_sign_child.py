@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import errno
 import os
 import select
 import subprocess
@@ -215,21 +216,22 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _read_exactly(fd: int, n: int) -> bytes:
     """``n`` bytes from the non-blocking ``fd``, or fewer if the child closed its end; TimeoutError if it sends
-    nothing for too long. The first read keeps the GIL (``_HeldIO``); ``select`` waits only when nothing is there."""
+    nothing for too long. Every read keeps the GIL (``_HeldIO``); only ``select`` gives it up, to wait when nothing
+    is there (so a wait for the child costs one hand-back of the GIL, not two)."""
     deadline = time.monotonic() + TIMEOUT_S
-    first = ctypes.create_string_buffer(n)
-    got = _held_io().read(fd, first, n)
-    buf = bytearray(first.raw[: max(0, got)])
-    wait = got < 0
-    while len(buf) < n and got != 0:
-        if wait and not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            raise TimeoutError(f"the signing process returned nothing for {TIMEOUT_S} s")
-        try:
-            chunk = os.read(fd, n - len(buf))
-        except BlockingIOError:
-            wait = True
+    read = _held_io().read
+    chunk = ctypes.create_string_buffer(n)
+    buf = bytearray()
+    while len(buf) < n:
+        got = read(fd, chunk, n - len(buf))
+        if got > 0:
+            buf += ctypes.string_at(chunk, got)
             continue
-        got = len(chunk)
-        buf += chunk
-        wait = False
+        if got == 0:  # the child closed its end
+            break
+        err = ctypes.get_errno()
+        if err not in (errno.EAGAIN, errno.EINTR):
+            raise OSError(err, os.strerror(err))
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise TimeoutError(f"the signing process returned nothing for {TIMEOUT_S} s")
     return bytes(buf)

@@ -181,6 +181,10 @@ def decode_event(data: bytes, *, seq: int | None = None) -> Event:
         event = _event_decoder.decode(data)
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:  # invalid UTF-8 is a UnicodeDecodeError
         raise InvalidEvent(f"event bytes do not decode: {exc}", seq=seq) from exc
-    if _encoder.encode(event) != data:
+    try:
+        again = _encoder.encode(event)
+    except TypeError as exc:  # a map key that is not a string (in a payload's nested map): never canonical
+        raise InvalidEvent(f"event bytes are not in canonical encoding: {exc}", seq=seq) from exc
+    if again != data:
         raise InvalidEvent("event bytes are not in canonical encoding", seq=seq)
     return event

@@ -253,6 +253,12 @@ def test_non_canonical_examples() -> None:
                   {f: getattr(event, f) for f in event.__struct_fields__ if f != "sig"}):
         with pytest.raises(InvalidEvent):
             decode_event(ref_pack(extra))
+    # a nested payload map with an integer key decodes, but is no canonical event (found by test_tail's fuzzing)
+    nested = encode_event(msgspec.structs.replace(event, payload={"b": 1, "a": {"c": 2}}))
+    int_key = nested.replace(b"\x81\xa1c\x02", b"\x81\x07\x02")
+    assert int_key != nested
+    with pytest.raises(InvalidEvent, match="canonical"):
+        decode_event(int_key)
     with pytest.raises(InvalidEvent) as info:
         decode_event(b"\xff\x00", seq=9)
     assert info.value.details["seq"] == 9

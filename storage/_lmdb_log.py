@@ -21,7 +21,6 @@ The chain lock (held by whoever prepares or completes events) keeps seqs and com
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import queue
@@ -60,7 +59,7 @@ from ._lmdb_waiters import (
     ThreadWaiter,
     Waiter,
     next_part,
-    settle,
+    resolve,
     take,
 )
 from ._sign_child import ChildSigner
@@ -564,22 +563,7 @@ class LmdbEventLog:
             except GravenError as exc:
                 failing = exc
                 self._failing = exc
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Event], Event | BaseException]]] = {}
-        for fut, event in waiters:
-            if isinstance(fut, AsyncWaiter):
-                by_loop.setdefault(fut.loop, []).append((fut.future, failing if failing is not None else event))
-            elif failing is not None:
-                fut.set_exception(failing)
-            else:
-                fut.set_result(event)
-        for ctl, result in controls:
-            if failing is not None:
-                ctl.set_exception(failing)
-            else:
-                ctl.set_result(result)
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop has closed; nobody waits any more
-                loop.call_soon_threadsafe(settle, items)
+        resolve(waiters, controls, failing)
         return failing
 
     def _write_now(self, signed: list[Signed]) -> None:

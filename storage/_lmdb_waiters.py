@@ -6,6 +6,7 @@ A waiter is resolved by the committer once its event is durable (or with the err
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from events import Actor, Event, Prepared, Signed
 from pki import Signer
 
 __all__ = ["STOP", "AsyncWaiter", "Batch", "Ctl", "Req", "SignerThread", "Staged", "ThreadWaiter", "Waiter",
-           "next_part", "settle", "take"]
+           "next_part", "resolve", "settle", "take"]
 
 @dataclass(slots=True)
 class AsyncWaiter:
@@ -72,6 +73,27 @@ def settle(items: list[tuple[asyncio.Future[Event], Event | BaseException]]) -> 
             fut.set_exception(value)
         else:
             fut.set_result(value)
+
+
+def resolve(waiters: list[tuple[Waiter, Event]], controls: list[tuple[Future[Event | None], Event | None]],
+            failing: BaseException | None) -> None:
+    """Resolve a committed (or failed) transaction's waiters: each asyncio loop's with one wake-up of that loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Event], Event | BaseException]]] = {}
+    for fut, event in waiters:
+        if isinstance(fut, AsyncWaiter):
+            by_loop.setdefault(fut.loop, []).append((fut.future, failing if failing is not None else event))
+        elif failing is not None:
+            fut.set_exception(failing)
+        else:
+            fut.set_result(event)
+    for ctl, result in controls:
+        if failing is not None:
+            ctl.set_exception(failing)
+        else:
+            ctl.set_result(result)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has closed; nobody waits any more
+            loop.call_soon_threadsafe(settle, items)
 
 
 @dataclass(slots=True)

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="creation time in the manifest (default: $SOURCE_DATE_EPOCH or now)")
     p.add_argument("--compression", choices=["gzip", "zstd", "xz", "lz4", "lzo", "lzma"],
                    help="squashfs compression (default: lz4 in its high-compression mode for a full image, the "
-                        "fastest to read at power-on; gzip with --code-only)")
+                        "fastest to read at power-on, or $GRAVEN_IMAGE_COMPRESSION; gzip with --code-only)")
     p.add_argument("--code-only", action="store_true",
                    help="the lightweight image: code and os-release only, no interpreter or libraries (it runs "
                         "only with the process provisioner, on the host's Python)")

@@ -31,7 +31,8 @@ from ._format import (
 from ._runtime import etcd_layer, link_tree, runtime_layer
 from ._stamp import BUILD_FILE, CODE_DIR, FAULTS, stamp
 
-__all__ = ["CODE_DIR", "PACKAGES", "build_image", "os_release", "squash_args", "stage_tree"]
+__all__ = ["CODE_DIR", "COMPRESSION_ENV", "FULL_COMPRESSION", "PACKAGES", "build_image", "default_compression",
+           "os_release", "squash_args", "stage_tree"]
 
 PACKAGES = ("errors", "lazy", "pki", "events", "boot", "fsm", "sequencer", "config", "service", "storage", "image",
             "api", "node", "specs")
@@ -44,6 +45,21 @@ BuildProgress = Callable[[str], None]
 # read-around faults in whole 128 KiB blocks); the kernel's lz4 does that several times faster than zstd, for
 # ~4 MiB more image (bench/NOTES-boot.md: the cold chrooted import and the boot, alternated A/B)
 _LEVELS = {"zstd": ["-Xcompression-level", "3"], "lz4": ["-Xhc"]}
+FULL_COMPRESSION = "lz4"
+# lz4's high-compression mode squashes a full root in ~7 s where zstd takes ~0.6 s: a host that builds many images
+# whose power-on it does not time (the test suite: dozens of builds) names a quicker one here
+COMPRESSION_ENV = "GRAVEN_IMAGE_COMPRESSION"
+
+
+def default_compression(code_only: bool) -> str:
+    """gzip for a code-only image; for a full one ``$GRAVEN_IMAGE_COMPRESSION`` if set, else lz4."""
+    if code_only:
+        return "gzip"
+    chosen = os.environ.get(COMPRESSION_ENV) or FULL_COMPRESSION
+    if chosen not in _COMPRESSORS:
+        raise InvalidRequest(f"${COMPRESSION_ENV}={chosen!r} is not a squashfs compression "
+                             f"(choices: {', '.join(_COMPRESSORS)})")
+    return chosen
 
 
 def squash_args(tree: Path, out: Path, compression: str) -> list[str]:
@@ -171,7 +187,8 @@ def build_image(
     etcdctl (``image._runtime.etcd_layer``) for controlplane nodes: None when the host has them, True required
     (an error when it has none), False never. The same inputs, version, fault, key and ``created``
     give the same bytes. ``created`` defaults to ``$SOURCE_DATE_EPOCH``, else the current time. Compression:
-    lz4 in its high-compression mode for a full image (the fastest to read at power-on), gzip for a code-only one.
+    lz4 in its high-compression mode for a full image (the fastest to read at power-on; ``$GRAVEN_IMAGE_COMPRESSION``
+    names another), gzip for a code-only one.
     """
     say = progress or (lambda _msg: None)
     try:
@@ -181,7 +198,7 @@ def build_image(
     if fault is not None and fault not in FAULTS:
         raise InvalidRequest(f"unknown fault {fault!r} (faults: {', '.join(FAULTS)})")
     if compression is None:
-        compression = "gzip" if code_only else "lz4"
+        compression = default_compression(code_only)
     if etcd and code_only:
         raise InvalidRequest("a code-only image carries no etcd (a process machine runs the host's): drop --with-etcd "
                              "or --code-only")

@@ -14,6 +14,7 @@ from image_fixtures import CREATED, Keys
 
 from errors import InvalidRequest, StorageError
 from image import build_image, verify
+from image._build import COMPRESSION_ENV, FULL_COMPRESSION, default_compression
 from image._runtime import PYTHON, STDLIB, forbidden_paths, runtime_layer
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -23,14 +24,14 @@ MIB = 1 << 20
 @pytest.fixture(scope="module")
 def full_image(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Path:
     img = tmp_path_factory.mktemp("full") / "full.img"
-    build_image("4.2.0", keys.signing, img, created=CREATED)
+    build_image("4.2.0", keys.signing, img, created=CREATED, compression=FULL_COMPRESSION)
     return img
 
 
 @pytest.fixture(scope="module")
 def base_image(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Path:
     img = tmp_path_factory.mktemp("base") / "base.img"
-    build_image("4.2.0", keys.signing, img, created=CREATED, etcd=False)
+    build_image("4.2.0", keys.signing, img, created=CREATED, etcd=False, compression=FULL_COMPRESSION)
     return img
 
 
@@ -41,6 +42,27 @@ needs_etcd = pytest.mark.skipif(not HOST_ETCD, reason="this host has no etcd (De
 def listing(img: Path) -> list[str]:
     out = subprocess.run(["unsquashfs", "-l", "-n", str(img)], capture_output=True, text=True, check=True).stdout
     return [line.removeprefix("squashfs-root") for line in out.splitlines() if line.startswith("squashfs-root")]
+
+
+def test_a_full_image_is_lz4_unless_the_host_names_another(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv(COMPRESSION_ENV, raising=False)
+    assert default_compression(code_only=False) == "lz4"
+    assert default_compression(code_only=True) == "gzip"
+    monkeypatch.setenv(COMPRESSION_ENV, "zstd")
+    assert default_compression(code_only=False) == "zstd"
+    assert default_compression(code_only=True) == "gzip"
+    monkeypatch.setenv(COMPRESSION_ENV, "brotli")
+    with pytest.raises(InvalidRequest, match=r"\$GRAVEN_IMAGE_COMPRESSION='brotli' is not a squashfs compression"):
+        default_compression(code_only=False)
+
+
+def squashfs_compressor(img: Path) -> str:
+    return subprocess.run(["unsquashfs", "-s", str(img)], capture_output=True, text=True, check=True).stdout
+
+
+def test_the_size_and_listing_tests_measure_the_release_compression(full_image: Path, base_image: Path):
+    for img in (full_image, base_image):
+        assert "Compression lz4" in squashfs_compressor(img)
 
 
 def test_forbidden_names_are_caught():
@@ -96,7 +118,7 @@ def test_full_build_is_reproducible_and_reuses_the_cached_layer(full_image: Path
     start = time.monotonic()
     again = runtime_layer(PROJECT)
     assert again.root == layer.root and time.monotonic() - start < 2.0  # a digest of inputs, no rebuild
-    build_image("4.2.0", keys.signing, tmp_path / "again.img", created=CREATED)
+    build_image("4.2.0", keys.signing, tmp_path / "again.img", created=CREATED, compression=FULL_COMPRESSION)
     assert (tmp_path / "again.img").read_bytes() == full_image.read_bytes()
 
 

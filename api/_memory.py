@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import functools
 import os
 
@@ -19,12 +18,13 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
+    # the C library the interpreter itself links (dlopen(NULL)): ctypes.util.find_library asks ldconfig, gcc or ld,
+    # none of which an OS image carries, so in a container or VM it found nothing and nothing was tuned or trimmed
     try:
-        lib = ctypes.CDLL(name) if name else None
+        lib = ctypes.CDLL(None)
     except OSError:
         return None
-    return lib if lib is not None and hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
+    return lib if hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
 
 
 def tune_allocator(arenas: int = 2, mmap_threshold: int = 128 << 10) -> bool:

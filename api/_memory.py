@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import functools
 import os
+
+from storage import libc
 
 __all__ = ["BIG_REQUEST", "rss_bytes", "trim", "trim_when_grown", "tune_allocator"]
 
@@ -16,20 +17,14 @@ BIG_REQUEST = 256 << 10  # a request this large is followed by a trim
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    # the C library the interpreter itself links (dlopen(NULL)): ctypes.util.find_library asks ldconfig, gcc or ld,
-    # none of which an OS image carries, so in a container or VM it found nothing and nothing was tuned or trimmed
-    try:
-        lib = ctypes.CDLL(None)
-    except OSError:
-        return None
-    return lib if hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
+def _glibc() -> ctypes.CDLL | None:
+    lib = libc()
+    return lib if lib is not None and hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
 
 
 def tune_allocator(arenas: int = 2, mmap_threshold: int = 128 << 10) -> bool:
     """Few arenas and a fixed mmap threshold; True when the C library took them."""
-    lib = _libc()
+    lib = _glibc()
     if lib is None:
         return False
     ok = lib.mallopt(_M_ARENA_MAX, arenas) == 1
@@ -39,7 +34,7 @@ def tune_allocator(arenas: int = 2, mmap_threshold: int = 128 << 10) -> bool:
 
 def trim() -> None:
     """Give free heap memory back to the system (ctypes releases the GIL while it runs)."""
-    lib = _libc()
+    lib = _glibc()
     if lib is not None:
         lib.malloc_trim(0)
 

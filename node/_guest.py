@@ -15,13 +15,14 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from ._pid1 import EXIT_POWER_OFF, EXIT_REBOOT, reboot
 
 __all__ = ["BOOT_FW_CFG", "LOGGED", "NET_FW_CFG", "USER_NET", "adopt_boot_file", "adopt_installer", "in_guest",
            "kernel_timings", "platform_address", "power", "prepare", "said_logged"]
@@ -34,8 +35,6 @@ HOST_VIEW = Path("/run/host")  # where host paths the VM reaches appear (tmpfs)
 
 # qemu's user-mode network: the guest's address, prefix, gateway
 USER_NET: tuple[str, int, str | None] = ("10.0.2.15", 24, "10.0.2.2")
-LINUX_REBOOT_CMD_RESTART, LINUX_REBOOT_CMD_POWER_OFF = 0x01234567, 0x4321FEDC
-EXIT_POWER_OFF, EXIT_REBOOT = 0, 10
 
 
 def in_guest() -> bool:
@@ -160,12 +159,6 @@ def power(code: int) -> int:
     """End the machine through reboot(2) for reboot (10) and power off (0); return ``code`` for anything else."""
     if code not in (EXIT_REBOOT, EXIT_POWER_OFF) or not in_guest():
         return code
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.sync()
-    cmd = LINUX_REBOOT_CMD_RESTART if code == EXIT_REBOOT else LINUX_REBOOT_CMD_POWER_OFF
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.reboot(ctypes.c_int(cmd))
-    err = ctypes.get_errno()
+    err = reboot(code)
     print(f"graven agent: reboot(2) failed: {os.strerror(err)}", file=sys.stderr, flush=True)
     return code

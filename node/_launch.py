@@ -47,6 +47,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from storage import die_with_parent, libc
+
 from . import _cgroup
 from ._boottrace import mark
 from ._machine_cgroups import (
@@ -80,7 +82,6 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, \
     1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG = 1
 EXIT_POWER_OFF, EXIT_REBOOT, EXIT_FAILED, EXIT_SETUP = 0, 10, 1, 126
 DEFAULT_MEMORY = 512 << 20
 MACHINE = "/machine"  # where the disk and run directory appear inside
@@ -226,7 +227,7 @@ def container_problem() -> str | None:
     for kind in ("pid", "mnt", "uts", "ipc"):
         if not os.path.exists(f"/proc/self/ns/{kind}"):
             return f"the kernel has no {kind} namespaces"
-    if _libc() is None:
+    if libc() is None:
         return "no C library to call unshare(2) and mount(2) through"
     if memory_cgroup_root() is None:
         return "no writable memory cgroup (v2 memory controller or v1 memory hierarchy)"
@@ -247,19 +248,6 @@ def parse_size(text: str) -> int:
     return value
 
 
-_LIBC: ctypes.CDLL | None = None
-
-
-def _libc() -> ctypes.CDLL | None:
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
-        except OSError:
-            return None
-    return _LIBC
-
-
 def _check(ret: int, what: str) -> None:
     if ret != 0:
         err = ctypes.get_errno()
@@ -267,9 +255,9 @@ def _check(ret: int, what: str) -> None:
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    libc = _libc()
-    assert libc is not None
-    _check(libc.mount(_enc(source), target.encode(), _enc(fstype), ctypes.c_ulong(flags), _enc(data)),
+    lib = libc()
+    assert lib is not None
+    _check(lib.mount(_enc(source), target.encode(), _enc(fstype), ctypes.c_ulong(flags), _enc(data)),
            f"mount {fstype or 'bind'} {source or ''} on {target}")
 
 
@@ -300,11 +288,11 @@ def _wait(pid: int, oom: int | None) -> int:
 
 def _make_root(spec: ContainerSpec) -> None:
     """Runs in the child (PID 1 of the new namespaces): the mounts, pivot_root, then exec the agent."""
-    libc = _libc()
-    assert libc is not None
+    lib = libc()
+    assert lib is not None
     root = spec.root
     # here, not in the launcher: a mount namespace takes effect at once, and pivot_root would move the launcher too
-    _check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC), "unshare mount, uts and ipc namespaces")
+    _check(lib.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC), "unshare mount, uts and ipc namespaces")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount(root, root, None, MS_BIND | MS_REC)  # a mount point of its own, whatever the slot's mount strategy
     _mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV | MS_NOSUID)
@@ -335,20 +323,18 @@ def _make_root(spec: ContainerSpec) -> None:
             _mount(None, inside, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _mount(None, f"{root}{MACHINE}", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     hn = spec.hostname.encode()
-    libc.sethostname(hn, len(hn))
+    lib.sethostname(hn, len(hn))
     os.chdir(root)
     # pivot_root(".", "."): the old root ends up stacked under the new one, then is detached (no put_old
     # directory is needed in the read-only image)
-    _check(libc.syscall(_SYS_PIVOT_ROOT[os.uname().machine], b".", b"."), "pivot_root")
-    _check(libc.umount2(b".", MNT_DETACH), "detach the old root")
+    _check(lib.syscall(_SYS_PIVOT_ROOT[os.uname().machine], b".", b"."), "pivot_root")
+    _check(lib.umount2(b".", MNT_DETACH), "detach the old root")
     os.chdir("/")
 
 
 def _child(spec: ContainerSpec, setup_error_path: str) -> None:  # pragma: no cover - PID 1 until exec
     try:
-        libc = _libc()
-        assert libc is not None
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        die_with_parent()
         mark("forked", os.path.dirname(spec.pid_file))
         _make_root(spec)
         mark("exec", f"{MACHINE}/run")  # after pivot_root the run directory is the machine's
@@ -365,21 +351,21 @@ def launch(spec: ContainerSpec) -> int:
     result = ContainerResult()
     run_dir = os.path.dirname(spec.result)
     mark("launcher", run_dir)
-    libc = _libc()
+    lib = libc()
     setup_error = spec.result + ".setup"
     with contextlib.suppress(OSError):
         os.unlink(setup_error)
-    if libc is None:
+    if lib is None:
         result.setup_error = "no C library"
         return _finish(spec, result)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    die_with_parent()
     try:
         cg = enter_cgroup(spec, result)
     except OSError as exc:
         result.setup_error = f"memory cgroup {spec.cgroup}: {exc.strerror or exc}"
         return _finish(spec, result)
     try:
-        _check(libc.unshare(CLONE_NEWPID), "unshare the pid namespace")  # for the child, not this process
+        _check(lib.unshare(CLONE_NEWPID), "unshare the pid namespace")  # for the child, not this process
     except OSError as exc:
         result.setup_error = str(exc)
         leave_cgroup(cg, spec, result)

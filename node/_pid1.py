@@ -15,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import os
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable
 
-__all__ = ["INIT_PID_NS_INO", "fault_oom", "is_pid1", "power", "start_reaper", "to_reap", "zombie_children"]
+from storage import libc
+
+__all__ = ["INIT_PID_NS_INO", "fault_oom", "is_pid1", "power", "reboot", "start_reaper", "to_reap", "zombie_children"]
 
 INIT_PID_NS_INO = 0xEFFFFFFC  # PROC_PID_INIT_INO: the kernel's first pid namespace
 LINUX_REBOOT_CMD_RESTART, LINUX_REBOOT_CMD_POWER_OFF = 0x01234567, 0x4321FEDC
@@ -84,15 +87,22 @@ def power(code: int) -> int:
     (the process then exits with it, which the launcher counts as a failed boot)."""
     if code not in (EXIT_REBOOT, EXIT_POWER_OFF) or not is_pid1():
         return code
-    cmd = LINUX_REBOOT_CMD_RESTART if code == EXIT_REBOOT else LINUX_REBOOT_CMD_POWER_OFF
+    err = reboot(code)  # returns only if it failed: the kernel kills PID 1 with SIGHUP / SIGINT
+    print(f"graven agent: reboot(2) failed: {os.strerror(err)}; exiting with {code}", file=sys.stderr, flush=True)
+    return code
+
+
+def reboot(code: int) -> int:
+    """Flush stdio, sync, and reboot(2) with restart for ``EXIT_REBOOT``, else power off; returns only when that
+    failed, with its errno (the caller says so and exits)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os.sync()
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)  # no ldconfig in the image to look it up with
-    libc.reboot(ctypes.c_int(cmd))  # does not return: the kernel kills PID 1 with SIGHUP / SIGINT
-    err = ctypes.get_errno()
-    print(f"graven agent: reboot(2) failed: {os.strerror(err)}; exiting with {code}", file=sys.stderr, flush=True)
-    return code
+    lib = libc()
+    if lib is None:
+        return errno.ENOSYS
+    lib.reboot(ctypes.c_int(LINUX_REBOOT_CMD_RESTART if code == EXIT_REBOOT else LINUX_REBOOT_CMD_POWER_OFF))
+    return ctypes.get_errno()
 
 
 # allocates and touches 8 MiB at a time, forever

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from errors import StorageError
 from image import Kernel, build_initramfs
+from storage import die_with_parent
 
 from ._qmp import Ending, Qmp, classify
 
@@ -217,7 +218,7 @@ def start(spec: QemuSpec, *, stderr: Path | None = None) -> Boot:
 
     with open(err_path, "ab") as err:
         proc = subprocess.Popen(qemu_argv(spec), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=die_with_parent)
     started = time.monotonic()
     deadline = started + 30
     while not spec.qmp.exists():
@@ -238,15 +239,6 @@ def start(spec: QemuSpec, *, stderr: Path | None = None) -> Boot:
         spec.qmp.unlink(missing_ok=True)
         raise StorageError(_refusal(said() or str(exc), spec), path=str(spec.disk)) from exc
     return Boot(spec, proc, qmp, started)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """The VM dies with its supervisor, as a machine loses power with its firmware (no orphaned qemu)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _refusal(stderr: str, spec: QemuSpec) -> str:

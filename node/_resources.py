@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from errors import InvalidRequest
+from storage import libc
 
 __all__ = ["KINDS", "about", "kernel", "mounts", "os_image", "processes", "read", "release_free_heap",
            "release_startup_memory", "release_startup_pages"]
@@ -99,10 +100,11 @@ def release_free_heap() -> bool:
     """Give the C heap's free pages back to the kernel (glibc's ``malloc_trim(0)``, every arena): start-up frees
     more than it keeps (imports, the log's replay, TLS set-up), and glibc keeps freed pages resident until its top
     chunk passes the trim threshold, which fragmentation rarely lets happen. False where libc is not glibc."""
+    lib = libc()
     try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
+        if lib is None or not os.confstr("CS_GNU_LIBC_VERSION"):
             return False
-        return bool(ctypes.CDLL(None).malloc_trim(0))
+        return bool(lib.malloc_trim(0))
     except (ValueError, OSError, AttributeError):  # no such confstr name: not glibc
         return False
 
@@ -145,11 +147,14 @@ def release_startup_pages(smaps: str = "/proc/self/smaps") -> int:
     a mapping holding any private copy of a page (relocations) is left alone, so only clean file pages, identical
     to the file's, are dropped. Shared objects stay loaded for the process's life (CPython never unloads one).
     Returns the resident bytes unmapped; 0 where there is no smaps or no madvise."""
+    lib = libc()
     try:
         with open(smaps) as f:
             ranges = startup_pages(f.read())
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        madvise = lib.madvise if lib is not None else None
     except (OSError, AttributeError):
+        return 0
+    if madvise is None:
         return 0
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     madvise.restype = ctypes.c_int

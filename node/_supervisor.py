@@ -26,7 +26,6 @@ and powers off), killed if it does not within ``--grace`` seconds, then the supe
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -46,7 +45,7 @@ import image
 from boot import BootChoice, BootEnv, BootEvent, Slot, choose_slot, mark_bad
 from errors import GravenError, InvalidRequest, StorageError, VerificationError
 from events import Kind
-from storage import BlockDisk, DiskBase, slot_label
+from storage import BlockDisk, DiskBase, die_with_parent, slot_label
 
 from . import _launch
 from ._disk import open_disk
@@ -59,7 +58,6 @@ AGENT_POWER_OFF, AGENT_REBOOT = 0, 10
 _EXIT_MEANING = {20: "the boot failed before it was committed", 30: "the event log is broken",
                  70: "the agent crashed early in boot (fault point boot-crash)", 1: "the agent crashed"}
 CODE_DIR = image.CODE_DIR
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -112,12 +110,6 @@ def agent_command(opts: MachineOptions) -> list[str]:
     if opts.health_timeout is not None:
         cmd += ["--health-timeout", f"{opts.health_timeout:g}"]
     return cmd
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """The agent dies with the supervisor (a machine that loses power loses its agent too)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _exit_reason(code: int) -> str:
@@ -411,7 +403,7 @@ class Machine:
         else:
             self._agent = subprocess.Popen(agent_command(self.opts), env=agent_env(code_root, boot_file), cwd=cwd,
                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                           preexec_fn=_die_with_parent)
+                                           preexec_fn=die_with_parent)
         (self.run_dir / "agent.pid").write_text(f"{self._agent.pid}\n")
         try:
             while True:

@@ -9,6 +9,8 @@ from ._disk_block import BlockDisk as BlockDisk
 from ._disk_block import DiskLayout as DiskLayout
 from ._disk_block import block_problem as block_problem
 from ._disk_sandbox import SandboxDisk as SandboxDisk
+from ._libc import die_with_parent as die_with_parent
+from ._libc import libc as libc
 from ._meta import META_SIZE as META_SIZE
 from ._meta import MetaStore as MetaStore
 from ._mount import MountStrategy as MountStrategy
@@ -50,8 +52,10 @@ __all__ = [
     "SnapshotCheck",
     "available_strategies",
     "block_problem",
+    "die_with_parent",
     "have",
     "kernel_cache",
+    "libc",
     "missing_tool",
     "seq_key",
     "slot_label",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from errors import StorageError
 
+from ._libc import libc
 from ._sys import have, run
 
 __all__ = ["mount", "sysfs_partitions", "umount"]
@@ -46,7 +47,10 @@ def sysfs_partitions(device: Path, sys_block: Path = Path("/sys/class/block")) -
 
 
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+    lib = libc()
+    if lib is None:
+        raise StorageError("no C library to call mount(2) and umount2(2) through")
+    return lib
 
 
 def mount(node: Path | str, target: Path | str, *, fstype: str | None = None, readonly: bool = False,
@@ -56,11 +60,11 @@ def mount(node: Path | str, target: Path | str, *, fstype: str | None = None, re
         opts = ",".join(o for o in ("ro" if readonly else "", options) if o)
         run(["mount", *(["-t", fstype] if fstype else []), *(["-o", opts] if opts else []), str(node), str(target)])
         return
-    libc = _libc()
+    lib = _libc()
     last = 0
     for kind in (fstype,) if fstype else _FSTYPES:
-        if libc.mount(str(node).encode(), str(target).encode(), kind.encode(), 1 if readonly else 0,
-                      options.encode() or None) == 0:
+        if lib.mount(str(node).encode(), str(target).encode(), kind.encode(), 1 if readonly else 0,
+                     options.encode() or None) == 0:
             return
         last = ctypes.get_errno()
         if last not in (errno.EINVAL, errno.ENODEV):

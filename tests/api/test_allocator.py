@@ -7,15 +7,16 @@ import ctypes.util
 
 import pytest
 
+import storage
 from api import _memory
 
 
-def test_the_allocator_is_tuned_and_trimmed_where_find_library_finds_nothing(monkeypatch: pytest.MonkeyPatch):
+def test_the_allocator_is_tuned_and_trimmed_where_find_library_finds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ctypes.util, "find_library", lambda _name: None)
-    _memory._libc.cache_clear()
+    storage.libc.cache_clear()
     try:
-        assert _memory._libc() is not None
+        assert _memory._glibc() is not None
         assert _memory.tune_allocator() is True
         _memory.trim()
     finally:
-        _memory._libc.cache_clear()
+        storage.libc.cache_clear()

@@ -21,7 +21,7 @@ from api import GravenClient
 from api import machine_pb2 as pb
 from errors import InvalidRequest
 
-from ._output import add_output_flag, print_json, table
+from ._output import add_output_flag, error_cell, print_json, table
 from ._remote import connect, fanout, single_target, targets
 
 __all__ = ["etcd_call", "etcd_recover", "etcd_snapshot", "register"]
@@ -185,7 +185,7 @@ def _status(args: argparse.Namespace) -> int:
         rows: list[dict[str, object]] = []
         for n, r in results:
             if not isinstance(r, dict):
-                rows.append({"node": n, "state": "error", "reason": f"[{r.code.name}] {r.message}"})
+                rows.append({"node": n, "state": "error", "reason": error_cell(r)})
                 continue
             svc, st = _dict(r.get("service")), _dict(r.get("status"))
             rows.append({"node": n, "state": svc.get("state"), "healthy": "yes" if svc.get("healthy") else "no",

@@ -14,6 +14,7 @@ from errors import GravenError
 from events import Event
 
 from ._audit import summarize
+from ._output import print_node_error
 from ._remote import connect, targets
 from ._targets import _on_nodes
 
@@ -71,7 +72,7 @@ def _events(args: argparse.Namespace) -> int:
         for node, r in results:
             if isinstance(r, GravenError):
                 failed = True
-                sys.stderr.write(f"{node}: error [{r.code.name}]: {r.message}\n")
+                print_node_error(node, r)
                 continue
             for e in r:
                 printer(node, e)
@@ -100,7 +101,7 @@ def _events(args: argparse.Namespace) -> int:
                 follow(client)
         except GravenError as exc:
             errors.append(node)
-            sys.stderr.write(f"{node}: error [{exc.code.name}]: {exc.message}\n")
+            print_node_error(node, exc)
 
     threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in nodes]
     for t in threads:

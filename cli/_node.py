@@ -37,10 +37,10 @@ from errors import GravenError, InvalidConfig, InvalidRequest, NotFound
 from . import _contexts, _gen, _resources
 from ._config import _cell, _report_invalid, config_subparsers
 from ._events import _events
-from ._output import add_output_flag, print_json, table
+from ._output import add_output_flag, print_json, print_node_error, table
 from ._remote import connect, context, parse_duration, single_target, targets
 from ._rolling import _rolling_upgrade
-from ._targets import _emit, _on_nodes, _Progress, wait_back, wait_for
+from ._targets import _emit, _node_rows, _on_nodes, _Progress, wait_back, wait_for
 from ._wait import Outcome
 
 __all__ = ["register"]
@@ -268,16 +268,7 @@ def _drift_cell(details: dict[str, object]) -> str | None:
 
 
 def _get_network(args: argparse.Namespace) -> int:
-    results = _on_nodes(args, lambda c: c.network(args.what))
-    rows: list[dict[str, object]] = []
-    failed = False
-    for node, r in results:
-        if isinstance(r, GravenError):
-            failed = True
-            rows.append({"node": node, "error": r.to_dict() if args.output == "json" else
-                         f"[{r.code.name}] {r.message}"})
-            continue
-        rows += [{"node": node, **item} for item in r]
+    rows, failed = _node_rows(args, _on_nodes(args, lambda c: c.network(args.what)))
     if args.output == "json":
         print_json(rows)
         return 1 if failed else 0
@@ -303,7 +294,7 @@ def _get_config(args: argparse.Namespace) -> int:
         if isinstance(r, GravenError):
             failed = True
             items.append({"node": node, "error": r.to_dict()})
-            sys.stderr.write(f"{node}: error [{r.code.name}]: {r.message}\n")
+            print_node_error(node, r)
             continue
         items.append({"node": node, "digest": r["digest"], "redacted": r["redacted"],
                       "config": yaml.safe_load(r["data"]) if r["data"] else None})
@@ -358,7 +349,7 @@ def _print_dry_run(results: Sequence[tuple[str, Applied | GravenError]]) -> int:
     for node, r in results:
         if isinstance(r, GravenError):
             failed = True
-            sys.stderr.write(f"{node}: error [{r.code.name}]: {r.message}\n")
+            print_node_error(node, r)
             continue
         for c in r["diff"]:
             op = c.get("op", "?")

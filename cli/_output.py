@@ -51,6 +51,21 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def error_cell(exc: GravenError) -> str:
+    """A node's error in a table cell: ``[CODE] message``."""
+    return f"[{exc.code.name}] {exc.message}"
+
+
+def error_row(node: str, exc: GravenError, output: str) -> dict[str, object]:
+    """A node's error as its row: the error's fields for ``-o json``, its cell for a table."""
+    return {"node": node, "error": exc.to_dict() if output == "json" else error_cell(exc)}
+
+
+def print_node_error(node: str, exc: GravenError) -> None:
+    """A node's error on stderr, where its results go on stdout."""
+    sys.stderr.write(f"{node}: error [{exc.code.name}]: {exc.message}\n")
+
+
 def print_error(exc: GravenError, output: str = "table") -> None:
     if output == "json":
         print_json({"error": exc.to_dict()}, sys.stderr)

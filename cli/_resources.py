@@ -7,8 +7,7 @@ read-only; on a process machine these are the host's, as the agent sees them.
 from __future__ import annotations
 
 import argparse
-
-from errors import GravenError
+from collections.abc import Mapping, Sequence
 
 from ._output import add_output_flag, print_json, table
 
@@ -46,21 +45,15 @@ def _mib(n: int) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from ._targets import _on_nodes
+    from ._targets import _node_rows, _on_nodes
 
-    results = _on_nodes(args, lambda c: c.resources(args.kind))
-    rows: list[dict[str, object]] = []
-    failed = False
-    for node, r in results:
-        if isinstance(r, GravenError):
-            failed = True
-            rows.append({"node": node, "error": r.to_dict() if args.output == "json" else
-                         f"[{r.code.name}] {r.message}"})
-            continue
-        if args.kind == "processes":
-            key, rev = SORTS[args.sort]
-            r = sorted(r, key=lambda row: _number(row.get(key)), reverse=rev)
-        rows += [{"node": node, **item} for item in r]
+    def order(r: Sequence[Mapping[str, object]]) -> Sequence[Mapping[str, object]]:
+        if args.kind != "processes":
+            return r
+        key, rev = SORTS[args.sort]
+        return sorted(r, key=lambda row: _number(row.get(key)), reverse=rev)
+
+    rows, failed = _node_rows(args, _on_nodes(args, lambda c: c.resources(args.kind)), order)
     if args.output == "json":
         print_json(rows)
         return 1 if failed else 0

@@ -12,7 +12,7 @@ from typing import TypeVar
 from api import Accepted, GravenClient
 from errors import GravenError
 
-from ._output import print_json, table
+from ._output import error_row, print_json, table
 from ._remote import connect, fanout, targets
 from ._wait import Outcome, Waiter
 
@@ -54,15 +54,30 @@ def _on_nodes(args: argparse.Namespace, fn: Callable[[GravenClient], T]) -> list
     return results
 
 
+def _node_rows(args: argparse.Namespace, results: Sequence[tuple[str, Sequence[Mapping[str, object]] | GravenError]],
+               order: Callable[[Sequence[Mapping[str, object]]], Sequence[Mapping[str, object]]] = lambda r: r,
+               ) -> tuple[list[dict[str, object]], bool]:
+    """The rows of every node's list, each with its ``node``, in ``order``; a node's error as its row. And whether
+    any node failed."""
+    rows: list[dict[str, object]] = []
+    failed = False
+    for node, r in results:
+        if isinstance(r, GravenError):
+            failed = True
+            rows.append(error_row(node, r, args.output))
+            continue
+        rows += [{"node": node, **item} for item in order(r)]
+    return rows, failed
+
+
 def _emit(args: argparse.Namespace, results: Sequence[tuple[str, R | GravenError]], columns: Sequence[str],
           row: Callable[[str, R], Mapping[str, object]], as_json: Callable[[str, R], object]) -> int:
     failed = any(isinstance(r, GravenError) for _, r in results)
     if args.output == "json":
-        items = [{"node": n, "error": r.to_dict()} if isinstance(r, GravenError) else as_json(n, r) for n, r in results]
+        items = [error_row(n, r, "json") if isinstance(r, GravenError) else as_json(n, r) for n, r in results]
         print_json(items[0] if len(items) == 1 else items)
     else:
-        rows = [{"node": n, "error": f"[{r.code.name}] {r.message}"} if isinstance(r, GravenError) else row(n, r)
-                for n, r in results]
+        rows = [error_row(n, r, "table") if isinstance(r, GravenError) else row(n, r) for n, r in results]
         table(rows, [*columns, "error"] if failed else columns)
     return 1 if failed else 0
 

@@ -46,7 +46,9 @@ class Actor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 NODE = Actor("node")
 
 
-class UnsignedEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class _Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # the fields an event's hash covers; neither kind of event is the other (an Event hashed as a body would
+    # hash its signature too)
     seq: int
     time_ns: int
     mono_ns: int
@@ -58,16 +60,11 @@ class UnsignedEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key_id: str
 
 
-class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    seq: int
-    time_ns: int
-    mono_ns: int
-    boot_id: str
-    kind: str
-    actor: Actor
-    payload: dict[str, object]
-    prev: bytes
-    key_id: str
+class UnsignedEvent(_Body, frozen=True, forbid_unknown_fields=True):
+    """An event before it is signed: what its hash covers and its signature signs."""
+
+
+class Event(_Body, frozen=True, forbid_unknown_fields=True):
     sig: bytes
 
     def unsigned(self) -> UnsignedEvent:

@@ -19,6 +19,7 @@ from events import Actor, ChainWriter, Event, Kind, decode_event, encode_canonic
 from events._chain import LOG_KINDS
 from events._record import (
     EVENT_DOMAIN,
+    UnsignedEvent,
     signed_bytes,
     stored_event_hash,
     trusted_event_hash,
@@ -276,6 +277,17 @@ def test_hash_excludes_sig_and_uses_domain() -> None:
     assert event_hash(event) == event_hash(other)
     assert event_hash(event) == event_hash(event.unsigned())
     assert event_hash(msgspec.structs.replace(event, seq=1)) != event_hash(event)
+
+
+def test_an_event_is_its_unsigned_body_and_sig_and_neither_kind_is_the_other() -> None:
+    assert Event.__struct_fields__ == (*UnsignedEvent.__struct_fields__, "sig")
+    assert not issubclass(Event, UnsignedEvent) and not issubclass(UnsignedEvent, Event)
+    event = Event(seq=3, time_ns=5, mono_ns=7, boot_id="b", kind="k", actor=Actor("node"), payload={"a": 1},
+                  prev=b"\x01" * 32, key_id="id", sig=b"s" * 64)
+    body = event.unsigned()
+    assert type(body) is UnsignedEvent
+    assert msgspec.structs.asdict(body) == {k: v for k, v in msgspec.structs.asdict(event).items() if k != "sig"}
+    assert encode_canonical(body) == ref_pack({f: getattr(event, f) for f in UnsignedEvent.__struct_fields__})
 
 
 def test_to_json_renders_bytes_as_hex() -> None:

@@ -7,7 +7,6 @@ import errno
 import hashlib
 import os
 import shutil
-import stat
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from ._format import (
     encode_manifest,
     signing_message,
 )
-from ._runtime import etcd_layer, link_tree, runtime_layer
+from ._runtime import etcd_layer, link_tree, normalise, runtime_layer
 from ._stamp import BUILD_FILE, CODE_DIR, FAULTS, stamp
 
 __all__ = ["CODE_DIR", "COMPRESSION_ENV", "FULL_COMPRESSION", "PACKAGES", "build_image", "default_compression",
@@ -121,7 +120,7 @@ def stage_tree(
     if overlay is not None:
         shutil.copytree(overlay, stage, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     _compile(stage, code)
-    _normalise(stage)
+    normalise(stage)
 
 
 def _compile(stage: Path, code: Path) -> None:
@@ -137,21 +136,6 @@ def _compile(stage: Path, code: Path) -> None:
               "stripdir=sys.argv[2], prependdir='/', "
               "invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)")
     _run([sys.executable, "-I", "-c", script, str(code), str(stage)])
-
-
-def _normalise(root: Path) -> None:
-    """Modes that do not depend on the umask or checkout: dirs 0755, files 0644 (0755 if executable)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames:
-            p = os.path.join(dirpath, name)
-            if not os.path.islink(p):
-                os.chmod(p, 0o755)
-        for name in filenames:
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            if stat.S_ISREG(st.st_mode):
-                os.chmod(p, 0o755 if st.st_mode & 0o100 else 0o644)
-    os.chmod(root, 0o755)
 
 
 def _as_signer(key: Ed25519PrivateKey | Signer) -> Signer:

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -47,7 +48,7 @@ from errors import StorageError
 from storage import have, missing_tool
 
 __all__ = ["DISK_TOOLS", "ETCD_BINARIES", "FORBIDDEN", "MOUNT_POINTS", "PYTHON", "SITE", "STDLIB", "RuntimeLayer",
-           "cache_dir", "etcd_layer", "forbidden_paths", "link_tree", "runtime_layer"]
+           "cache_dir", "etcd_layer", "forbidden_paths", "link_tree", "normalise", "runtime_layer"]
 
 PY_VER = f"{sys.version_info.major}.{sys.version_info.minor}"
 PYTHON = f"usr/bin/python{PY_VER}"  # the interpreter, inside the image
@@ -162,17 +163,28 @@ def runtime_layer(source_root: Path, *, progress: Callable[[str], None] | None =
     final = base / f"py{PY_VER}-{key[:20]}"
     if (final / "contents.json").is_file():
         say(f"runtime layer: cached {final}")
-        return RuntimeLayer(final / "root", key, json.loads((final / "contents.json").read_text()))
+        return _cached(final, key)
     say(f"runtime layer: building {final} (first build for this interpreter and these dependencies)")
     if not have("ldd"):
         raise missing_tool("ldd", "ldd")
+    return _publish("runtime layer", ".building-", final, key, lambda root: _build(root, dists, say))
+
+
+def _cached(final: Path, key: str) -> RuntimeLayer:
+    return RuntimeLayer(final / "root", key, json.loads((final / "contents.json").read_text()))
+
+
+def _publish(what: str, prefix: str, final: Path, key: str, build: Callable[[Path], dict[str, int]]) -> RuntimeLayer:
+    """``build(root)`` in a temporary folder beside ``final`` (it returns the contents' sizes), then renamed to
+    ``final``: a cached layer is whole or absent."""
+    base = final.parent
     try:
         base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=base))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     except OSError as exc:
-        raise StorageError(f"runtime layer cache {base}: {exc.strerror or exc}", path=str(base)) from exc
+        raise StorageError(f"{what} cache {base}: {exc.strerror or exc}", path=str(base)) from exc
     try:
-        contents = _build(tmp / "root", dists, say)
+        contents = build(tmp / "root")
         (tmp / "contents.json").write_text(json.dumps(contents, indent=1, sort_keys=True))
         try:
             os.rename(tmp, final)
@@ -180,10 +192,10 @@ def runtime_layer(source_root: Path, *, progress: Callable[[str], None] | None =
             if not (final / "contents.json").is_file():
                 raise
     except OSError as exc:
-        raise StorageError(f"runtime layer {final}: {exc.strerror or exc}", path=exc.filename) from exc
+        raise StorageError(f"{what} {final}: {exc.strerror or exc}", path=exc.filename) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return RuntimeLayer(final / "root", key, json.loads((final / "contents.json").read_text()))
+    return _cached(final, key)
 
 
 def _build(root: Path, dists: list[metadata.Distribution], say: Callable[[str], None]) -> dict[str, int]:
@@ -223,7 +235,7 @@ def _build(root: Path, dists: list[metadata.Distribution], say: Callable[[str], 
         (root / name).mkdir(exist_ok=True)
     (root / "etc").mkdir(exist_ok=True)
     (root / "etc/hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
-    _normalise(root)
+    normalise(root, mtime=0)
     contents["stdlib"] = _size(root / STDLIB) - _size(root / STDLIB / "lib-dynload") - _size(root / SITE)
     for dist in dists:
         contents[f"site-packages/{dist.metadata['Name']}"] = sum(
@@ -258,15 +270,10 @@ def etcd_layer(*, progress: Callable[[str], None] | None = None) -> RuntimeLayer
     final = base / f"etcd-{key[:20]}"
     if (final / "contents.json").is_file():
         say(f"etcd: cached {final} ({', '.join(str(p) for p in bins.values())})")
-        return RuntimeLayer(final / "root", key, json.loads((final / "contents.json").read_text()))
+        return _cached(final, key)
     say(f"etcd: {', '.join(str(p) for p in bins.values())} from this host into usr/bin")
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".building-etcd-", dir=base))
-    except OSError as exc:
-        raise StorageError(f"etcd layer cache {base}: {exc.strerror or exc}", path=str(base)) from exc
-    try:
-        root = tmp / "root"
+
+    def build(root: Path) -> dict[str, int]:
         contents: dict[str, int] = {}
         for name, path in bins.items():
             dst = root / "usr/bin" / name
@@ -276,18 +283,10 @@ def etcd_layer(*, progress: Callable[[str], None] | None = None) -> RuntimeLayer
             contents[name] = dst.stat().st_size
         for lib in _ldd_closure(list(bins.values()), skip=()):
             _copy_file(Path(os.path.realpath(lib)), root / str(lib).lstrip("/"))
-        _normalise(root)
-        (tmp / "contents.json").write_text(json.dumps(contents, indent=1, sort_keys=True))
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "contents.json").is_file():
-                raise
-    except OSError as exc:
-        raise StorageError(f"etcd layer {final}: {exc.strerror or exc}", path=exc.filename) from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return RuntimeLayer(final / "root", key, json.loads((final / "contents.json").read_text()))
+        normalise(root, mtime=0)
+        return contents
+
+    return _publish("etcd layer", ".building-etcd-", final, key, build)
 
 
 def _ignore_stdlib(stdlib: Path) -> Callable[[str, list[str]], set[str]]:
@@ -380,7 +379,9 @@ def _bytecode(tree: Path) -> None:
                     src.unlink()
 
 
-def _normalise(root: Path) -> None:
+def normalise(root: Path, *, mtime: int | None = None) -> None:
+    """Modes that do not depend on the umask or checkout: dirs 0755, files 0644 (0755 if executable); with
+    ``mtime``, every file's modification time too."""
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames:
             p = os.path.join(dirpath, name)
@@ -388,9 +389,12 @@ def _normalise(root: Path) -> None:
                 os.chmod(p, 0o755)
         for name in filenames:
             p = os.path.join(dirpath, name)
-            if not os.path.islink(p):
-                os.chmod(p, 0o755 if os.lstat(p).st_mode & 0o100 else 0o644)
-                os.utime(p, (0, 0), follow_symlinks=False)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(p, 0o755 if st.st_mode & 0o100 else 0o644)
+                if mtime is not None:
+                    os.utime(p, (mtime, mtime), follow_symlinks=False)
+    os.chmod(root, 0o755)
 
 
 def _size(path: Path) -> int:

@@ -15,7 +15,7 @@ from image_fixtures import CREATED, Keys
 from errors import InvalidRequest, StorageError
 from image import build_image, verify
 from image._build import COMPRESSION_ENV, FULL_COMPRESSION, default_compression
-from image._runtime import PYTHON, STDLIB, forbidden_paths, runtime_layer
+from image._runtime import PYTHON, STDLIB, forbidden_paths, normalise, runtime_layer
 
 PROJECT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
@@ -150,3 +150,23 @@ def test_the_image_runs_its_own_agent_code_on_its_own_interpreter(full_image: Pa
         etcd = subprocess.run([chroot, str(root), "/usr/bin/etcd", "--version"], capture_output=True, text=True,
                               env={"PATH": "/usr/bin"}, timeout=60, check=False)
         assert etcd.returncode == 0 and "etcd Version" in etcd.stdout, etcd.stderr
+
+
+@pytest.mark.parametrize("mtime", [None, 0])
+def test_normalise_sets_modes_whatever_the_umask_and_the_layers_file_times(tmp_path: Path, mtime: int | None):
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True, mode=0o700)
+    (root / "usr/bin/tool").write_bytes(b"\x7fELF")
+    (root / "usr/bin/tool").chmod(0o700)
+    (root / "usr/data").write_text("x")
+    (root / "usr/data").chmod(0o600)
+    (root / "usr/bin/link").symlink_to("tool")
+    root.chmod(0o700)
+    before = {name: os.lstat(root / name).st_mtime_ns for name in ("usr/data", "usr/bin/tool")}
+    normalise(root, mtime=mtime)
+    modes = {p.relative_to(root).as_posix(): p.lstat().st_mode & 0o7777 for p in [root, *root.rglob("*")]}
+    assert modes == {".": 0o755, "usr": 0o755, "usr/bin": 0o755, "usr/bin/tool": 0o755, "usr/data": 0o644,
+                     "usr/bin/link": 0o777}
+    assert {name: os.lstat(root / name).st_mtime_ns for name in before} == (before if mtime is None else
+                                                                             dict.fromkeys(before, 0))
+    assert os.lstat(root / "usr/bin/link").st_mtime_ns != 0

@@ -136,6 +136,25 @@ def _machine_log_tail(node: NodeRecord, lines: int = 15) -> str:
 
 
 # -- create ------------------------------------------------------------------------------------------------
+def _write_secrets(name: str, directory: Path, report: Callable[[str], None], *,
+                   etcd: bool) -> tuple[ClusterSecrets, dict[str, tuple[str, bytes, int]]]:
+    """A new cluster's folder and its secrets, written there: the machine CA, the image key and, with ``etcd``
+    (a netns cluster, whose controlplanes run etcd), the etcd CA. Returns them and their files (key -> file name,
+    content, mode)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    report(f"cluster {name}: secrets and configs in {directory}")
+    secrets = ClusterSecrets.generate(name)
+    files = {"ca_cert": ("ca.crt", secrets.ca_crt_pem, 0o644), "ca_key": ("ca.key", secrets.ca_key_pem, 0o600),
+             "image_key": ("image.key", secrets.image_key_pem, 0o600),
+             "image_pubkey": ("image.pub", secrets.image_pub_pem, 0o644)}
+    if etcd and secrets.etcd_ca is not None:  # gravenctl gen etcd-client --secrets DIR reads them
+        files["etcd_ca_cert"] = ("etcd-ca.crt", secrets.etcd_ca.crt_pem, 0o644)
+        files["etcd_ca_key"] = ("etcd-ca.key", secrets.etcd_ca.key_pem, 0o600)
+    for fname, content, mode in files.values():
+        atomic_write(directory / fname, content, mode)
+    return secrets, files
+
+
 def _new_record(name: str, directory: Path, disk: str, files: dict[str, tuple[str, bytes, int]], *,
                 network: Network, provisioner: str, memory: str | None) -> ClusterRecord:
     """The record of a cluster being made: its folder, the secrets' files (``files``: key -> file name, content,
@@ -183,14 +202,7 @@ def create_cluster(name: str, *, state: Path | None = None, nodes: int = 1, disk
     if port and not _port_free(port):
         raise Unavailable(f"port {port} on 127.0.0.1 is in use (another cluster? see `gravenctl cluster show`); "
                           "choose another with --port, or 0 for any free port", port=port)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    report(f"cluster {name}: secrets and configs in {directory}")
-    secrets = ClusterSecrets.generate(name)
-    files = {"ca_cert": ("ca.crt", secrets.ca_crt_pem, 0o644), "ca_key": ("ca.key", secrets.ca_key_pem, 0o600),
-             "image_key": ("image.key", secrets.image_key_pem, 0o600),
-             "image_pubkey": ("image.pub", secrets.image_pub_pem, 0o644)}
-    for fname, content, mode in files.values():
-        atomic_write(directory / fname, content, mode)
+    secrets, files = _write_secrets(name, directory, report, etcd=False)
     img = directory / "images" / f"{IMAGE_VERSION}.img"
     report(f"building the {IMAGE_VERSION} image")
     manifest = image.build_image(IMAGE_VERSION, secrets.image_key, img, progress=lambda m: report(f"  image: {m}"))
@@ -429,17 +441,7 @@ def create_cluster_netns(name: str, *, state: Path | None = None, nodes: int = 3
     names = _netns_node_names(name, nodes, controlplanes)
     for node_name, _ in names:
         _netns.netns_name(name, node_name)  # valid names before anything is made
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    report(f"cluster {name}: secrets and configs in {directory}")
-    secrets = ClusterSecrets.generate(name)
-    files = {"ca_cert": ("ca.crt", secrets.ca_crt_pem, 0o644), "ca_key": ("ca.key", secrets.ca_key_pem, 0o600),
-             "image_key": ("image.key", secrets.image_key_pem, 0o600),
-             "image_pubkey": ("image.pub", secrets.image_pub_pem, 0o644)}
-    if secrets.etcd_ca is not None:  # gravenctl gen etcd-client --secrets DIR reads them
-        files["etcd_ca_cert"] = ("etcd-ca.crt", secrets.etcd_ca.crt_pem, 0o644)
-        files["etcd_ca_key"] = ("etcd-ca.key", secrets.etcd_ca.key_pem, 0o600)
-    for fname, content, mode in files.values():
-        atomic_write(directory / fname, content, mode)
+    secrets, files = _write_secrets(name, directory, report, etcd=True)
     record = _new_record(name, directory, disk, files, network="netns", provisioner=provisioner, memory=memory)
     write_cluster(directory, record)  # from here on, destroy finds everything (and the namespaces by their names)
     img = directory / "images" / f"{IMAGE_VERSION}.img"

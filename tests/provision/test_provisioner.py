@@ -4,6 +4,7 @@ names ``--provisioner process`` where container cannot work."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,24 @@ def test_a_vm_config_names_its_own_address():
     assert cfg.machine.cert_sans[:2] == ("198.19.1.3", "198.19.1.2")
     assert [(i.interface, i.addresses) for i in cfg.machine.network.interfaces] == [("eth0", ("198.19.1.3/24",))]
     assert config.validate(config.dump_yaml(cfg)).ok
+
+
+@pytest.mark.parametrize("etcd", [False, True])
+def test_a_new_clusters_secrets_are_written_with_their_modes_and_the_etcd_ca_only_for_etcd(tmp_path: Path,
+                                                                                            etcd: bool) -> None:
+    from provision._cluster import _new_record, _write_secrets
+
+    said: list[str] = []
+    directory = tmp_path / "c1"
+    secrets, files = _write_secrets("c1", directory, said.append, etcd=etcd)
+    assert said == [f"cluster c1: secrets and configs in {directory}"]
+    assert directory.stat().st_mode & 0o777 == 0o700
+    written = {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()}
+    assert written == {"ca.crt": 0o644, "ca.key": 0o600, "image.key": 0o600, "image.pub": 0o644,
+                       **({"etcd-ca.crt": 0o644, "etcd-ca.key": 0o600} if etcd else {})}
+    assert (directory / "ca.crt").read_bytes() == secrets.ca_crt_pem
+    assert (directory / "image.key").read_bytes() == secrets.image_key_pem
+    record = _new_record("c1", directory, "sandbox", files, network="netns" if etcd else "loopback",
+                         provisioner="process", memory=None)
+    assert record.ca_key == str(directory / "ca.key")
+    assert record.etcd_ca_key == (str(directory / "etcd-ca.key") if etcd else None)

@@ -28,13 +28,12 @@ from events.payloads import (
     PhaseFailed,
     PhaseSkipped,
     PhaseStarted,
-    PhaseStopped,
     SequenceFailed,
     SequenceStarted,
     SequenceStopped,
+    Step,
     TaskFailed,
     TaskStarted,
-    TaskStopped,
 )
 
 __all__ = ["Outcome", "Waiter"]
@@ -51,12 +50,6 @@ class Outcome:
 
     def to_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "message": self.message, "failed_task": self.failed_task}
-
-
-_STEPS = (SequenceStarted, SequenceStopped, SequenceFailed, PhaseStarted, PhaseStopped, PhaseFailed, PhaseSkipped,
-          TaskStarted, TaskStopped, TaskFailed)
-_Step = (SequenceStarted | SequenceStopped | SequenceFailed | PhaseStarted | PhaseStopped | PhaseFailed | PhaseSkipped
-         | TaskStarted | TaskStopped | TaskFailed)
 
 
 def _read(event: Event) -> Payload | None:
@@ -101,7 +94,7 @@ class Waiter:
         p = _read(event)
         new_boot = event.boot_id != self._origin_boot
         lines: list[str] = []
-        if not new_boot and isinstance(p, _STEPS) and p.sequence == self.sequence and self._is_our_request(p):
+        if not new_boot and isinstance(p, Step) and p.sequence == self.sequence and self._is_our_request(p):
             lines += self._ours(p, event)
         elif isinstance(p, ImageInstalled):
             self._installed_slot = p.slot or None
@@ -137,7 +130,7 @@ class Waiter:
         return self.outcome
 
     # -- the request's own sequence ----------------------------------------------------------------------
-    def _is_our_request(self, p: _Step) -> bool:
+    def _is_our_request(self, p: Step) -> bool:
         request = p.request if isinstance(p, SequenceStarted) else None
         return not isinstance(request, int) or isinstance(request, bool) or request == self.request_seq
 
@@ -145,7 +138,7 @@ class Waiter:
         n = f"/{self._phase_n}" if self._phase_n else ""
         return f"phase {self._phase_i}{n} {self._phase}" if self._phase else "starting"
 
-    def _ours(self, p: _Step, event: Event) -> list[str]:
+    def _ours(self, p: Step, event: Event) -> list[str]:
         if isinstance(p, SequenceStarted) and not self._started:
             self._started = True
             self._phase_n = len(p.phases) or None

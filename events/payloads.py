@@ -23,6 +23,7 @@ __all__ = [  # and a Struct per kind, each named in SCHEMAS
     "VERSION_KEY",
     "Payload",
     "Schemas",
+    "Step",
     "certificate_of",
     "payload_of",
     "read_payload",
@@ -246,6 +247,11 @@ class TaskFailed(_Failure, frozen=True, kw_only=True):
     task: str = ""
     duration_ns: int = 0
     fatal: bool = True
+
+
+# a step of a sequence: its, a phase's or a task's start, stop, skip or failure (what boot traces and --wait follow)
+Step = (SequenceStarted | SequenceStopped | SequenceFailed | PhaseStarted | PhaseStopped | PhaseFailed | PhaseSkipped
+        | TaskStarted | TaskStopped | TaskFailed)
 
 
 # -- config and images ------------------------------------------------------------------------------------------------

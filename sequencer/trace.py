@@ -23,10 +23,10 @@ from events.payloads import (
     PhaseFailed,
     PhaseSkipped,
     PhaseStarted,
-    PhaseStopped,
     SequenceFailed,
     SequenceStarted,
     SequenceStopped,
+    Step,
     TaskFailed,
     TaskStarted,
     TaskStopped,
@@ -214,25 +214,21 @@ _STOPS = {
 }  # fmt: skip
 
 
-_Step = (SequenceStarted | SequenceStopped | SequenceFailed | PhaseStarted | PhaseStopped | PhaseFailed | PhaseSkipped
-         | TaskStarted | TaskStopped | TaskFailed)
-
-
-def _names(p: _Step) -> tuple[str, str | None, str | None]:
+def _names(p: Step) -> tuple[str, str | None, str | None]:
     """(sequence, phase, task) a step's payload names (None where its kind has no such field)."""
     phase = None if isinstance(p, SequenceStarted | SequenceStopped) else p.phase
     task = p.task if isinstance(p, TaskStarted | TaskStopped | TaskFailed | SequenceFailed | PhaseFailed) else None
     return str(p.sequence), phase, task
 
 
-def _key(kind: str, p: _Step) -> tuple[str, ...]:
+def _key(kind: str, p: Step) -> tuple[str, ...]:
     sequence, phase, task = _names(p)
     return (kind, sequence, *(() if kind == "sequence" else (str(phase),)), *((str(task),) if kind == "task" else ()))
 
 
-def _step(e: Event) -> _Step | None:
+def _step(e: Event) -> Step | None:
     p = read_payload(e)
-    return p if isinstance(p, _Step) else None
+    return p if isinstance(p, Step) else None
 
 
 def _guest_timeline(events: list[Event]) -> dict[str, int] | None:
@@ -264,13 +260,13 @@ def _spans(events: list[Event]) -> list[Span]:
     runs: dict[str, int] = {}
     done: list[Span] = []
 
-    def make(kind: str, start: Event, p: _Step, duration: int, outcome: str, error: str | None, lane: int,
+    def make(kind: str, start: Event, p: Step, duration: int, outcome: str, error: str | None, lane: int,
              run: int) -> Span:
         sequence, phase, task = _names(p)
         return Span(kind, sequence, phase if kind != "sequence" else None, task if kind == "task" else None,
                     start.mono_ns - base, max(0, duration), outcome, error, str(start.actor), start.seq, lane, run)
 
-    open_steps: dict[int, _Step] = {}  # seq of a start event -> its payload
+    open_steps: dict[int, Step] = {}  # seq of a start event -> its payload
     for e in events:
         if e.kind not in _STARTS and e.kind not in _STOPS and e.kind != Kind.PHASE_SKIPPED:
             continue

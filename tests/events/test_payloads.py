@@ -31,7 +31,7 @@ from events import (
     to_payload,
     verify_items,
 )
-from events.payloads import VERSION_KEY, BootStarted, ConfigApplied
+from events.payloads import VERSION_KEY, BootStarted, ConfigApplied, Step
 from pki import Ed25519Signer, issue_certificate, load_certificate, make_ca
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -171,3 +171,12 @@ def test_every_kind_round_trips_through_the_canonical_bytes(kind: str, data: st.
                   payload=to_payload(value), prev=b"\x00" * 32, key_id="k", sig=b"\x01" * 64)
     back = decode_event(encode_event(event))
     assert payload_of(back, cls) == value
+
+
+def test_a_step_is_every_sequence_phase_and_task_kind_and_nothing_else() -> None:
+    steps = typing.get_args(Step)
+    kinds = {v for k, v in vars(Kind).items() if k.isupper()}
+    assert {t.KIND for t in steps} == {k for k in kinds if k.split(".")[0] in ("sequence", "phase", "task")}
+    assert len(steps) == len({t.KIND for t in steps})
+    assert isinstance(SCHEMAS.read(Kind.PHASE_SKIPPED, {"phase": "p"}), Step)
+    assert not isinstance(SCHEMAS.read(Kind.BOOT_STARTED, {}), Step)

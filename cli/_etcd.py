@@ -21,7 +21,7 @@ from api import GravenClient
 from api import machine_pb2 as pb
 from errors import InvalidRequest
 
-from ._output import add_output_flag, error_cell, print_json, table
+from ._output import add_output_flag, command, error_cell, print_json, table
 from ._remote import connect, fanout, single_target, targets
 
 __all__ = ["etcd_call", "etcd_recover", "etcd_snapshot", "register"]
@@ -100,48 +100,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     etcd = subparsers.add_parser("etcd", help="the etcd cluster of the controlplane nodes",
                                  description="Inspect and manage etcd on controlplane nodes.")
     cmds = etcd.add_subparsers(dest="etcd_command", metavar="COMMAND", required=True)
-    p = cmds.add_parser("members", help="the cluster's members (as the target node sees them)",
-                        description="The etcd members: id, name, learner or voting, peer and client URLs.")
-    add_output_flag(p)
-    p.set_defaults(func=_members)
-    p = cmds.add_parser("status", help="each target node's etcd service and member status",
-                        description="Per node: the etcd service's state and health, and its member's status "
-                                    "(leader, raft term and index, database size).")
-    add_output_flag(p)
-    p.set_defaults(func=_status)
-    p = cmds.add_parser("leave", help="remove the target node's member from the cluster",
-                        description="The node removes its own member (retrying while the cluster is briefly "
-                                    "unhealthy), stops etcd and empties its data folder. Refused for the last "
-                                    "voting member.")
-    add_output_flag(p)
-    p.set_defaults(func=_manage, action="leave")
-    p = cmds.add_parser("forfeit-leadership", help="hand the leadership to another voting member",
-                        description="When the target node's member leads, it hands leadership to another "
-                                    "voting member.")
-    add_output_flag(p)
-    p.set_defaults(func=_manage, action="forfeit-leadership")
-    p = cmds.add_parser("remove-member", help="remove another (broken) member by its id",
-                        description="Remove a member by id (hexadecimal, as `etcd members` shows it), asked "
-                                    "of the target node. For a member that is gone; a live node should "
-                                    "`etcd leave` itself.")
+    command(cmds, "members", _members, "the cluster's members (as the target node sees them)",
+            "The etcd members: id, name, learner or voting, peer and client URLs.")
+    command(cmds, "status", _status, "each target node's etcd service and member status",
+            "Per node: the etcd service's state and health, and its member's status (leader, raft term and index, "
+            "database size).")
+    command(cmds, "leave", _manage, "remove the target node's member from the cluster",
+            "The node removes its own member (retrying while the cluster is briefly unhealthy), stops etcd and "
+            "empties its data folder. Refused for the last voting member.", action="leave")
+    command(cmds, "forfeit-leadership", _manage, "hand the leadership to another voting member",
+            "When the target node's member leads, it hands leadership to another voting member.",
+            action="forfeit-leadership")
+    p = command(cmds, "remove-member", _manage, "remove another (broken) member by its id",
+                "Remove a member by id (hexadecimal, as `etcd members` shows it), asked of the target node. For "
+                "a member that is gone; a live node should `etcd leave` itself.", action="remove-member")
     p.add_argument("member_id", metavar="ID", help="the member id (hex)")
-    add_output_flag(p)
-    p.set_defaults(func=_manage, action="remove-member")
-    p = cmds.add_parser("witness-forget", help="make the target node's witness forget a log (after its node's reset)",
-                        description="The target controlplane node's witness drops what it holds for ORIGIN (e.g. "
-                                    "graven/cp2), so that it adopts that origin's next checkpoint on first use. A "
-                                    "node reset with its log wiped starts a new log, which its witnesses refuse "
-                                    "as a rollback until each is told so: run it on every controlplane node. "
-                                    "Recorded (api.request, witness.forgotten).")
+    p = command(cmds, "witness-forget", _manage,
+                "make the target node's witness forget a log (after its node's reset)",
+                "The target controlplane node's witness drops what it holds for ORIGIN (e.g. graven/cp2), so "
+                "that it adopts that origin's next checkpoint on first use. A node reset with its log wiped starts "
+                "a new log, which its witnesses refuse as a rollback until each is told so: run it on every "
+                "controlplane node. Recorded (api.request, witness.forgotten).", action="witness-forget")
     p.add_argument("origin", metavar="ORIGIN", help="the log's origin, graven/<node name>")
-    add_output_flag(p)
-    p.set_defaults(func=_manage, action="witness-forget")
-    p = cmds.add_parser("snapshot", help="save a snapshot of the target node's member",
-                        description="Stream a snapshot of the node's etcd member into FILE (written as "
-                                    "FILE.part, its SHA-256 trailer checked, then renamed).")
+    p = command(cmds, "snapshot", _snapshot, "save a snapshot of the target node's member",
+                "Stream a snapshot of the node's etcd member into FILE (written as FILE.part, its SHA-256 "
+                "trailer checked, then renamed).")
     p.add_argument("file", metavar="FILE", help="where to write the snapshot")
-    add_output_flag(p)
-    p.set_defaults(func=_snapshot)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from errors import GravenError
@@ -13,6 +13,21 @@ from errors import GravenError
 
 def add_output_flag(parser: argparse.ArgumentParser, choices: Sequence[str] = ("table", "json")) -> None:
     parser.add_argument("-o", "--output", choices=list(choices), default=choices[0], help="output format")
+
+
+def command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+            func: Callable[[argparse.Namespace], int], help: str, description: str,
+            *flags: Callable[[argparse.ArgumentParser], None], output: bool = True,
+            **defaults: object) -> argparse.ArgumentParser:
+    """A command's parser: its ``help`` and ``description``, the ``flags`` (each adds options), then ``-o``
+    (unless not ``output``), and ``func`` to run with ``defaults``. Returns it for the positional arguments."""
+    p = subparsers.add_parser(name, help=help, description=description)
+    for add in flags:
+        add(p)
+    if output:
+        add_output_flag(p)
+    p.set_defaults(func=func, **defaults)
+    return p
 
 
 def print_json(obj: object, out: TextIO | None = None) -> None:

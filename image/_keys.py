@@ -9,8 +9,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+import pki
 from errors import InvalidRequest, UntrustedKey
-from pki import key_id_for, load_private_key, private_key_pem, public_raw
+from pki import key_id_for, public_raw
 
 __all__ = [
     "generate_key",
@@ -37,7 +38,7 @@ def load_signing_key(path: Path | str) -> Ed25519PrivateKey:
     except OSError as exc:
         raise InvalidRequest(f"cannot read signing key {path}: {exc.strerror or exc}", path=str(path)) from exc
     try:
-        return load_private_key(data)
+        return pki.load_private_key(data)  # pki loads its X.509 half on first use: not at every boot
     except (ValueError, TypeError) as exc:
         raise UntrustedKey(f"{path} is not an unencrypted PEM private key: {exc}", path=str(path)) from exc
 
@@ -63,7 +64,7 @@ def load_public_key(source: Path | str | bytes | Ed25519PublicKey | Ed25519Priva
     text = source.strip()
     try:
         if b"PRIVATE KEY" in text:
-            return public_raw(load_private_key(text).public_key())
+            return public_raw(pki.load_private_key(text).public_key())
         key = serialization.load_pem_public_key(text)
     except (ValueError, TypeError) as exc:
         raise UntrustedKey(f"{where} is not a PEM Ed25519 key: {exc}", path=where) from exc
@@ -85,7 +86,7 @@ def write_keypair(directory: Path | str, name: str = "image-key") -> tuple[Path,
         priv, pub = d / f"{name}.pem", d / f"{name}.pub"
         fd = os.open(priv, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(private_key_pem(key))
+            f.write(pki.private_key_pem(key))
         pub.write_bytes(public_key_pem(key))
     except FileExistsError as exc:
         raise InvalidRequest(f"{exc.filename} exists; not overwriting a key", path=exc.filename) from exc

@@ -14,7 +14,8 @@ PROBE = "import sys, {module}; print(' '.join(sorted(m for m in {names} if m in 
 @pytest.mark.parametrize(("module", "absent"), [
     ("node._supervisor", ("lmdb", "storage._lmdb_log", "image._build", "image._runtime", "sequencer", "node._ports",
                           "config", "yaml",  # the config loads while the slot's payload hashes
-                          "events._chain", "events._replay", "events._witnessed")),  # lazy: Kind only
+                          "events._chain", "events._replay", "events._witnessed",  # lazy: Kind only
+                          "cryptography.x509", "pki._certs")),  # it checks signatures, never certificates
     ("node.agent", ("image._build", "image._runtime")),
 ])
 def test_a_boot_imports_only_what_it_uses(module: str, absent: tuple[str, ...]) -> None:

@@ -70,7 +70,7 @@ SMALL_BATCH = 4  # events the sequencer writes itself when the committer is idle
 CROWDED_S = 0.05  # no lone-appender path for this long after an appender queued behind one
 CHILD_BATCH = 32  # events in a batch from which part is signed by the signing processes (_sign_child)
 CHILD_REST = 16  # events left after the first child's share from which a second child signs them
-PART = 128  # a bigger take from the queue is built in parts, each handed to the committer once built
+PART = 64  # a bigger take from the queue is built in parts, each handed to the committer once built
 
 RECOVERED = "recovered: the previous boot ended unsealed"
 
@@ -369,7 +369,11 @@ class LmdbEventLog:
         for item in part:
             if isinstance(item, Req) and self._prepare(item, pending) and len(pending) == early:
                 sent = self._send_to_child(pending)
-        return pending, sent
+        # the rest to the second child now, not when this part's signing is collected: it then has this part
+        # queued while the previous part is completed here, rather than sitting idle
+        rest = [p[2] for p, _ in pending[sent:]]
+        given = bool(sent) and len(rest) >= CHILD_REST and self._child2.give(self._chain.signer, rest) > 0
+        return pending, sent, given
 
     def _prepare(self, item: Req, pending: list[tuple[Prepared, Waiter]]) -> bool:
         try:
@@ -385,7 +389,7 @@ class LmdbEventLog:
         """Sign and complete a staged part into ``batch``; between signing this process's share and collecting the
         child's, the next part is staged when it can be (its share then waits in the child's pipe). Returns the
         next part staged (or None) and whether STOP was met."""
-        pending, sent = staged
+        pending, sent, given = staged
         nxt: Staged | None = None
 
         def stage_next() -> None:
@@ -398,7 +402,7 @@ class LmdbEventLog:
                     del backlog[: len(part)]
                     nxt = self._stage(part)
 
-        self._complete(pending, batch, signer, sent, between=stage_next)
+        self._complete(pending, batch, signer, sent, between=stage_next, given=given)
         if not sent and nxt is None:
             stage_next()  # no child share to wait for: the next part is built the usual way if at all
         return nxt, stop
@@ -440,7 +444,7 @@ class LmdbEventLog:
             self._commits.put(batch)
 
     def _complete(self, pending: list[tuple[Prepared, Waiter]], batch: Batch, signer: SignerThread,
-                  sent: int = 0, between: Callable[[], None] | None = None) -> None:
+                  sent: int = 0, between: Callable[[], None] | None = None, given: bool = False) -> None:
         """Sign the prepared events, then chain them. The first ``sent`` are being signed by the child process;
         other big batches are shared with it here; smaller ones are signed half on the signer thread and half here
         (Ed25519 releases the GIL). ``between`` runs after signing here, before the child's signatures are
@@ -451,7 +455,7 @@ class LmdbEventLog:
             k = min(len(pending) - 1, max(1, int(len(pending) * self._child.share)))
             sent = self._send_to_child(pending[:k])
         if sent:
-            sigs = self._sign_with_child(pending, sent, between)
+            sigs = self._sign_with_child(pending, sent, between, given)
         else:
             sign = self._chain.signer.sign
             half = len(pending) // 2 if len(pending) >= 4 else 0
@@ -471,13 +475,14 @@ class LmdbEventLog:
         return self._child.give(self._chain.signer, [p[2] for p, _ in pending])
 
     def _sign_with_child(self, pending: list[tuple[Prepared, Waiter]], sent: int,
-                         between: Callable[[], None] | None = None) -> list[bytes]:
+                         between: Callable[[], None] | None = None, given: bool = False) -> list[bytes]:
         """Sign the events after the first ``sent`` here while the child signs those, then collect its signatures
-        (made here too if it failed)."""
+        (made here too if it failed). ``given``: the second child has the rest already."""
         sign, rest = self._chain.signer.sign, [p[2] for p, _ in pending[sent:]]
         # the rest to the second child: then this thread signs nothing and never waits for the GIL between two
         # signatures (the appenders' and the committer's threads hold it often; half the time, with 256 threads)
-        other = self._child2 if len(rest) >= CHILD_REST and self._child2.give(self._chain.signer, rest) else None
+        other = self._child2 if given or (
+            len(rest) >= CHILD_REST and self._child2.give(self._chain.signer, rest)) else None
         mine = [] if other is not None else [sign(d) for d in rest]
         if between is not None:
             between()

@@ -122,7 +122,8 @@ class Batch:
 
 STOP = object()
 
-Staged = tuple[list[tuple[Prepared, Waiter]], int]  # a part prepared ahead, and how many of it the child signs
+# a part prepared ahead, how many of it the first child signs, and whether the second signs the rest
+Staged = tuple[list[tuple[Prepared, Waiter]], int, bool]
 
 
 def take(q: queue.SimpleQueue[Req | Ctl | object], backlog: list[Req | Ctl | object], limit: int, *,

@@ -67,6 +67,31 @@ def test_big_batches_signed_by_the_child_verify(tmp_path: Path, pki: Any) -> Non
     assert report.events == len(stored) and all(stored[e.seq] == e for e in acked)
 
 
+def test_the_second_child_is_given_the_next_part_while_it_signs_this_one(tmp_path: Path, pki: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part prepared ahead hands its rest to the second child at once: the child then has it queued while the
+    part before is collected and completed, rather than waiting for it idle."""
+    log = LmdbEventLog(tmp_path / "log", pki.signer, boot_id="b", cert_der=pki.cert_der)
+    in_flight: list[int] = []
+    give = log._child2.give
+
+    def counting_give(signer: object, digests: list[bytes]) -> int:
+        took = give(signer, digests)
+        in_flight.append(len(log._child2._pending))
+        return took
+
+    monkeypatch.setattr(log._child2, "give", counting_give)
+    try:
+        acked = _burst(log, 256, 16)
+    finally:
+        log.close()
+    assert in_flight and max(in_flight) >= 2, f"the second child never had a next part queued: {in_flight[:20]}"
+    with LogReader(tmp_path / "log") as reader:
+        report = verify_items(reader.read_raw(), pki.ca_cert)
+        stored = {e.seq: e for e in reader.read()}
+    assert report.events == len(stored) and len(acked) == 256 * 16 and all(stored[e.seq] == e for e in acked)
+
+
 def test_a_child_that_dies_costs_no_append(tmp_path: Path, pki: Any) -> None:
     log = LmdbEventLog(tmp_path / "log", pki.signer, boot_id="b", cert_der=pki.cert_der)
     try:

@@ -27,7 +27,7 @@ from provision import (
     show_netns,
 )
 
-from ._output import add_output_flag, print_json, table
+from ._output import add_output_flag, command, print_json, table
 
 __all__ = ["register"]
 
@@ -81,18 +81,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_output_flag(p)
     p.set_defaults(func=_create)
 
-    p = cmds.add_parser("show", help="the cluster's machines, endpoints and states",
-                        description="List the cluster's machines (from DIR/NAME/cluster.json), whether their "
-                                    "supervisor runs, and what each node reports (stage, version, slot).")
-    common(p)
-    add_output_flag(p)
-    p.set_defaults(func=_show)
-
-    p = cmds.add_parser("destroy", help="stop the machines, unmount, detach loops, remove everything",
-                        description="Stop every machine of the cluster, unmount and detach what they left, drop the "
-                                    "client config context and remove DIR/NAME. Safe to repeat, and after a crash.")
-    common(p)
-    p.set_defaults(func=_destroy)
+    command(cmds, "show", _show, "the cluster's machines, endpoints and states",
+            "List the cluster's machines (from DIR/NAME/cluster.json), whether their supervisor runs, and what each "
+            "node reports (stage, version, slot).", common)
+    command(cmds, "destroy", _destroy, "stop the machines, unmount, detach loops, remove everything",
+            "Stop every machine of the cluster, unmount and detach what they left, drop the client config context "
+            "and remove DIR/NAME. Safe to repeat, and after a crash.", common, output=False)
 
 
 def _node_count(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from api import ClientConfig, Context, split_endpoint
 from api import load_client_config as load
 from api import load_or_new_client_config as load_or_new
 
-from ._output import add_output_flag, print_json, table
+from ._output import command, print_json, table
 
 __all__ = ["register"]
 
@@ -26,38 +26,25 @@ __all__ = ["register"]
 # -- commands --------------------------------------------------------------------------------------------
 def register(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the client-config commands to the ``config`` group's sub-subparsers."""
-    p = cmds.add_parser("context", help="switch the current context",
-                        description="Make NAME the current context of the client config.")
+    p = command(cmds, "context", _context, "switch the current context",
+                "Make NAME the current context of the client config.", output=False)
     p.add_argument("name", help="context name")
-    p.set_defaults(func=_context)
-
-    p = cmds.add_parser("contexts", help="list the contexts of the client config",
-                        description="List contexts: endpoints, nodes, roles and certificate expiry.")
-    add_output_flag(p)
-    p.set_defaults(func=_contexts)
-
-    p = cmds.add_parser("endpoint", help="set the endpoints of the current context",
-                        description="Replace the endpoints (host[:port], port 50000 by default) of the current "
-                                    "context (or --context).")
+    command(cmds, "contexts", _contexts, "list the contexts of the client config",
+            "List contexts: endpoints, nodes, roles and certificate expiry.")
+    p = command(cmds, "endpoint", _endpoint, "set the endpoints of the current context",
+                "Replace the endpoints (host[:port], port 50000 by default) of the current context (or "
+                "--context).", output=False)
     p.add_argument("endpoints", nargs="+", metavar="ENDPOINT")
-    p.set_defaults(func=_endpoint)
-
-    p = cmds.add_parser("node", help="set the default nodes of the current context",
-                        description="Replace the nodes commands target by default; none given clears them "
-                                    "(then the endpoints are the targets).")
+    p = command(cmds, "node", _node, "set the default nodes of the current context",
+                "Replace the nodes commands target by default; none given clears them (then the endpoints are the "
+                "targets).", output=False)
     p.add_argument("nodes", nargs="*", metavar="NODE")
-    p.set_defaults(func=_node)
-
-    p = cmds.add_parser("info", help="show the current context",
-                        description="Show the current context: endpoints, nodes, roles and certificate.")
-    add_output_flag(p)
-    p.set_defaults(func=_info)
-
-    p = cmds.add_parser("merge", help="merge the contexts of another client config into this one",
-                        description="Add FILE's contexts; a name already taken gets a -N suffix. FILE's current "
-                                    "context becomes the current one.")
+    command(cmds, "info", _info, "show the current context",
+            "Show the current context: endpoints, nodes, roles and certificate.")
+    p = command(cmds, "merge", _merge, "merge the contexts of another client config into this one",
+                "Add FILE's contexts; a name already taken gets a -N suffix. FILE's current context becomes the "
+                "current one.", output=False)
     p.add_argument("file", help="client config to merge from")
-    p.set_defaults(func=_merge)
 
 
 def _load_for_edit(args: argparse.Namespace) -> ClientConfig:

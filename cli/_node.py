@@ -37,7 +37,7 @@ from errors import GravenError, InvalidConfig, InvalidRequest, NotFound
 from . import _contexts, _gen, _resources
 from ._config import _cell, _report_invalid, config_subparsers
 from ._events import _events
-from ._output import add_output_flag, print_json, print_node_error, table
+from ._output import add_output_flag, command, print_json, print_node_error, table
 from ._remote import connect, context, parse_duration, single_target, targets
 from ._rolling import _rolling_upgrade
 from ._targets import _emit, _node_rows, _on_nodes, _Progress, wait_back, wait_for
@@ -61,19 +61,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _contexts.register(cmds)
     _register_config_new(cmds)
 
-    p = subparsers.add_parser("version", help="client and node versions (the code each node runs)",
-                              description="The version, image digest and slot each node reports from the code it "
-                                          "runs, and this client's version.")
-    _insecure_flags(p)
-    add_output_flag(p)
-    p.set_defaults(func=_version)
-
-    p = subparsers.add_parser("status", help="machine stage, readiness, slot, running sequence, last fallback",
-                              description="Each node's stage, readiness, booted slot and version, the running "
-                                          "sequence (if any) and the last boot fallback (if any).")
-    _insecure_flags(p)
-    add_output_flag(p)
-    p.set_defaults(func=_status)
+    command(subparsers, "version", _version, "client and node versions (the code each node runs)",
+            "The version, image digest and slot each node reports from the code it runs, and this client's "
+            "version.", _insecure_flags)
+    command(subparsers, "status", _status, "machine stage, readiness, slot, running sequence, last fallback",
+            "Each node's stage, readiness, booted slot and version, the running sequence (if any) and the last boot "
+            "fallback (if any).", _insecure_flags)
 
     get = subparsers.add_parser("get", help="read a node's resources", description="Read a node's resources.")
     gets = get.add_subparsers(dest="get_command", metavar="RESOURCE", required=True)
@@ -125,11 +118,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _wait_flags(p)
     p.set_defaults(func=_upgrade)
 
-    p = subparsers.add_parser("rollback", help="boot the other slot again (it must hold a good image)",
-                              description="Make the other slot, which must have booted good, the default and "
-                                          "reboot into it.")
-    _wait_flags(p)
-    p.set_defaults(func=_simple("rollback"))
+    command(subparsers, "rollback", _simple("rollback"), "boot the other slot again (it must hold a good image)",
+            "Make the other slot, which must have booted good, the default and reboot into it.", _wait_flags,
+            output=False)
 
     p = subparsers.add_parser(
         "reset", help="wipe STATE and/or EPHEMERAL, then power off (or --reboot)",
@@ -147,21 +138,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _wait_flags(p)
     p.set_defaults(func=_reset)
 
-    p = subparsers.add_parser("reboot", help="stop services, seal the log, reboot",
-                              description="Reboot the nodes; with --wait, until each is up again. Refused "
-                                          "(QUORUM_AT_RISK) for a controlplane node whose reboot would leave etcd "
-                                          "without quorum, unless --force.")
-    _wait_flags(p)
-    p.add_argument("--force", action="store_true", help="even if it leaves etcd without quorum")
-    p.set_defaults(func=_simple("reboot"))
-
-    p = subparsers.add_parser("shutdown", help="stop services, seal the log, power off",
-                              description="Power the nodes off; with --wait, until each has gone. Refused "
-                                          "(QUORUM_AT_RISK) for a controlplane node whose shutdown would leave etcd "
-                                          "without quorum, unless --force.")
-    _wait_flags(p)
-    p.add_argument("--force", action="store_true", help="even if it leaves etcd without quorum")
-    p.set_defaults(func=_simple("shutdown"))
+    command(subparsers, "reboot", _simple("reboot"), "stop services, seal the log, reboot",
+            "Reboot the nodes; with --wait, until each is up again. Refused (QUORUM_AT_RISK) for a controlplane node "
+            "whose reboot would leave etcd without quorum, unless --force.", _wait_flags, _quorum_force, output=False)
+    command(subparsers, "shutdown", _simple("shutdown"), "stop services, seal the log, power off",
+            "Power the nodes off; with --wait, until each has gone. Refused (QUORUM_AT_RISK) for a controlplane node "
+            "whose shutdown would leave etcd without quorum, unless --force.", _wait_flags, _quorum_force,
+            output=False)
 
     p = subparsers.add_parser(
         "events", help="the node's signed event log: past events, or follow (-f) new ones",
@@ -200,6 +183,10 @@ def _insecure_flags(p: argparse.ArgumentParser) -> None:
                         "fingerprint is printed)")
     p.add_argument("--cert-fingerprint", metavar="SHA256",
                    help="with --insecure: accept only a node certificate with this SHA-256 fingerprint")
+
+
+def _quorum_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="even if it leaves etcd without quorum")
 
 
 def _wait_flags(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from api import GravenClient
 from api import machine_pb2 as pb
 from errors import InvalidRequest
 
-from ._output import add_output_flag, command, error_cell, print_json, table
+from ._output import add_output_flag, atomic_output, command, error_cell, print_json, table
 from ._remote import connect, fanout, single_target, targets
 
 __all__ = ["etcd_call", "etcd_recover", "etcd_snapshot", "register"]
@@ -47,23 +46,15 @@ def etcd_snapshot(client: GravenClient, path: Path) -> tuple[int, str]:
     """Stream the node's etcd snapshot into ``path`` atomically; (size, sha256 of the database)."""
     from storage import SnapshotCheck
 
-    part = path.with_name(path.name + ".part")
     check = SnapshotCheck()
-    try:
-        with part.open("wb") as f:
-            try:
-                for chunk in client._stub.EtcdSnapshot(pb.EtcdRequest(action="snapshot"), timeout=600):
-                    f.write(chunk.data)
-                    check.update(chunk.data)
-            except grpc.RpcError as exc:
-                raise client._error(exc, "EtcdSnapshot") from exc
-            digest = check.verify()
-            f.flush()
-            os.fsync(f.fileno())
-        part.rename(path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    with atomic_output(path, ".part") as f:
+        try:
+            for chunk in client._stub.EtcdSnapshot(pb.EtcdRequest(action="snapshot"), timeout=600):
+                f.write(chunk.data)
+                check.update(chunk.data)
+        except grpc.RpcError as exc:
+            raise client._error(exc, "EtcdSnapshot") from exc
+        digest = check.verify()
     return check.size, digest
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import TextIO
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, TextIO
 
 from errors import GravenError
 
@@ -28,6 +31,22 @@ def command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], nam
         add_output_flag(p)
     p.set_defaults(func=func, **defaults)
     return p
+
+
+@contextmanager
+def atomic_output(path: Path, suffix: str) -> Iterator[BinaryIO]:
+    """A file written whole or not at all: into ``path`` + ``suffix``, synced, then renamed over ``path``;
+    removed on any failure (an interrupt included), leaving what ``path`` held before."""
+    part = path.with_name(path.name + suffix)
+    try:
+        with part.open("wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        part.replace(path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
 
 
 def print_json(obj: object, out: TextIO | None = None) -> None:

@@ -22,6 +22,8 @@ from typing import TypeVar
 from api import DEFAULT_TIMEOUT, Context, GravenClient, default_client_config_path, load_client_config
 from errors import GravenError, InvalidRequest, NotFound
 
+from ._output import atomic_output
+
 __all__ = [
     "connect",
     "context",
@@ -166,15 +168,7 @@ def export_remote(args: argparse.Namespace) -> int:
     """``audit export -o OUT`` without a path: the node's bundle for ``--from``/``--to``, written atomically."""
     node = single_target(args, "audit export")
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".partial")
-    try:
-        with connect(args, node) as client, tmp.open("wb") as f:
-            size = client.audit_export(f, from_seq=args.start, to_seq=-1 if args.end is None else args.end)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with connect(args, node) as client, atomic_output(out, ".partial") as f:
+        size = client.audit_export(f, from_seq=args.start, to_seq=-1 if args.end is None else args.end)
     sys.stderr.write(f"exported the audit bundle of {node} ({size} bytes) to {out}\n")
     return 0

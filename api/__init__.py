@@ -18,6 +18,7 @@ if typing.TYPE_CHECKING:
     from ._clientconfig import load_or_new as load_or_new_client_config
     from ._clientconfig import split_endpoint as split_endpoint
     from ._etcd_pki import EtcdCA as EtcdCA
+    from ._memory import trim as trim_heap
     from ._memory import tune_allocator as tune_allocator
     from ._pb import machine_pb2 as machine_pb2
     from ._pki import ClusterSecrets as ClusterSecrets
@@ -62,6 +63,7 @@ _LAZY: dict[str, str] = {
     "load_or_new_client_config": "_clientconfig:load_or_new",
     "machine_pb2": "_pb",
     "split_endpoint": "_clientconfig",
+    "trim_heap": "_memory:trim",
     "tune_allocator": "_memory",
 }
 
@@ -95,5 +97,6 @@ __all__ = [
     "load_or_new_client_config",
     "machine_pb2",
     "split_endpoint",
+    "trim_heap",
     "tune_allocator",
 ]

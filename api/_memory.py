@@ -32,11 +32,11 @@ def tune_allocator(arenas: int = 2, mmap_threshold: int = 128 << 10) -> bool:
     return bool(lib.mallopt(_M_TRIM_THRESHOLD, 4 * mmap_threshold) == 1 and ok)
 
 
-def trim() -> None:
-    """Give free heap memory back to the system (ctypes releases the GIL while it runs)."""
+def trim() -> bool:
+    """Give the C heap's free pages back to the system, every arena (ctypes releases the GIL while it runs); True
+    when some were. A no-op where the C library is not glibc."""
     lib = _glibc()
-    if lib is not None:
-        lib.malloc_trim(0)
+    return lib is not None and bool(lib.malloc_trim(0))
 
 
 def rss_bytes() -> int:

@@ -9,11 +9,12 @@ import os
 import re
 from pathlib import Path
 
+from api import trim_heap
 from errors import InvalidRequest
 from storage import libc
 
-__all__ = ["KINDS", "about", "kernel", "mounts", "os_image", "processes", "read", "release_free_heap",
-           "release_startup_memory", "release_startup_pages"]
+__all__ = ["KINDS", "about", "kernel", "mounts", "os_image", "processes", "read", "release_startup_memory",
+           "release_startup_pages"]
 
 KINDS = ("processes", "mounts")
 
@@ -96,19 +97,6 @@ def read(kind: str) -> list[dict[str, object]]:
     raise InvalidRequest(f"unknown resource {kind!r} (resources: {', '.join(KINDS)})", kind=kind)
 
 
-def release_free_heap() -> bool:
-    """Give the C heap's free pages back to the kernel (glibc's ``malloc_trim(0)``, every arena): start-up frees
-    more than it keeps (imports, the log's replay, TLS set-up), and glibc keeps freed pages resident until its top
-    chunk passes the trim threshold, which fragmentation rarely lets happen. False where libc is not glibc."""
-    lib = libc()
-    try:
-        if lib is None or not os.confstr("CS_GNU_LIBC_VERSION"):
-            return False
-        return bool(lib.malloc_trim(0))
-    except (ValueError, OSError, AttributeError):  # no such confstr name: not glibc
-        return False
-
-
 _MADV_DONTNEED = 4
 _SHARED_OBJECT = re.compile(r"/[^ ]*\.so(\.[0-9.]+)?")
 _RANGE = re.compile(r"([0-9a-f]+)-([0-9a-f]+) ")
@@ -162,6 +150,8 @@ def release_startup_pages(smaps: str = "/proc/self/smaps") -> int:
 
 
 def release_startup_memory() -> None:
-    """Once the node is up: what start-up freed in the C heap, and the library pages only start-up touched."""
-    release_free_heap()
+    """Once the node is up: what start-up freed in the C heap, and the library pages only start-up touched.
+    Start-up frees more than it keeps (imports, the log's replay, TLS set-up), and glibc keeps freed pages resident
+    until its top chunk passes the trim threshold, which fragmentation rarely lets happen."""
+    trim_heap()
     release_startup_pages()

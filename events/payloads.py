@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import msgspec
 
+from errors import GravenError
+
 from ._kinds import Kind
-from ._record import Event
+from ._record import Actor, Event
 from ._schema import SCHEMAS as SCHEMAS
 from ._schema import VERSION_KEY as VERSION_KEY
 from ._schema import Payload as Payload
@@ -24,6 +26,8 @@ __all__ = [  # and a Struct per kind, each named in SCHEMAS
     "Payload",
     "Schemas",
     "Step",
+    "api_denied",
+    "api_refused",
     "certificate_of",
     "payload_of",
     "read_payload",
@@ -330,6 +334,17 @@ class ApiRefused(Payload, frozen=True, kw_only=True):
     reason: str = ""
     code: Opt = None
     holder: Opt = None
+
+
+def api_denied(method: str, actor: Actor, reason: str) -> dict[str, object]:
+    """The payload of an ``api.denied`` event: the method, who asked (subject and roles) and why not."""
+    return {"method": method, "subject": actor.id, "roles": list(actor.roles), "reason": reason}
+
+
+def api_refused(method: str, request_seq: int | None, error: GravenError, /, **more: object) -> dict[str, object]:
+    """The payload of an ``api.refused`` event: the request (method, seq of its ``api.request``), the error's
+    message and code, and ``more`` (which wins over those)."""
+    return {"method": method, "request_seq": request_seq, "reason": error.message, "code": error.code.name, **more}
 
 
 class _Service(Payload, frozen=True, kw_only=True):

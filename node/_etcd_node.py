@@ -34,6 +34,7 @@ from errors import (
     Unavailable,
 )
 from events import WITNESS_PREFIX, Actor, Event, Kind, Published
+from events.payloads import api_denied, api_refused
 
 from ._etcd_args import CLIENT_PORT, EtcdFiles, client_url
 from ._etcd_service import EtcdService, EtcdSettings
@@ -186,8 +187,7 @@ class EtcdNode:
         exc = Locked(f"another controlplane node is upgrading: {who} holds the etcd upgrade lock (asked by "
                      f"{holder.get('actor', '?')}); it is released when {who} is healthy again, or when its lease "
                      f"expires ({self.upgrade_lock_ttl} s) if {who} crashed", holder=who, lock=UPGRADE_LOCK.decode())
-        await record(Kind.API_REFUSED, {"method": "upgrade", "request_seq": request_seq, "reason": exc.message,
-                                        "code": exc.code.name, "holder": who}, actor)
+        await record(Kind.API_REFUSED, api_refused("upgrade", request_seq, exc, holder=who), actor)
         raise exc
 
     async def _release_upgrade_lock(self, svc: EtcdService) -> None:
@@ -238,8 +238,7 @@ class EtcdNode:
             if pub.origin != f"graven/{actor.id}":
                 exc = PermissionDenied(f"{actor.id} may publish its own checkpoints only (graven/{actor.id}), not "
                                        f"those of {pub.origin}", origin=pub.origin)
-                await record(Kind.API_DENIED, {"method": method, "subject": actor.id, "roles": list(actor.roles),
-                                               "reason": exc.message}, actor)
+                await record(Kind.API_DENIED, api_denied(method, actor, exc.message), actor)
                 raise exc
             return await self.manage(action, args)
         event = await record(Kind.API_REQUEST, {"method": method, "args": dict(args)}, actor)
@@ -249,14 +248,12 @@ class EtcdNode:
                     raise NotFound("this node runs no witness")
                 return await self.forget_witnessed(str(args.get("origin", "")), actor.id)
             except GravenError as exc:
-                await record(Kind.API_REFUSED, {"method": method, "request_seq": event.seq, "reason": exc.message,
-                                                "code": exc.code.name}, actor)
+                await record(Kind.API_REFUSED, api_refused(method, event.seq, exc), actor)
                 raise
         try:
             return await self.manage(action, args)
         except GravenError as exc:
-            await record(Kind.API_REFUSED, {"method": method, "request_seq": event.seq, "reason": exc.message,
-                                            "code": exc.code.name}, actor)
+            await record(Kind.API_REFUSED, api_refused(method, event.seq, exc), actor)
             raise
 
     async def check_quorum(self, what: str, actor: Actor, request_seq: int,
@@ -273,8 +270,7 @@ class EtcdNode:
                                    "to go ahead anyway", down=[], reason=exc.message)
         if problem is None:
             return
-        await record(Kind.API_REFUSED, {"method": what, "request_seq": request_seq, "reason": problem.message,
-                                        "code": problem.code.name, **problem.details}, actor)
+        await record(Kind.API_REFUSED, api_refused(what, request_seq, problem, **problem.details), actor)
         raise problem
 
     async def query(self, action: str, args: dict[str, object]) -> dict[str, object]:

@@ -32,6 +32,7 @@ from api import (
 )
 from errors import GravenError, InvalidRequest, NotFound, Unavailable
 from events import Actor, Kind, SystemClock
+from events.payloads import api_denied
 from fsm import NodeFSM, Stage
 from pki import Ed25519Signer, load_certificate, load_private_key
 from sequencer import Ports, Runtime, SequenceName, Sequencer, SequenceResult, ShutdownRequest, bring_up
@@ -398,8 +399,7 @@ class Agent:
                                       record=self.seq.record)
 
     async def record_denied(self, method: str, actor: Actor, reason: str) -> None:
-        await self.seq.record(Kind.API_DENIED, {"method": method, "subject": actor.id, "roles": list(actor.roles),
-                                                "reason": reason}, actor)
+        await self.seq.record(Kind.API_DENIED, api_denied(method, actor, reason), actor)
 
     def kernel_log(self, tail: int | None, follow: bool) -> Generator[bytes | None, None, None]:
         if not own_kernel():

@@ -23,6 +23,7 @@ import config
 from boot import Slot, rollback
 from errors import GravenError, InvalidRequest, NotFound
 from events import Actor, Event, EventLog, Kind, NodeState, replay_raw
+from events.payloads import api_refused
 from fsm import NodeFSM, Stage
 from sequencer import RebootRequest, SequenceName, Sequencer, apply_config, confirm_config
 
@@ -182,8 +183,7 @@ class NodeService:
         return Accepted(sequence=name, seq=event.seq)
 
     async def _refused(self, name: SequenceName, exc: GravenError, actor: Actor, request_seq: int) -> Event:
-        return await self.seq.record(Kind.API_REFUSED, {"method": name.value, "request_seq": request_seq,
-                                                        "reason": exc.message, "code": exc.code.name}, actor)
+        return await self.seq.record(Kind.API_REFUSED, api_refused(name.value, request_seq, exc), actor)
 
     async def _refuse_if(self, exc: GravenError | None, name: SequenceName, actor: Actor, request_seq: int) -> None:
         if exc is not None:

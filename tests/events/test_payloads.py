@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from errors import InvalidEvent
+from errors import InvalidEvent, Locked, QuorumAtRisk
 from events import (
     SCHEMAS,
     Actor,
@@ -31,7 +31,16 @@ from events import (
     to_payload,
     verify_items,
 )
-from events.payloads import VERSION_KEY, BootStarted, ConfigApplied, Step
+from events.payloads import (
+    VERSION_KEY,
+    ApiDenied,
+    ApiRefused,
+    BootStarted,
+    ConfigApplied,
+    Step,
+    api_denied,
+    api_refused,
+)
 from pki import Ed25519Signer, issue_certificate, load_certificate, make_ca
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -180,3 +189,20 @@ def test_a_step_is_every_sequence_phase_and_task_kind_and_nothing_else() -> None
     assert len(steps) == len({t.KIND for t in steps})
     assert isinstance(SCHEMAS.read(Kind.PHASE_SKIPPED, {"phase": "p"}), Step)
     assert not isinstance(SCHEMAS.read(Kind.BOOT_STARTED, {}), Step)
+
+
+def test_the_api_refused_and_denied_payloads_read_back_as_their_structs() -> None:
+    locked = Locked("cp2 holds the upgrade lock", holder="cp2")
+    refused = api_refused("upgrade", 41, locked, holder="cp2")
+    assert refused == {"method": "upgrade", "request_seq": 41, "reason": "cp2 holds the upgrade lock",
+                       "code": "LOCKED", "holder": "cp2"}
+    assert SCHEMAS.read(Kind.API_REFUSED, refused) == ApiRefused(method="upgrade", request_seq=41,
+                                                                 reason=locked.message, code="LOCKED", holder="cp2")
+    quorum = QuorumAtRisk("reboot refused: 1 of 3 left", down=["cp1"], reason="the check's own words")
+    with_details = api_refused("reboot", 7, quorum, **quorum.details)
+    assert (with_details["reason"], with_details["down"], with_details["code"]) == (
+        "the check's own words", ["cp1"], "QUORUM_AT_RISK")  # the details win, as they always did
+    assert api_refused("etcd.leave", None, locked, method="other")["method"] == "other"
+    denied = api_denied("etcd.publish-checkpoint", Actor("w1", ("os:reader",)), "its own checkpoints only")
+    assert SCHEMAS.read(Kind.API_DENIED, denied) == ApiDenied(method="etcd.publish-checkpoint", subject="w1",
+                                                              roles=["os:reader"], reason="its own checkpoints only")

@@ -12,12 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from boot import Slot
 from errors import StorageError
-from image import build_image, verify, verify_slot
-from pki import public_raw
+from image import verify, verify_slot
 from storage import BlockDisk, DiskLayout, Label, block_problem
 
 MIB = 1 << 20
@@ -30,14 +28,6 @@ def loops_over(path: Path) -> list[dict[str, str]]:
     out = subprocess.run(["losetup", "--list", "--json", "-O", "NAME,BACK-FILE,OFFSET"], capture_output=True,
                          text=True).stdout
     return [d for d in json.loads(out or "{}").get("loopdevices", []) if str(d.get("back-file", "")) == str(path)]
-
-
-@pytest.fixture(scope="module")
-def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
-    d = tmp_path_factory.mktemp("block-images")
-    key = Ed25519PrivateKey.generate()
-    build_image("1.0.0", key, d / "v1.img", created=1_700_000_000, code_only=True)
-    return d / "v1.img", public_raw(key.public_key())
 
 
 @pytest.fixture

@@ -9,24 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from boot import Slot
 from errors import BadImage, StorageError
-from image import build_image, verify, verify_slot
-from pki import public_raw
+from image import verify, verify_slot
 from storage import META_SIZE, Label, MountStrategy, SandboxDisk
 from storage._mount import strategy_problem
 
 MIB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
-    d = tmp_path_factory.mktemp("sandbox-images")
-    key = Ed25519PrivateKey.generate()
-    build_image("1.0.0", key, d / "v1.img", created=1_700_000_000, code_only=True)
-    return d / "v1.img", public_raw(key.public_key())
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ issues, at boot, its own
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from errors import InvalidRequest
+from pki import subject_alt_names
 
 __all__ = [
     "ETCD_CA_DAYS",
@@ -51,16 +51,6 @@ class EtcdCert:
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-
-
-def _general_names(sans: Sequence[str]) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = []
-    for san in dict.fromkeys(s for s in sans if s):
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(san)))
-        except ValueError:
-            names.append(x509.DNSName(san))
-    return names
 
 
 @dataclass(frozen=True)
@@ -117,7 +107,7 @@ class EtcdCA:
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
         )
-        names = _general_names(sans)
+        names = subject_alt_names(list(dict.fromkeys(s for s in sans if s)))
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())

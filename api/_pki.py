@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import config
 from errors import InvalidRequest
-from pki import issue_certificate, load_private_key, make_ca, private_key_pem
+from pki import issue_certificate, load_private_key, make_ca, private_key_pem, subject_alt_names
 
 from ._clientconfig import ClientConfig, Context, atomic_write, split_endpoint
 from ._etcd_pki import EtcdCA
@@ -111,17 +111,10 @@ def issue_server_certificate(
 def self_signed_certificate(cn: str = "graven-maintenance", sans: Sequence[str] = (),
                             ttl: dt.timedelta = SERVER_CERT_TTL) -> tuple[bytes, bytes]:
     """A self-signed serving certificate for maintenance mode: (crt PEM, key PEM)."""
-    import ipaddress
-
     key = new_tls_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.UTC)
-    names: list[x509.GeneralName] = [x509.DNSName(cn)]
-    for san in sans:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(san)))
-        except ValueError:
-            names.append(x509.DNSName(san))
+    names: list[x509.GeneralName] = [x509.DNSName(cn), *subject_alt_names(sans)]
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())

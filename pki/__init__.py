@@ -28,6 +28,7 @@ if typing.TYPE_CHECKING:
         load_private_key,
         make_ca,
         private_key_pem,
+        subject_alt_names,
         verify_log_certificate,
     )
 
@@ -44,6 +45,7 @@ __all__ = [
     "make_ca",
     "private_key_pem",
     "public_raw",
+    "subject_alt_names",
     "verify_log_certificate",
     "verify_signature",
 ]
@@ -107,6 +109,7 @@ def verify_signature(public: bytes, sig: bytes, data: bytes) -> bool:
 
 
 _LAZY = {name: "_certs" for name in ("cert_public_raw", "cert_subject", "issue_certificate", "load_certificate",
-                                     "load_private_key", "make_ca", "private_key_pem", "verify_log_certificate")}
+                                     "load_private_key", "make_ca", "private_key_pem", "subject_alt_names",
+                                     "verify_log_certificate")}
 
 __getattr__ = lazy.lazy_attributes(__name__, _LAZY, globals())

@@ -19,7 +19,7 @@ from errors import UntrustedKey
 from . import LOG_KEY_UNIT, public_raw
 
 __all__ = ["cert_public_raw", "cert_subject", "issue_certificate", "load_certificate", "load_private_key", "make_ca",
-           "private_key_pem", "verify_log_certificate"]
+           "private_key_pem", "subject_alt_names", "verify_log_certificate"]
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> bytes:
@@ -124,16 +124,21 @@ def issue_certificate(
     if usages:
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if sans:
-        import ipaddress
-
-        names: list[x509.GeneralName] = []
-        for san in sans:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(san)))
-            except ValueError:
-                names.append(x509.DNSName(san))
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        builder = builder.add_extension(x509.SubjectAlternativeName(subject_alt_names(sans)), critical=False)
     return builder.sign(ca_key, None)
+
+
+def subject_alt_names(sans: Sequence[str]) -> list[x509.GeneralName]:
+    """A certificate's alternative names, in order: an IP address as one, anything else as a DNS name."""
+    import ipaddress
+
+    names: list[x509.GeneralName] = []
+    for san in sans:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(san)))
+        except ValueError:
+            names.append(x509.DNSName(san))
+    return names
 
 
 def verify_log_certificate(cert: x509.Certificate, ca: x509.Certificate) -> bytes:

@@ -144,3 +144,17 @@ def test_roles_are_checked() -> None:
         check_roles(["os:root"])
     with pytest.raises(InvalidRequest, match="no role"):
         check_roles([""])
+
+
+def test_alternative_names_keep_their_order_with_addresses_as_addresses() -> None:
+    import ipaddress
+
+    from pki import subject_alt_names
+
+    assert subject_alt_names(["10.0.0.2", "node1.lab", "fd00::2", "10.0.0.2"]) == [
+        x509.IPAddress(ipaddress.ip_address("10.0.0.2")), x509.DNSName("node1.lab"),
+        x509.IPAddress(ipaddress.ip_address("fd00::2")), x509.IPAddress(ipaddress.ip_address("10.0.0.2"))]
+    crt, _ = self_signed_certificate("graven-maintenance", ["127.0.0.1", "localhost"])
+    sans = x509.load_pem_x509_certificate(crt).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert list(sans.value) == [x509.DNSName("graven-maintenance"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                x509.DNSName("localhost")]

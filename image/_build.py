@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from errors import DiskFull, InvalidRequest, StorageError
 from pki import Ed25519Signer, Signer
-from storage import have, missing_tool, run_tool
+from storage import fsync_dir, have, missing_tool, run_tool
 
 from ._format import (
     FORMAT_VERSION,
@@ -239,11 +239,7 @@ def build_image(
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(partial, out)
-            dfd = os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(out.parent)
         say(f"wrote {out} ({trailer.image_length} bytes)")
         return manifest
     finally:

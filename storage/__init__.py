@@ -21,6 +21,7 @@ from ._slot import SlotInfo as SlotInfo
 from ._slot import SlotState as SlotState
 from ._slot import slot_label as slot_label
 from ._slotio import Progress as Progress
+from ._sys import fsync_dir as fsync_dir
 from ._sys import have as have
 from ._sys import missing_tool as missing_tool
 from ._sys import run_tool as run_tool
@@ -53,6 +54,7 @@ __all__ = [
     "available_strategies",
     "block_problem",
     "die_with_parent",
+    "fsync_dir",
     "have",
     "kernel_cache",
     "libc",

@@ -21,7 +21,7 @@ from ._disk import ALL_LABELS, DiskBase, parse_labels
 from ._meta import META_SIZE
 from ._mount import MountStrategy
 from ._slot import Label
-from ._sys import os_errors
+from ._sys import fsync_dir, os_errors
 
 __all__ = ["DEFAULT_SANDBOX_SLOT_SIZE", "SandboxDisk"]
 
@@ -99,7 +99,7 @@ class SandboxDisk(DiskBase):
             tmp = self.disk_dir / (_TABLE + ".tmp")
             tmp.write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
             os.replace(tmp, self.disk_dir / _TABLE)
-            _fsync_dir(self.disk_dir)
+            fsync_dir(self.disk_dir)
 
     def _raw_size(self, label: Label) -> int:
         return META_SIZE if label is Label.META else self.slot_size
@@ -126,7 +126,7 @@ class SandboxDisk(DiskBase):
                     if p.exists():
                         shutil.rmtree(p)
                     p.mkdir()
-                    _fsync_dir(self.disk_dir)
+                    fsync_dir(self.disk_dir)
 
     def path(self, label: Label | str) -> Path:
         try:
@@ -138,11 +138,3 @@ class SandboxDisk(DiskBase):
 
     def _raw_path(self, label: Label) -> Path:
         return self.path(label)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

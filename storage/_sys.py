@@ -21,7 +21,8 @@ from errors import DiskFull, StorageError
 
 from ._systools import package_of
 
-__all__ = ["have", "is_root", "missing_tool", "os_errors", "run", "run_tool", "translate_os_error", "write_durably"]
+__all__ = ["fsync_dir", "have", "is_root", "missing_tool", "os_errors", "run", "run_tool", "translate_os_error",
+           "write_durably"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -41,6 +42,15 @@ def os_errors(what: str) -> Iterator[None]:
         raise translate_os_error(exc, what) from exc
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the folder's entries (a file created, renamed or removed in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_durably(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one, never a part: a temporary
     file in the same folder (``mode`` from its first byte), fsync, rename, fsync of the folder."""
@@ -56,11 +66,7 @@ def write_durably(path: Path, data: bytes, *, mode: int = 0o644) -> None:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
             tmp = None
-            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(path.parent)
         finally:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)

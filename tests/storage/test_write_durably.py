@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from errors import StorageError
-from storage import write_durably
+from storage import fsync_dir, write_durably
 
 
 def test_replaces_whole_with_its_mode_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -37,3 +37,15 @@ def test_a_failure_names_the_file_and_keeps_the_old_one(tmp_path: Path) -> None:
         os.chmod(tmp_path, 0o700)
     assert (tmp_path / "config.yaml").read_bytes() == b"kept"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_fsync_dir_syncs_a_folder_and_refuses_anything_else(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(100):
+        fsync_dir(tmp_path)
+    with pytest.raises(NotADirectoryError):
+        fsync_dir(tmp_path / "f")
+    with pytest.raises(FileNotFoundError):
+        fsync_dir(tmp_path / "gone")
+    assert len(os.listdir("/proc/self/fd")) == before  # no descriptor left open

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netnskit import netns_add_problem
 
 import config
 from errors import GravenError, InvalidRequest, NotFound
@@ -34,12 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _problem() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces and netlink changes)"
-    name = f"gvprobe-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return f"cannot create a network namespace: {proc.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    return None
+    return netns_add_problem()
 
 
 PROBLEM = _problem()

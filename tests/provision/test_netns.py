@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netnskit import netns_add_problem
 
 from errors import InvalidRequest
 from provision import _netns
@@ -28,15 +29,14 @@ PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 def _problem() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces, a bridge, veth pairs)"
-    name = f"gvprobe-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return f"cannot create a network namespace: {proc.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    probe = subprocess.run(["ip", "link", "add", f"gvp{name[-8:]}", "type", "bridge"], capture_output=True, text=True)
+    problem = netns_add_problem()
+    if problem:
+        return problem
+    bridge = f"gvp{uuid.uuid4().hex[:8]}"
+    probe = subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], capture_output=True, text=True)
     if probe.returncode != 0:
         return f"cannot create a bridge: {probe.stderr.strip()}"
-    subprocess.run(["ip", "link", "del", f"gvp{name[-8:]}"], capture_output=True)
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
     return None
 
 

@@ -49,6 +49,8 @@ class LogRing:
             self._scan()
             held, self._memory = self._memory, {}
             for service, lines in held.items():
+                # after the lines on disk, with the positions of the lines memory already dropped still counted
+                self._next[service] = self._next.get(service, 0) + lines[0][0]
                 for _, line in lines:
                     self._append_locked(service, line)
 

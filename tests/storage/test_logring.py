@@ -36,6 +36,17 @@ def test_reads_return_the_kept_tail_in_order(tmp_path_factory, appends: list[str
     ring.close()
 
 
+def test_lines_dropped_in_memory_keep_their_positions_when_attached(tmp_path: Path) -> None:
+    ring = LogRing(max_lines=5)
+    for i in range(6):  # memory keeps 1..5: line 0 was dropped before EPHEMERAL was there
+        ring.append("agent", f"line {i}".encode())
+    ring.attach(tmp_path)
+    assert ring.next_position("agent") == 6
+    assert ring.append("agent", b"line 6") == 6
+    assert ring.read("agent", 0, limit=10)[0] == (2, b"line 2")  # the oldest kept, at its own position
+    ring.close()
+
+
 def test_positions_go_on_after_reopening(tmp_path: Path) -> None:
     ring = LogRing(max_lines=100)
     ring.attach(tmp_path)

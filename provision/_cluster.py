@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -132,7 +133,23 @@ def _machine_log_tail(node: NodeRecord, lines: int = 15) -> str:
         text = Path(node.log).read_text(errors="replace").splitlines()
     except OSError:
         return "(no machine log)"
+    if not text:
+        return "    (empty: the machine stopped before its first line)"
     return "\n".join(f"    {line}" for line in text[-lines:])
+
+
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}  # the machines this process started, kept to read how they end
+
+
+def _how_it_ended(pid: int | None) -> str:
+    """How a machine this process started ended (" (exit status 1)", " (killed by SIGKILL)"); "" when unknown."""
+    proc = _STARTED.get(pid or 0)
+    code = proc.poll() if proc is not None else None
+    if code is None:
+        return ""
+    if code < 0:
+        return f" (killed by {signal.Signals(-code).name})"
+    return f" (exit status {code})"
 
 
 # -- create ------------------------------------------------------------------------------------------------
@@ -276,6 +293,7 @@ def _start_machine(node: NodeRecord, record: ClusterRecord, health_timeout: floa
     with open(node.log, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=node.root, env=_child_env(), start_new_session=True)
+    _STARTED[proc.pid] = proc
     return proc.pid
 
 
@@ -323,7 +341,7 @@ def _install_node(node: NodeRecord, ctx: Context, timeout: float,
     last_error = ""
     while True:
         if not machine_alive(node.pid, node.root):
-            raise fail("the machine stopped")
+            raise fail(f"the machine stopped{_how_it_ended(node.pid)}")
         try:
             with GravenClient.insecure(endpoint, quiet=True, timeout=5) as client:
                 result = client.apply_configuration(Path(node.config).read_bytes())
@@ -339,7 +357,7 @@ def _install_node(node: NodeRecord, ctx: Context, timeout: float,
     try:
         while True:
             if not machine_alive(node.pid, node.root):
-                raise fail("the machine stopped")
+                raise fail(f"the machine stopped{_how_it_ended(node.pid)}")
             try:
                 status_client = status_client or GravenClient.from_context(ctx, endpoint, timeout=5)
                 st = status_client.status()

@@ -136,13 +136,13 @@ def release_startup_pages(smaps: str = "/proc/self/smaps") -> int:
     to the file's, are dropped. Shared objects stay loaded for the process's life (CPython never unloads one).
     Returns the resident bytes unmapped; 0 where there is no smaps or no madvise."""
     lib = libc()
+    if lib is None:
+        return 0
     try:
         with open(smaps) as f:
             ranges = startup_pages(f.read())
-        madvise = lib.madvise if lib is not None else None
+        madvise = lib.madvise
     except (OSError, AttributeError):
-        return 0
-    if madvise is None:
         return 0
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     madvise.restype = ctypes.c_int

@@ -10,7 +10,7 @@ import ctypes
 import functools
 import signal
 
-__all__ = ["die_with_parent", "libc"]
+__all__ = ["die_with_parent", "libc", "libc_keeping_gil"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -22,6 +22,13 @@ def libc() -> ctypes.CDLL | None:
         return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
+
+
+@functools.cache
+def libc_keeping_gil() -> ctypes.PyDLL:
+    """The same library through ``ctypes.PyDLL``: its calls keep the GIL (for calls that never wait, such as I/O
+    on a non-blocking pipe, where giving the GIL up and queueing to get it back costs more than the call)."""
+    return ctypes.PyDLL(None, use_errno=True)
 
 
 def die_with_parent() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import errno
+import functools
 import os
 import select
 import subprocess
@@ -27,6 +28,8 @@ import time
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ._libc import libc_keeping_gil
 
 __all__ = ["TIMEOUT_S", "ChildSigner", "raw_private_key"]
 
@@ -173,13 +176,13 @@ class ChildSigner:
 
 
 class _HeldIO:
-    """``write(2)`` and ``read(2)`` through ``ctypes.PyDLL``, which keeps the GIL while they run: on a non-blocking
-    pipe they never wait, and in a crowd of appender threads getting the GIL back after ``os.write``/``os.read``
-    means waiting behind them (the sequencer, the pipeline's serial stage, calls these). Each returns what it
-    wrote/read, or -1 (errno: the pipe is full/empty, or gone)."""
+    """``write(2)`` and ``read(2)`` keeping the GIL (``libc_keeping_gil``): on a non-blocking pipe they never wait,
+    and in a crowd of appender threads getting the GIL back after ``os.write``/``os.read`` means waiting behind them
+    (the sequencer, the pipeline's serial stage, calls these). Each returns what it wrote/read, or -1 (errno: the
+    pipe is full/empty, or gone)."""
 
     def __init__(self) -> None:
-        libc = ctypes.PyDLL(None, use_errno=True)
+        libc = libc_keeping_gil()
         self.write = libc.write
         self.write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
         self.write.restype = ctypes.c_ssize_t
@@ -188,14 +191,7 @@ class _HeldIO:
         self.read.restype = ctypes.c_ssize_t
 
 
-_held: _HeldIO | None = None
-
-
-def _held_io() -> _HeldIO:
-    global _held
-    if _held is None:
-        _held = _HeldIO()
-    return _held
+_held_io = functools.cache(_HeldIO)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -87,3 +87,13 @@ def test_die_with_parent_is_harmless_in_this_process() -> None:
         assert now.value == signal.SIGKILL
     finally:
         lib.prctl(1, before.value, 0, 0, 0)
+
+
+def test_the_gil_keeping_library_is_the_same_one_with_errno_kept() -> None:
+    from storage._libc import libc_keeping_gil
+
+    held = libc_keeping_gil()
+    assert isinstance(held, ctypes.PyDLL) and libc_keeping_gil() is held
+    ctypes.set_errno(0)
+    assert held.close(-1) == -1
+    assert ctypes.get_errno() == errno.EBADF
